@@ -1,0 +1,40 @@
+# dastudy — two commands work on a fresh machine: `make demo` and `make test`.
+# Set-up is idempotent: the venv is created once and the project (re)installed only when
+# pyproject.toml or constraints.txt change; pip never reinstalls an already satisfied torch.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.dastudy-installed
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: setup demo test test-quick browser clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=24"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[test]"
+	@touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/dastudy demo
+
+# The browser check (TensorBoard HParams page) needs a headless chromium: install it where
+# missing; where it cannot be installed the test skips itself with a clear message.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  (command -v apt-get >/dev/null 2>&1 && \
+	   (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	    (apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1)) ) || \
+	  echo "note: chromium could not be installed; the browser check will be skipped"
+
+test: setup browser
+	$(PY) -m pytest -q
+
+test-quick: setup
+	$(PY) -m pytest -q -m "not slow"
+
+clean-venv:
+	@echo "remove .venv by hand if you really want to: rm -r .venv"
