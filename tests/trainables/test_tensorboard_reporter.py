@@ -1,0 +1,178 @@
+"""TensorBoardReporter: events are read back with TensorBoard's own reader, not with our writer's helpers."""
+from __future__ import annotations
+
+import io
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+from tensorboard.backend.event_processing import event_accumulator, plugin_event_multiplexer
+from tensorboard.plugins.hparams import api_pb2
+from tensorboard.plugins.hparams import metadata as hparams_metadata
+
+from data.labels import class_colors
+from trainables.config import EvalConfig, TrainConfig
+from trainables.tensorboard import TensorBoardReporter, prediction_panel, write_session_end
+
+H, W = 6, 8
+
+
+def _sample(seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    label = rng.integers(0, 16, size=(H, W))
+    label[0, 0] = 255  # an ignored pixel
+    pred = label.copy()
+    pred[0, 0] = 2
+    pred[1, 1] = (label[1, 1] + 1) % 16
+    image = rng.integers(0, 256, size=(H, W, 3), dtype=np.uint8)
+    return {"image": image, "label": label, "pred": pred}
+
+
+def _trainer(samples, selection="val"):
+    cfg = TrainConfig(eval=EvalConfig(selection=selection))
+    return SimpleNamespace(cfg=cfg, num_classes=16, last_eval_samples=samples)
+
+
+def _run(logdir, status="completed", hparams=None, samples=2, panel_every=1):
+    reporter = TensorBoardReporter(logdir, hparams=hparams, metric_tags=("val/mIoU16",), panel_every=panel_every)
+    trainer = _trainer([_sample(k) for k in range(samples)])
+    reporter.on_start(trainer)
+    for it in (10, 20, 30):
+        reporter.on_log(it, {"train/loss_seg": 1.0 / it, "train/loss_adv_main": 0.5, "lr/backbone": 2.5e-4,
+                             "note": "strings are not scalars"})
+        reporter.on_evaluate(it, {"val/mIoU16": it / 100, "val/mIoU13": it / 90, "val/IoU/road": 0.7,
+                                  "select/mIoU16": it / 110}, trainer)
+        reporter.on_checkpoint(it, logdir / f"ckpt_{it}")
+    reporter.on_end({"status": status})
+    return reporter
+
+
+def _accumulator(path):
+    acc = event_accumulator.EventAccumulator(str(path), size_guidance={event_accumulator.IMAGES: 0,
+                                                                       event_accumulator.SCALARS: 0})
+    acc.Reload()
+    return acc
+
+
+def test_prediction_panel_layout_and_colours():
+    sample = _sample(0)
+    panel = prediction_panel(sample["image"], sample["label"], sample["pred"], num_classes=16, gap=2)
+    assert panel.shape == (H, 3 * W + 4, 3) and panel.dtype == np.uint8
+    colors = class_colors(16)
+    np.testing.assert_array_equal(panel[:, :W], sample["image"])
+    assert (panel[:, W:W + 2] == 255).all()  # separator
+    gt, pr = panel[:, W + 2:2 * W + 2], panel[:, 2 * W + 4:]
+    assert tuple(gt[0, 0]) == (0, 0, 0)  # ignore is black
+    assert tuple(pr[0, 0]) == colors[2]
+    assert tuple(gt[2, 3]) == colors[sample["label"][2, 3]]
+    assert tuple(pr[1, 1]) == colors[(sample["label"][1, 1] + 1) % 16]
+
+
+def test_prediction_panel_resizes_image_to_label():
+    sample = _sample(1)
+    small = sample["image"][::2, ::2]  # 3x4 image for a 6x8 label
+    panel = prediction_panel(small, sample["label"], sample["pred"], num_classes=16)
+    assert panel.shape == (H, 3 * W + 4, 3)
+    np.testing.assert_array_equal(panel[2:4, 2:4], np.broadcast_to(small[1, 1], (2, 2, 3)))
+    with pytest.raises(ValueError, match="label"):
+        prediction_panel(sample["image"], sample["label"], sample["pred"][:2], num_classes=16)
+
+
+def test_scalars_images_and_hparams_in_one_run(tmp_path):
+    logdir = tmp_path / "trial_a" / "tb"
+    _run(logdir, hparams={"adapt.lambda_adv_main": 0.002, "optim.lr": 2.5e-4, "model.multi_level": True,
+                          "data.size": [64, 32]})
+    acc = _accumulator(logdir)
+    tags = acc.Tags()
+    assert {"train/loss_seg", "train/loss_adv_main", "lr/backbone", "val/mIoU16", "val/mIoU13",
+            "val/IoU/road", "select/mIoU16", "trial/pruned", "trial/failed"} <= set(tags["scalars"])
+    assert not [t for t in tags["scalars"] if t.startswith("ray/") or t == "note"]
+    assert [e.step for e in acc.Scalars("val/mIoU16")] == [10, 20, 30]
+    assert acc.Scalars("val/mIoU16")[-1].value == pytest.approx(0.30)
+    assert acc.Scalars("train/loss_seg")[0].value == pytest.approx(0.1)
+    assert acc.Scalars("trial/pruned")[-1].value == 0.0
+
+    assert sorted(tags["images"]) == ["val/panel/0", "val/panel/1"]
+    events = acc.Images("val/panel/1")
+    assert [e.step for e in events] == [10, 20, 30]
+    decoded = np.asarray(Image.open(io.BytesIO(events[-1].encoded_image_string)))
+    assert decoded.shape[:2] == (H, 3 * W + 4)
+    sample = _sample(1)
+    np.testing.assert_array_equal(decoded[..., :3], prediction_panel(sample["image"], sample["label"],
+                                                                      sample["pred"], num_classes=16))
+
+    content = acc.PluginTagToContent(hparams_metadata.PLUGIN_NAME)
+    assert set(content) == {hparams_metadata.EXPERIMENT_TAG, hparams_metadata.SESSION_START_INFO_TAG,
+                            hparams_metadata.SESSION_END_INFO_TAG}
+    start = hparams_metadata.parse_session_start_info_plugin_data(content[hparams_metadata.SESSION_START_INFO_TAG])
+    assert start.hparams["adapt.lambda_adv_main"].number_value == pytest.approx(0.002)
+    assert start.hparams["optim.lr"].number_value == pytest.approx(2.5e-4)
+    assert start.hparams["model.multi_level"].string_value == "true"
+    assert start.hparams["data.size"].string_value == "[64, 32]"
+    experiment = hparams_metadata.parse_experiment_plugin_data(content[hparams_metadata.EXPERIMENT_TAG])
+    assert [m.name.tag for m in experiment.metric_infos] == ["val/mIoU16", "trial/pruned"]
+    assert {h.name for h in experiment.hparam_infos} == {"adapt.lambda_adv_main", "optim.lr",
+                                                         "model.multi_level", "data.size"}
+    end = hparams_metadata.parse_session_end_info_plugin_data(content[hparams_metadata.SESSION_END_INFO_TAG])
+    assert end.status == api_pb2.STATUS_SUCCESS
+
+    # The multiplexer over the parent directory sees exactly one run: HParams and scalars live together.
+    mux = plugin_event_multiplexer.EventMultiplexer().AddRunsFromDirectory(str(tmp_path))
+    mux.Reload()
+    assert list(mux.Runs()) == ["trial_a/tb"]
+    assert "val/mIoU16" in mux.PluginRunToTagToContent("scalars")["trial_a/tb"]
+    assert list(mux.PluginRunToTagToContent(hparams_metadata.PLUGIN_NAME)) == ["trial_a/tb"]
+
+
+@pytest.mark.parametrize("status, expected, pruned", [("stopped", api_pb2.STATUS_UNKNOWN, 1.0),
+                                                       ("diverged", api_pb2.STATUS_FAILURE, 0.0)])
+def test_end_status_is_visible(tmp_path, status, expected, pruned):
+    _run(tmp_path, status=status, hparams={"optim.lr": 1e-3}, samples=1, panel_every=2)
+    acc = _accumulator(tmp_path)
+    content = acc.PluginTagToContent(hparams_metadata.PLUGIN_NAME)
+    end = hparams_metadata.parse_session_end_info_plugin_data(content[hparams_metadata.SESSION_END_INFO_TAG])
+    assert end.status == expected
+    assert acc.Scalars("trial/pruned")[-1].value == pruned
+    assert acc.Scalars("trial/failed")[-1].value == (1.0 if status == "diverged" else 0.0)
+    assert acc.Scalars("trial/pruned")[-1].step == 30
+    # one sample → a single tag; panel_every=2 → evaluations 1 and 3
+    assert [e.step for e in acc.Images("val/panel")] == [10, 30]
+
+
+def test_without_hparams_no_session_and_default_metric_tags(tmp_path):
+    _run(tmp_path / "plain")
+    acc = _accumulator(tmp_path / "plain")
+    assert hparams_metadata.PLUGIN_NAME not in acc.Tags().get("plugins", {}) or \
+        not acc.PluginTagToContent(hparams_metadata.PLUGIN_NAME)
+    assert "val/mIoU16" in acc.Tags()["scalars"]
+
+    reporter = TensorBoardReporter(tmp_path / "holdout", hparams={"seed": 3})
+    reporter.on_start(_trainer([], selection="holdout"))
+    reporter.close()
+    content = _accumulator(tmp_path / "holdout").PluginTagToContent(hparams_metadata.PLUGIN_NAME)
+    experiment = hparams_metadata.parse_experiment_plugin_data(content[hparams_metadata.EXPERIMENT_TAG])
+    assert [m.name.tag for m in experiment.metric_infos] == ["val/mIoU16", "val/mIoU13", "select/mIoU16",
+                                                             "select/mIoU13", "trial/pruned"]
+
+
+def test_session_end_written_afterwards_for_a_killed_trial(tmp_path):
+    reporter = TensorBoardReporter(tmp_path, hparams={"optim.lr": 1e-3})
+    trainer = _trainer([])
+    reporter.on_start(trainer)
+    reporter.on_evaluate(5, {"val/mIoU16": 0.1}, trainer)
+    reporter.close()  # the scheduler killed the actor: on_end never ran
+    write_session_end(tmp_path, "pruned", iteration=5)
+    acc = _accumulator(tmp_path)
+    content = acc.PluginTagToContent(hparams_metadata.PLUGIN_NAME)
+    end = hparams_metadata.parse_session_end_info_plugin_data(content[hparams_metadata.SESSION_END_INFO_TAG])
+    assert end.status == api_pb2.STATUS_UNKNOWN
+    assert acc.Scalars("trial/pruned")[-1].value == 1.0
+    assert acc.Scalars("val/mIoU16")[-1].value == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="status"):
+        write_session_end(tmp_path, "exploded")
+
+
+def test_bad_panel_every():
+    with pytest.raises(ValueError, match="panel_every"):
+        TensorBoardReporter("unused", panel_every=0)
