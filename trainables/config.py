@@ -149,6 +149,7 @@ class AdaptConfig:
     target_loss: Literal["none", "entropy", "maxsquare", "iw_maxsquare"] = "none"
     lambda_target: float = 0.1
     iw_ratio: float = 0.2
+    d_ndf: int = 64  # discriminator width (AdaptSegNet: 64); the tiny CPU configs use less
 
     def __post_init__(self):
         _check(self.lambda_adv_main >= 0, "lambda_adv_main", self.lambda_adv_main, ">= 0")
@@ -157,6 +158,7 @@ class AdaptConfig:
         _check(all(0 <= b < 1 for b in self.betas_d), "betas_d", self.betas_d, "two values in [0, 1)")
         _check(self.lambda_target >= 0, "lambda_target", self.lambda_target, ">= 0")
         _check(0 <= self.iw_ratio <= 1, "iw_ratio", self.iw_ratio, "0 <= iw_ratio <= 1")
+        _check(self.d_ndf > 0, "d_ndf", self.d_ndf, "a positive integer")
         _check(self.mode != "target_loss" or self.target_loss != "none", "target_loss", self.target_loss,
                "entropy | maxsquare | iw_maxsquare when mode = 'target_loss'")
 
@@ -173,6 +175,9 @@ class EvalConfig:
     selection: Literal["val", "holdout"] = "val"  # split the best checkpoint/study metric is chosen on
     holdout_size: int = 100  # labelled images taken from the end of the target train split
     batch_size: int = 1
+    # Metric the best checkpoint is chosen on (on the `selection` split). mIoU13 as the seed/MaxSquareLoss (defined
+    # for 16- and 19-class models alike); mIoU19 needs a 19-class model.
+    select_metric: Literal["mIoU19", "mIoU16", "mIoU13", "pixel_acc"] = "mIoU13"
 
     def __post_init__(self):
         _check(self.interval > 0, "interval", self.interval, "a positive integer")
@@ -214,6 +219,8 @@ class TrainConfig:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def __post_init__(self):
+        _check(self.eval.select_metric != "mIoU19" or self.data.num_classes == 19, "eval.select_metric",
+               self.eval.select_metric, "mIoU16 | mIoU13 | pixel_acc with data.num_classes = 16 (mIoU19 needs 19)")
         if self.adapt.mode != "source_only":
             _check(self.data.target is not None, "data.target", None,
                    f"a target domain (required by adapt.mode = {self.adapt.mode!r})")
