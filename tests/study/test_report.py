@@ -1,0 +1,303 @@
+"""Study report on a small study directory built here in the documented layout (Ray trial files, engine run
+files, Optuna journal, baseline), so that every number in the report can be checked against its source."""
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from data.labels import CLASSES_13_IN_16, class_names
+from study.config import dump_toml
+from study.report import ReportError, asha_rungs, load_study, write_report
+from trainables.config import TrainConfig, from_dict, to_dict
+
+NAMES16 = class_names(16)
+LAMBDA, LR, SEED = "adapt.lambda_adv_main", "optim.lr@deeplabv2_tiny", "runtime.seed"
+
+# name, λ, lr, seed, rounds reported, fate
+TRIALS = [
+    ("t0", 1e-3, 0.01, 1, 4, "completed"),
+    ("t1", 1e-3, 0.01, 2, 4, "completed"),
+    ("t2", 4e-3, 0.02, 1, 4, "completed"),
+    ("t3", 5e-4, 0.005, 1, 1, "pruned"),
+    ("t4", 2e-3, 0.03, 2, 2, "pruned"),
+    ("t5", 1e-2, 0.05, 1, 1, "failed"),
+]
+
+
+def per_class(quality: float, round_: int, salt: int) -> dict[str, float]:
+    """Deterministic per-class IoUs that grow with the round; means computed like the engine (nanmean)."""
+    ious = {n: min(0.95, quality * (0.3 + 0.05 * ((i * 7 + salt) % 9)) * (0.6 + 0.1 * round_))
+            for i, n in enumerate(NAMES16)}
+    values = np.array([ious[n] for n in NAMES16])
+    out = {f"val/IoU/{n}": v for n, v in ious.items()}
+    out["val/mIoU16"] = float(values.mean())
+    out["val/mIoU13"] = float(values[list(CLASSES_13_IN_16)].mean())
+    return out
+
+
+def quality(lam: float, lr: float, seed: int) -> float:
+    return 0.5 + 0.1 * math.log10(lam / 1e-4) - 2.0 * abs(lr - 0.015) + 0.01 * seed
+
+
+def _write_run_dir(run_dir: Path, cfg: TrainConfig, evals: list[dict]) -> None:
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.toml").write_text(dump_toml(cfg))
+    with open(run_dir / "metrics.jsonl", "w") as fh:
+        for row in evals:
+            fh.write(json.dumps({"kind": "train", "iteration": row["iteration"] - 1, "train/loss_seg": 1.0}) + "\n")
+            fh.write(json.dumps({"kind": "eval", **row}) + "\n")
+
+
+def make_study(root: Path, *, name: str = "fixture", trials=TRIALS, baseline: bool = True,
+               tensorboard: bool = False) -> Path:
+    """A finished study directory: study.toml, space.json, optuna.journal, Ray's trial files, run files."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    study_dir = root / name
+    study_dir.mkdir(parents=True)
+    (study_dir / "study.toml").write_text(
+        f'name = "{name}"\nmetric = "val/mIoU13"\nmode = "max"\n\n[search]\nspace = "lambda_lr"\nsampler = "tpe"\n'
+        '\n[scheduler]\nmax_t = 4\ngrace_period = 1\nreduction_factor = 2\n')
+    dims = {LAMBDA: [{"type": "float", "low": 1e-4, "high": 1e-2, "log": True, "applies_to": LAMBDA, "when": []}],
+            LR: [{"type": "float", "low": 2e-3, "high": 5e-2, "log": True, "applies_to": "optim.lr", "when": []}],
+            SEED: [{"type": "categorical", "choices": [1, 2], "applies_to": SEED, "when": []}]}
+    (study_dir / "space.json").write_text(json.dumps({"name": "lambda_lr", "dimensions": dims}))
+    distributions = {LAMBDA: FloatDistribution(1e-4, 1e-2, log=True), LR: FloatDistribution(2e-3, 5e-2, log=True),
+                     SEED: CategoricalDistribution([1, 2])}
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = JournalStorage(JournalFileBackend(str(study_dir / "optuna.journal")))
+    ostudy = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    base = TrainConfig()
+    states = []
+    for index, (tname, lam, lr, seed, rounds, fate) in enumerate(trials):
+        trial_dir = study_dir / f"train_{index:05d}_{tname}"
+        trial_dir.mkdir()
+        params = {LAMBDA: lam, LR: lr, SEED: seed}
+        (trial_dir / "params.json").write_text(json.dumps(params))
+        q = quality(lam, lr, seed)
+        rows = []
+        for r in range(1, rounds + 1):
+            rows.append({"iteration": 10 * r, **per_class(q, r, index), "training_iteration": r,
+                         "trial_id": f"abc_{index:05d}", "time_total_s": 3.0 * r, "done": r == rounds,
+                         "date": "2026-01-01_00-00-00", "config": params})
+        with open(trial_dir / "result.json", "w") as fh:
+            for row in rows:
+                fh.write(json.dumps(row) + "\n")
+        if fate == "failed":
+            (trial_dir / "error.txt").write_text("RuntimeError: boom\n")
+        cfg = from_dict(TrainConfig, {**to_dict(base), "name": tname,
+                                      "adapt": {**to_dict(base.adapt), "lambda_adv_main": lam},
+                                      "optim": {**to_dict(base.optim), "lr": lr},
+                                      "runtime": {**to_dict(base.runtime), "seed": seed}})
+        evals = [{k: v for k, v in row.items() if k.startswith("val/") or k == "iteration"} for row in rows]
+        _write_run_dir(trial_dir / "run", cfg, evals)
+        if tensorboard:
+            _write_events(trial_dir / "run" / "tb", params, rows, fate)
+        states.append([json.dumps({"trial_id": f"abc_{index:05d}", "relative_logdir": trial_dir.name,
+                                   "status": "ERROR" if fate == "failed" else "TERMINATED"}), "{}"])
+        if fate == "failed":
+            ostudy.add_trial(optuna.trial.create_trial(params=params, distributions=distributions,
+                                                       state=optuna.trial.TrialState.FAIL))
+        else:  # as OptunaSearch does: ASHA-stopped trials are COMPLETE with their last value
+            ostudy.add_trial(optuna.trial.create_trial(
+                params=params, distributions=distributions, value=rows[-1]["val/mIoU13"],
+                intermediate_values={r["training_iteration"]: r["val/mIoU13"] for r in rows}))
+    (study_dir / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps({"trial_data": states}))
+    if baseline:
+        source_only = from_dict(TrainConfig, {**to_dict(base), "adapt": {"mode": "source_only"}})
+        rows = [{"iteration": 10 * r, **per_class(0.45, r, 99)} for r in (1, 2, 3, 4)]
+        _write_run_dir(study_dir / "baseline", source_only, rows)
+        if tensorboard:
+            _write_events(study_dir / "baseline" / "tb", None, rows, "completed")
+    return study_dir
+
+
+def _write_events(logdir: Path, hparams, rows, fate) -> None:
+    from types import SimpleNamespace
+
+    from trainables.tensorboard import TensorBoardReporter
+
+    rng = np.random.default_rng(0)
+    sample = {"image": rng.integers(0, 256, (8, 12, 3), dtype=np.uint8), "label": rng.integers(0, 16, (8, 12)),
+              "pred": rng.integers(0, 16, (8, 12))}
+    trainer = SimpleNamespace(cfg=TrainConfig(), num_classes=16, last_eval_samples=[sample])
+    reporter = TensorBoardReporter(logdir, hparams=hparams, metric_tags=("val/mIoU13", "val/mIoU16"))
+    reporter.on_start(trainer)
+    for row in rows:
+        reporter.on_log(row["iteration"], {"train/loss_seg": 1.0 / row["iteration"]})
+        reporter.on_evaluate(row["iteration"], {k: v for k, v in row.items() if k.startswith("val/")}, trainer)
+    if fate == "pruned":  # the scheduler killed it: on_end never ran, the driver closes the session
+        from trainables.tensorboard import write_session_end
+
+        reporter.close()
+        write_session_end(logdir, "pruned", iteration=rows[-1]["iteration"])
+    else:
+        reporter.on_end({"status": "completed" if fate == "completed" else "diverged",
+                         "iterations": rows[-1]["iteration"]})
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _table(text: str, heading: str) -> list[list[str]]:
+    section = text.split(heading, 1)[1]
+    lines = [ln for ln in section.splitlines() if ln.startswith("|")]
+    block = []
+    for ln in section.splitlines()[1:]:
+        if ln.startswith("|---"):
+            continue
+        if ln.startswith("|"):
+            block.append([c.strip() for c in ln.strip("|").split("|")])
+        elif block:
+            break
+    assert lines, f"no table after {heading}"
+    return block
+
+
+def _check_png(path: Path) -> None:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", path
+    assert len(data) > 8_000, (path, len(data))
+    pixels = np.asarray(Image.open(path).convert("RGB"))
+    assert pixels.shape[0] > 200 and pixels.shape[1] > 300
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 10, f"{path} is (nearly) uniform"
+    assert b"matplotlib" not in data.lower()  # no version stamp: regenerated figures are identical
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    study_dir = make_study(tmp_path_factory.mktemp("studies"))
+    summary = write_report(study_dir)
+    return study_dir, summary
+
+
+def test_asha_rungs_match_ray_milestones():
+    # Verified in Ray 2.60 (reference notes §3.1): max_t=8, grace=2, rf=2 → 2, 4, 8.
+    assert asha_rungs(max_t=8, grace_period=2, reduction_factor=2) == [2, 4, 8]
+    assert asha_rungs(max_t=100, grace_period=1, reduction_factor=4) == [1, 4, 16, 64]
+    assert asha_rungs(max_t=4, grace_period=1, reduction_factor=3) == [1, 3]
+    assert asha_rungs(max_t=None, grace_period=1, reduction_factor=2) == []
+
+
+def test_statuses_and_scores_from_trial_files(study):
+    study_dir, _ = study
+    data = load_study(study_dir)
+    by_name = {t.name.split("_")[-1]: t for t in data.trials}
+    assert {k: t.status for k, t in by_name.items()} == {
+        "t0": "completed", "t1": "completed", "t2": "completed", "t3": "pruned", "t4": "pruned", "t5": "failed"}
+    assert by_name["t4"].rounds == 2 and by_name["t4"].iteration == 20
+    assert [x for x, _ in by_name["t0"].curve] == [1, 2, 3, 4]
+    expected = per_class(quality(4e-3, 0.02, 1), 4, 2)["val/mIoU13"]
+    assert by_name["t2"].metric == pytest.approx(expected)
+    assert set(by_name["t0"].params) == {LAMBDA, LR, SEED}
+    assert data.selection == "val" and data.baseline_dir == "baseline"
+
+
+def test_report_tables_match_the_results(study):
+    study_dir, summary = study
+    text = (study_dir / "report.md").read_text()
+    rows = _table(text, "## Trials")
+    header, body = rows[0], rows[1:]
+    metric_col = header.index("val/mIoU13 (selection)")
+    final_col = header.index("val/mIoU16 (final)")
+    results = {}
+    for trial_dir in sorted(study_dir.glob("train_*")):
+        last = json.loads((trial_dir / "result.json").read_text().splitlines()[-1])
+        results[last["trial_id"]] = last
+    assert len(body) == len(TRIALS)
+    for row in body:
+        last = results[row[header.index("trial")]]
+        assert row[metric_col] == f"{100 * last['val/mIoU13']:.2f}"
+        assert row[final_col] == f"{100 * last['val/mIoU16']:.2f}"
+        assert row[header.index("rounds")] == str(last["training_iteration"])
+    # ranked by the metric, best first; the failed trial is listed last without a rank
+    assert body[-1][header.index("status")] == "failed" and body[-1][0] == "-"
+    scores = [float(r[metric_col]) for r in body[:-1]]
+    assert scores == sorted(scores, reverse=True)
+    assert [r[header.index("status")] for r in body].count("pruned") == 2
+
+    completed = [v for v in results.values() if v["training_iteration"] == 4]
+    best = max(completed, key=lambda r: r["val/mIoU13"])
+    assert summary.best_trial == best["trial_id"]
+    assert summary.best_metric == pytest.approx(best["val/mIoU13"])
+
+    per_class_rows = _table(text, "## Per-class IoU on target val (%)")
+    head, baseline_row, best_row, diff_row = per_class_rows
+    assert head[1:] == [n + ("*" if i not in CLASSES_13_IN_16 else "") for i, n in enumerate(NAMES16)] + [
+        "mIoU16", "mIoU13"]
+    assert head[4] == "wall*" and head[-1] == "mIoU13"
+    base = json.loads((study_dir / "baseline" / "metrics.jsonl").read_text().splitlines()[-1])
+    keys = [f"val/IoU/{n}" for n in NAMES16] + ["val/mIoU16", "val/mIoU13"]
+    assert baseline_row[1:] == [f"{100 * base[k]:.1f}" for k in keys]
+    assert best_row[1:] == [f"{100 * best[k]:.1f}" for k in keys]
+    assert diff_row[1:] == [f"{100 * (best[k] - base[k]):+.1f}" for k in keys]
+    assert "Failed or diverged trials" in text and "t5" in text.split("Failed or diverged trials")[1]
+
+
+def test_figures_are_real_pngs_and_best_config_runs(study):
+    study_dir, summary = study
+    names = sorted(p.name for p in summary.figures)
+    assert names == ["importance.png", "learning_curves.png", "per_class_iou.png", "sensitivity.png"]
+    for path in summary.figures:
+        _check_png(path)
+        assert f"figures/{path.name}" in (study_dir / "report.md").read_text()
+    with open(study_dir / "best_config.toml", "rb") as fh:
+        cfg = from_dict(TrainConfig, tomllib.load(fh), source="best_config.toml")
+    best = [t for t in load_study(study_dir).trials if t.trial_id == summary.best_trial][0]
+    assert cfg.adapt.lambda_adv_main == best.params[LAMBDA]
+    assert cfg.optim.lr == best.params[LR]
+    assert cfg.name == "fixture-best"
+    assert set(summary.importances) == {LAMBDA, LR, SEED}
+    assert sum(summary.importances.values()) == pytest.approx(1.0)
+    assert "val/mIoU13" in str(summary) and summary.best_trial in str(summary)
+
+
+def test_regenerating_is_byte_identical_and_independent_of_location(study, tmp_path):
+    study_dir, summary = study
+    before = {p.relative_to(study_dir): p.read_bytes()
+              for p in [study_dir / "report.md", study_dir / "best_config.toml", *summary.figures]}
+    write_report(study_dir)
+    assert {p: (study_dir / p).read_bytes() for p in before} == before
+    moved = tmp_path / "copy_from_cluster"
+    shutil.copytree(study_dir, moved)
+    write_report(moved)
+    assert {p: (moved / p).read_bytes() for p in before} == before
+    assert str(study_dir) not in (moved / "report.md").read_text()
+
+
+def test_small_study_without_baseline_notes_importance(tmp_path):
+    study_dir = make_study(tmp_path, trials=TRIALS[:2] + TRIALS[5:], baseline=False)
+    summary = write_report(study_dir)
+    text = (study_dir / "report.md").read_text()
+    assert summary.importances == {}
+    assert "at least 3 completed Optuna trials" in text
+    assert "No `baseline/` source-only run" in text
+    assert sorted(p.name for p in summary.figures) == ["learning_curves.png", "per_class_iou.png",
+                                                        "sensitivity.png"]
+    assert len(_table(text, "## Per-class IoU on target val (%)")) == 2  # header + best trial
+
+
+def test_bad_study_directories(tmp_path):
+    with pytest.raises(ReportError, match="no such study directory"):
+        write_report(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ReportError, match="study.toml: missing"):
+        write_report(tmp_path / "empty")
+    (tmp_path / "empty" / "study.toml").write_text('name = "x"\nmetric = "val/mIoU13"\n')
+    with pytest.raises(ReportError, match="no trial directories"):
+        write_report(tmp_path / "empty")
+    (tmp_path / "empty" / "study.toml").write_text('name = "x"\nmetric = 3\n')
+    with pytest.raises(ReportError, match="metric = 3"):
+        write_report(tmp_path / "empty")
+    assert re  # keep the import used by helpers in other tests
