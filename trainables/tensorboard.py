@@ -218,7 +218,7 @@ class TensorBoardReporter:
         status = str(result.get("status", "completed"))
         if status not in STATUS_BY_RESULT:
             status = "failed"
-        iteration = result.get("iteration", self._last_iteration)
+        iteration = result.get("iterations", self._last_iteration)
         if self.hparams is not None:
             write_session_end(self._writer, status, iteration=int(iteration))
         else:
