@@ -97,8 +97,8 @@ class SyntheticParams:
             raise ValueError(f"num_source_val = {self.num_source_val!r}; expected an integer >= 0")
         for name in ("source_size", "target_size"):
             size = tuple(getattr(self, name))
-            if len(size) != 2 or not all(isinstance(v, int) and 32 <= v <= 4096 for v in size):
-                raise ValueError(f"{name} = {getattr(self, name)!r}; expected (width, height) in 32..4096 pixels")
+            if len(size) != 2 or not all(isinstance(v, int) and 16 <= v <= 4096 for v in size):
+                raise ValueError(f"{name} = {getattr(self, name)!r}; expected (width, height) in 16..4096 pixels")
             object.__setattr__(self, name, size)
 
     def to_json(self) -> dict:
