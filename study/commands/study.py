@@ -1,0 +1,318 @@
+"""``dastudy study``: run, resume and inspect hyperparameter studies (Ray Tune + Optuna, ASHA, fractional GPUs)."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+DESCRIPTION = """\
+Hyperparameter studies of adversarial domain adaptation on Ray Tune + Optuna.
+
+  run          start a study from a preset name or a study file (never overwrites an existing study)
+  resume       continue an interrupted study (finished trials are kept, unfinished ones resume from checkpoints)
+  status       trials, states (COMPLETE / PRUNED / FAIL / RUNNING) and the best so far; works without Ray
+  report       write report.md, figures/ and best_config.toml into the study directory
+  tensorboard  serve every trial's TensorBoard events (and the baseline's) on 127.0.0.1
+  presets      list the shipped presets and search spaces
+
+A study lives in STORAGE/NAME (STORAGE: --storage, else $DASTUDY_STORAGE, else ./studies)."""
+
+
+def _add_storage(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--storage", default=None, metavar="PATH",
+                        help="where studies live (default: $DASTUDY_STORAGE or ./studies; on a multi-node cluster a "
+                             "shared filesystem path or an object-store URI such as s3://bucket/studies)")
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("study", help="run, resume and inspect hyperparameter studies",
+                                   description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+    sub = parser.add_subparsers(dest="study_command", metavar="ACTION")
+
+    run = sub.add_parser(
+        "run", help="start a study from a preset or a study file",
+        description="Start a study. PRESET_OR_FILE is a shipped preset (`dastudy study presets`) or a study TOML "
+                    "file. Trailing key=value overrides change the study (num_samples=4, "
+                    "resources.gpu=0.25, search.params.seeds=[1,2]) or its base run config "
+                    "(train.optim.lr=1e-3). Everything is checked before Ray starts any trial: config, datasets, "
+                    "resources against the cluster, shared storage on multi-node clusters.",
+        epilog="Examples: dastudy study run demo --name my-demo; "
+               "dastudy study run lambda_sensitivity --address auto --storage /mnt/shared/studies; "
+               "dastudy study run my_study.toml num_samples=16 resources.gpu=0.25")
+    run.add_argument("preset", metavar="PRESET_OR_FILE")
+    run.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="study or train.* overrides")
+    run.add_argument("--name", default=None, help="study name (default: the preset's); the directory must not exist")
+    run.add_argument("--address", default=None,
+                     help="connect to a running Ray cluster ('auto' or host:port) instead of starting a local one")
+    run.add_argument("--num-cpus", type=int, default=None,
+                     help="CPUs of the local Ray started here (default: all); ignored with --address")
+    _add_storage(run)
+    run.set_defaults(func=_run)
+
+    resume = sub.add_parser(
+        "resume", help="continue an interrupted study",
+        description="Continue a study whose driver stopped (Ctrl-C, crash, lost head node): trials that finished "
+                    "stay as they are, running and errored ones restart from their last checkpoint, the Optuna "
+                    "study is reloaded from its storage and ASHA's rungs from asha_rungs.json.")
+    resume.add_argument("study", metavar="NAME_OR_PATH", help="a study name in the storage, or its directory")
+    resume.add_argument("--address", default=None, help="Ray cluster to use ('auto' or host:port)")
+    resume.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray started here")
+    _add_storage(resume)
+    resume.set_defaults(func=_resume)
+
+    status = sub.add_parser("status", help="trials, states and best so far (no Ray needed)",
+                            description="Print the trials of a study from its directory and Optuna storage: "
+                                        "parameters, state, the study metric, why trials failed, the best so far.")
+    status.add_argument("study", metavar="NAME_OR_PATH")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_storage(status)
+    status.set_defaults(func=_status)
+
+    report = sub.add_parser("report", help="write report.md, figures and best_config.toml",
+                            description="Write the study report into the study directory (report.md, figures/, "
+                                        "best_config.toml); reads only the study directory.")
+    report.add_argument("study", metavar="NAME_OR_PATH")
+    _add_storage(report)
+    report.set_defaults(func=_report)
+
+    tensorboard = sub.add_parser("tensorboard", help="serve the study's TensorBoard events",
+                                 description="Start TensorBoard over the study directory (every trial's tb/ run with "
+                                             "clean tags, HParams, prediction panels; the baseline), bound to "
+                                             "127.0.0.1 unless --host says otherwise. Ctrl-C stops it.")
+    tensorboard.add_argument("study", metavar="NAME_OR_PATH")
+    tensorboard.add_argument("--host", default="127.0.0.1")
+    tensorboard.add_argument("--port", type=int, default=6006)
+    _add_storage(tensorboard)
+    tensorboard.set_defaults(func=_tensorboard)
+
+    presets = sub.add_parser("presets", help="list shipped presets and search spaces")
+    presets.set_defaults(func=_presets)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# locating a study
+
+
+def study_home(name_or_path: str, storage: str | None) -> Path:
+    """A study directory from a name in the storage or a path; a clear error if there is none."""
+    from study.tuner import locate
+
+    candidate = Path(name_or_path)
+    if (candidate / "study.toml").is_file():
+        return candidate.resolve()
+    if "/" not in name_or_path:
+        home = locate(name_or_path, storage).home
+        if (home / "study.toml").is_file():
+            return home
+        raise FileNotFoundError(f"no study {name_or_path!r} in {home.parent} (no {home / 'study.toml'}); "
+                                "pass --storage or the study directory")
+    raise FileNotFoundError(f"{name_or_path}: not a study directory (no study.toml)")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# status table (also printed at the end of `study run` and `dastudy demo`)
+
+
+def _short(name: str) -> str:
+    return name.split("@", 1)[0].rsplit(".", 1)[-1]
+
+
+def _fmt_param(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def _fmt_metric(metric: str, value: float | None) -> str:
+    if value is None or not math.isfinite(value):
+        return "-"
+    return f"{100 * value:.2f}" if metric.split("/")[-1].startswith(("mIoU", "pixel_acc")) else f"{value:.4g}"
+
+
+def collect_trials(home: Path) -> dict[str, Any]:
+    """The study's trials from its Optuna storage: state, parameters, value, last step, failure reason."""
+    import optuna
+
+    from study.tuner import load_study_dir, optuna_storage
+
+    study_cfg, _ = load_study_dir(home)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    journal = home / "optuna.journal"
+    trials: list[dict[str, Any]] = []
+    if study_cfg.search.storage is not None or journal.is_file():
+        try:
+            ot_study = optuna.load_study(study_name=study_cfg.name, storage=optuna_storage(study_cfg, home))
+            ot_trials = ot_study.get_trials(deepcopy=False)
+        except KeyError:  # no study in the storage yet
+            ot_trials = []
+        for t in ot_trials:
+            steps = sorted(t.intermediate_values)
+            value = t.value if t.value is not None else (t.intermediate_values[steps[-1]] if steps else None)
+            trials.append({
+                "number": t.number, "trial": t.user_attrs.get("trial_dir", f"#{t.number}"), "state": t.state.name,
+                "params": dict(t.params), "value": value,
+                "step": max(steps[-1] if steps else 0, study_cfg.max_t if t.state.name == "COMPLETE" else 0),
+                "pruned_at": t.user_attrs.get("pruned_at"), "reason": t.user_attrs.get("fail_reason"),
+            })
+    scored = [t for t in trials if t["state"] in ("COMPLETE", "PRUNED") and t["value"] is not None
+              and math.isfinite(t["value"])]
+    complete = [t for t in scored if t["state"] == "COMPLETE"]
+    pick = max if study_cfg.mode == "max" else min
+    # A full run beats an early-stopped one: the best is chosen among completed trials when there are any.
+    best = pick(complete or scored, key=lambda t: t["value"]) if scored else None
+    counts: dict[str, int] = {}
+    for t in trials:
+        counts[t["state"]] = counts.get(t["state"], 0) + 1
+    return {"name": study_cfg.name, "home": str(home), "metric": study_cfg.study_metric, "mode": study_cfg.mode,
+            "num_samples": study_cfg.num_samples, "max_t": study_cfg.max_t, "trials": trials, "counts": counts,
+            "best": best}
+
+
+def format_trials_table(info: dict[str, Any]) -> str:
+    """A plain-text table: one row per trial with its searched parameters, state, metric; the best marked."""
+    metric, max_t = info["metric"], info["max_t"]
+    names: list[str] = []
+    for t in info["trials"]:
+        for key in t["params"]:
+            if _short(key) not in names:
+                names.append(_short(key))
+    header = ["trial", *names, f"{metric} (%)" if "mIoU" in metric else metric, "evals", "state", ""]
+    rows = []
+    best = info["best"]
+    for t in info["trials"]:
+        params = {_short(k): v for k, v in t["params"].items()}
+        state = t["state"]
+        note = ""
+        if state == "PRUNED" and t.get("pruned_at"):
+            note = f"stopped by ASHA at {t['pruned_at']}/{max_t}"
+        elif state == "FAIL" and t.get("reason"):
+            note = str(t["reason"]).splitlines()[0][:70]
+        if best is not None and t["number"] == best["number"]:
+            note = ("best " + note).strip()
+        state_text = {"FAIL": "FAILED"}.get(state, state)
+        rows.append([t["trial"], *(_fmt_param(params.get(n, "-")) for n in names), _fmt_metric(metric, t["value"]),
+                     f"{t['step']}/{max_t}", state_text, note])
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)] if rows else [len(h) for h in header]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths).rstrip())
+    counts = ", ".join(f"{n} {'FAILED' if s == 'FAIL' else s}" for s, n in sorted(info["counts"].items()))
+    lines.append("")
+    lines.append(f"{len(info['trials'])} of {info['num_samples']} trials ({counts or 'none yet'})")
+    if best is not None:
+        params = ", ".join(f"{k} = {_fmt_param(v)}" for k, v in best["params"].items())
+        lines.append(f"best {metric} = {_fmt_metric(metric, best['value'])}{' %' if 'mIoU' in metric else ''} "
+                     f"({best['trial']}: {params})")
+    return "\n".join(lines)
+
+
+def _status(args: argparse.Namespace) -> int:
+    home = study_home(args.study, args.storage)
+    info = collect_trials(home)
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+        return 0
+    print(f"study {info['name']} in {home}")
+    print(format_trials_table(info))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# run / resume
+
+
+def finish_message(info: dict[str, Any], home: Path, storage: str | None) -> str:
+    storage_flag = f" --storage {storage}" if storage else ""
+    return (f"\nstudy directory: {home}\n"
+            f"TensorBoard:     dastudy study tensorboard {info['name']}{storage_flag}   "
+            f"(or: tensorboard --logdir {home} --host 127.0.0.1)\n"
+            f"report:          dastudy study report {info['name']}{storage_flag}")
+
+
+def _summarize(location, storage: str | None) -> int:
+    info = collect_trials(location.home)
+    print()
+    print(format_trials_table(info))
+    print(finish_message(info, location.home, storage))
+    unfinished = info["num_samples"] - sum(info["counts"].get(s, 0) for s in ("COMPLETE", "PRUNED", "FAIL"))
+    if unfinished > 0:
+        print(f"\n{unfinished} trial(s) did not finish; continue with: dastudy study resume {info['name']}"
+              + (f" --storage {storage}" if storage else ""), file=sys.stderr)
+        return 1
+    return 0
+
+
+def as_user_errors(func):
+    """Errors that are the user's input (bad preflight, unknown space parameter) become one-line messages."""
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(args: argparse.Namespace) -> int:
+        from study.cli import UserError
+        from study.resources import PreflightError
+        from study.spaces import SpaceError
+
+        try:
+            return func(args)
+        except (PreflightError, SpaceError) as err:
+            raise UserError(str(err)) from None
+
+    return wrapper
+
+
+@as_user_errors
+def _run(args: argparse.Namespace) -> int:
+    from study.study_config import load_study_config
+    from study.tuner import run_study
+
+    study_cfg = load_study_config(args.preset, args.overrides, name=args.name)
+    _, location = run_study(study_cfg, storage=args.storage, address=args.address, num_cpus=args.num_cpus)
+    return _summarize(location, args.storage)
+
+
+@as_user_errors
+def _resume(args: argparse.Namespace) -> int:
+    from study.tuner import resume_study
+
+    home = study_home(args.study, args.storage)
+    _, location = resume_study(home, address=args.address, num_cpus=args.num_cpus)
+    return _summarize(location, args.storage)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from study.cli import UserError
+    from study.report import ReportError, write_report
+
+    home = study_home(args.study, args.storage)
+    try:
+        summary = write_report(home)
+    except ReportError as err:
+        raise UserError(str(err)) from None
+    print(summary if summary is not None else f"report written to {home / 'report.md'}")
+    return 0
+
+
+def _tensorboard(args: argparse.Namespace) -> int:
+    from study.tensorboard import serve
+
+    home = study_home(args.study, args.storage)
+    return int(serve(home, host=args.host, port=args.port) or 0)
+
+
+def _presets(args: argparse.Namespace) -> int:
+    from study.config import load_toml, shipped_names
+    from study.spaces import SPACES
+
+    print("presets (dastudy study run NAME):")
+    for name in shipped_names("presets"):
+        data = load_toml(name, "presets")
+        print(f"  {name:20s} {data.get('description', '')}")
+    print("\nsearch spaces ([search] space = NAME; parameters go in [search.params]):")
+    for name, space in sorted(SPACES.items()):
+        params = ", ".join(sorted(space.params)) or "-"
+        print(f"  {name:20s} {space.description}\n  {'':20s} parameters: {params}")
+    return 0
+

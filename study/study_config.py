@@ -1,0 +1,280 @@
+"""Study configuration: what to search, how to schedule, what each trial may use, and the base run config.
+
+A study file (or a preset shipped in :mod:`study.presets`) is TOML::
+
+    name = "demo"
+    metric = "mIoU16"            # prefixed with val/ or select/ according to `selection`
+    mode = "max"
+    num_samples = 8
+    max_concurrent_trials = 2
+    [search]     space = "lambda_lr", sampler = "tpe", seed = 0, [search.params] ...
+    [scheduler]  kind = "asha", max_t = 4, grace_period = 1, reduction_factor = 2
+    [resources]  cpu = 1, gpu = 0.25
+    [baseline]   config = "synth_source", overrides = {...}   # optional source-only run, init of every trial
+    [train]      extends = "synth_adapt" ...                  # the base TrainConfig every trial starts from
+
+Everything is validated strictly (unknown keys, types, ranges, unknown space parameters, gpu 1.5) by
+:func:`load_study_config`; what needs the cluster or the filesystem (dataset roots, GPUs present, shared storage)
+is checked by :mod:`study.resources` before Ray starts any trial.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+from study.config import load_toml, parse_overrides
+from study.spaces import SpaceError, describe_space, get_space, grid_search_space, grid_size, resolve_params
+from trainables.config import ConfigError, TrainConfig, from_dict, merge, to_dict
+
+__all__ = ["SearchConfig", "SchedulerConfig", "ResourcesConfig", "BaselineConfig", "StudyConfig",
+           "load_study_config", "study_from_dict", "study_to_dict", "n_evaluations", "absolutize_paths",
+           "baseline_train_config",
+           "METRICS"]
+
+METRICS = ("mIoU19", "mIoU16", "mIoU13", "pixel_acc")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+def _check(ok: bool, source: str, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(source, key, value, allowed)
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Which registered space, which Optuna sampler (seeded), and the space's parameters."""
+
+    space: str = "lambda_adv"
+    sampler: Literal["tpe", "random", "grid"] = "tpe"
+    seed: int = 0
+    startup_trials: int = 4  # TPE's random start; keep >= max_concurrent_trials (ray#52535)
+    params: Any = field(default_factory=dict)
+    # Optuna storage URL (sqlite:///..., postgresql://...); default: a journal file inside the study directory.
+    storage: str | None = None
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """ASHA on ``training_iteration`` (= number of evaluations), or FIFO (no early stopping)."""
+
+    kind: Literal["asha", "fifo"] = "asha"
+    max_t: int | None = None  # default: every evaluation of a full run
+    grace_period: int = 1
+    reduction_factor: float = 2.0
+
+
+@dataclass(frozen=True)
+class ResourcesConfig:
+    """Per-trial request. ``gpu`` is a fraction (0.25 = four trials per GPU) or a whole number."""
+
+    cpu: float = 1.0
+    gpu: float = 0.0
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    """A source-only run trained once before the study; its checkpoint initialises every trial."""
+
+    config: str = "synth_source"
+    overrides: Any = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    name: str
+    metric: str = "val/mIoU16"  # in a file: "mIoU16" (prefixed by `selection`) or the full reported key
+    mode: Literal["max", "min"] = "max"
+    num_samples: int = 8
+    max_concurrent_trials: int = 2
+    max_failures: int = 0
+    checkpoints_to_keep: int = 1
+    selection: Literal["val", "holdout"] = "val"
+    reuse_actors: bool = False
+    description: str = ""
+    search: SearchConfig = field(default_factory=SearchConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    baseline: BaselineConfig | None = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @property
+    def study_metric(self) -> str:
+        """The reported key the search optimises: ``val/<name>`` or ``select/<name>`` (``metric`` itself once
+        loaded: a bare name in a file is prefixed according to ``selection``)."""
+        return self.metric
+
+    @property
+    def max_t(self) -> int:
+        return self.scheduler.max_t or n_evaluations(self.train)
+
+    @property
+    def space_params(self) -> dict[str, Any]:
+        return resolve_params(get_space(self.search.space), self.search.params)
+
+    def describe_space(self) -> dict[str, Any]:
+        return describe_space(get_space(self.search.space), self.space_params, sampler=self.search.sampler,
+                              base=self.train)
+
+
+def n_evaluations(train: TrainConfig) -> int:
+    """Evaluations in a full run: every ``eval.interval`` iterations and once more at the end if the last
+    interval is incomplete. This is the unit of ``training_iteration`` and so of ASHA's ``max_t``."""
+    return math.ceil(train.optim.iterations / train.eval.interval)
+
+
+def absolutize_paths(train: Mapping[str, Any], *, relative_to: Path) -> dict[str, Any]:
+    """Dataset roots and weight files as absolute paths: trials run with another working directory."""
+    out = {k: dict(v) if isinstance(v, Mapping) else v for k, v in train.items()}
+    for domain in ("source", "target", "val"):
+        table = out.get("data", {}).get(domain)
+        if isinstance(table, Mapping) and isinstance(table.get("root"), str):
+            out["data"][domain] = {**table, "root": str((relative_to / table["root"]).resolve())}
+    for key in ("weights", "init_checkpoint"):
+        value = out.get("model", {}).get(key)
+        if isinstance(value, str) and value:
+            out["model"][key] = str((relative_to / value).resolve())
+    return out
+
+
+def _resolve_train_table(table: Any, source: str) -> dict[str, Any]:
+    if not isinstance(table, Mapping):
+        raise ConfigError(source, "train", table, "a table [train] holding the base run config")
+    table = dict(table)
+    parent = table.pop("extends", None)
+    if parent is None:
+        return table
+    if not isinstance(parent, str):
+        raise ConfigError(source, "train.extends", parent, "a shipped run config name or a file path")
+    try:
+        return merge(load_toml(parent, "configs"), table)
+    except FileNotFoundError as err:
+        raise ConfigError(source, "train.extends", parent, str(err)) from None
+
+
+def study_from_dict(data: Mapping[str, Any], *, source: str, cwd: Path | None = None) -> StudyConfig:
+    """Validate a study mapping (``train.extends`` resolved here) into a :class:`StudyConfig`."""
+    data = dict(data)
+    cwd = Path.cwd() if cwd is None else cwd
+    data["train"] = absolutize_paths(_resolve_train_table(data.get("train", {}), source), relative_to=cwd)
+    selection = data.get("selection", "val")
+    # The study chooses the selection split; the engine's best checkpoint follows it.
+    if selection in ("val", "holdout"):
+        data["train"] = merge(data["train"], {"eval": {"selection": selection}})
+    metric = data.get("metric", "mIoU16")
+    if isinstance(metric, str) and "/" not in metric and selection in ("val", "holdout"):
+        # The selection split decides the prefix: select/ = labelled holdout of target train (no val leakage).
+        data["metric"] = f"{'select' if selection == 'holdout' else 'val'}/{metric}"
+    bare = data["metric"].partition("/")[2] if isinstance(data.get("metric"), str) else None
+    if bare in METRICS:  # the engine's own best checkpoint follows the study metric
+        data["train"] = merge(data["train"], {"eval": {"select_metric": bare}})
+    if "name" not in data:
+        raise ConfigError(source, "name", None, "a study name (letters, digits, _ . -)")
+    cfg = from_dict(StudyConfig, data, source=source)
+    _validate(cfg, source)
+    return cfg
+
+
+def _validate(cfg: StudyConfig, source: str) -> None:
+    _check(bool(_NAME.match(cfg.name)), source, "name", cfg.name,
+           "letters, digits, '_', '.', '-' (a directory name; not starting with '.' or '-')")
+    prefix, _, metric = cfg.metric.partition("/")
+    expected = "select" if cfg.selection == "holdout" else "val"
+    _check(metric in METRICS and prefix == expected, source, "metric", cfg.metric,
+           " | ".join(METRICS) + f" (optionally as {expected}/<name>: selection = {cfg.selection!r} reads the "
+           f"{'labelled holdout of target train' if expected == 'select' else 'target val split'})")
+    _check(metric != "mIoU19" or cfg.train.data.num_classes == 19, source, "metric", metric,
+           "mIoU16 | mIoU13 | pixel_acc for a 16-class study (mIoU19 needs data.num_classes = 19)")
+    _check(cfg.num_samples >= 1, source, "num_samples", cfg.num_samples, "a positive integer")
+    _check(cfg.max_concurrent_trials >= 1, source, "max_concurrent_trials", cfg.max_concurrent_trials,
+           "a positive integer")
+    _check(cfg.max_failures >= -1, source, "max_failures", cfg.max_failures, "-1 (retry forever) or >= 0")
+    _check(cfg.checkpoints_to_keep >= 1, source, "checkpoints_to_keep", cfg.checkpoints_to_keep,
+           "a positive integer (the best k checkpoints of each trial are kept)")
+    _check(cfg.train.adapt.mode != "source_only", source, "train.adapt.mode", cfg.train.adapt.mode,
+           "adversarial | target_loss (a study adapts; the source-only run is [baseline])")
+    # resources
+    res = cfg.resources
+    _check(res.cpu > 0, source, "resources.cpu", res.cpu, "a number of CPUs > 0 (fractions allowed)")
+    _check(res.gpu >= 0, source, "resources.gpu", res.gpu, ">= 0")
+    _check(res.gpu <= 1 or float(res.gpu).is_integer(), source, "resources.gpu", res.gpu,
+           "a fraction <= 1 (0.25 = four trials per GPU) or a whole number of GPUs")
+    _check(not (res.gpu == 0 and cfg.train.runtime.device.startswith("cuda")), source, "train.runtime.device",
+           cfg.train.runtime.device, "auto | cpu when resources.gpu = 0 (a trial without a GPU share sees no GPU)")
+    # search
+    search = cfg.search
+    _check(search.startup_trials >= 0, source, "search.startup_trials", search.startup_trials, ">= 0")
+    _check(isinstance(search.params, Mapping), source, "search.params", search.params, "a table of parameters")
+    try:
+        space = get_space(search.space)
+        params = resolve_params(space, search.params)
+        if search.sampler == "grid":
+            size = grid_size(grid_search_space(space, params, base=cfg.train))
+            _check(cfg.num_samples <= size, source, "num_samples", cfg.num_samples,
+                   f"at most the grid size {size} of space {search.space!r}")
+        describe_space(space, params, sampler=search.sampler, base=cfg.train)
+    except SpaceError as err:
+        raise ConfigError(source, "search", search.space, str(err)) from None
+    # scheduler
+    sched, n_evals = cfg.scheduler, n_evaluations(cfg.train)
+    if sched.max_t is not None:
+        _check(1 <= sched.max_t <= n_evals, source, "scheduler.max_t", sched.max_t,
+               f"1..{n_evals}: the evaluations of one full run (optim iterations "
+               f"{cfg.train.optim.iterations} / eval.interval {cfg.train.eval.interval})")
+    _check(1 <= sched.grace_period <= cfg.max_t, source, "scheduler.grace_period", sched.grace_period,
+           f"1..max_t ({cfg.max_t})")
+    _check(sched.reduction_factor > 1, source, "scheduler.reduction_factor", sched.reduction_factor, "> 1")
+    # baseline
+    if cfg.baseline is not None:
+        _check(isinstance(cfg.baseline.overrides, Mapping), source, "baseline.overrides", cfg.baseline.overrides,
+               "a table of run config overrides")
+        _check(cfg.train.model.init_checkpoint is None, source, "train.model.init_checkpoint",
+               cfg.train.model.init_checkpoint, "unset when [baseline] is given (the baseline's checkpoint is used)")
+        searched = {d["applies_to"] for dims in cfg.describe_space()["dimensions"].values() for d in dims}
+        _check("model.name" not in searched, source, "baseline", cfg.baseline.config,
+               "no [baseline] with a space over backbones (one baseline checkpoint cannot initialise every "
+               "network); pretrain per backbone and set train.model.init_checkpoint instead")
+        base = baseline_train_config(cfg)
+        _check(base.adapt.mode == "source_only", source, "baseline.config", cfg.baseline.config,
+               "a run config with adapt.mode = 'source_only'")
+        for key in ("model.name", "data.num_classes"):
+            section, attr = key.split(".")
+            mine, theirs = getattr(getattr(cfg.train, section), attr), getattr(getattr(base, section), attr)
+            _check(mine == theirs, source, f"baseline.{key}", theirs, f"{mine!r}, the study's train.{key}")
+
+
+def baseline_train_config(cfg: StudyConfig, *, cwd: Path | None = None) -> TrainConfig:
+    """The source-only run config of ``cfg.baseline`` (shipped name or file + overrides), paths absolute."""
+    baseline = cfg.baseline
+    if baseline is None:
+        raise ValueError(f"study {cfg.name!r} has no [baseline]")
+    data = merge(load_toml(baseline.config, "configs"), dict(baseline.overrides))
+    data = absolutize_paths(data, relative_to=Path.cwd() if cwd is None else cwd)
+    return from_dict(TrainConfig, data, source=f"baseline {baseline.config} (overrides {dict(baseline.overrides)})")
+
+
+def load_study_config(name_or_path: str | Path, overrides: Sequence[str] = (), *, name: str | None = None,
+                      cwd: Path | None = None) -> StudyConfig:
+    """Load a preset name or a study file, apply ``key=value`` overrides (``train.optim.lr=1e-3``,
+    ``num_samples=4``, ``search.params.seeds=[1,2]``) and an optional new name; validated strictly."""
+    data = load_toml(name_or_path, "presets")
+    source = str(name_or_path)
+    if overrides:
+        data = merge(data, parse_overrides(overrides))
+        source = f"{name_or_path} (with overrides {' '.join(overrides)})"
+    if name is not None:
+        data["name"] = name
+    return study_from_dict(data, source=source, cwd=cwd)
+
+
+def study_to_dict(cfg: StudyConfig) -> dict[str, Any]:
+    """The resolved study (``study.toml``): loading it again gives the same :class:`StudyConfig`."""
+    out = to_dict(cfg)
+    out["train"] = to_dict(cfg.train)
+    return out
+
+
+def with_name(cfg: StudyConfig, name: str) -> StudyConfig:
+    return replace(cfg, name=name)

@@ -1,0 +1,425 @@
+"""Assembling and running a study: Ray set-up, the one function that builds the ``Tuner``, the baseline.
+
+:func:`build_tuner` turns a :class:`StudyConfig` into a Ray Tune ``Tuner``: :class:`StudySearch` (OptunaSearch
+with the space, metric/mode, a seeded sampler and a persistent Optuna storage in the study directory), ASHA on
+``training_iteration`` with rungs that survive a restore (or FIFO), per-trial resources, checkpoints kept by the
+study metric, failure retries, Ray's console output off and one line per trial event instead.
+
+:func:`run_study` is the driver: refuse an existing study directory, check datasets, start/connect Ray, check the
+cluster (GPU present, one trial fits a node, storage shared), write ``study.toml``/``space.json``/
+``provenance.json``, train the source-only baseline if the study has one, then fit. :func:`resume_study` restores
+an interrupted study (``Tuner.restore(resume_errored=True)``; the Optuna study comes back from its storage).
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from study.config import dump_toml, load_toml
+from study.resources import (check_cluster_resources, check_datasets, check_storage_shared,
+                             cluster_nodes, describe_nodes, is_uri, private_tmpdir)
+from study.spaces import get_space, grid_search_space, make_define_by_run
+from study.study_config import StudyConfig, baseline_train_config, study_from_dict, study_to_dict
+from trainables.config import to_dict
+
+__all__ = ["RAY_ENV", "StudyLocation", "locate", "configure_environment", "ray_session", "make_sampler",
+           "optuna_storage", "build_tuner", "run_study", "resume_study", "prepare_baseline", "default_storage",
+           "load_study_dir"]
+
+# Quiet, private Ray (ray-tune-optuna notes §5.4). TUNE_DISABLE_AUTO_CALLBACK_LOGGERS drops Ray's TBX logger
+# (tags ray/tune/...; the engine writes clean ones); CSV/JSON loggers are passed explicitly for dataframes.
+RAY_ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+    "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+    "RAY_AIR_NEW_OUTPUT": "0",  # the legacy reporter prints nothing at verbose=0 (the new one prints a header)
+}
+STUDY_FILES = ("study.toml", "space.json", "provenance.json")
+
+
+def default_storage() -> str:
+    return os.environ.get("DASTUDY_STORAGE") or "studies"
+
+
+@dataclass(frozen=True)
+class StudyLocation:
+    """``home``: the local (or network-mounted) study directory with study.toml, space.json, provenance.json and
+    the Optuna journal. ``ray_storage``: Ray's storage_path; with a filesystem path Ray's experiment directory is
+    ``home`` itself, with an object-store URI Ray writes trials to ``<uri>/<name>`` and ``home`` stays local."""
+
+    home: Path
+    ray_storage: str
+    name: str
+
+    @property
+    def shared_fs(self) -> bool:
+        return not is_uri(self.ray_storage)
+
+    @property
+    def experiment_path(self) -> str:
+        return str(self.home) if self.shared_fs else f"{self.ray_storage.rstrip('/')}/{self.name}"
+
+
+def locate(name: str, storage: str | None = None) -> StudyLocation:
+    storage = storage or default_storage()
+    if is_uri(storage):
+        local = Path(os.environ.get("DASTUDY_HOME", "studies")).resolve()
+        return StudyLocation(home=local / name, ray_storage=storage, name=name)
+    root = Path(storage[len("file://"):] if storage.startswith("file://") else storage).resolve()
+    return StudyLocation(home=root / name, ray_storage=str(root), name=name)
+
+
+def configure_environment() -> None:
+    for key, value in RAY_ENV.items():
+        os.environ.setdefault(key, value)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@contextlib.contextmanager
+def ray_session(*, address: str | None = None, num_cpus: int | None = None,
+                num_gpus: int | None = None) -> Iterator[None]:
+    """Start a private local Ray (``address=None``) or connect to a cluster; shut down only what we started.
+
+    A local cluster gets a short private temp dir (unix socket paths are limited to ~107 characters) and is
+    stopped by ``ray.shutdown()``; ``ray stop`` is never used (it kills every Ray process on the machine).
+    An already initialised Ray (a test session) is used as it is.
+    """
+    import ray
+
+    configure_environment()
+    if ray.is_initialized():
+        yield
+        return
+    kwargs: dict[str, Any] = dict(include_dashboard=False, logging_level="WARNING", log_to_driver=False,
+                                  runtime_env={"env_vars": dict(RAY_ENV)})
+    tmp = None
+    if address is None:
+        tmp = private_tmpdir()
+        kwargs.update(address="local", num_cpus=num_cpus, num_gpus=num_gpus, _temp_dir=tmp)
+    else:
+        kwargs.update(address=address)
+    ray.init(**kwargs)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# pieces
+
+
+def make_sampler(study: StudyConfig):
+    import optuna
+
+    search = study.search
+    if search.sampler == "grid":
+        grid = grid_search_space(get_space(search.space), study.space_params, base=study.train)
+        return optuna.samplers.GridSampler(grid, seed=search.seed)
+    if search.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=search.seed)
+    return optuna.samplers.TPESampler(seed=search.seed, n_startup_trials=search.startup_trials)
+
+
+def optuna_storage(study: StudyConfig, home: Path):
+    """The study's Optuna storage: a journal file in the study directory (NFS-safe, no server) by default, or the
+    URL in ``search.storage`` (``sqlite:///...``, ``postgresql://...``, or a path to a ``.journal`` file)."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    url = study.search.storage
+    if url is None or url.endswith(".journal"):
+        path = home / "optuna.journal" if url is None else Path(url)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
+    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+
+
+def trial_context(study: StudyConfig, location: StudyLocation, init_checkpoint: str | None):
+    from trainables.tune import TrialContext
+
+    tags = [study.study_metric]
+    num_classes = study.train.data.num_classes
+    for metric in (("mIoU19",) if num_classes == 19 else ()) + ("mIoU16", "mIoU13"):
+        for prefix in ("val", "select") if study.selection == "holdout" else ("val",):
+            if f"{prefix}/{metric}" not in tags:
+                tags.append(f"{prefix}/{metric}")
+    return TrialContext(train=to_dict(study.train), study_dir=str(location.home) if location.shared_fs else "",
+                        metric=study.study_metric, init_checkpoint=init_checkpoint, gpu=study.resources.gpu,
+                        metric_tags=tuple(tags))
+
+
+def wrap_trainable(study: StudyConfig, context, trainable: Callable | None = None):
+    """``tune.with_resources(tune.with_parameters(trainable, context=...), {"cpu", "gpu"})`` (cpu always set:
+    without it Ray reserves 0 CPU for the trial)."""
+    from ray import tune
+
+    from trainables.tune import train_trial
+
+    resources = {"cpu": study.resources.cpu, "gpu": study.resources.gpu}
+    return tune.with_resources(tune.with_parameters(trainable or train_trial, context=context), resources)
+
+
+def build_tuner(study: StudyConfig, *, location: StudyLocation, init_checkpoint: str | None = None,
+                trainable: Callable | None = None):
+    """The one place a study becomes a ``ray.tune.Tuner`` (Ray must be initialised: parameters go to its
+    object store)."""
+    from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+    from ray.tune.schedulers import FIFOScheduler
+
+    from study.search import PersistentASHA, StudyProgress, StudySearch, trial_dirname
+
+    configure_environment()
+    metric, mode = study.study_metric, study.mode
+    define = make_define_by_run(get_space(study.search.space), study.space_params,
+                                grid=study.search.sampler == "grid", base=study.train)
+    searcher = StudySearch(define, metric=metric, mode=mode, max_t=study.max_t,
+                           study_dir=location.home if location.shared_fs else "",
+                           sampler=make_sampler(study), study_name=study.name,
+                           storage=optuna_storage(study, location.home))
+    for key, value in (("num_samples", study.num_samples), ("metric", metric), ("mode", mode),
+                       ("space", study.search.space), ("sampler", study.search.sampler),
+                       ("sampler_seed", study.search.seed), ("max_t", study.max_t)):
+        searcher._ot_study.set_user_attr(key, value)
+    if study.scheduler.kind == "asha":
+        scheduler = PersistentASHA(state_path=location.home / "asha_rungs.json", time_attr="training_iteration",
+                                   max_t=study.max_t, grace_period=study.scheduler.grace_period,
+                                   reduction_factor=study.scheduler.reduction_factor)
+    else:
+        scheduler = FIFOScheduler()
+    trainable = wrap_trainable(study, trial_context(study, location, init_checkpoint), trainable)
+    tune_config = tune.TuneConfig(
+        metric=metric, mode=mode, search_alg=searcher, scheduler=scheduler, num_samples=study.num_samples,
+        max_concurrent_trials=study.max_concurrent_trials, reuse_actors=study.reuse_actors,
+        trial_name_creator=trial_dirname, trial_dirname_creator=trial_dirname)
+    run_config = tune.RunConfig(
+        name=study.name, storage_path=location.ray_storage,
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=study.checkpoints_to_keep,
+                                                checkpoint_score_attribute=metric, checkpoint_score_order=mode),
+        failure_config=tune.FailureConfig(max_failures=study.max_failures),
+        sync_config=None if location.shared_fs else tune.SyncConfig(sync_artifacts=True),
+        verbose=0,
+        callbacks=[CSVLoggerCallback(), JsonLoggerCallback(),
+                   StudyProgress(metric=metric, mode=mode, max_t=study.max_t, num_samples=study.num_samples)])
+    return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# study directory
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for package in ("dastudy", "ray", "optuna", "torch", "torchvision", "numpy"):
+        try:
+            out[package] = version(package)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def write_study_files(study: StudyConfig, location: StudyLocation, *, extra: dict[str, Any]) -> None:
+    from trainables.rundir import git_revision
+
+    home = location.home
+    home.mkdir(parents=True, exist_ok=False)
+    (home / "study.toml").write_text(f"# resolved study {study.name!r}; `dastudy study resume` reads this file\n"
+                                     + dump_toml(study_to_dict(study)))
+    _write_json(home / "space.json", study.describe_space())
+    _write_json(home / "provenance.json", {
+        "versions": _versions(), "git_revision": git_revision(), "command": sys.argv, "cwd": os.getcwd(),
+        "hostname": platform.node(), "start_time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "sampler": study.search.sampler, "sampler_seed": study.search.seed, "metric": study.study_metric,
+        "storage": location.ray_storage, "experiment_path": location.experiment_path, "resumes": [], **extra})
+
+
+def load_study_dir(home: Path) -> tuple[StudyConfig, dict[str, Any]]:
+    """The resolved study and its provenance from a study directory (works without Ray)."""
+    home = Path(home)
+    if not (home / "study.toml").is_file():
+        raise FileNotFoundError(f"{home}: not a study directory (no study.toml)")
+    study = study_from_dict(load_toml(home / "study.toml", "presets"), source=str(home / "study.toml"), cwd=home)
+    try:
+        provenance = json.loads((home / "provenance.json").read_text())
+    except (OSError, ValueError):
+        provenance = {}
+    return study, provenance
+
+
+# ---------------------------------------------------------------------------------------------------------
+# baseline
+
+
+def baseline_dir(study: StudyConfig, storage_root: Path) -> Path:
+    cfg = baseline_train_config(study)
+    digest = hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()[:8]
+    stem = Path(study.baseline.config).stem  # type: ignore[union-attr]
+    return storage_root / "baselines" / f"{stem}-{digest}"
+
+
+def prepare_baseline(study: StudyConfig, *, storage_root: Path,
+                     log: Callable[[str], None] = print) -> tuple[Path, str]:
+    """Train the source-only baseline (as a Ray task) unless a completed one with the same config exists in
+    ``<storage>/baselines/``; returns its run directory and best checkpoint (model weights chosen on the
+    baseline's own selection split), which initialises every trial."""
+    import ray
+
+    from trainables.tune import run_baseline
+
+    cfg = baseline_train_config(study)
+    run_dir = baseline_dir(study, storage_root)
+    best = run_dir / "checkpoints" / "best.pt"
+    result_file = run_dir / "result.json"
+    if result_file.is_file() and best.is_file():
+        result = json.loads(result_file.read_text())
+        if result.get("status") == "completed":
+            log(f"baseline: reusing {run_dir} ({result.get('best_metric')} = {result.get('best_value'):.2f})")
+            return run_dir, str(best)
+    check_datasets(cfg, what="baseline")
+    resume = (run_dir / "checkpoints" / "last.pt").is_file()
+    nodes = cluster_nodes()
+    biggest = max(nodes, key=lambda n: (n.gpu, n.cpu))
+    num_gpus = 1 if study.resources.gpu > 0 and biggest.gpu >= 1 else 0
+    num_cpus = max(1.0, min(biggest.cpu, study.resources.cpu * study.max_concurrent_trials))
+    log(f"baseline: training {cfg.adapt.mode} {cfg.model.name} for {cfg.optim.iterations} iterations in {run_dir}"
+        + (" (resuming)" if resume else ""))
+    task = ray.remote(run_baseline).options(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=0)
+    ref = task.remote(to_dict(cfg), str(run_dir), resume=resume)
+    last_line = ""
+    while True:
+        ready, _ = ray.wait([ref], timeout=10)
+        if ready:
+            break
+        line = _last_progress(run_dir / "metrics.jsonl", cfg.optim.iterations)
+        if line and line != last_line:
+            log(f"baseline: {line}")
+            last_line = line
+    result = ray.get(ref)
+    if result.get("status") != "completed" or not best.is_file():
+        raise RuntimeError(f"baseline run {run_dir} ended {result.get('status')}: {result.get('message')}")
+    log(f"baseline: done in {result.get('wall_s', 0):.0f}s, {result.get('best_metric')} = "
+        f"{result.get('best_value'):.2f} at iteration {result.get('best_iteration')}")
+    return run_dir, str(best)
+
+
+BASELINE_COPY = ("config.toml", "provenance.json", "metrics.jsonl", "result.json")
+
+
+def copy_baseline_files(run_dir: Path, dest: Path, checkpoint: str) -> None:
+    """``<study>/baseline/``: the baseline's small files and TensorBoard events (not its checkpoints), so the
+    study directory alone holds what reports and TensorBoard compare against."""
+    dest.mkdir(parents=True, exist_ok=False)
+    for name in BASELINE_COPY:
+        if (run_dir / name).is_file():
+            shutil.copy2(run_dir / name, dest / name)
+    if (run_dir / "tb").is_dir():
+        shutil.copytree(run_dir / "tb", dest / "tb")
+    _write_json(dest / "baseline.json", {"run_dir": str(run_dir), "checkpoint": checkpoint})
+
+
+def _last_progress(path: Path, total: int) -> str:
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return ""
+    for line in reversed(lines):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        losses = " ".join(f"{k.split('/', 1)[1]}={v:.3g}" for k, v in record.items()
+                          if k.startswith("train/") and isinstance(v, float))
+        return f"iteration {record.get('iteration')}/{total} {losses}".strip()
+    return ""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# driver
+
+
+def _preflight_cluster(study: StudyConfig, location: StudyLocation, log: Callable[[str], None]) -> None:
+    nodes = cluster_nodes()
+    slots = check_cluster_resources(cpu=study.resources.cpu, gpu=study.resources.gpu, nodes=nodes)
+    check_storage_shared(location.ray_storage, nodes)
+    log(f"cluster: {describe_nodes(nodes)}; {min(slots, study.max_concurrent_trials)} trial(s) at a time "
+        f"(cpu {study.resources.cpu:g}, gpu {study.resources.gpu:g} each)")
+
+
+def run_study(study: StudyConfig, *, storage: str | None = None, address: str | None = None,
+              num_cpus: int | None = None, trainable: Callable | None = None,
+              log: Callable[[str], None] = print):
+    """Run a new study; returns ``(ResultGrid, StudyLocation)``. Never touches an existing study directory."""
+    location = locate(study.name, storage)
+    if location.home.exists():
+        raise FileExistsError(f"study directory {location.home} already exists; continue it with "
+                              f"`dastudy study resume {study.name}` or choose another --name")
+    if trainable is None:
+        check_datasets(study.train)
+    with ray_session(address=address, num_cpus=num_cpus):
+        _preflight_cluster(study, location, log)
+        init_checkpoint, extra, baseline_run = None, {}, None
+        if study.baseline is not None:
+            baseline_run, init_checkpoint = prepare_baseline(study, storage_root=location.home.parent, log=log)
+            extra["baseline"] = {"config": study.baseline.config, "run_dir": str(baseline_run),
+                                 "checkpoint": init_checkpoint}
+        write_study_files(study, location, extra=extra)
+        if baseline_run is not None:
+            copy_baseline_files(baseline_run, location.home / "baseline", init_checkpoint)
+        log(f"study {study.name}: {study.num_samples} trials of space {study.search.space!r} "
+            f"({study.search.sampler}, seed {study.search.seed}), metric {study.study_metric} ({study.mode}), "
+            f"{study.scheduler.kind} max_t={study.max_t} -> {location.home}")
+        tuner = build_tuner(study, location=location, init_checkpoint=init_checkpoint, trainable=trainable)
+        results = tuner.fit()
+    return results, location
+
+
+def resume_study(home: Path, *, address: str | None = None, num_cpus: int | None = None,
+                 trainable: Callable | None = None, log: Callable[[str], None] = print):
+    """Continue an interrupted study: finished trials are kept, unfinished and errored ones resume from their last
+    checkpoint, the searcher (with its Optuna study) is restored, ASHA rungs come back from ``asha_rungs.json``."""
+    from ray import tune
+
+    study, provenance = load_study_dir(home)
+    storage = provenance.get("storage") or str(Path(home).parent)
+    location = StudyLocation(home=Path(home), ray_storage=storage, name=study.name)
+    with ray_session(address=address, num_cpus=num_cpus):
+        if not tune.Tuner.can_restore(location.experiment_path):
+            raise FileNotFoundError(f"{location.experiment_path}: no Ray experiment state (tuner.pkl) to resume; "
+                                    "the study was interrupted before its first trial started")
+        _preflight_cluster(study, location, log)
+        init_checkpoint = (provenance.get("baseline") or {}).get("checkpoint")
+        context = trial_context(study, location, init_checkpoint)
+        provenance.setdefault("resumes", []).append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                                     "command": sys.argv, "versions": _versions()})
+        _write_json(Path(home) / "provenance.json", provenance)
+        log(f"study {study.name}: resuming from {location.home}")
+        tuner = tune.Tuner.restore(location.experiment_path, trainable=wrap_trainable(study, context, trainable),
+                                   resume_errored=True)
+        results = tuner.fit()
+    return results, location
+

@@ -1,0 +1,321 @@
+"""Ray Tune function trainables around the training engine (the only module of ``trainables`` importing Ray).
+
+No training logic lives here: a trial builds a :class:`trainables.engine.Trainer` from the study's base run
+config plus the overrides its searcher sampled, and a reporter turns each evaluation into one ``tune.report``
+with the metrics and a full-state checkpoint (so ``training_iteration`` = number of evaluations = ASHA's time
+unit, and a restarted trial continues bit-exactly from ``tune.get_checkpoint()``).
+
+Only ``ray.tune`` is used: in Ray 2.60 ``ray.train.report``/``get_checkpoint`` raise inside Tune trainables.
+
+Where a trial writes: its engine run directory (``config.toml``, ``provenance.json``, ``metrics.jsonl``, ``tb/``
+with clean TensorBoard tags) is ``<study_dir>/<trial_dir>/run``, written directly when the study storage is a
+filesystem path (local, or a network filesystem mounted at the same path on every node). With an object-store
+URI (``s3://...``) the run directory is the trial's working directory and Ray uploads it with
+``SyncConfig(sync_artifacts=True)``.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from ray import tune
+
+from trainables.config import TrainConfig, from_dict, merge, replace_path
+from trainables.reporters import JsonLinesReporter, Reporter
+
+__all__ = ["TrialContext", "TrialFailed", "train_trial", "apply_overrides", "trial_train_config",
+           "estimate_gpu_memory_gib", "gpu_share", "run_baseline", "FINISHED_KEY", "FAILURE_FILE", "RUN_SUBDIR",
+           "probe_trial"]
+
+FINISHED_KEY = "finished"  # 1.0 in the report of the evaluation that ends a full run
+FAILURE_FILE = "failure.json"  # why a trial failed, next to Ray's error.txt in the trial directory
+RUN_SUBDIR = "run"  # the engine's run directory inside the trial directory
+GIB = 1024 ** 3
+
+
+class TrialFailed(RuntimeError):
+    """A trial that must end now (diverged, out of its GPU share); the message is the reason shown everywhere."""
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """Read-only inputs shared by every trial of a study (passed once through ``tune.with_parameters``).
+
+    ``train``: the base run config dict (paths absolute); ``study_dir``: the study directory when the storage is a
+    filesystem path ("" for an object-store URI); ``metric``: the reported key the study optimises;
+    ``init_checkpoint``: the baseline's checkpoint; ``gpu``: the per-trial GPU request (fraction or whole).
+    """
+
+    train: Mapping[str, Any]
+    study_dir: str
+    metric: str
+    init_checkpoint: str | None = None
+    gpu: float = 0.0
+    metric_tags: tuple[str, ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# configuration
+
+
+def _config_key(name: str) -> str:
+    # A space may qualify a dimension (optim.lr@deeplabv2_tiny: the lr range of that backbone); it sets optim.lr.
+    return name.split("@", 1)[0]
+
+
+def apply_overrides(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The base run config dict with each dotted override (``adapt.lambda_adv_main``) set; keys are applied
+    in sorted order so that the result does not depend on the searcher's dict order."""
+    out = merge(base, {})
+    for name in sorted(overrides):
+        out = replace_path(out, _config_key(name), overrides[name])
+    return out
+
+
+def trial_train_config(context: TrialContext, config: Mapping[str, Any], *, trial_name: str) -> TrainConfig:
+    """The validated run config of one trial (the study's base + the sampled overrides + the baseline init)."""
+    data = apply_overrides(context.train, config)
+    if context.init_checkpoint:
+        data = replace_path(data, "model.init_checkpoint", context.init_checkpoint)
+    data = replace_path(data, "name", trial_name)
+    data = replace_path(data, "runtime.progress", False)
+    return from_dict(TrainConfig, data, source=f"trial {trial_name} (sampled {dict(config)})")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# GPU shares
+
+# Measured on an H100 (shared/reference/environment.md, 2026-11-26): one AdaptSegNet adversarial step of
+# DeeplabMulti ResNet-101, 19 classes, source 1280x720 + target 1024x512, two discriminators. Peak GiB by
+# (amp, batch): bf16 1 → 4.0, bf16 4 → 14.4, fp32 1 → 7.0, fp32 4 → 26.9. A line through each pair gives a fixed
+# part (weights, optimizer state, workspace) and a part per image pair that scales with the pixel count.
+_REF_PIXELS = 1280 * 720 + 1024 * 512
+_FIXED_GIB = {"bf16": 4.0 - (14.4 - 4.0) / 3, "off": 7.0 - (26.9 - 7.0) / 3}
+_PER_PAIR_GIB = {"bf16": (14.4 - 4.0) / 3, "off": (26.9 - 7.0) / 3}
+
+
+def _pixels(domain) -> int:
+    width, height = domain.crop or domain.size
+    return width * height
+
+
+def estimate_gpu_memory_gib(cfg: TrainConfig) -> float:
+    """Peak GPU memory of one training step of ``cfg`` in GiB, scaled from the measured ResNet-101 step by
+    batch size and pixel count (source-only steps count the source image only). An upper bound for the small
+    CPU variants; DeepLabV3+ is assumed to cost what DeepLabV2 does (not measured)."""
+    pixels = _pixels(cfg.data.source)
+    if cfg.adapt.mode != "source_only" and cfg.data.target is not None:
+        pixels += _pixels(cfg.data.target)
+    amp = "bf16" if cfg.runtime.amp == "bf16" else "off"
+    return _FIXED_GIB[amp] + _PER_PAIR_GIB[amp] * cfg.optim.batch_size * pixels / _REF_PIXELS
+
+
+def gpu_share(cfg: TrainConfig, fraction: float) -> float | None:
+    """Cap this process's CUDA allocator at ``fraction`` of the device (0 < fraction < 1) so that one trial's
+    out-of-memory cannot take its neighbours down, and fail now when the estimate does not fit the share.
+    Returns the cap in GiB (None: no cap, e.g. no CUDA or a whole GPU)."""
+    import torch
+
+    if not (0 < fraction < 1) or cfg.runtime.device == "cpu" or not torch.cuda.is_available():
+        return None
+    device = torch.device(cfg.runtime.device if cfg.runtime.device.startswith("cuda") else "cuda")
+    total = torch.cuda.get_device_properties(device).total_memory / GIB
+    cap = fraction * total
+    need = estimate_gpu_memory_gib(cfg)
+    if need > cap:
+        raise TrialFailed(f"needs about {need:.1f} GiB of GPU memory (batch {cfg.optim.batch_size}, amp "
+                          f"{cfg.runtime.amp}, scaled from the measured ResNet-101 step) but its share is "
+                          f"{cap:.1f} GiB (gpu = {fraction} of {total:.0f} GiB): raise resources.gpu, lower "
+                          f"optim.batch_size / image size, or use runtime.amp = 'bf16'")
+    torch.cuda.set_per_process_memory_fraction(fraction, device)
+    return cap
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the trainable
+
+
+def _finite_numbers(values: Mapping[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in values.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+
+
+class _TuneReporter(Reporter):
+    """One ``tune.report`` per evaluation: metrics + the latest training scalars + a full-state checkpoint."""
+
+    def __init__(self, *, metric: str, started: float):
+        self.metric = metric
+        self.started = started
+        self.engine_started: float | None = None
+        self.last_scalars: dict[str, float] = {}
+
+    def on_start(self, trainer) -> None:
+        self.engine_started = time.perf_counter()
+
+    def on_log(self, iteration: int, scalars: dict[str, float]) -> None:
+        self.last_scalars = _finite_numbers(scalars)
+
+    def on_evaluate(self, iteration: int, metrics: dict[str, float], trainer) -> None:
+        value = metrics.get(self.metric)
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            # Never report NaN: ASHA never prunes it and Optuna refuses it (the trial would stay RUNNING).
+            raise TrialFailed(f"diverged at iteration {iteration}: {self.metric} = {value}")
+        now = time.perf_counter()
+        report = {**self.last_scalars, **_finite_numbers(metrics), "iteration": iteration,
+                  "time/setup_s": (self.engine_started or now) - self.started,
+                  "time/engine_s": now - (self.engine_started or now)}
+        if iteration >= trainer.total_iterations:
+            report[FINISHED_KEY] = 1.0
+        with tempfile.TemporaryDirectory(prefix="dastudy-ckpt-") as tmp:
+            trainer.save_checkpoint(Path(tmp) / "state.pt")
+            tune.report(report, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    return value
+
+
+def _trial_dir(context: TrialContext) -> Path:
+    name = Path(tune.get_context().get_trial_dir()).name
+    if context.study_dir:
+        return Path(context.study_dir) / name
+    return Path.cwd()  # object-store storage: Ray uploads the working directory (sync_artifacts)
+
+
+def _write_failure(trial_dir: Path, kind: str, reason: str) -> None:
+    try:
+        trial_dir.mkdir(parents=True, exist_ok=True)
+        (trial_dir / FAILURE_FILE).write_text(json.dumps({"kind": kind, "reason": reason, "time": time.time()}))
+    except OSError:
+        pass  # the reason still reaches Ray's error.txt through the exception
+
+
+def train_trial(config: dict[str, Any], *, context: TrialContext) -> None:
+    """The Ray function trainable of a study (source-only or adversarial, as the run config says)."""
+    started = time.perf_counter()
+    import torch
+
+    from trainables.engine import Trainer, TrainingDiverged
+    from trainables.rundir import append_resume, write_config, write_json_atomic, write_provenance
+
+    trial_dir = _trial_dir(context)
+    run_dir = trial_dir / RUN_SUBDIR
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg = trial_train_config(context, config, trial_name=trial_dir.name)
+    cap = None
+    try:
+        cap = gpu_share(cfg, context.gpu)
+    except TrialFailed as err:
+        _write_failure(trial_dir, "resources", str(err))
+        raise
+    reporters: list[Any] = [JsonLinesReporter(run_dir / "metrics.jsonl")]
+    try:
+        from trainables.tensorboard import TensorBoardReporter
+
+        hparams = {_config_key(k): v for k, v in sorted(config.items())}
+        reporters.append(TensorBoardReporter(run_dir / "tb", hparams=hparams, metric_tags=context.metric_tags))
+    except ImportError:
+        pass
+    ray_reporter = _TuneReporter(metric=context.metric, started=started)
+    reporters.append(ray_reporter)
+
+    trainer = Trainer(cfg, None, reporters=reporters)
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            trainer.load_checkpoint(Path(directory) / "state.pt")
+        append_resume(run_dir, checkpoint=Path(checkpoint.path), iteration=trainer.iteration,
+                      device=str(trainer.device))
+    else:
+        write_provenance(run_dir, cfg, device=str(trainer.device),
+                         extra={"trial": trial_dir.name, "sampled": dict(config), "gpu_share": context.gpu,
+                                "gpu_memory_cap_gib": cap})
+    write_config(run_dir, cfg)
+    status, message = "completed", None
+    try:
+        trainer.fit()
+    except TrainingDiverged as err:
+        status, message = "diverged", str(err)
+        _write_failure(trial_dir, "diverged", message)
+        raise TrialFailed(message) from None
+    except TrialFailed as err:
+        status, message = "diverged", str(err)
+        _write_failure(trial_dir, "diverged", message)
+        raise
+    except torch.cuda.OutOfMemoryError as err:
+        status = "failed"
+        message = (f"CUDA out of memory within its share (memory cap {cap:.1f} GiB = gpu {context.gpu} of the "
+                   f"device)" if cap else "CUDA out of memory") + f": {str(err).splitlines()[0]}"
+        _write_failure(trial_dir, "oom", message)
+        raise TrialFailed(message) from None
+    except SystemExit:  # Ray stops a trial (ASHA, the end of the study) by exiting its thread at a report
+        status, message = "stopped", "stopped by Ray (the scheduler, or the study ended)"
+        raise
+    except BaseException as err:
+        status, message = "failed", f"{type(err).__name__}: {err}"
+        raise
+    finally:
+        trainer.close()
+        result = trainer.result(status=status, message=message, wall_s=time.perf_counter() - started)
+        with contextlib.suppress(OSError, ValueError):
+            write_json_atomic(run_dir / "result.json", _json_safe(result))
+        for reporter in reporters:
+            try:
+                reporter.on_end(result)
+            except Exception:
+                pass
+
+
+# ---------------------------------------------------------------------------------------------------------
+# baseline and probes
+
+
+def run_baseline(train: Mapping[str, Any], run_dir: str, *, resume: bool = False) -> dict[str, Any]:
+    """Train the source-only baseline into ``run_dir`` (run as a Ray task by the study driver)."""
+    from trainables.engine import run_training
+
+    cfg = from_dict(TrainConfig, train, source=f"baseline {run_dir}")
+    cfg = replace(cfg, runtime=replace(cfg.runtime, progress=False))
+    return run_training(cfg, run_dir, resume=resume)
+
+
+def probe_trial(config: dict[str, Any], *, context: TrialContext) -> None:
+    """A trainable that only sleeps and reports (no torch): measures Ray's per-trial cost and checks packing.
+
+    Each report carries the process id, the node and the wall-clock interval, so a caller can check which trials
+    ran at the same time and where. ``config``: ``steps`` reports of ``sleep_s`` seconds each.
+    """
+    import ray
+
+    started = time.time()
+    steps, sleep_s = int(config.get("steps", 2)), float(config.get("sleep_s", 0.5))
+    for step in range(1, steps + 1):
+        time.sleep(sleep_s)
+        tune.report({context.metric: float(config.get("value", step)), "iteration": step,
+                     "probe/start": started, "probe/now": time.time(), "probe/pid": float(os.getpid()),
+                     "probe/gpu_ids": float(len(ray.get_gpu_ids())),
+                     **({FINISHED_KEY: 1.0} if step == steps else {})})
+    _record_probe(context, config, started)
+
+
+def _record_probe(context: TrialContext, config: Mapping[str, Any], started: float) -> None:
+    import ray
+
+    trial_dir = _trial_dir(context)
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    (trial_dir / "probe.json").write_text(json.dumps({
+        "start": started, "end": time.time(), "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(),
+        "gpu_ids": [str(g) for g in ray.get_gpu_ids()], "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "config": dict(config)}))
