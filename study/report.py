@@ -60,6 +60,7 @@ class TrialRecord:
     curve: tuple[tuple[int, float], ...]  # (training_iteration, study metric)
     time_s: float | None
     run_dir: str | None  # where the engine's run files are (config.toml, metrics.jsonl, tb/)
+    reason: str | None = None  # why a failed/diverged trial failed
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ class StudyData:
     baseline: Mapping[str, float] | None  # the source-only run's last evaluation
     baseline_dir: str | None
     num_classes: int
+    scheduler: str = "asha"
 
     @property
     def selection(self) -> str:
@@ -187,35 +189,49 @@ def _metrics_of(row: Mapping[str, Any]) -> dict[str, float]:
 
 
 def _engine_status(run_dir: Path | None) -> str | None:
-    # The engine's own result (written at on_end) knows divergence and completion for sure.
-    if run_dir is None:
+    """``status`` of the engine's ``result.json`` (a JSON object; Ray's ``result.json`` is JSON lines and is
+    skipped when the run directory is the trial directory itself)."""
+    if run_dir is None or not (run_dir / "result.json").is_file():
         return None
-    for name in ("result.json", "summary.json"):
-        path = run_dir / name
-        if path.is_file() and path.parent != run_dir.parent:
-            try:
-                data = json.loads(path.read_text())
-            except json.JSONDecodeError:
-                continue
-            if isinstance(data, dict) and isinstance(data.get("status"), str):
-                return data["status"]
-    return None
+    try:
+        data = json.loads((run_dir / "result.json").read_text())
+    except json.JSONDecodeError:
+        return None
+    return data["status"] if isinstance(data, dict) and isinstance(data.get("status"), str) else None
 
 
-def _trial_status(trial_dir: Path, rows: list[dict[str, Any]], ray_status: str, engine_status: str | None,
-                  max_t: int | None) -> str:
-    if (trial_dir / "error.txt").is_file() or ray_status == "ERROR":
+def _failure(trial_dir: Path) -> tuple[str | None, str | None]:
+    """(kind, reason) of a failed trial: ``failure.json`` written by the trainable, else Ray's error.txt."""
+    try:
+        data = json.loads((trial_dir / "failure.json").read_text())
+        return str(data.get("kind", "error")), str(data.get("reason", ""))
+    except (OSError, ValueError, AttributeError):
+        pass
+    error = trial_dir / "error.txt"
+    if error.is_file():
+        lines = [ln.strip() for ln in error.read_text(errors="replace").splitlines() if ln.strip()]
+        return "error", lines[-1] if lines else "see error.txt"
+    return None, None
+
+
+def _trial_status(rows: list[dict[str, Any]], *, ray_status: str, failure_kind: str | None,
+                  engine_status: str | None, max_t: int | None) -> str:
+    """The rule the study's searcher tells Optuna (study.search.StudySearch): failed, else finished (the run
+    trained all its iterations, or reached max_t evaluations), else pruned (stopped early by the scheduler)."""
+    if failure_kind == "diverged" or engine_status == "diverged":
+        return "diverged"
+    if failure_kind is not None or ray_status == "ERROR":
         return "failed"
-    reported = rows[-1].get("status") if rows else None
-    status = engine_status or (reported if isinstance(reported, str) else None)
-    if status in ("diverged", "failed"):
-        return status
     if ray_status in ("RUNNING", "PENDING", "PAUSED"):
         return "running"
-    if status == "stopped" or (status is None and rows and max_t is not None
-                               and int(rows[-1].get("training_iteration", 0)) < max_t):
-        return "pruned"  # stopped before max_t by the scheduler
-    return "completed" if rows else "failed"
+    if not rows:
+        return "failed"
+    last = rows[-1]
+    if last.get("finished") or (max_t is not None and int(last.get("training_iteration", 0)) >= max_t):
+        return "completed"
+    if max_t is None and engine_status == "completed":
+        return "completed"
+    return "pruned"
 
 
 def _searched_names(study_dir: Path, trial_params: Iterable[Mapping[str, Any]]) -> list[str]:
@@ -233,6 +249,16 @@ def _searched_names(study_dir: Path, trial_params: Iterable[Mapping[str, Any]]) 
     return [n for n in names if len({json.dumps(p.get(n), sort_keys=True) for p in params}) > 1]
 
 
+def _full_run_evaluations(config: Mapping[str, Any]) -> int | None:
+    # scheduler.max_t left out means "every evaluation of a full run" (study.study_config.n_evaluations).
+    optim = _lookup(config, "train.optim", default={})
+    interval = _lookup(config, "train.eval.interval")
+    iterations = optim.get("iter_stop") or optim.get("iter_max") if isinstance(optim, Mapping) else None
+    if _number(iterations) is None or _number(interval) is None or interval <= 0:
+        return None
+    return math.ceil(iterations / interval)
+
+
 def load_study(study_dir: str | Path) -> StudyData:
     """Everything the report needs, read from the study directory (nothing outside it)."""
     study_dir = Path(study_dir)
@@ -245,6 +271,8 @@ def load_study(study_dir: str | Path) -> StudyData:
                           "name such as 'val/mIoU13'")
     mode = _lookup(config, "mode", "study.mode", "search.mode", "tune.mode", default="max")
     max_t = _lookup(config, "scheduler.max_t")
+    if max_t is None:
+        max_t = _full_run_evaluations(config)
     grace = _lookup(config, "scheduler.grace_period", "scheduler.grace")
     rf = _lookup(config, "scheduler.reduction_factor", "scheduler.rf")
     ray_states = _ray_states(study_dir)
@@ -262,12 +290,14 @@ def load_study(study_dir: str | Path) -> StudyData:
         curve = tuple((int(r["training_iteration"]), float(r[metric])) for r in rows
                       if _number(r.get(metric)) is not None and "training_iteration" in r)
         last = rows[-1] if rows else {}
+        failure = _failure(trial_dir)
         trials.append(TrialRecord(
             name=trial_dir.name,
             trial_id=str(last.get("trial_id", trial_dir.name)),
             params={n: params[n] for n in searched if n in params},
-            status=_trial_status(trial_dir, rows, ray_states.get(trial_dir.name, ""), _engine_status(run_dir),
-                                 max_t),
+            status=_trial_status(rows, ray_status=ray_states.get(trial_dir.name, ""), failure_kind=failure[0],
+                                 engine_status=_engine_status(run_dir), max_t=max_t),
+            reason=failure[1],
             rounds=int(last.get("training_iteration", 0)),
             iteration=int(last["iteration"]) if _number(last.get("iteration")) is not None else None,
             metric=curve[-1][1] if curve else None,
@@ -296,6 +326,7 @@ def load_study(study_dir: str | Path) -> StudyData:
         baseline=baseline or None,
         baseline_dir="baseline" if baseline else None,
         num_classes=int(num_classes),
+        scheduler=str(_lookup(config, "scheduler.kind", default="asha")),
     )
 
 
@@ -308,18 +339,24 @@ def asha_rungs(*, max_t: int | None, grace_period: int | None, reduction_factor:
     return [int(round(grace_period * reduction_factor ** k)) for k in range(count)]
 
 
+def _rungs(data: StudyData) -> list[int]:
+    if data.scheduler != "asha":
+        return []
+    return asha_rungs(max_t=data.max_t, grace_period=data.grace_period, reduction_factor=data.reduction_factor)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Optuna
 
 
-def _importances(study_dir: Path, data: StudyData) -> tuple[dict[str, float], str | None]:
+def _importances(study_dir: Path, data: StudyData) -> tuple[dict[str, float], str | None, dict[str, int]]:
     """PED-ANOVA importances (Optuna's default evaluator) of the study in ``optuna.journal``, or a note why not.
 
     The journal is read from a private copy: the study directory may be a read-only copy, and the journal
     backend opens its file for appending."""
     journal = study_dir / "optuna.journal"
     if not journal.is_file():
-        return {}, "no optuna.journal in the study directory: no parameter importance"
+        return {}, "no optuna.journal in the study directory: no parameter importance", {}
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
@@ -332,23 +369,26 @@ def _importances(study_dir: Path, data: StudyData) -> tuple[dict[str, float], st
             storage = JournalStorage(JournalFileBackend(str(copy)))
             names = optuna.study.get_all_study_names(storage)
             if not names:
-                return {}, "optuna.journal holds no study: no parameter importance"
+                return {}, "optuna.journal holds no study: no parameter importance", {}
             study = optuna.load_study(study_name=data.name if data.name in names else names[0], storage=storage)
-            complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            trials = study.get_trials(deepcopy=False)
         except Exception as err:  # a damaged journal must not stop the rest of the report
-            return {}, f"the Optuna journal could not be read ({type(err).__name__}: {err})"
+            return {}, f"the Optuna journal could not be read ({type(err).__name__}: {err})", {}
+        states = {state.name: sum(t.state == state for t in trials) for state in optuna.trial.TrialState}
+        states = {k: v for k, v in states.items() if v}
+        complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
         if len(complete) < 3:
             return {}, (f"parameter importance needs at least 3 completed Optuna trials; this study has "
-                        f"{len(complete)}")
+                        f"{len(complete)}"), states
         names = sorted({n for t in complete for n in t.distributions})
         varied = [n for n in names if len({repr(t.params.get(n)) for t in complete if n in t.params}) > 1]
         if not varied:
-            return {}, "no parameter took more than one value: importance is undefined"
+            return {}, "no parameter took more than one value among completed trials: importance is undefined", states
         try:
             values = optuna.importance.get_param_importances(study, params=varied)
         except Exception as err:  # PED-ANOVA refuses degenerate studies (e.g. all values equal)
-            return {}, f"Optuna could not compute importances ({type(err).__name__}: {err})"
-    return {k: float(v) for k, v in values.items()}, None
+            return {}, f"Optuna could not compute importances ({type(err).__name__}: {err})", states
+    return {k: float(v) for k, v in values.items()}, None, states
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -690,19 +730,19 @@ def write_report(study_dir: str | Path) -> ReportSummary:
         raise ReportError(f"{study_dir}: no trial directories (with params.json) yet; has the study started?")
     searched = sorted({n for t in data.trials for n in t.params})
     best = data.best()
-    importances, importance_note = _importances(study_dir, data)
+    importances, importance_note, optuna_states = _importances(study_dir, data)
     figure_dir = study_dir / FIGURES
     figure_dir.mkdir(exist_ok=True)
     figures = _draw_all(figure_dir, data, best=best, searched=searched, importances=importances,
-                                      rungs=asha_rungs(max_t=data.max_t, grace_period=data.grace_period,
-                                                       reduction_factor=data.reduction_factor))
+                        rungs=_rungs(data))
     best_config, config_note = _best_config(study_dir, data, best)
     notes = tuple(n for n in (importance_note, config_note) if n)
     counts = {s: sum(t.status == s for t in data.trials) for s in STATUSES}
     header = _summary_header(data, searched)
     rows = _summary_rows(data, searched)
     text = _markdown(data, best=best, searched=searched, header=header, rows=rows, figures=figures,
-                     importances=importances, best_config=best_config, notes=notes, counts=counts)
+                     importances=importances, best_config=best_config, notes=notes, counts=counts,
+                     optuna_states=optuna_states)
     report = study_dir / "report.md"
     report.write_text(text)
     return ReportSummary(
@@ -715,7 +755,7 @@ def write_report(study_dir: str | Path) -> ReportSummary:
 
 
 def _markdown(data: StudyData, *, best, searched, header, rows, figures, importances, best_config, notes,
-              counts) -> str:
+              counts, optuna_states) -> str:
     selection = ("a labelled **holdout** cut from the target train split (`select/…`)" if data.selection == "holdout"
                  else "**target val** (`val/…`): the selection and the final numbers come from the same images, "
                       "so the best score is optimistic (the seed's protocol)")
@@ -727,20 +767,25 @@ def _markdown(data: StudyData, *, best, searched, header, rows, figures, importa
         f"- study metric `{data.metric}` ({data.mode}), read on {selection}",
         f"- a trial's score is its metric at its **last** report; final numbers are always target val (`val/…`)",
     ]
-    if data.max_t:
-        rungs = asha_rungs(max_t=data.max_t, grace_period=data.grace_period, reduction_factor=data.reduction_factor)
+    rungs = _rungs(data)
+    if rungs:
         lines.append(f"- ASHA: max_t = {data.max_t}, grace_period = {data.grace_period}, reduction_factor = "
                      f"{_param_text(data.reduction_factor)} → rungs at {', '.join(map(str, rungs))} "
-                     f"{data.time_attr} (evaluation rounds)")
-    if any(t.status == "pruned" for t in data.trials):
-        lines.append("- pruned = stopped by ASHA at a rung; Ray tells Optuna such trials as COMPLETE with that "
-                     "early value, which biases TPE and the importances below towards fast starters")
+                     f"{data.time_attr} (evaluation rounds); pruned = stopped by ASHA at a rung")
+    elif data.max_t:
+        lines.append(f"- scheduler `{data.scheduler}` (no early stopping), {data.max_t} evaluation rounds per run")
+    if optuna_states:
+        told = ", ".join(f"{v} {k}" for k, v in sorted(optuna_states.items()))
+        lines.append(f"- Optuna journal: {told}; importances use the COMPLETE trials only")
+        if counts.get("pruned") and not optuna_states.get("PRUNED"):
+            lines.append("- the scheduler's early stops reached Optuna as COMPLETE with their early value (plain "
+                         "OptunaSearch), which biases TPE and the importances towards fast starters")
     lines += ["", "## Trials", "", _markdown_table(header, rows), ""]
     failed = [t for t in data.trials if t.status in ("failed", "diverged")]
     if failed:
         lines += ["Failed or diverged trials:", ""]
-        lines += [f"- `{t.name}`: {t.status} after {t.rounds} rounds"
-                  + (" (see error.txt)" if t.status == "failed" else "") for t in failed]
+        lines += [f"- `{t.name}`: {t.status} after {t.rounds} rounds" + (f": {t.reason}" if t.reason else "")
+                  for t in failed]
         lines.append("")
     lines += ["## Best configuration", ""]
     if best is None:

@@ -39,6 +39,7 @@ STATUS_BY_RESULT = {
     "error": "STATUS_FAILURE",
     "stopped": "STATUS_UNKNOWN",
     "pruned": "STATUS_UNKNOWN",
+    "interrupted": "STATUS_UNKNOWN",
 }
 
 
@@ -133,7 +134,7 @@ def write_session_end(writer_or_logdir: Any, status: str, *, iteration: int | No
     writer = SummaryWriter(str(writer_or_logdir), filename_suffix=".status") if own_writer else writer_or_logdir
     try:
         step = 0 if iteration is None else int(iteration)
-        writer.add_scalar(PRUNED_TAG, 1.0 if status in ("stopped", "pruned") else 0.0, step)
+        writer.add_scalar(PRUNED_TAG, 1.0 if status in ("stopped", "pruned") else 0.0, step)  # not "interrupted"
         writer.add_scalar(FAILED_TAG, 1.0 if STATUS_BY_RESULT[status] == "STATUS_FAILURE" else 0.0, step)
         writer.add_text(STATUS_TAG, status, step)
         writer._get_file_writer().add_summary(_session_end_summary(STATUS_BY_RESULT[status]), step)
@@ -219,6 +220,10 @@ class TensorBoardReporter:
         if status not in STATUS_BY_RESULT:
             status = "failed"
         iteration = result.get("iterations", self._last_iteration)
+        total = result.get("total_iterations")
+        if status == "stopped" and isinstance(total, int) and isinstance(iteration, int) and iteration >= total:
+            # Ray stops a trial at its last report even when that report ends a full run: not an early stop.
+            status = "completed"
         if self.hparams is not None:
             write_session_end(self._writer, status, iteration=int(iteration))
         else:

@@ -29,6 +29,7 @@ TRIALS = [
     ("t3", 5e-4, 0.005, 1, 1, "pruned"),
     ("t4", 2e-3, 0.03, 2, 2, "pruned"),
     ("t5", 1e-2, 0.05, 1, 1, "failed"),
+    ("t6", 8e-3, 0.04, 2, 2, "diverged"),
 ]
 
 
@@ -67,8 +68,9 @@ def make_study(root: Path, *, name: str = "fixture", trials=TRIALS, baseline: bo
     study_dir = root / name
     study_dir.mkdir(parents=True)
     (study_dir / "study.toml").write_text(
-        f'name = "{name}"\nmetric = "val/mIoU13"\nmode = "max"\n\n[search]\nspace = "lambda_lr"\nsampler = "tpe"\n'
-        '\n[scheduler]\nmax_t = 4\ngrace_period = 1\nreduction_factor = 2\n')
+        f'name = "{name}"\nmetric = "val/mIoU13"\nmode = "max"\nselection = "val"\n\n[search]\nspace = "lambda_lr"\n'
+        'sampler = "tpe"\n\n[scheduler]\nkind = "asha"\ngrace_period = 1\nreduction_factor = 2.0\n\n'
+        '[train.optim]\niter_max = 40\n\n[train.eval]\ninterval = 10\n')  # max_t left out: 40 / 10 = 4
     dims = {LAMBDA: [{"type": "float", "low": 1e-4, "high": 1e-2, "log": True, "applies_to": LAMBDA, "when": []}],
             LR: [{"type": "float", "low": 2e-3, "high": 5e-2, "log": True, "applies_to": "optim.lr", "when": []}],
             SEED: [{"type": "categorical", "choices": [1, 2], "applies_to": SEED, "when": []}]}
@@ -81,7 +83,7 @@ def make_study(root: Path, *, name: str = "fixture", trials=TRIALS, baseline: bo
     base = TrainConfig()
     states = []
     for index, (tname, lam, lr, seed, rounds, fate) in enumerate(trials):
-        trial_dir = study_dir / f"train_{index:05d}_{tname}"
+        trial_dir = study_dir / f"trial_abc_{index:05d}_{tname}"
         trial_dir.mkdir()
         params = {LAMBDA: lam, LR: lr, SEED: seed}
         (trial_dir / "params.json").write_text(json.dumps(params))
@@ -90,12 +92,16 @@ def make_study(root: Path, *, name: str = "fixture", trials=TRIALS, baseline: bo
         for r in range(1, rounds + 1):
             rows.append({"iteration": 10 * r, **per_class(q, r, index), "training_iteration": r,
                          "trial_id": f"abc_{index:05d}", "time_total_s": 3.0 * r, "done": r == rounds,
-                         "date": "2026-01-01_00-00-00", "config": params})
+                         "date": "2026-01-01_00-00-00", "config": params,
+                         **({"finished": 1.0} if fate == "completed" and r == rounds else {})})
         with open(trial_dir / "result.json", "w") as fh:
             for row in rows:
                 fh.write(json.dumps(row) + "\n")
-        if fate == "failed":
-            (trial_dir / "error.txt").write_text("RuntimeError: boom\n")
+        if fate in ("failed", "diverged"):
+            (trial_dir / "error.txt").write_text("Traceback ...\nRuntimeError: boom\n")
+        if fate == "diverged":
+            (trial_dir / "failure.json").write_text(json.dumps(
+                {"kind": "diverged", "reason": f"diverged at iteration {10 * rounds + 5}: loss is nan"}))
         cfg = from_dict(TrainConfig, {**to_dict(base), "name": tname,
                                       "adapt": {**to_dict(base.adapt), "lambda_adv_main": lam},
                                       "optim": {**to_dict(base.optim), "lr": lr},
@@ -105,14 +111,19 @@ def make_study(root: Path, *, name: str = "fixture", trials=TRIALS, baseline: bo
         if tensorboard:
             _write_events(trial_dir / "run" / "tb", params, rows, fate)
         states.append([json.dumps({"trial_id": f"abc_{index:05d}", "relative_logdir": trial_dir.name,
-                                   "status": "ERROR" if fate == "failed" else "TERMINATED"}), "{}"])
-        if fate == "failed":
+                                   "status": "ERROR" if fate in ("failed", "diverged") else "TERMINATED"}), "{}"])
+        # as study.search.StudySearch tells Optuna: FAIL, PRUNED (early stop) or COMPLETE
+        intermediate = {r["training_iteration"]: r["val/mIoU13"] for r in rows}
+        if fate in ("failed", "diverged"):
             ostudy.add_trial(optuna.trial.create_trial(params=params, distributions=distributions,
                                                        state=optuna.trial.TrialState.FAIL))
-        else:  # as OptunaSearch does: ASHA-stopped trials are COMPLETE with their last value
-            ostudy.add_trial(optuna.trial.create_trial(
-                params=params, distributions=distributions, value=rows[-1]["val/mIoU13"],
-                intermediate_values={r["training_iteration"]: r["val/mIoU13"] for r in rows}))
+        elif fate == "pruned":
+            ostudy.add_trial(optuna.trial.create_trial(params=params, distributions=distributions,
+                                                       state=optuna.trial.TrialState.PRUNED,
+                                                       intermediate_values=intermediate))
+        else:
+            ostudy.add_trial(optuna.trial.create_trial(params=params, distributions=distributions,
+                                                       value=rows[-1]["val/mIoU13"], intermediate_values=intermediate))
     (study_dir / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps({"trial_data": states}))
     if baseline:
         source_only = from_dict(TrainConfig, {**to_dict(base), "adapt": {"mode": "source_only"}})
@@ -195,7 +206,11 @@ def test_statuses_and_scores_from_trial_files(study):
     data = load_study(study_dir)
     by_name = {t.name.split("_")[-1]: t for t in data.trials}
     assert {k: t.status for k, t in by_name.items()} == {
-        "t0": "completed", "t1": "completed", "t2": "completed", "t3": "pruned", "t4": "pruned", "t5": "failed"}
+        "t0": "completed", "t1": "completed", "t2": "completed", "t3": "pruned", "t4": "pruned", "t5": "failed",
+        "t6": "diverged"}
+    assert by_name["t6"].reason == "diverged at iteration 25: loss is nan"
+    assert by_name["t5"].reason == "RuntimeError: boom"
+    assert data.max_t == 4  # from train.optim.iter_max / train.eval.interval
     assert by_name["t4"].rounds == 2 and by_name["t4"].iteration == 20
     assert [x for x, _ in by_name["t0"].curve] == [1, 2, 3, 4]
     expected = per_class(quality(4e-3, 0.02, 1), 4, 2)["val/mIoU13"]
@@ -212,7 +227,7 @@ def test_report_tables_match_the_results(study):
     metric_col = header.index("val/mIoU13 (selection)")
     final_col = header.index("val/mIoU16 (final)")
     results = {}
-    for trial_dir in sorted(study_dir.glob("train_*")):
+    for trial_dir in sorted(study_dir.glob("trial_*")):
         last = json.loads((trial_dir / "result.json").read_text().splitlines()[-1])
         results[last["trial_id"]] = last
     assert len(body) == len(TRIALS)
@@ -221,13 +236,13 @@ def test_report_tables_match_the_results(study):
         assert row[metric_col] == f"{100 * last['val/mIoU13']:.2f}"
         assert row[final_col] == f"{100 * last['val/mIoU16']:.2f}"
         assert row[header.index("rounds")] == str(last["training_iteration"])
-    # ranked by the metric, best first; the failed trial is listed last without a rank
-    assert body[-1][header.index("status")] == "failed" and body[-1][0] == "-"
-    scores = [float(r[metric_col]) for r in body[:-1]]
+    # ranked by the metric, best first; failed and diverged trials are listed last without a rank
+    assert [(r[0], r[header.index("status")]) for r in body[-2:]] == [("-", "failed"), ("-", "diverged")]
+    scores = [float(r[metric_col]) for r in body[:-2]]
     assert scores == sorted(scores, reverse=True)
     assert [r[header.index("status")] for r in body].count("pruned") == 2
 
-    completed = [v for v in results.values() if v["training_iteration"] == 4]
+    completed = [v for v in results.values() if v.get("finished")]
     best = max(completed, key=lambda r: r["val/mIoU13"])
     assert summary.best_trial == best["trial_id"]
     assert summary.best_metric == pytest.approx(best["val/mIoU13"])
@@ -242,7 +257,11 @@ def test_report_tables_match_the_results(study):
     assert baseline_row[1:] == [f"{100 * base[k]:.1f}" for k in keys]
     assert best_row[1:] == [f"{100 * best[k]:.1f}" for k in keys]
     assert diff_row[1:] == [f"{100 * (best[k] - base[k]):+.1f}" for k in keys]
-    assert "Failed or diverged trials" in text and "t5" in text.split("Failed or diverged trials")[1]
+    failed_section = text.split("Failed or diverged trials")[1].split("##")[0]
+    assert "t5`: failed after 1 rounds: RuntimeError: boom" in failed_section
+    assert "t6`: diverged after 2 rounds: diverged at iteration 25" in failed_section
+    assert "Optuna journal: 3 COMPLETE, 2 FAIL, 2 PRUNED" in text
+    assert "rungs at 1, 2, 4 training_iteration" in text
 
 
 def test_figures_are_real_pngs_and_best_config_runs(study):

@@ -49,7 +49,7 @@ def test_start_lists_every_trial_run_and_stops_cleanly(study_dir):
     try:
         assert board.url == f"http://127.0.0.1:{port}/"
         runs = json.loads(_get(board.url + "data/runs"))
-        assert sorted(runs) == sorted([f"{p.name}/run/tb" for p in study_dir.glob("train_*")] + ["baseline/tb"])
+        assert sorted(runs) == sorted([f"{p.name}/run/tb" for p in study_dir.glob("trial_*")] + ["baseline/tb"])
         assert not port_is_free("127.0.0.1", port)
     finally:
         board.stop()
@@ -185,7 +185,7 @@ class HeadlessChromium:
 def _expected_rows(study: Path) -> dict[str, str]:
     """Run name → the HParams table's rendering of its last val/mIoU13 (5 significant digits)."""
     out = {}
-    for trial_dir in sorted(study.glob("train_*")):
+    for trial_dir in sorted(study.glob("trial_*")):
         last = json.loads((trial_dir / "result.json").read_text().splitlines()[-1])
         out[f"{trial_dir.name}/run/tb"] = f"{last['val/mIoU13']:.5g}"
     return out

@@ -173,6 +173,19 @@ def test_session_end_written_afterwards_for_a_killed_trial(tmp_path):
         write_session_end(tmp_path, "exploded")
 
 
+def test_stop_at_the_last_iteration_is_a_completed_run(tmp_path):
+    reporter = TensorBoardReporter(tmp_path, hparams={"optim.lr": 1e-3})
+    trainer = _trainer([])
+    reporter.on_start(trainer)
+    reporter.on_evaluate(40, {"val/mIoU16": 0.2}, trainer)
+    reporter.on_end({"status": "stopped", "iterations": 40, "total_iterations": 40})
+    acc = _accumulator(tmp_path)
+    content = acc.PluginTagToContent(hparams_metadata.PLUGIN_NAME)
+    end = hparams_metadata.parse_session_end_info_plugin_data(content[hparams_metadata.SESSION_END_INFO_TAG])
+    assert end.status == api_pb2.STATUS_SUCCESS
+    assert acc.Scalars("trial/pruned")[-1].value == 0.0
+
+
 def test_bad_panel_every():
     with pytest.raises(ValueError, match="panel_every"):
         TensorBoardReporter("unused", panel_every=0)
