@@ -23,18 +23,15 @@ import math
 import shutil
 import tempfile
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 __all__ = ["ReportSummary", "TrialRecord", "StudyData", "ReportError", "load_study", "write_report",
-           "asha_rungs", "per_class_rows"]
+           "asha_rungs", "per_class_rows", "read_optuna", "OptunaSummary"]
 
 FIGURES = "figures"
 STATUSES = ("completed", "pruned", "stopped", "diverged", "failed", "running")
-_RAY_KEYS = {"training_iteration", "trial_id", "date", "timestamp", "time_this_iter_s", "time_total_s", "pid",
-             "hostname", "node_ip", "config", "time_since_restore", "iterations_since_restore", "done",
-             "checkpoint_dir_name", "experiment_tag", "episodes_total", "timesteps_total", "should_checkpoint"}
 
 
 class ReportError(ValueError):
@@ -61,6 +58,7 @@ class TrialRecord:
     time_s: float | None
     run_dir: str | None  # where the engine's run files are (config.toml, metrics.jsonl, tb/)
     reason: str | None = None  # why a failed/diverged trial failed
+    order: int | None = None  # the Optuna trial number (start order): breaks ties between equal scores
 
 
 @dataclass(frozen=True)
@@ -79,18 +77,19 @@ class StudyData:
     baseline_dir: str | None
     num_classes: int
     scheduler: str = "asha"
+    optuna: OptunaSummary = field(default_factory=lambda: OptunaSummary())
 
     @property
     def selection(self) -> str:
         return "holdout" if self.metric.startswith("select/") else "val"
 
     def scored(self) -> list[TrialRecord]:
-        """Trials with a finite metric that did not fail or diverge, best first (ties by name, so the order is
-        reproducible)."""
+        """Trials with a finite metric that did not fail or diverge, best first; equal scores in start order
+        (as ``dastudy study status``), then by name."""
         sign = -1.0 if self.mode == "max" else 1.0
         ok = [t for t in self.trials if t.metric is not None and math.isfinite(t.metric)
               and t.status not in ("failed", "diverged")]
-        return sorted(ok, key=lambda t: (sign * t.metric, t.name))
+        return sorted(ok, key=lambda t: (sign * t.metric, t.order if t.order is not None else math.inf, t.name))
 
     def best(self) -> TrialRecord | None:
         # Scheduler-stopped trials are scored at an early rung: the best is chosen among the others if any.
@@ -276,6 +275,8 @@ def load_study(study_dir: str | Path) -> StudyData:
     grace = _lookup(config, "scheduler.grace_period", "scheduler.grace")
     rf = _lookup(config, "scheduler.reduction_factor", "scheduler.rf")
     ray_states = _ray_states(study_dir)
+    name = str(_lookup(config, "name", "study.name", default=study_dir.name))
+    optuna_summary = read_optuna(study_dir, name)
     trial_dirs = sorted(p for p in study_dir.iterdir() if p.is_dir() and (p / "params.json").is_file())
     raw = []
     for trial_dir in trial_dirs:
@@ -298,6 +299,7 @@ def load_study(study_dir: str | Path) -> StudyData:
             status=_trial_status(rows, ray_status=ray_states.get(trial_dir.name, ""), failure_kind=failure[0],
                                  engine_status=_engine_status(run_dir), max_t=max_t),
             reason=failure[1],
+            order=optuna_summary.order.get(trial_dir.name),
             rounds=int(last.get("training_iteration", 0)),
             iteration=int(last["iteration"]) if _number(last.get("iteration")) is not None else None,
             metric=curve[-1][1] if curve else None,
@@ -314,7 +316,7 @@ def load_study(study_dir: str | Path) -> StudyData:
         has_19 = any("val/mIoU19" in t.final for t in trials) or bool(baseline and "val/mIoU19" in baseline)
         num_classes = 19 if has_19 else 16
     return StudyData(
-        name=str(_lookup(config, "name", "study.name", default=study_dir.name)),
+        name=name,
         metric=metric, mode=str(mode),
         space=str(_lookup(config, "search.space", "space", default="?")),
         sampler=str(_lookup(config, "search.sampler", "sampler", default="?")),
@@ -327,6 +329,7 @@ def load_study(study_dir: str | Path) -> StudyData:
         baseline_dir="baseline" if baseline else None,
         num_classes=int(num_classes),
         scheduler=str(_lookup(config, "scheduler.kind", default="asha")),
+        optuna=optuna_summary,
     )
 
 
@@ -349,14 +352,26 @@ def _rungs(data: StudyData) -> list[int]:
 # Optuna
 
 
-def _importances(study_dir: Path, data: StudyData) -> tuple[dict[str, float], str | None, dict[str, int]]:
-    """PED-ANOVA importances (Optuna's default evaluator) of the study in ``optuna.journal``, or a note why not.
+@dataclass(frozen=True)
+class OptunaSummary:
+    """What the report takes from ``optuna.journal``."""
+
+    states: Mapping[str, int] = field(default_factory=dict)  # COMPLETE / PRUNED / FAIL / RUNNING → count
+    order: Mapping[str, int] = field(default_factory=dict)  # trial directory → Optuna trial number (start order)
+    importances: Mapping[str, float] = field(default_factory=dict)
+    note: str | None = None
+
+
+def read_optuna(study_dir: Path, name: str) -> OptunaSummary:
+    """Trial states, start order and PED-ANOVA importances (Optuna's default evaluator) from ``optuna.journal``.
 
     The journal is read from a private copy: the study directory may be a read-only copy, and the journal
     backend opens its file for appending."""
     journal = study_dir / "optuna.journal"
     if not journal.is_file():
-        return {}, "no optuna.journal in the study directory: no parameter importance", {}
+        return OptunaSummary(note="no optuna.journal in the study directory: no parameter importance")
+    import warnings
+
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
@@ -369,26 +384,33 @@ def _importances(study_dir: Path, data: StudyData) -> tuple[dict[str, float], st
             storage = JournalStorage(JournalFileBackend(str(copy)))
             names = optuna.study.get_all_study_names(storage)
             if not names:
-                return {}, "optuna.journal holds no study: no parameter importance", {}
-            study = optuna.load_study(study_name=data.name if data.name in names else names[0], storage=storage)
+                return OptunaSummary(note="optuna.journal holds no study: no parameter importance")
+            study = optuna.load_study(study_name=name if name in names else names[0], storage=storage)
             trials = study.get_trials(deepcopy=False)
         except Exception as err:  # a damaged journal must not stop the rest of the report
-            return {}, f"the Optuna journal could not be read ({type(err).__name__}: {err})", {}
+            return OptunaSummary(note=f"the Optuna journal could not be read ({type(err).__name__}: {err})")
         states = {state.name: sum(t.state == state for t in trials) for state in optuna.trial.TrialState}
-        states = {k: v for k, v in states.items() if v}
+        summary = OptunaSummary(states={k: v for k, v in states.items() if v},
+                                order={str(t.user_attrs["trial_dir"]): t.number for t in trials
+                                       if "trial_dir" in t.user_attrs})
         complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
         if len(complete) < 3:
-            return {}, (f"parameter importance needs at least 3 completed Optuna trials; this study has "
-                        f"{len(complete)}"), states
-        names = sorted({n for t in complete for n in t.distributions})
-        varied = [n for n in names if len({repr(t.params.get(n)) for t in complete if n in t.params}) > 1]
+            return replace(summary, note=f"parameter importance needs at least 3 completed Optuna trials; this "
+                                         f"study has {len(complete)}")
+        params = sorted({n for t in complete for n in t.distributions})
+        varied = [n for n in params if len({repr(t.params.get(n)) for t in complete if n in t.params}) > 1]
         if not varied:
-            return {}, "no parameter took more than one value among completed trials: importance is undefined", states
-        try:
-            values = optuna.importance.get_param_importances(study, params=varied)
-        except Exception as err:  # PED-ANOVA refuses degenerate studies (e.g. all values equal)
-            return {}, f"Optuna could not compute importances ({type(err).__name__}: {err})", states
-    return {k: float(v) for k, v in values.items()}, None, states
+            return replace(summary, note="no parameter took more than one value among completed trials: "
+                                         "importance is undefined")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                values = optuna.importance.get_param_importances(study, params=varied)
+            except Exception as err:  # PED-ANOVA refuses degenerate studies (e.g. all values equal)
+                return replace(summary, note=f"Optuna could not compute importances ({type(err).__name__}: {err})")
+    # e.g. "Target and region quantiles select the same set of trials": too few trials to tell parameters apart
+    note = "; ".join(sorted({f"Optuna: {w.message}".rstrip(".") for w in caught})) or None
+    return replace(summary, importances={k: float(v) for k, v in values.items()}, note=note)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -422,7 +444,7 @@ def per_class_rows(data: StudyData, best: TrialRecord | None) -> tuple[list[str]
     if data.baseline:
         rows.append(("source only (baseline)", row(data.baseline)))
     if best is not None:
-        rows.append((f"best trial ({best.trial_id})", row(best.final)))
+        rows.append((f"best trial ({best.name})", row(best.final)))
     if data.baseline and best is not None:
         rows.append(("difference", [b - a for a, b in zip(rows[0][1], rows[1][1])]))
     return header, rows
@@ -450,7 +472,7 @@ def _summary_rows(data: StudyData, searched: Sequence[str]) -> list[list[str]]:
     unranked = sorted((t for t in data.trials if t not in ranked), key=lambda t: t.name)
     rows = []
     for rank, trial in enumerate(ranked + unranked, start=1):
-        rows.append([str(rank) if trial in ranked else "-", trial.trial_id, trial.status,
+        rows.append([str(rank) if trial in ranked else "-", trial.name, trial.status,
                      *[_param_text(trial.params.get(n, "")) for n in searched], str(trial.rounds),
                      str(trial.iteration) if trial.iteration is not None else "n/a", _pct(trial.metric),
                      *[_pct(trial.final.get(k)) for k in _final_keys(data)],
@@ -569,7 +591,7 @@ def _sensitivity(path: Path, data: StudyData, searched: Sequence[str], space: Ma
             if t.status == "completed" and name in t.params:
                 groups.setdefault(json.dumps([t.params.get(n) for n in others], default=str), []).append(t)
         means = [(x_of(g[0].params[name]), float(np.mean([100 * t.metric for t in g])),
-                  float(np.std([100 * t.metric for t in g]))) for g in groups.values()]
+                  float(np.std([100 * t.metric for t in g]))) for g in groups.values() if len(g) > 1]
         means.sort()
         if means:
             ax.errorbar([m[0] for m in means], [m[1] for m in means], yerr=[m[2] for m in means], fmt="s",
@@ -613,7 +635,7 @@ def _learning_curves(path: Path, data: StudyData, rungs: Sequence[int]) -> Path 
         ys = [100 * y for _, y in trial.curve]
         dashed = trial.status != "completed"
         ax.plot(xs, ys, ls="--" if dashed else "-", lw=1.0 if dashed else 1.6, color=cmap(index % 20),
-                marker=".", ms=4, label=f"{trial.trial_id} ({trial.status})")
+                marker=".", ms=4, label=f"{trial.name} ({trial.status})")
         if trial.status in ("pruned", "stopped", "failed", "diverged"):
             ax.plot(xs[-1:], ys[-1:], marker="x", ms=8, color="black" if trial.status != "failed" else "tab:red")
     for k, rung in enumerate(rungs):
@@ -703,9 +725,9 @@ def _best_config(study_dir: Path, data: StudyData, best: TrialRecord | None) -> 
     if best is None:
         return None, "no trial has a score: no best configuration"
     if best.run_dir is None or not (study_dir / best.run_dir / "config.toml").is_file():
-        return None, f"trial {best.trial_id} has no config.toml in its run directory: no best_config.toml"
+        return None, f"trial {best.name} has no config.toml in its run directory: no best_config.toml"
     from study.config import dump_toml
-    from trainables.config import ConfigError, TrainConfig, from_dict, to_dict
+    from trainables.config import ConfigError, RuntimeConfig, TrainConfig, from_dict, to_dict
 
     source = study_dir / best.run_dir / "config.toml"
     try:
@@ -714,10 +736,15 @@ def _best_config(study_dir: Path, data: StudyData, best: TrialRecord | None) -> 
         return None, f"the best trial's config.toml is not a valid run config ({err})"
     data_dict = to_dict(cfg)
     data_dict["name"] = f"{data.name}-best"
+    # Trials run without progress bars (their output goes to Ray's logs); a run of its own shows one again.
+    data_dict.setdefault("runtime", {})["progress"] = RuntimeConfig().progress
     path = study_dir / "best_config.toml"
-    header = (f"# Best configuration of study {data.name!r}: trial {best.trial_id}, "
+    header = (f"# Best configuration of study {data.name!r}: trial {best.name}, "
               f"{data.metric} = {_pct(best.metric)} at its last report.\n"
               f"# Run it with: dastudy adapt best_config.toml\n")
+    if cfg.model.init_checkpoint:
+        header += ("# model.init_checkpoint is the study's source-only baseline as it was on the machine that ran "
+                   "the study;\n# point it at your copy of that checkpoint when you run this elsewhere.\n")
     path.write_text(header + dump_toml(data_dict))
     return path, None
 
@@ -730,7 +757,7 @@ def write_report(study_dir: str | Path) -> ReportSummary:
         raise ReportError(f"{study_dir}: no trial directories (with params.json) yet; has the study started?")
     searched = sorted({n for t in data.trials for n in t.params})
     best = data.best()
-    importances, importance_note, optuna_states = _importances(study_dir, data)
+    importances, importance_note, optuna_states = dict(data.optuna.importances), data.optuna.note, data.optuna.states
     figure_dir = study_dir / FIGURES
     figure_dir.mkdir(exist_ok=True)
     figures = _draw_all(figure_dir, data, best=best, searched=searched, importances=importances,
@@ -747,7 +774,7 @@ def write_report(study_dir: str | Path) -> ReportSummary:
     report.write_text(text)
     return ReportSummary(
         study=data.name, metric=data.metric, mode=data.mode, selection=data.selection, counts=counts,
-        best_trial=best.trial_id if best else None, best_params=dict(best.params) if best else {},
+        best_trial=best.name if best else None, best_params=dict(best.params) if best else {},
         best_metric=best.metric if best else None, best_final=dict(best.final) if best else {},
         importances=importances, report=report, figures=tuple(figures.values()), best_config=best_config,
         header=tuple(header), rows=tuple(tuple(r) for r in rows), notes=notes,
@@ -792,7 +819,7 @@ def _markdown(data: StudyData, *, best, searched, header, rows, figures, importa
         lines += ["No trial reported the study metric.", ""]
     else:
         params = ", ".join(f"`{k}` = {_param_text(v)}" for k, v in sorted(best.params.items()))
-        lines += [f"Trial `{best.trial_id}` ({best.status}, directory `{best.name}`): {data.metric} = "
+        lines += [f"Trial `{best.name}` ({best.status}, Ray trial id {best.trial_id}): {data.metric} = "
                   f"{_pct(best.metric)} after {best.rounds} rounds; {params or 'no searched parameters'}.", ""]
         if best_config is not None:
             lines += [f"Ready to run: [`{best_config.name}`]({best_config.name}) — `dastudy adapt {best_config.name}`",

@@ -105,7 +105,7 @@ def make_study(root: Path, *, name: str = "fixture", trials=TRIALS, baseline: bo
         cfg = from_dict(TrainConfig, {**to_dict(base), "name": tname,
                                       "adapt": {**to_dict(base.adapt), "lambda_adv_main": lam},
                                       "optim": {**to_dict(base.optim), "lr": lr},
-                                      "runtime": {**to_dict(base.runtime), "seed": seed}})
+                                      "runtime": {**to_dict(base.runtime), "seed": seed, "progress": False}})
         evals = [{k: v for k, v in row.items() if k.startswith("val/") or k == "iteration"} for row in rows]
         _write_run_dir(trial_dir / "run", cfg, evals)
         if tensorboard:
@@ -114,16 +114,18 @@ def make_study(root: Path, *, name: str = "fixture", trials=TRIALS, baseline: bo
                                    "status": "ERROR" if fate in ("failed", "diverged") else "TERMINATED"}), "{}"])
         # as study.search.StudySearch tells Optuna: FAIL, PRUNED (early stop) or COMPLETE
         intermediate = {r["training_iteration"]: r["val/mIoU13"] for r in rows}
+        attrs = {"trial_dir": trial_dir.name, "ray_trial_id": f"abc_{index:05d}"}
         if fate in ("failed", "diverged"):
             ostudy.add_trial(optuna.trial.create_trial(params=params, distributions=distributions,
-                                                       state=optuna.trial.TrialState.FAIL))
+                                                       state=optuna.trial.TrialState.FAIL, user_attrs=attrs))
         elif fate == "pruned":
             ostudy.add_trial(optuna.trial.create_trial(params=params, distributions=distributions,
                                                        state=optuna.trial.TrialState.PRUNED,
-                                                       intermediate_values=intermediate))
+                                                       intermediate_values=intermediate, user_attrs=attrs))
         else:
             ostudy.add_trial(optuna.trial.create_trial(params=params, distributions=distributions,
-                                                       value=rows[-1]["val/mIoU13"], intermediate_values=intermediate))
+                                                       value=rows[-1]["val/mIoU13"], intermediate_values=intermediate,
+                                                       user_attrs=attrs))
     (study_dir / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps({"trial_data": states}))
     if baseline:
         source_only = from_dict(TrainConfig, {**to_dict(base), "adapt": {"mode": "source_only"}})
@@ -211,6 +213,7 @@ def test_statuses_and_scores_from_trial_files(study):
     assert by_name["t6"].reason == "diverged at iteration 25: loss is nan"
     assert by_name["t5"].reason == "RuntimeError: boom"
     assert data.max_t == 4  # from train.optim.iter_max / train.eval.interval
+    assert [by_name[f"t{i}"].order for i in range(len(TRIALS))] == list(range(len(TRIALS)))  # Optuna numbers
     assert by_name["t4"].rounds == 2 and by_name["t4"].iteration == 20
     assert [x for x, _ in by_name["t0"].curve] == [1, 2, 3, 4]
     expected = per_class(quality(4e-3, 0.02, 1), 4, 2)["val/mIoU13"]
@@ -229,7 +232,7 @@ def test_report_tables_match_the_results(study):
     results = {}
     for trial_dir in sorted(study_dir.glob("trial_*")):
         last = json.loads((trial_dir / "result.json").read_text().splitlines()[-1])
-        results[last["trial_id"]] = last
+        results[trial_dir.name] = {**last, "dir": trial_dir.name}
     assert len(body) == len(TRIALS)
     for row in body:
         last = results[row[header.index("trial")]]
@@ -244,7 +247,7 @@ def test_report_tables_match_the_results(study):
 
     completed = [v for v in results.values() if v.get("finished")]
     best = max(completed, key=lambda r: r["val/mIoU13"])
-    assert summary.best_trial == best["trial_id"]
+    assert summary.best_trial == best["dir"]
     assert summary.best_metric == pytest.approx(best["val/mIoU13"])
 
     per_class_rows = _table(text, "## Per-class IoU on target val (%)")
@@ -273,10 +276,11 @@ def test_figures_are_real_pngs_and_best_config_runs(study):
         assert f"figures/{path.name}" in (study_dir / "report.md").read_text()
     with open(study_dir / "best_config.toml", "rb") as fh:
         cfg = from_dict(TrainConfig, tomllib.load(fh), source="best_config.toml")
-    best = [t for t in load_study(study_dir).trials if t.trial_id == summary.best_trial][0]
+    best = [t for t in load_study(study_dir).trials if t.name == summary.best_trial][0]
     assert cfg.adapt.lambda_adv_main == best.params[LAMBDA]
     assert cfg.optim.lr == best.params[LR]
     assert cfg.name == "fixture-best"
+    assert cfg.runtime.progress is True
     assert set(summary.importances) == {LAMBDA, LR, SEED}
     assert sum(summary.importances.values()) == pytest.approx(1.0)
     assert "val/mIoU13" in str(summary) and summary.best_trial in str(summary)
