@@ -6,6 +6,8 @@ import json
 import math
 import re
 import shutil
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -158,6 +160,85 @@ def _write_events(logdir: Path, hparams, rows, fate) -> None:
     else:
         reporter.on_end({"status": "completed" if fate == "completed" else "diverged",
                          "iterations": rows[-1]["iteration"]})
+
+
+# ---------------------------------------------------------------------------------------------------------
+# a real tiny study, produced by the study CLI (Ray + Optuna + the engine on the synthetic benchmark)
+
+REPO = Path(__file__).resolve().parents[2]
+_REAL_STUDY: dict[str, Path] = {}  # one run per test session, shared with test_tensorboard.py
+
+
+def dastudy(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "study.cli", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def real_study(root: Path, benchmark: Path) -> Path:
+    """``dastudy study run`` of 3 tiny trials (deeplabv2_tiny, 4 iterations, an evaluation every 2: max_t = 2)."""
+    if "home" in _REAL_STUDY:
+        return _REAL_STUDY["home"]
+    domain = {"size": [64, 32], "root": str(benchmark / "target"), "dataset": "cityscapes"}
+    study = {
+        "name": "tiny", "metric": "mIoU13", "mode": "max", "num_samples": 3, "max_concurrent_trials": 2,
+        "selection": "val",
+        "search": {"space": "lambda_lr", "sampler": "tpe", "seed": 0, "startup_trials": 2},
+        "scheduler": {"kind": "asha", "grace_period": 1, "reduction_factor": 2.0},
+        "resources": {"cpu": 1, "gpu": 0},
+        "train": {"name": "tiny", "model": {"name": "deeplabv2_tiny"},
+                  "data": {"num_classes": 16, "workers": 0,
+                           "source": {"dataset": "synthia", "root": str(benchmark / "source"), "split": "train",
+                                      "size": [64, 40]},
+                           "target": {**domain, "split": "train"}, "val": {**domain, "split": "val"}},
+                  "optim": {"lr": 0.01, "iter_max": 4, "iter_stop": 4, "batch_size": 2},
+                  "eval": {"interval": 2}, "runtime": {"device": "cpu", "log_interval": 1}},
+    }
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "tiny.toml").write_text(dump_toml(study))
+    done = dastudy("study", "run", str(root / "tiny.toml"), "--storage", str(root / "studies"), "--num-cpus", "2")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    _REAL_STUDY["home"] = root / "studies" / "tiny"
+    return _REAL_STUDY["home"]
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory, tiny_benchmark):
+    return real_study(tmp_path_factory.getbasetemp() / "real_study", tiny_benchmark)
+
+
+@pytest.mark.slow
+def test_report_of_a_real_study(tiny_study):
+    done = dastudy("study", "report", str(tiny_study))
+    assert done.returncode == 0, done.stderr
+    assert "study tiny:" in done.stdout and "val/mIoU13 (selection)" in done.stdout
+    text = (tiny_study / "report.md").read_text()
+    rows = _table(text, "## Trials")
+    header, body = rows[0], rows[1:]
+    trial_dirs = sorted(tiny_study.glob("trial_*"))
+    assert len(trial_dirs) == 3 and sorted(r[header.index("trial")] for r in body) == [p.name for p in trial_dirs]
+    for row in body:
+        result_rows = (tiny_study / row[header.index("trial")] / "result.json").read_text().splitlines()
+        last = json.loads(result_rows[-1])
+        assert row[header.index("val/mIoU13 (selection)")] == f"{100 * last['val/mIoU13']:.2f}"
+        assert row[header.index("val/mIoU16 (final)")] == f"{100 * last['val/mIoU16']:.2f}"
+        assert row[header.index("rounds")] == str(last["training_iteration"])
+        expected = "completed" if last.get("finished") or last["training_iteration"] >= 2 else "pruned"
+        assert row[header.index("status")] == expected
+    # the same best trial as `dastudy study status` (equal scores are broken by start order in both)
+    status = json.loads(dastudy("study", "status", str(tiny_study), "--json").stdout)
+    best_row = body[0]
+    assert best_row[header.index("trial")] == status["best"]["trial"]
+    for path in sorted((tiny_study / "figures").glob("*.png")):
+        _check_png(path)
+    assert {"sensitivity.png", "learning_curves.png", "per_class_iou.png"} <= {
+        p.name for p in (tiny_study / "figures").glob("*.png")}
+    with open(tiny_study / "best_config.toml", "rb") as fh:
+        cfg = from_dict(TrainConfig, tomllib.load(fh), source="best_config.toml")
+    best_params = json.loads((tiny_study / best_row[header.index("trial")] / "params.json").read_text())
+    assert cfg.adapt.lambda_adv_main == best_params[LAMBDA] and cfg.optim.lr == best_params[LR]
+    before = {p: p.read_bytes() for p in [tiny_study / "report.md", *(tiny_study / "figures").glob("*.png")]}
+    write_report(tiny_study)
+    assert {p: p.read_bytes() for p in before} == before
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import pytest
 from study.tensorboard import TensorBoardError, event_files, port_is_free, start
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_report import TRIALS, make_study  # noqa: E402  (the fixture study of the report tests)
+from test_report import TRIALS, make_study, real_study  # noqa: E402  (the report tests' studies)
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS_SCREENSHOT = REPO / "docs" / "img" / "tensorboard_hparams.png"
@@ -38,9 +38,21 @@ def study_dir(tmp_path_factory):
     return make_study(tmp_path_factory.mktemp("tb"), name="tbstudy", tensorboard=True)
 
 
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory, tiny_benchmark):
+    return real_study(tmp_path_factory.getbasetemp() / "real_study", tiny_benchmark)
+
+
 def _get(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=10) as response:
         return response.read()
+
+
+def _post(url: str, body: dict) -> dict:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json", "X-XSRF-Protected": "1"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
 
 
 def test_start_lists_every_trial_run_and_stops_cleanly(study_dir):
@@ -51,6 +63,24 @@ def test_start_lists_every_trial_run_and_stops_cleanly(study_dir):
         runs = json.loads(_get(board.url + "data/runs"))
         assert sorted(runs) == sorted([f"{p.name}/run/tb" for p in study_dir.glob("trial_*")] + ["baseline/tb"])
         assert not port_is_free("127.0.0.1", port)
+        # What the HParams dashboard asks TensorBoard for: one session group per trial (the baseline has no
+        # HParams entry), its status, its hyperparameters and the last value of each metric tag.
+        groups = _post(board.url + "data/plugin/hparams/session_groups", {
+            "experimentName": "", "startIndex": 0, "sliceSize": 100, "colParams": [],
+            "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]})
+        by_run = {g["name"]: g for g in groups["sessionGroups"]}
+        assert sorted(by_run) == sorted(f"{p.name}/run/tb" for p in study_dir.glob("trial_*"))
+        expected_status = {"completed": "STATUS_SUCCESS", "pruned": "STATUS_UNKNOWN", "failed": "STATUS_FAILURE",
+                           "diverged": "STATUS_FAILURE"}
+        for (name, lam, lr, seed, rounds, fate), trial_dir in zip(TRIALS, sorted(study_dir.glob("trial_*"))):
+            group = by_run[f"{trial_dir.name}/run/tb"]
+            assert group["sessions"][0]["status"] == expected_status[fate], name
+            assert group["hparams"] == {"adapt.lambda_adv_main": lam, "optim.lr@deeplabv2_tiny": lr,
+                                        "runtime.seed": float(seed)}
+            values = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
+            last = json.loads((trial_dir / "result.json").read_text().splitlines()[-1])
+            assert values["val/mIoU13"] == pytest.approx(last["val/mIoU13"], rel=1e-6)  # float32 in events
+            assert values["trial/pruned"] == (1.0 if fate == "pruned" else 0.0)
     finally:
         board.stop()
     assert board.process.poll() is not None
@@ -182,35 +212,39 @@ class HeadlessChromium:
         os.close(self._reply_read)
 
 
-def _expected_rows(study: Path) -> dict[str, str]:
-    """Run name → the HParams table's rendering of its last val/mIoU13 (5 significant digits)."""
-    out = {}
-    for trial_dir in sorted(study.glob("trial_*")):
-        last = json.loads((trial_dir / "result.json").read_text().splitlines()[-1])
-        out[f"{trial_dir.name}/run/tb"] = f"{last['val/mIoU13']:.5g}"
-    return out
+def _table_value(value: float) -> str:
+    """How the HParams table prints a number: 5 significant digits, trailing zeros kept."""
+    return "%#.5g" % value
 
 
 @pytest.mark.browser
-def test_hparams_page_in_a_real_browser(study_dir, tmp_path):
+@pytest.mark.slow
+def test_hparams_page_in_a_real_browser(tiny_study, tmp_path):
+    """`dastudy study tensorboard` on a finished study, the HParams page rendered by headless chromium."""
     executable = _chromium()
     if executable is None:
         pytest.skip("chromium is not installed (`make browser` installs it with apt-get); browser check skipped")
+    from study.report import load_study
+
+    trials = {f"{t.name}/run/tb": t for t in load_study(tiny_study).trials}
     port = free_port()
-    with start(study_dir, port=port) as board:
-        url = board.hparams_url
+    server = subprocess.Popen([sys.executable, "-m", "study.cli", "study", "tensorboard", str(tiny_study), "--port",
+                               str(port)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = server.stdout.readline()
+        url = f"http://127.0.0.1:{port}/#hparams"
+        assert f"http://127.0.0.1:{port}/" in line, line + server.stderr.read()
         flags = [executable, "--headless", "--disable-gpu", "--no-sandbox", "--hide-scrollbars",
                  "--window-size=1600,1000", "--virtual-time-budget=15000"]
         dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
-        assert dom.returncode == 0 and "<tf-hparams-dashboard" in dom.stdout, dom.stderr[-2000:]  # the HParams tab rendered
-        assert "<title>dastudy: tbstudy</title>" in dom.stdout
+        assert dom.returncode == 0 and "<tf-hparams-dashboard" in dom.stdout, dom.stderr[-2000:]
+        assert "<title>dastudy: tiny</title>" in dom.stdout
         cli_shot = tmp_path / "hparams_cli.png"
         subprocess.run([*flags, f"--screenshot={cli_shot}", url], capture_output=True, timeout=120, check=True)
         assert cli_shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
         # --dump-dom cannot see into shadow roots, where the HParams table lives: read the rendered text over
         # the DevTools protocol once every trial row is on screen.
-        expected = _expected_rows(study_dir)
         browser = HeadlessChromium(executable)
         try:
             session = browser.open(url)
@@ -218,25 +252,31 @@ def test_hparams_page_in_a_real_browser(study_dir, tmp_path):
             text = ""
             while time.monotonic() < deadline:
                 text = browser.text(session)
-                if all(run in text for run in expected):
+                if all(run in text for run in trials) and "Color by" in text:
                     break
                 time.sleep(0.5)
-            lines = text.splitlines()
             shot = tmp_path / "hparams.png"
             browser.screenshot(session, shot)
         finally:
             browser.close()
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            assert server.wait(30) == 0
+        finally:
+            if server.poll() is None:
+                server.kill()
 
-    assert f"Number of matching session groups: {len(expected)}" in lines
-    for column in ("adapt.lambda_adv_main", "optim.lr@deeplabv2_tiny", "val/mIoU13", "val/mIoU16", "trial/pruned"):
-        assert column in lines
-    table = lines[lines.index("Show Metrics"):]
-    for run, value in expected.items():
-        row = table[table.index(run):table.index(run) + 7]
-        assert value in row, (run, row)  # the metric column shows the trial's last val/mIoU13
-    pruned = {run: table[table.index(run) + 6] for run in expected}
-    assert sorted(pruned.values()).count("1.0000") == sum(fate == "pruned" for *_, fate in TRIALS)
-    assert "baseline/tb" not in table[:table.index("Color by")]  # no HParams session: not a table row
+    lines = text.splitlines()
+    assert f"Number of matching session groups: {len(trials)}" in lines
+    table = lines[lines.index("Show Metrics") + 1:lines.index("Color by")]
+    columns = table[:min(table.index(run) for run in trials)]
+    assert columns == ["adapt.lambda_adv_main", "optim.lr", "val/mIoU13", "val/mIoU16", "trial/pruned"]
+    for run, trial in trials.items():
+        row = table[table.index(run) + 1:table.index(run) + 1 + len(columns)]
+        assert row[2] == _table_value(trial.metric), (run, row)  # the trial's last val/mIoU13
+        assert row[3] == _table_value(trial.final["val/mIoU16"]), (run, row)
+        assert row[4] == _table_value(1.0 if trial.status == "pruned" else 0.0), (run, row)
 
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
