@@ -6,6 +6,7 @@ Configs are TOML files or names of configs shipped in :mod:`study.configs` (``da
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import sys
@@ -29,7 +30,8 @@ def register(subparsers) -> None:
         parser = subparsers.add_parser(
             name, help=summary, description=summary + ". Writes config.toml, provenance.json, metrics.jsonl, "
             "checkpoints/{last,best}.pt and result.json into the run directory.",
-            epilog="examples: dastudy %s %s --out runs/try1   |   dastudy %s CONFIG optim.iter_stop=2000 --resume"
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            epilog="examples:\n  dastudy %s %s --out runs/try1\n  dastudy %s CONFIG optim.iter_stop=2000 --resume"
                    % (name, "synth_source" if name == "train-source" else "synth_adapt", name))
         parser.add_argument("config", help=_CONFIG_HELP)
         parser.add_argument("overrides", nargs="*", help=_OVERRIDES_HELP)
