@@ -63,7 +63,8 @@ class CheckReport:
         hist = self.histogram()
         return [name for i, name in enumerate(L.CITYSCAPES_CLASSES) if hist[i] > 0]
 
-    def format(self) -> str:
+    def format(self, *, max_problems: int = 50) -> str:
+        """The report as text: counts, class histogram per split, notes and problems."""
         lines = [f"dataset {self.dataset} at {self.root} ({'all files' if self.full else 'sampled'} decoding)", "",
                  f"{'split':<14}{'found':>8}{'expected':>10}  basis"]
         for c in self.counts:
@@ -82,7 +83,9 @@ class CheckReport:
             lines.append(f"note: {note}")
         if self.problems:
             lines.append(f"{len(self.problems)} problem(s):")
-            lines += [f"  - {p}" for p in self.problems]
+            lines += [f"  - {p}" for p in self.problems[:max_problems]]
+            if len(self.problems) > max_problems:
+                lines.append(f"  ... and {len(self.problems) - max_problems} more (report.problems holds all)")
         else:
             lines.append("no problems found")
         return "\n".join(lines)

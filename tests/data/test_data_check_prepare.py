@@ -43,6 +43,7 @@ def test_broken_tree_reports_every_problem_and_writes_nothing(cityscapes_root):
     assert "split 'train' has 26 images, expected 2975 (published)" in text
     assert "split 'val' has 3 images, expected 500 (published)" in text
     assert len(report.problems) == 5
+    assert "... and 3 more" in report.format(max_problems=2)
     assert report.labels_decoded == 27  # every label that could be decoded (full=True)
 
 
