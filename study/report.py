@@ -607,6 +607,7 @@ def _sensitivity(path: Path, data: StudyData, searched: Sequence[str], space: Ma
             ax.xaxis.set_minor_formatter(NullFormatter())
         if not numeric:
             ax.set_xticks(range(len(categories)), categories, rotation=20)
+            ax.set_xlim(-0.5, len(categories) - 0.5)
         ax.set_xlabel(name)
         ax.set_ylabel(f"{data.metric} (%)")
         ax.grid(alpha=0.3)
