@@ -60,8 +60,10 @@ def _write_run_dir(run_dir: Path, cfg: TrainConfig, evals: list[dict]) -> None:
 
 
 def make_study(root: Path, *, name: str = "fixture", trials=TRIALS, baseline: bool = True,
-               tensorboard: bool = False) -> Path:
-    """A finished study directory: study.toml, space.json, optuna.journal, Ray's trial files, run files."""
+               tensorboard: bool = False, selection: str = "val") -> Path:
+    """A finished study directory: study.toml, space.json, optuna.journal, Ray's trial files, run files.
+    ``selection = "holdout"``: the study metric is select/mIoU13 (the holdout scores 0.9 x the val ones)."""
+    metric = "select/mIoU13" if selection == "holdout" else "val/mIoU13"
     import optuna
     from optuna.distributions import CategoricalDistribution, FloatDistribution
     from optuna.storages import JournalStorage
@@ -70,7 +72,7 @@ def make_study(root: Path, *, name: str = "fixture", trials=TRIALS, baseline: bo
     study_dir = root / name
     study_dir.mkdir(parents=True)
     (study_dir / "study.toml").write_text(
-        f'name = "{name}"\nmetric = "val/mIoU13"\nmode = "max"\nselection = "val"\n\n[search]\nspace = "lambda_lr"\n'
+        f'name = "{name}"\nmetric = "{metric}"\nmode = "max"\nselection = "{selection}"\n\n[search]\nspace = "lambda_lr"\n'
         'sampler = "tpe"\n\n[scheduler]\nkind = "asha"\ngrace_period = 1\nreduction_factor = 2.0\n\n'
         '[train.optim]\niter_max = 40\n\n[train.eval]\ninterval = 10\n')  # max_t left out: 40 / 10 = 4
     dims = {LAMBDA: [{"type": "float", "low": 1e-4, "high": 1e-2, "log": True, "applies_to": LAMBDA, "when": []}],
@@ -92,7 +94,10 @@ def make_study(root: Path, *, name: str = "fixture", trials=TRIALS, baseline: bo
         q = quality(lam, lr, seed)
         rows = []
         for r in range(1, rounds + 1):
-            rows.append({"iteration": 10 * r, **per_class(q, r, index), "training_iteration": r,
+            scores = per_class(q, r, index)
+            if selection == "holdout":
+                scores.update({k.replace("val/", "select/"): 0.9 * v for k, v in scores.items() if "mIoU" in k})
+            rows.append({"iteration": 10 * r, **scores, "training_iteration": r,
                          "trial_id": f"abc_{index:05d}", "time_total_s": 3.0 * r, "done": r == rounds,
                          "date": "2026-01-01_00-00-00", "config": params,
                          **({"finished": 1.0} if fate == "completed" and r == rounds else {})})
@@ -115,7 +120,7 @@ def make_study(root: Path, *, name: str = "fixture", trials=TRIALS, baseline: bo
         states.append([json.dumps({"trial_id": f"abc_{index:05d}", "relative_logdir": trial_dir.name,
                                    "status": "ERROR" if fate in ("failed", "diverged") else "TERMINATED"}), "{}"])
         # as study.search.StudySearch tells Optuna: FAIL, PRUNED (early stop) or COMPLETE
-        intermediate = {r["training_iteration"]: r["val/mIoU13"] for r in rows}
+        intermediate = {r["training_iteration"]: r[metric] for r in rows}
         attrs = {"trial_dir": trial_dir.name, "ray_trial_id": f"abc_{index:05d}"}
         if fate in ("failed", "diverged"):
             ostudy.add_trial(optuna.trial.create_trial(params=params, distributions=distributions,
@@ -126,7 +131,7 @@ def make_study(root: Path, *, name: str = "fixture", trials=TRIALS, baseline: bo
                                                        intermediate_values=intermediate, user_attrs=attrs))
         else:
             ostudy.add_trial(optuna.trial.create_trial(params=params, distributions=distributions,
-                                                       value=rows[-1]["val/mIoU13"], intermediate_values=intermediate,
+                                                       value=rows[-1][metric], intermediate_values=intermediate,
                                                        user_attrs=attrs))
     (study_dir / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps({"trial_data": states}))
     if baseline:
@@ -391,6 +396,23 @@ def test_small_study_without_baseline_notes_importance(tmp_path):
     assert sorted(p.name for p in summary.figures) == ["learning_curves.png", "per_class_iou.png",
                                                         "sensitivity.png"]
     assert len(_table(text, "## Per-class IoU on target val (%)")) == 2  # header + best trial
+
+
+def test_holdout_selection_is_named_and_val_reported_separately(tmp_path):
+    study_dir = make_study(tmp_path, trials=TRIALS[:3], baseline=False, selection="holdout")
+    summary = write_report(study_dir)
+    text = (study_dir / "report.md").read_text()
+    assert summary.selection == "holdout" and "**holdout**" in text
+    header, *body = _table(text, "## Trials")
+    selection_col, final_col = header.index("select/mIoU13 (selection)"), header.index("val/mIoU13 (final)")
+    for row in body:
+        last = json.loads((study_dir / row[header.index("trial")] / "result.json").read_text().splitlines()[-1])
+        assert row[selection_col] == f"{100 * last['select/mIoU13']:.2f}"
+        assert row[final_col] == f"{100 * last['val/mIoU13']:.2f}"
+    # the per-class table holds the final target-val numbers of the trial chosen on the holdout
+    best_row = _table(text, "## Per-class IoU on target val (%)")[1]
+    last = json.loads((study_dir / summary.best_trial / "result.json").read_text().splitlines()[-1])
+    assert best_row[-1] == f"{100 * last['val/mIoU13']:.1f}"
 
 
 def test_bad_study_directories(tmp_path):
