@@ -31,7 +31,9 @@ FAILED_TAG = "trial/failed"  # 1.0 when the run diverged or raised
 STATUS_TAG = "trial/status"  # text: completed | diverged | stopped | pruned | failed
 
 # Result status (engine's on_end) → TensorBoard HParams session status. The HParams plugin has no
-# "aborted" status: an early-stopped run is STATUS_UNKNOWN together with trial/pruned = 1.
+# "aborted" status, and it keeps the *first* session end of a run for good: an early stop therefore writes no
+# session end at all (TensorBoard shows Unknown, as for a missing one), only trial/pruned = 1, so that a run
+# resumed later (`dastudy study resume`) can still close its session as Success.
 STATUS_BY_RESULT = {
     "completed": "STATUS_SUCCESS",
     "diverged": "STATUS_FAILURE",
@@ -119,11 +121,12 @@ def _is_number(value: Any) -> bool:
 
 
 def write_session_end(writer_or_logdir: Any, status: str, *, iteration: int | None = None) -> None:
-    """Close an HParams session: the session-end summary plus ``trial/pruned``/``trial/failed`` and a status text.
+    """Record how a run ended: ``trial/pruned``, ``trial/failed``, a status text and, for a final status
+    (completed → Success, diverged/failed → Failure), the HParams session end.
 
-    ``writer_or_logdir`` is an open ``SummaryWriter`` or a run directory (a new event file is added there;
-    the study driver uses this for trials the scheduler stopped, whose engine never reached ``on_end``).
-    ``status`` is an engine result status (``completed``, ``diverged``, ``stopped``) or ``pruned``/``failed``.
+    ``writer_or_logdir`` is an open ``SummaryWriter`` or a run directory (a new event file is added there, e.g.
+    by a driver for a trial whose engine never reached ``on_end``). ``status`` is an engine result status
+    (``completed``, ``diverged``, ``failed``, ``stopped``, ``interrupted``) or ``pruned``.
     """
     from torch.utils.tensorboard import SummaryWriter
 
@@ -137,7 +140,8 @@ def write_session_end(writer_or_logdir: Any, status: str, *, iteration: int | No
         writer.add_scalar(PRUNED_TAG, 1.0 if status in ("stopped", "pruned") else 0.0, step)  # not "interrupted"
         writer.add_scalar(FAILED_TAG, 1.0 if STATUS_BY_RESULT[status] == "STATUS_FAILURE" else 0.0, step)
         writer.add_text(STATUS_TAG, status, step)
-        writer._get_file_writer().add_summary(_session_end_summary(STATUS_BY_RESULT[status]), step)
+        if STATUS_BY_RESULT[status] != "STATUS_UNKNOWN":
+            writer._get_file_writer().add_summary(_session_end_summary(STATUS_BY_RESULT[status]), step)
         writer.flush()
     finally:
         if own_writer:

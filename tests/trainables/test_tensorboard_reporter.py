@@ -125,14 +125,17 @@ def test_scalars_images_and_hparams_in_one_run(tmp_path):
     assert list(mux.PluginRunToTagToContent(hparams_metadata.PLUGIN_NAME)) == ["trial_a/tb"]
 
 
-@pytest.mark.parametrize("status, expected, pruned", [("stopped", api_pb2.STATUS_UNKNOWN, 1.0),
+@pytest.mark.parametrize("status, expected, pruned", [("stopped", None, 1.0),
                                                        ("diverged", api_pb2.STATUS_FAILURE, 0.0)])
 def test_end_status_is_visible(tmp_path, status, expected, pruned):
     _run(tmp_path, status=status, hparams={"optim.lr": 1e-3}, samples=1, panel_every=2)
     acc = _accumulator(tmp_path)
     content = acc.PluginTagToContent(hparams_metadata.PLUGIN_NAME)
-    end = hparams_metadata.parse_session_end_info_plugin_data(content[hparams_metadata.SESSION_END_INFO_TAG])
-    assert end.status == expected
+    if expected is None:  # an early stop leaves the session open (shown as Unknown): a resume may still close it
+        assert hparams_metadata.SESSION_END_INFO_TAG not in content
+    else:
+        end = hparams_metadata.parse_session_end_info_plugin_data(content[hparams_metadata.SESSION_END_INFO_TAG])
+        assert end.status == expected
     assert acc.Scalars("trial/pruned")[-1].value == pruned
     assert acc.Scalars("trial/failed")[-1].value == (1.0 if status == "diverged" else 0.0)
     assert acc.Scalars("trial/pruned")[-1].step == 30
@@ -164,11 +167,20 @@ def test_session_end_written_afterwards_for_a_killed_trial(tmp_path):
     reporter.close()  # the scheduler killed the actor: on_end never ran
     write_session_end(tmp_path, "pruned", iteration=5)
     acc = _accumulator(tmp_path)
-    content = acc.PluginTagToContent(hparams_metadata.PLUGIN_NAME)
-    end = hparams_metadata.parse_session_end_info_plugin_data(content[hparams_metadata.SESSION_END_INFO_TAG])
-    assert end.status == api_pb2.STATUS_UNKNOWN
     assert acc.Scalars("trial/pruned")[-1].value == 1.0
     assert acc.Scalars("val/mIoU16")[-1].value == pytest.approx(0.1)
+    assert hparams_metadata.SESSION_END_INFO_TAG not in acc.PluginTagToContent(hparams_metadata.PLUGIN_NAME)
+
+    # resumed later (dastudy study resume) and finished: the session closes as a success, pruned goes back to 0
+    reporter = TensorBoardReporter(tmp_path, hparams={"optim.lr": 1e-3})
+    reporter.on_start(trainer)
+    reporter.on_evaluate(10, {"val/mIoU16": 0.3}, trainer)
+    reporter.on_end({"status": "completed", "iterations": 10})
+    acc = _accumulator(tmp_path)
+    content = acc.PluginTagToContent(hparams_metadata.PLUGIN_NAME)
+    end = hparams_metadata.parse_session_end_info_plugin_data(content[hparams_metadata.SESSION_END_INFO_TAG])
+    assert end.status == api_pb2.STATUS_SUCCESS
+    assert acc.Scalars("trial/pruned")[-1].value == 0.0 and acc.Scalars("val/mIoU16")[-1].value == pytest.approx(0.3)
     with pytest.raises(ValueError, match="status"):
         write_session_end(tmp_path, "exploded")
 
