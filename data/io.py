@@ -6,7 +6,8 @@ such files to 8 bits per channel by keeping the high byte, so every class id (< 
 are silently lost. The original code used imageio's FreeImage plugin (a binary download), DAFormer uses
 OpenCV's ``IMREAD_UNCHANGED``; pypng is a pure-Python, dependency-free decoder that returns the exact 16-bit
 samples for every PNG filter type and interlacing, and is fast enough for the one-off conversion by
-``dastudy data prepare`` (about 0.1 s per 1280×760 label). After that conversion, training reads 8-bit PNGs.
+``dastudy data prepare`` (0.1-1.3 s per 1280×760 label, depending on the PNG filters). After that conversion,
+training reads 8-bit PNGs.
 
 Every decoder here raises :class:`DatasetError` naming the file when it is missing, truncated or not of the
 expected kind, so that one bad file out of thousands is easy to find.

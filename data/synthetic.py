@@ -34,7 +34,7 @@ from PIL import Image, ImageFilter
 from . import labels as L
 from .io import write_image, write_png
 from .layouts import CITYSCAPES_CITY_GROUPS, CITYSCAPES_VAL_CITIES
-from .scenes import EGO, LANE, ROLES, VOID, Canvas, SceneStyle, draw_street
+from .scenes import EGO, LANE, ROLES, Canvas, SceneStyle, draw_street
 
 __all__ = ["generate", "SyntheticParams", "GenerateResult", "GENERATOR_VERSION", "SOURCE_STYLE", "TARGET_STYLE",
            "render_scene", "TARGET_TRAIN_CITIES"]
@@ -136,7 +136,7 @@ def _paint_colors(canvas: Canvas, palette: dict, rng: np.random.Generator, jitte
 
 def _smooth_noise(rng: np.random.Generator, width: int, height: int, cell: int) -> np.ndarray:
     coarse = rng.normal(0.0, 1.0, (height // cell + 2, width // cell + 2)).astype(np.float32)
-    return np.asarray(Image.fromarray(coarse, mode="F").resize((width, height), Image.BILINEAR), dtype=np.float32)
+    return np.asarray(Image.fromarray(coarse).resize((width, height), Image.BILINEAR), dtype=np.float32)
 
 
 def _render(paint: np.ndarray, canvas: Canvas, rng: np.random.Generator, domain: str, cast: np.ndarray) -> np.ndarray:

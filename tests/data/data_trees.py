@@ -79,7 +79,7 @@ def write_gta5(root: Path, count: int, size=SIZE, seed: int = 0) -> Path:
     palette = [v for i in range(256) for v in ((i * 7) % 256, (i * 13) % 256, (i * 29) % 256)]
     for index in range(1, count + 1):
         Image.fromarray(random_rgb(rng, size)).save(root / "images" / f"{index:05d}.png")
-        label = Image.fromarray(banded(LABEL_IDS, size).astype(np.uint8), mode="P")
+        label = Image.fromarray(banded(LABEL_IDS, size).astype(np.uint8))
         label.putpalette(palette)  # GTA5 labels are palette PNGs whose indices are the labelIds
         label.save(root / "labels" / f"{index:05d}.png")
     return root
