@@ -193,7 +193,11 @@ class TensorBoardReporter:
         self._num_classes = getattr(trainer, "num_classes", None)
         cfg = getattr(trainer, "cfg", None)
         self.logdir.mkdir(parents=True, exist_ok=True)
-        self._writer = SummaryWriter(str(self.logdir))
+        resumed_at = int(getattr(trainer, "iteration", 0) or 0)
+        # A resumed run restarts after its checkpoint: purge_step makes TensorBoard drop what the interrupted
+        # run logged after that iteration (work that was lost), as metrics.jsonl does.
+        self._writer = SummaryWriter(str(self.logdir), purge_step=resumed_at + 1 if resumed_at > 0 else None)
+        self._last_iteration = resumed_at
         if cfg is not None:
             self._writer.add_text("run/config", _config_markdown(cfg), 0)
         if self.hparams is not None:

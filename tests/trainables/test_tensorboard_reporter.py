@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -196,6 +197,23 @@ def test_stop_at_the_last_iteration_is_a_completed_run(tmp_path):
     end = hparams_metadata.parse_session_end_info_plugin_data(content[hparams_metadata.SESSION_END_INFO_TAG])
     assert end.status == api_pb2.STATUS_SUCCESS
     assert acc.Scalars("trial/pruned")[-1].value == 0.0
+
+
+def test_resume_drops_what_the_interrupted_run_logged_after_its_checkpoint(tmp_path):
+    trainer = _trainer([])
+    first = TensorBoardReporter(tmp_path, hparams={"optim.lr": 1e-3})
+    first.on_start(trainer)
+    for it in (10, 20, 30):
+        first.on_evaluate(it, {"val/mIoU16": it / 100}, trainer)
+    first.close()  # crashed after iteration 30; the last checkpoint is from iteration 20
+    time.sleep(1.1)  # event files are read in name order, named by the second they were opened (as a real resume)
+    trainer.iteration = 20
+    second = TensorBoardReporter(tmp_path, hparams={"optim.lr": 1e-3})
+    second.on_start(trainer)
+    second.on_evaluate(30, {"val/mIoU16": 0.5}, trainer)
+    second.on_end({"status": "completed", "iterations": 30})
+    acc = _accumulator(tmp_path)
+    assert [(e.step, round(e.value, 3)) for e in acc.Scalars("val/mIoU16")] == [(10, 0.1), (20, 0.2), (30, 0.5)]
 
 
 def test_bad_panel_every():
