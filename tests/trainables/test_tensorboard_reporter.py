@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import json
 import time
 from types import SimpleNamespace
 
@@ -219,3 +220,30 @@ def test_resume_drops_what_the_interrupted_run_logged_after_its_checkpoint(tmp_p
 def test_bad_panel_every():
     with pytest.raises(ValueError, match="panel_every"):
         TensorBoardReporter("unused", panel_every=0)
+
+
+def test_with_the_real_engine(make_config, tmp_path):
+    """The engine's own scalars, metrics and evaluation samples end up as clean tags and panels."""
+    from trainables.engine import run_training
+
+    cfg = make_config(optim__iter_stop=4, eval__interval=2)
+    run_dir = tmp_path / "run"
+    reporter = TensorBoardReporter(run_dir / "tb", hparams={"adapt.lambda_adv_main": cfg.adapt.lambda_adv_main})
+    result = run_training(cfg, run_dir, reporters=[reporter])
+    assert result["status"] == "completed"
+    acc = _accumulator(run_dir / "tb")
+    scalars = set(acc.Tags()["scalars"])
+    assert {"train/loss_seg", "train/loss_adv_main", "train/loss_d_main", "lr/backbone", "val/mIoU16",
+            "val/mIoU13", "val/IoU/road", "trial/pruned"} <= scalars
+    assert not [t for t in scalars if t.startswith("ray/")]
+    assert [e.step for e in acc.Scalars("val/mIoU16")] == [2, 4]
+    evals = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    last_eval = [r for r in evals if r["kind"] == "eval"][-1]
+    assert acc.Scalars("val/mIoU13")[-1].value == pytest.approx(last_eval["val/mIoU13"], rel=1e-6)
+    panels = [t for t in acc.Tags()["images"] if t.startswith("val/panel")]
+    assert panels
+    image = acc.Images(panels[0])[-1]
+    assert (image.height, image.width) == (32, 3 * 64 + 4)  # label size 64x32, three panes, two separators
+    content = acc.PluginTagToContent(hparams_metadata.PLUGIN_NAME)
+    end = hparams_metadata.parse_session_end_info_plugin_data(content[hparams_metadata.SESSION_END_INFO_TAG])
+    assert end.status == api_pb2.STATUS_SUCCESS
