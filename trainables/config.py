@@ -197,6 +197,7 @@ class RuntimeConfig:
     log_interval: int = 50
     checkpoint_interval: int | None = None  # default: at every evaluation
     progress: bool = True
+    threads: int | None = None  # torch intra-op CPU threads (None: torch's default, one per core)
 
     def __post_init__(self):
         _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), "device",
@@ -204,6 +205,7 @@ class RuntimeConfig:
         _check(self.log_interval > 0, "log_interval", self.log_interval, "a positive integer")
         _check(self.checkpoint_interval is None or self.checkpoint_interval > 0, "checkpoint_interval",
                self.checkpoint_interval, "a positive integer")
+        _check(self.threads is None or self.threads > 0, "threads", self.threads, "a positive integer")
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from typing import Any, Iterable
 
 import torch
 
-from trainables import builders
+from trainables import builders, faults
 from trainables.checkpoint import CheckpointError, atomic_save, checkpoint_meta, read_checkpoint
 from trainables.config import TrainConfig, to_dict
 from trainables.evaluation import evaluate_model
@@ -91,6 +91,8 @@ class Trainer:
         self.device = resolve_device(cfg.runtime.device)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = cfg.runtime.cudnn_benchmark
+        if cfg.runtime.threads is not None:
+            torch.set_num_threads(cfg.runtime.threads)
         seed_everything(cfg.runtime.seed)
         self.num_classes = cfg.data.num_classes
         self.levels = builders.output_levels(cfg)
@@ -215,6 +217,7 @@ class Trainer:
         else:
             losses = source_only_step(self, next(self.streams["source"]))
         self.iteration += 1
+        faults.inject("step", self.iteration, values=losses)  # test-only (DASTUDY_FAULT); a no-op otherwise
         for name, value in losses.items():
             self._pending[name] = self._pending[name] + value if name in self._pending else value
         self._pending_count += 1
@@ -290,6 +293,7 @@ class Trainer:
             metrics.update({f"{prefix}/{key}": value for key, value in out.metrics.items()})
             if num_samples:
                 self.last_eval_samples = out.samples
+        faults.inject("evaluate", self.iteration, values=metrics)  # test-only (DASTUDY_FAULT)
         self.last_metrics = metrics
         return metrics
 

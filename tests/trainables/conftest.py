@@ -39,3 +39,15 @@ def make_config(tiny_benchmark):
         return tiny_config(tiny_benchmark, **kwargs)
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def single_thread_torch():
+    """One intra-op thread: the tiny models gain nothing from two, and OpenMP threads spin-waiting on a shared
+    2-core machine made the same steps 20-30x slower while other processes ran."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
