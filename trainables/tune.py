@@ -27,6 +27,7 @@ from typing import Any, Mapping
 
 from ray import tune
 
+from trainables import faults
 from trainables.config import TrainConfig, from_dict, merge, replace_path
 from trainables.reporters import JsonLinesReporter, Reporter
 
@@ -176,6 +177,7 @@ class _TuneReporter(Reporter):
             report[FINISHED_KEY] = 1.0
         with tempfile.TemporaryDirectory(prefix="dastudy-ckpt-") as tmp:
             trainer.save_checkpoint(Path(tmp) / "state.pt")
+            faults.inject("checkpoint", iteration)  # test-only (DASTUDY_FAULT): written, not yet handed to Ray
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(tmp))
 
 
@@ -211,6 +213,7 @@ def train_trial(config: dict[str, Any], *, context: TrialContext) -> None:
     from trainables.rundir import append_resume, write_config, write_json_atomic, write_provenance
 
     trial_dir = _trial_dir(context)
+    faults.inject("start")  # test-only (DASTUDY_FAULT)
     run_dir = trial_dir / RUN_SUBDIR
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg = trial_train_config(context, config, trial_name=trial_dir.name)
