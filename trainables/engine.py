@@ -217,7 +217,7 @@ class Trainer:
         else:
             losses = source_only_step(self, next(self.streams["source"]))
         self.iteration += 1
-        faults.inject("step", self.iteration, values=losses)  # test-only (DASTUDY_FAULT); a no-op otherwise
+        faults.inject("step", self.iteration, seed=self.cfg.runtime.seed, values=losses)  # test-only hook
         for name, value in losses.items():
             self._pending[name] = self._pending[name] + value if name in self._pending else value
         self._pending_count += 1
@@ -293,7 +293,7 @@ class Trainer:
             metrics.update({f"{prefix}/{key}": value for key, value in out.metrics.items()})
             if num_samples:
                 self.last_eval_samples = out.samples
-        faults.inject("evaluate", self.iteration, values=metrics)  # test-only (DASTUDY_FAULT)
+        faults.inject("evaluate", self.iteration, seed=self.cfg.runtime.seed, values=metrics)  # test-only
         self.last_metrics = metrics
         return metrics
 

@@ -2,7 +2,8 @@
 
 A run reads ``DASTUDY_FAULT`` from its environment (Ray's worker processes inherit the driver's environment, so
 a test sets it on the ``dastudy`` command it starts). The value is a comma-separated list of specs
-``ACTION_at:[PHASE:]K``:
+``ACTION_at:[PHASE:]K[@seed=S]`` (``@seed=S``: only in runs whose ``runtime.seed`` is S, so that a test
+picks which trial of a study gets which fault):
 
 ==========  ===========================================================================================
 action      what happens at the fault point
@@ -42,7 +43,7 @@ FAULT_DIR_ENV = "DASTUDY_FAULT_DIR"
 PAUSE_ENV = "DASTUDY_FAULT_PAUSE_S"
 ACTIONS = ("crash", "sigkill", "nan", "oom", "pause")
 PHASES = ("step", "evaluate", "checkpoint", "start")
-_SPEC = re.compile(r"^(?P<action>[a-z]+)_at:(?:(?P<phase>[a-z]+)(?::|$))?(?P<k>\d+)?$")
+_SPEC = re.compile(r"^(?P<action>[a-z]+)_at:(?:(?P<phase>[a-z]+)(?::|$))?(?P<k>\d+)?(?:@seed=(?P<seed>-?\d+))?$")
 
 
 @dataclass(frozen=True)
@@ -50,14 +51,16 @@ class Fault:
     action: str
     phase: str
     iteration: int | None  # None: any (phase "start")
+    seed: int | None = None  # None: runs of any seed
 
     @property
     def name(self) -> str:
-        return f"{self.action}_at-{self.phase}-{'any' if self.iteration is None else self.iteration}"
+        where = f"{self.action}_at-{self.phase}-{'any' if self.iteration is None else self.iteration}"
+        return where if self.seed is None else f"{where}-seed{self.seed}"
 
 
 def parse_faults(text: str) -> tuple[Fault, ...]:
-    """``"crash_at:5,pause_at:evaluate:4"`` → faults; a malformed spec raises ValueError naming it."""
+    """``"crash_at:5,pause_at:evaluate:4@seed=2"`` → faults; a malformed spec raises ValueError naming it."""
     faults = []
     for spec in (s.strip() for s in text.split(",")):
         if not spec:
@@ -65,9 +68,10 @@ def parse_faults(text: str) -> tuple[Fault, ...]:
         match = _SPEC.match(spec)
         action, phase = (match["action"], match["phase"] or "step") if match else ("", "")
         if not match or action not in ACTIONS or phase not in PHASES or (match["k"] is None and phase != "start"):
-            raise ValueError(f"{FAULT_ENV} = {text!r}: bad spec {spec!r}; allowed: ACTION_at:[PHASE:]K with "
+            raise ValueError(f"{FAULT_ENV} = {text!r}: bad spec {spec!r}; allowed: ACTION_at:[PHASE:]K[@seed=S] with "
                              f"ACTION in {', '.join(ACTIONS)} and PHASE in {', '.join(PHASES)} (K optional for start)")
-        faults.append(Fault(action, phase, None if match["k"] is None else int(match["k"])))
+        faults.append(Fault(action, phase, None if match["k"] is None else int(match["k"]),
+                            None if match["seed"] is None else int(match["seed"])))
     return tuple(faults)
 
 
@@ -96,10 +100,11 @@ def _claim(fault: Fault) -> bool:
     return True
 
 
-def inject(phase: str, iteration: int = 0, *, values: MutableMapping[str, Any] | None = None) -> None:
-    """The fault point ``phase`` at ``iteration``: fires the matching injected fault, if any (see above).
-
-    ``values``: the losses (phase step) or metrics (phase evaluate) a ``nan`` fault poisons in place.
+def inject(phase: str, iteration: int = 0, *, seed: int | None = None,
+           values: MutableMapping[str, Any] | None = None) -> None:
+    """The fault point ``phase`` at ``iteration`` of a run with ``runtime.seed = seed``: fires the matching
+    injected fault, if any (see above). ``values``: the losses (phase step) or metrics (phase evaluate) a ``nan``
+    fault poisons in place.
     """
     text = os.environ.get(FAULT_ENV)
     if not text:
@@ -109,6 +114,8 @@ def inject(phase: str, iteration: int = 0, *, values: MutableMapping[str, Any] |
         faults = _cache[text] = parse_faults(text)
     for fault in faults:
         if fault.phase != phase or (fault.iteration is not None and fault.iteration != iteration):
+            continue
+        if fault.seed is not None and fault.seed != seed:
             continue
         if not _claim(fault):
             continue
