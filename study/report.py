@@ -217,6 +217,8 @@ def _trial_status(rows: list[dict[str, Any]], *, ray_status: str, failure_kind: 
                   engine_status: str | None, max_t: int | None) -> str:
     """The rule the study's searcher tells Optuna (study.search.StudySearch): failed, else finished (the run
     trained all its iterations, or reached max_t evaluations), else pruned (stopped early by the scheduler)."""
+    if ray_status == "TERMINATED" or engine_status == "completed":
+        failure_kind = None  # failed once, retried from its checkpoint and ended normally (error.txt stays)
     if failure_kind == "diverged" or engine_status == "diverged":
         return "diverged"
     if failure_kind is not None or ray_status == "ERROR":
@@ -614,7 +616,8 @@ def _sensitivity(path: Path, data: StudyData, searched: Sequence[str], space: Ma
     for ax in list(axes.flat)[len(axes_names):]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=len(labels), frameon=False)
+    if labels:  # nothing to label when every trial failed
+        fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=len(labels), frameon=False)
     title = f"{data.name}: {data.metric} at each trial's last report"
     if failed:
         title += f" ({len(failed)} failed/diverged, not shown)"
