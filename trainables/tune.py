@@ -31,12 +31,15 @@ from trainables import faults
 from trainables.config import TrainConfig, from_dict, merge, replace_path
 from trainables.reporters import JsonLinesReporter, Reporter
 
-__all__ = ["TrialContext", "TrialFailed", "train_trial", "apply_overrides", "trial_train_config",
+__all__ = ["TrialContext", "TrialFailed", "train_trial", "oom_reason", "FINAL_FAILURES", "apply_overrides", "trial_train_config",
            "estimate_gpu_memory_gib", "gpu_share", "run_baseline", "FINISHED_KEY", "FAILURE_FILE", "RUN_SUBDIR",
            "probe_trial"]
 
 FINISHED_KEY = "finished"  # 1.0 in the report of the evaluation that ends a full run
 FAILURE_FILE = "failure.json"  # why a trial failed, next to Ray's error.txt in the trial directory
+# Failures that would repeat from the same checkpoint: a retry (FailureConfig.max_failures, `study resume`) fails
+# at once instead of training again. A crash or a killed worker is retried from the last checkpoint.
+FINAL_FAILURES = ("diverged", "oom", "resources")
 RUN_SUBDIR = "run"  # the engine's run directory inside the trial directory
 GIB = 1024 ** 3
 
@@ -177,7 +180,7 @@ class _TuneReporter(Reporter):
             report[FINISHED_KEY] = 1.0
         with tempfile.TemporaryDirectory(prefix="dastudy-ckpt-") as tmp:
             trainer.save_checkpoint(Path(tmp) / "state.pt")
-            faults.inject("checkpoint", iteration)  # test-only (DASTUDY_FAULT): written, not yet handed to Ray
+            faults.inject("checkpoint", iteration, seed=trainer.cfg.runtime.seed)  # test-only: not yet in Ray
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(tmp))
 
 
@@ -204,19 +207,50 @@ def _write_failure(trial_dir: Path, kind: str, reason: str) -> None:
         pass  # the reason still reaches Ray's error.txt through the exception
 
 
+def _final_failure(trial_dir: Path) -> str | None:
+    try:
+        data = json.loads((trial_dir / FAILURE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return str(data.get("reason")) if isinstance(data, dict) and data.get("kind") in FINAL_FAILURES else None
+
+
+def oom_reason(err: BaseException, *, cap_gib: float | None, share: float) -> str:
+    """The failure reason of a trial that ran out of GPU memory: its memory cap and what to change."""
+    text = str(err).strip()
+    detail = text.splitlines()[0] if text else type(err).__name__
+    if cap_gib is not None:
+        where = f"its memory cap of {cap_gib:.1f} GiB (resources.gpu = {share:g} of the device)"
+    elif 0 < share < 1:
+        where = f"its GPU share (resources.gpu = {share:g}; no memory cap was set: torch saw no CUDA device)"
+    elif share >= 1:
+        where = f"{share:g} whole GPU(s) (resources.gpu = {share:g}, no memory cap)"
+    else:
+        where = "a GPU it did not request (resources.gpu = 0, no memory cap)"
+    return (f"CUDA out of memory within {where}: lower optim.batch_size or the image size, use "
+            f"runtime.amp = 'bf16', or raise resources.gpu ({detail})")
+
+
+def _is_oom(err: BaseException) -> bool:
+    # torch.cuda.OutOfMemoryError, or a plain RuntimeError from code paths (and torch versions) that raise one
+    return type(err).__name__ == "OutOfMemoryError" or (isinstance(err, RuntimeError)
+                                                         and "out of memory" in str(err).lower())
+
+
 def train_trial(config: dict[str, Any], *, context: TrialContext) -> None:
     """The Ray function trainable of a study (source-only or adversarial, as the run config says)."""
     started = time.perf_counter()
-    import torch
-
+    trial_dir = _trial_dir(context)
+    previous = _final_failure(trial_dir)
+    if previous is not None:  # a retry of a divergence / OOM would only repeat it
+        raise TrialFailed(f"{previous} (not retried: it would repeat from the same checkpoint)")
     from trainables.engine import Trainer, TrainingDiverged
     from trainables.rundir import append_resume, write_config, write_json_atomic, write_provenance
 
-    trial_dir = _trial_dir(context)
-    faults.inject("start")  # test-only (DASTUDY_FAULT)
     run_dir = trial_dir / RUN_SUBDIR
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg = trial_train_config(context, config, trial_name=trial_dir.name)
+    faults.inject("start", seed=cfg.runtime.seed)  # test-only (DASTUDY_FAULT)
     cap = None
     try:
         cap = gpu_share(cfg, context.gpu)
@@ -242,9 +276,12 @@ def train_trial(config: dict[str, Any], *, context: TrialContext) -> None:
         append_resume(run_dir, checkpoint=Path(checkpoint.path), iteration=trainer.iteration,
                       device=str(trainer.device))
     else:
+        import ray
+
         write_provenance(run_dir, cfg, device=str(trainer.device),
                          extra={"trial": trial_dir.name, "sampled": dict(config), "gpu_share": context.gpu,
-                                "gpu_memory_cap_gib": cap})
+                                "gpu_memory_cap_gib": cap, "ray_gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+                                "ray_node_id": ray.get_runtime_context().get_node_id()})
     write_config(run_dir, cfg)
     status, message = "completed", None
     try:
@@ -257,17 +294,17 @@ def train_trial(config: dict[str, Any], *, context: TrialContext) -> None:
         status, message = "diverged", str(err)
         _write_failure(trial_dir, "diverged", message)
         raise
-    except torch.cuda.OutOfMemoryError as err:
-        status = "failed"
-        message = (f"CUDA out of memory within its share (memory cap {cap:.1f} GiB = gpu {context.gpu} of the "
-                   f"device)" if cap else "CUDA out of memory") + f": {str(err).splitlines()[0]}"
-        _write_failure(trial_dir, "oom", message)
-        raise TrialFailed(message) from None
     except SystemExit:  # Ray stops a trial (ASHA, the end of the study) by exiting its thread at a report
         status, message = "stopped", "stopped by Ray (the scheduler, or the study ended)"
         raise
     except BaseException as err:
         status, message = "failed", f"{type(err).__name__}: {err}"
+        if _is_oom(err):
+            message = oom_reason(err, cap_gib=cap, share=context.gpu)
+            _write_failure(trial_dir, "oom", message)
+            raise TrialFailed(message) from None
+        if isinstance(err, Exception):  # the reason Optuna and the report show if no retry succeeds
+            _write_failure(trial_dir, "error", message)
         raise
     finally:
         trainer.close()
