@@ -23,6 +23,7 @@ from typing import Any, Iterable
 
 import torch
 
+import models
 from trainables import builders, faults
 from trainables.checkpoint import CheckpointError, atomic_save, checkpoint_meta, read_checkpoint
 from trainables.config import TrainConfig, to_dict
@@ -106,8 +107,6 @@ class Trainer:
         if cfg.runtime.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.forward_model = torch.compile(self.model) if cfg.runtime.compile else self.model
-        import models
-
         self.optimizer = torch.optim.SGD(
             models.param_groups(self.model, lr=cfg.optim.lr, head_lr_mult=cfg.optim.head_lr_mult),
             lr=cfg.optim.lr, momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay)
