@@ -64,12 +64,27 @@ class StudySearch(OptunaSearch):
         self._study_dir = str(study_dir)
 
     def suggest(self, trial_id: str) -> dict | None:
+        if trial_id not in self._ot_trials and self._ot_study is not None:
+            self._adopt_orphan(trial_id)
         config = super().suggest(trial_id)
         ot_trial = self._ot_trials.get(trial_id)
         if ot_trial is not None:
             ot_trial.set_user_attr("ray_trial_id", trial_id)
             ot_trial.set_user_attr("trial_dir", f"trial_{trial_id}")
         return config
+
+    def _adopt_orphan(self, trial_id: str) -> None:
+        """After a driver crash the journal can hold an Optuna trial asked after Ray's last experiment snapshot:
+        RUNNING, unknown to the restored searcher, never started. The next new Ray trial takes it over (its
+        sampled values are reused by the define-by-run function), so the study neither keeps a RUNNING trial
+        forever nor ends with more trials than ``num_samples``."""
+        known = {t.number for t in self._ot_trials.values()}
+        running = self._ot_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        orphans = [t for t in running if t.number not in known]
+        if orphans:
+            orphan = min(orphans, key=lambda t: t.number)
+            self._ot_trials[trial_id] = optuna.trial.Trial(self._ot_study, orphan._trial_id)
+            self._ot_trials[trial_id].set_user_attr("adopted_from", orphan.user_attrs.get("ray_trial_id", ""))
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         value = result.get(self.metric)
@@ -84,21 +99,33 @@ class StudySearch(OptunaSearch):
         iteration = int((result or {}).get("training_iteration", 0) or 0)
         finished = bool((result or {}).get(FINISHED_KEY))
         try:
-            if error or not isinstance(value, (int, float)) or not math.isfinite(value):
-                reason = read_failure(Path(self._study_dir) / f"trial_{trial_id}")
-                if reason is None:
-                    reason = (f"error (see {self._study_dir}/trial_{trial_id}/error.txt)" if error
-                              else f"no finite {self.metric} reported")
-                ot_trial.set_user_attr("fail_reason", reason[:2000])
-                self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
-            elif not finished and iteration < self._max_t:
-                ot_trial.set_user_attr("pruned_at", iteration)
-                self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
-            else:
-                self._ot_study.tell(ot_trial, float(value), state=optuna.trial.TrialState.COMPLETE)
+            self._tell_state(ot_trial, value, error=error, iteration=iteration, finished=finished, trial_id=trial_id)
         except Exception as exc:  # never let bookkeeping take the study down; the state stays visible
             print(f"warning: could not record trial {trial_id} in Optuna: {exc}", file=sys.stderr)
         self._completed_trials.add(trial_id)
+
+    def _tell(self, ot_trial, value: float | None = None, *, state) -> None:
+        try:
+            self._ot_study.tell(ot_trial, value, state=state)
+        except RuntimeError as exc:
+            # GridSampler calls study.stop() once the grid is exhausted, which raises outside study.optimize;
+            # Optuna has stored the state already (in a `finally`), so nothing is lost.
+            if "Study.stop" not in str(exc):
+                raise
+
+    def _tell_state(self, ot_trial, value, *, error: bool, iteration: int, finished: bool, trial_id: str) -> None:
+        if error or not isinstance(value, (int, float)) or not math.isfinite(value):
+            reason = read_failure(Path(self._study_dir) / f"trial_{trial_id}") if self._study_dir else None
+            if reason is None:
+                reason = (f"error (see the trial's error.txt in {self._study_dir or 'the study storage'})" if error
+                          else f"no finite {self.metric} reported")
+            ot_trial.set_user_attr("fail_reason", reason[:2000])
+            self._tell(ot_trial, state=optuna.trial.TrialState.FAIL)
+        elif not finished and iteration < self._max_t:
+            ot_trial.set_user_attr("pruned_at", iteration)
+            self._tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            self._tell(ot_trial, float(value), state=optuna.trial.TrialState.COMPLETE)
 
 
 class PersistentASHA(ASHAScheduler):

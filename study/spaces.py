@@ -150,16 +150,25 @@ def discriminator_lr(s: Suggest, p: Mapping[str, Any]) -> None:
 
 
 def backbone(s: Suggest, p: Mapping[str, Any]) -> dict[str, Any]:
-    """Segmentation network, categorical over registered models of kind segmentation."""
+    """Segmentation network, categorical over registered models of kind segmentation. Per-model settings
+    follow the choice: ``weights`` (backbone init, e.g. "deeplab_init" / "imagenet") and ``init_checkpoints``
+    (each backbone's own source-only model), tables keyed by model name."""
     from models import list_models
 
     registered = list_models(kind="segmentation")
     choices = list(p["models"]) or [m for m in registered if not m.endswith("_tiny")]
-    unknown = [m for m in choices if m not in registered]
-    if unknown:
-        raise SpaceError(f"search.params.models: {unknown} are not registered segmentation models "
-                         f"(registered: {', '.join(registered)})")
-    return _level_constants(s.categorical("model.name", choices))
+    for key in ("models", "weights", "init_checkpoints"):
+        unknown = [m for m in (choices if key == "models" else p[key]) if m not in registered]
+        if unknown:
+            raise SpaceError(f"search.params.{key}: {unknown} are not registered segmentation models "
+                             f"(registered: {', '.join(registered)})")
+    model = s.categorical("model.name", choices)
+    constants = _level_constants(model)
+    if model in p["weights"]:
+        constants["model.weights"] = p["weights"][model]
+    if model in p["init_checkpoints"]:
+        constants["model.init_checkpoint"] = p["init_checkpoints"][model]
+    return constants
 
 
 def gan_loss(s: Suggest, p: Mapping[str, Any]) -> None:
@@ -191,7 +200,8 @@ _LAMBDA_AUX = {"lambda_aux_low": 2e-5, "lambda_aux_high": 2e-3,
 _LR = {"lr_low": 0.0, "lr_high": 0.0, "lr_grid": []}  # 0 / []: the per-backbone default (LR_RANGES)
 _LR_D = {"lr_d_low": 1e-5, "lr_d_high": 1e-3, "lr_d_grid": [5e-5, 1e-4, 2e-4]}
 _SEEDS = {"seeds": [1, 2, 3]}
-_MODELS = {"models": []}  # []: every registered non-tiny segmentation model
+# models []: every registered non-tiny segmentation model; weights / init_checkpoints: {model: file or name}.
+_MODELS = {"models": [], "weights": {}, "init_checkpoints": {}}
 
 SPACES: dict[str, Space] = {}
 
@@ -246,6 +256,8 @@ def resolve_params(space: Space, params: Mapping[str, Any], *, source: str = "se
         default = space.params[key]
         if isinstance(default, list):
             ok = isinstance(value, (list, tuple))
+        elif isinstance(default, dict):
+            ok = isinstance(value, Mapping) and all(isinstance(v, str) for v in value.values())
         elif isinstance(default, float):
             ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         else:
@@ -253,7 +265,7 @@ def resolve_params(space: Space, params: Mapping[str, Any], *, source: str = "se
         if not ok:
             raise SpaceError(f"{source}.{key} = {value!r}: expected {type(default).__name__} "
                              f"like the default {default!r}")
-        out[key] = list(value) if isinstance(value, tuple) else value
+        out[key] = list(value) if isinstance(value, tuple) else dict(value) if isinstance(value, Mapping) else value
     for key, value in out.items():
         if key.endswith("_low") and value:
             high = out.get(key[:-4] + "_high")

@@ -76,9 +76,12 @@ class ResourcesConfig:
 
 @dataclass(frozen=True)
 class BaselineConfig:
-    """A source-only run trained once before the study; its checkpoint initialises every trial."""
+    """A source-only run trained once before the study; its checkpoint initialises every trial.
 
-    config: str = "synth_source"
+    ``config``: a shipped run config name or a file; unset: the study's own ``[train]`` table with
+    ``adapt.mode = "source_only"``. ``overrides``: a table applied on top (e.g. more iterations)."""
+
+    config: str | None = None
     overrides: Any = field(default_factory=dict)
 
 
@@ -167,6 +170,15 @@ def study_from_dict(data: Mapping[str, Any], *, source: str, cwd: Path | None = 
     if isinstance(metric, str) and "/" not in metric and selection in ("val", "holdout"):
         # The selection split decides the prefix: select/ = labelled holdout of target train (no val leakage).
         data["metric"] = f"{'select' if selection == 'holdout' else 'val'}/{metric}"
+    search = data.get("search")
+    if isinstance(search, Mapping) and isinstance(search.get("params"), Mapping):
+        params = dict(search["params"])
+        for key in ("init_checkpoints", "weights"):
+            table = params.get(key)
+            if isinstance(table, Mapping):  # file paths (not named weights such as "imagenet") made absolute
+                params[key] = {m: str((cwd / v).resolve()) if isinstance(v, str) and ("/" in v or v.endswith(
+                    (".pt", ".pth"))) else v for m, v in table.items()}
+        data["search"] = {**search, "params": params}
     bare = data["metric"].partition("/")[2] if isinstance(data.get("metric"), str) else None
     if bare in METRICS:  # the engine's own best checkpoint follows the study metric
         data["train"] = merge(data["train"], {"eval": {"select_metric": bare}})
@@ -250,9 +262,13 @@ def baseline_train_config(cfg: StudyConfig, *, cwd: Path | None = None) -> Train
     baseline = cfg.baseline
     if baseline is None:
         raise ValueError(f"study {cfg.name!r} has no [baseline]")
-    data = merge(load_toml(baseline.config, "configs"), dict(baseline.overrides))
-    data = absolutize_paths(data, relative_to=Path.cwd() if cwd is None else cwd)
-    return from_dict(TrainConfig, data, source=f"baseline {baseline.config} (overrides {dict(baseline.overrides)})")
+    if baseline.config is None:
+        data = merge(to_dict(cfg.train), {"adapt": {"mode": "source_only"}, "name": "source_only"})
+    else:
+        data = absolutize_paths(load_toml(baseline.config, "configs"), relative_to=Path.cwd() if cwd is None else cwd)
+    data = absolutize_paths(merge(data, dict(baseline.overrides)), relative_to=Path.cwd() if cwd is None else cwd)
+    return from_dict(TrainConfig, data, source=f"baseline {baseline.config or '[train] as source_only'} "
+                                               f"(overrides {dict(baseline.overrides)})")
 
 
 def load_study_config(name_or_path: str | Path, overrides: Sequence[str] = (), *, name: str | None = None,

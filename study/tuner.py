@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from study.config import dump_toml, load_toml
-from study.resources import (check_cluster_resources, check_datasets, check_storage_shared,
+from study.resources import (PreflightError, check_cluster_resources, check_datasets, check_storage_shared,
                              cluster_nodes, describe_nodes, is_uri, private_tmpdir)
 from study.spaces import get_space, grid_search_space, make_define_by_run
 from study.study_config import StudyConfig, baseline_train_config, study_from_dict, study_to_dict
@@ -277,8 +277,9 @@ def load_study_dir(home: Path) -> tuple[StudyConfig, dict[str, Any]]:
 
 def baseline_dir(study: StudyConfig, storage_root: Path) -> Path:
     cfg = baseline_train_config(study)
-    digest = hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()[:8]
-    stem = Path(study.baseline.config).stem  # type: ignore[union-attr]
+    identity = {k: v for k, v in to_dict(cfg).items() if k != "name"}  # same training = same baseline
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
+    stem = Path(study.baseline.config).stem if study.baseline.config else cfg.name  # type: ignore[union-attr]
     return storage_root / "baselines" / f"{stem}-{digest}"
 
 
@@ -305,7 +306,9 @@ def prepare_baseline(study: StudyConfig, *, storage_root: Path,
     nodes = cluster_nodes()
     biggest = max(nodes, key=lambda n: (n.gpu, n.cpu))
     num_gpus = 1 if study.resources.gpu > 0 and biggest.gpu >= 1 else 0
-    num_cpus = max(1.0, min(biggest.cpu, study.resources.cpu * study.max_concurrent_trials))
+    # A trial's CPU share, not more: Ray sets OMP_NUM_THREADS from it, and on a small busy machine two torch
+    # threads per process contend badly (measured ~30x slower steps on 2 loaded cores).
+    num_cpus = max(1.0, min(biggest.cpu, study.resources.cpu))
     log(f"baseline: training {cfg.adapt.mode} {cfg.model.name} for {cfg.optim.iterations} iterations in {run_dir}"
         + (" (resuming)" if resume else ""))
     task = ray.remote(run_baseline).options(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=0)
@@ -352,9 +355,10 @@ def _last_progress(path: Path, total: int) -> str:
             record = json.loads(line)
         except ValueError:
             continue
-        losses = " ".join(f"{k.split('/', 1)[1]}={v:.3g}" for k, v in record.items()
-                          if k.startswith("train/") and isinstance(v, float))
-        return f"iteration {record.get('iteration')}/{total} {losses}".strip()
+        shown = " ".join(f"{k.split('/', 1)[1] if k.startswith('train/') else k}={v:.3g}" for k, v in record.items()
+                         if (k.startswith("train/") or k in ("val/mIoU16", "val/mIoU19", "select/mIoU16"))
+                         and isinstance(v, float))
+        return f"iteration {record.get('iteration')}/{total} {shown}".strip()
     return ""
 
 
@@ -380,6 +384,10 @@ def run_study(study: StudyConfig, *, storage: str | None = None, address: str | 
                               f"`dastudy study resume {study.name}` or choose another --name")
     if trainable is None:
         check_datasets(study.train)
+        for model, path in study.space_params.get("init_checkpoints", {}).items():
+            if not Path(path).is_file():
+                raise PreflightError(f"search.params.init_checkpoints.{model} = {path}: no such file (the "
+                                     f"source-only checkpoint every {model} trial starts from)")
     with ray_session(address=address, num_cpus=num_cpus):
         _preflight_cluster(study, location, log)
         init_checkpoint, extra, baseline_run = None, {}, None

@@ -332,30 +332,35 @@ def run_baseline(train: Mapping[str, Any], run_dir: str, *, resume: bool = False
 
 
 def probe_trial(config: dict[str, Any], *, context: TrialContext) -> None:
-    """A trainable that only sleeps and reports (no torch): measures Ray's per-trial cost and checks packing.
+    """A trainable that trains nothing (no torch): measures Ray's per-trial cost and checks trial packing.
 
-    Each report carries the process id, the node and the wall-clock interval, so a caller can check which trials
-    ran at the same time and where. ``config``: ``steps`` reports of ``sleep_s`` seconds each.
+    It waits (up to 60 s) until as many probes have started as the study runs at once (``max_concurrent_trials``
+    of its ``study.toml``, at most ``num_samples``), so a study of probes proves that its trials really ran
+    together, then reports ``steps`` times. ``probe.json`` in the trial directory records the process, node,
+    GPU ids and wall-clock interval.
     """
+    import tomllib
+
     import ray
 
     started = time.time()
-    steps, sleep_s = int(config.get("steps", 2)), float(config.get("sleep_s", 0.5))
+    trial_dir = _trial_dir(context)
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    (trial_dir / "probe.started").write_text(str(started))
+    expected = 1
+    if context.study_dir and (Path(context.study_dir) / "study.toml").is_file():
+        study = tomllib.loads((Path(context.study_dir) / "study.toml").read_text())
+        expected = min(int(study.get("max_concurrent_trials", 1)), int(study.get("num_samples", 1)))
+    deadline = time.time() + 60
+    while len(list(trial_dir.parent.glob("trial_*/probe.started"))) < expected and time.time() < deadline:
+        time.sleep(0.05)
+    together = time.time()
+    steps, sleep_s = int(config.get("steps", 2)), float(config.get("sleep_s", 0.2))
     for step in range(1, steps + 1):
         time.sleep(sleep_s)
         tune.report({context.metric: float(config.get("value", step)), "iteration": step,
-                     "probe/start": started, "probe/now": time.time(), "probe/pid": float(os.getpid()),
-                     "probe/gpu_ids": float(len(ray.get_gpu_ids())),
-                     **({FINISHED_KEY: 1.0} if step == steps else {})})
-    _record_probe(context, config, started)
-
-
-def _record_probe(context: TrialContext, config: Mapping[str, Any], started: float) -> None:
-    import ray
-
-    trial_dir = _trial_dir(context)
-    trial_dir.mkdir(parents=True, exist_ok=True)
+                     "probe/waited_s": together - started, **({FINISHED_KEY: 1.0} if step == steps else {})})
     (trial_dir / "probe.json").write_text(json.dumps({
         "start": started, "end": time.time(), "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(),
         "gpu_ids": [str(g) for g in ray.get_gpu_ids()], "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-        "config": dict(config)}))
+        "expected_together": expected, "waited_s": together - started, "config": dict(config)}))

@@ -1,0 +1,138 @@
+"""Search spaces: registry, parameters, grids, JSON descriptions, and valid TrainConfigs for sampled points."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import optuna
+import pytest
+
+from study import spaces
+from study.spaces import (SEED_LAMBDA_GRID, SpaceError, describe_space, get_space, grid_search_space,
+                          make_define_by_run, resolve_params)
+from study_helpers import tiny_train_table
+from trainables.config import TrainConfig, from_dict
+from trainables.tune import apply_overrides
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+REQUIRED = ("lambda_adv", "lambda_adv_levels", "lr", "lr_d", "backbone", "gan", "target_loss", "seeds")
+
+
+def _base(model: str = "deeplabv2_resnet101") -> dict:
+    table = tiny_train_table(Path("/nonexistent"))
+    table["model"] = {"name": model}
+    return table
+
+
+def test_registry_has_the_required_spaces_and_unknown_names_are_listed():
+    for name in REQUIRED:
+        assert get_space(name).name == name
+    with pytest.raises(SpaceError, match="known spaces: .*lambda_adv"):
+        get_space("lamda_adv")
+
+
+def test_unknown_and_mistyped_parameters_are_refused():
+    space = get_space("lambda_adv")
+    with pytest.raises(SpaceError, match=r"search.params.lamda_low: unknown parameter .*lambda_low"):
+        resolve_params(space, {"lamda_low": 1e-4})
+    with pytest.raises(SpaceError, match="expected float"):
+        resolve_params(space, {"lambda_low": "small"})
+    with pytest.raises(SpaceError, match="0 < lambda_low < lambda_high"):
+        resolve_params(space, {"lambda_low": 1e-2, "lambda_high": 1e-3})
+    assert resolve_params(space, {"lambda_high": 0.02})["lambda_high"] == 0.02
+
+
+def test_lambda_grid_is_the_seed_sweep_and_grid_sampler_visits_each_point_once():
+    space = get_space("lambda_adv")
+    params = resolve_params(space, {})
+    grid = grid_search_space(space, params)
+    assert grid == {"adapt.lambda_adv_main": [0.0005, 0.001, 0.002, 0.004]}
+    study = optuna.create_study(sampler=optuna.samplers.GridSampler(grid, seed=0), direction="maximize")
+    define = make_define_by_run(space, params, grid=True)
+    seen = []
+    for _ in range(4):
+        trial = study.ask()
+        define(trial)
+        seen.append(trial.params["adapt.lambda_adv_main"])
+        try:
+            study.tell(trial, 0.0)
+        except RuntimeError:  # GridSampler stops the study once the grid is exhausted (outside optimize)
+            assert len(seen) == 4
+    assert sorted(seen) == list(SEED_LAMBDA_GRID)
+
+
+def test_lambda_sensitivity_grid_is_lambda_x_seed_x_backbone_with_single_level_constants():
+    space = get_space("lambda_sensitivity")
+    params = resolve_params(space, {"models": ["deeplabv2_resnet101", "deeplabv3plus_resnet101"], "seeds": [1, 2]})
+    grid = grid_search_space(space, params)
+    assert len(grid["adapt.lambda_adv_main"]) * len(grid["runtime.seed"]) * len(grid["model.name"]) == 16
+    described = describe_space(space, params, sampler="grid")
+    assert described["grid_size"] == 16
+    # DeepLabV3+ has one output level: no auxiliary discriminator weight.
+    v3 = [c for c in described["constants"] if c["when"] == [{"model.name": "deeplabv3plus_resnet101"}]]
+    assert v3 and v3[0]["set"] == {"model.multi_level": False, "adapt.lambda_adv_aux": 0.0}
+
+
+def test_learning_rate_range_depends_on_the_backbone():
+    space = get_space("lr_backbone")
+    params = resolve_params(space, {"models": ["deeplabv2_resnet101", "deeplabv2_tiny"]})
+    dims = describe_space(space, params, sampler="tpe")["dimensions"]
+    big, tiny = dims["optim.lr@deeplabv2_resnet101"][0], dims["optim.lr@deeplabv2_tiny"][0]
+    assert (big["low"], big["high"]) == spaces.LR_RANGES["deeplabv2_resnet101"]
+    assert (tiny["low"], tiny["high"]) == spaces.LR_RANGES["deeplabv2_tiny"]
+    assert big["when"] == [{"model.name": "deeplabv2_resnet101"}] and big["applies_to"] == "optim.lr"
+    with pytest.raises(SpaceError, match="grid"):
+        grid_search_space(space, params)  # continuous and conditional: no grid
+
+
+def test_backbone_choices_come_from_the_model_registry():
+    space = get_space("backbone")
+    with pytest.raises(SpaceError, match="not registered segmentation models"):
+        describe_space(space, resolve_params(space, {"models": ["fc_discriminator"]}), sampler="tpe")
+    default = describe_space(space, resolve_params(space, {}), sampler="tpe")["dimensions"]["model.name"][0]
+    import models
+
+    expected = [m for m in models.list_models("segmentation") if not m.endswith("_tiny")]
+    assert default["choices"] == expected
+
+
+def test_descriptions_are_json_and_name_every_dimension():
+    for name in spaces.list_spaces():
+        space = get_space(name)
+        described = describe_space(space, resolve_params(space, {}), sampler="tpe")
+        text = json.dumps(described)
+        assert json.loads(text)["name"] == name
+        assert described["dimensions"], name
+        for dims in described["dimensions"].values():
+            for dim in dims:
+                assert dim["applies_to"] == dim["applies_to"].split("@")[0]
+
+
+def test_apply_overrides_strips_qualifiers_and_sets_nested_keys():
+    base = _base("deeplabv2_tiny")
+    out = apply_overrides(base, {"optim.lr@deeplabv2_tiny": 0.03, "adapt.lambda_adv_main": 0.002})
+    assert out["optim"]["lr"] == 0.03 and out["adapt"]["lambda_adv_main"] == 0.002
+    assert base["optim"]["lr"] == 0.01  # the base is not modified
+
+
+@pytest.mark.parametrize("name", sorted(spaces.SPACES))
+def test_sampled_points_give_valid_train_configs(name):
+    space = get_space(name)
+    base = _base("deeplabv2_resnet101")
+    overrides = {"models": ["deeplabv2_resnet101", "deeplabv3plus_resnet101"]} if "models" in space.params else {}
+    params = resolve_params(space, overrides)
+    base_cfg = from_dict(TrainConfig, base)
+    for sampler in (optuna.samplers.RandomSampler(seed=1), optuna.samplers.TPESampler(seed=1, n_startup_trials=5)):
+        study = optuna.create_study(sampler=sampler, direction="maximize")
+        define = make_define_by_run(space, params, base=base_cfg)
+        for i in range(12):
+            trial = study.ask()
+            constants = define(trial)
+            point = {**trial.params, **constants}
+            cfg = from_dict(TrainConfig, apply_overrides(base, point), source=f"{name} point {i}")
+            for key, value in trial.params.items():
+                section, attr = key.split("@")[0].split(".")
+                assert getattr(getattr(cfg, section), attr) == value
+            study.tell(trial, math.sin(i))  # any finite value; TPE then models the observations
