@@ -37,9 +37,10 @@ class ConfusionMatrix:
         n = self.num_classes
         label = label.to(self.matrix.device).reshape(-1)
         pred = pred.to(self.matrix.device).reshape(-1)
-        valid = (label >= 0) & (label < n)
-        index = label[valid] * n + pred[valid]
-        self.matrix += torch.bincount(index, minlength=n * n)
+        valid = (label >= 0) & (label < n) & (pred >= 0) & (pred < n)
+        # ignored pixels go to an extra bin instead of being masked out: boolean indexing would sync with the host
+        index = torch.where(valid, label * n + pred, torch.full_like(label, n * n))
+        self.matrix += torch.bincount(index, minlength=n * n + 1)[: n * n]
 
     def compute(self) -> dict[str, float]:
         return metrics_from_matrix(self.matrix.view(self.num_classes, self.num_classes).cpu().numpy(),
