@@ -248,6 +248,14 @@ def train_trial(config: dict[str, Any], *, context: TrialContext) -> None:
     from trainables.rundir import append_resume, write_config, write_json_atomic, write_provenance
 
     run_dir = trial_dir / RUN_SUBDIR
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None and run_dir.is_dir() and any(run_dir.iterdir()):
+        # A restart without a checkpoint (it failed or was killed before its first evaluation): keep what the
+        # earlier attempt wrote next to the fresh run instead of mixing both in one metrics file.
+        attempt = 1
+        while (trial_dir / f"{RUN_SUBDIR}.attempt-{attempt}").exists():
+            attempt += 1
+        run_dir.rename(trial_dir / f"{RUN_SUBDIR}.attempt-{attempt}")
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg = trial_train_config(context, config, trial_name=trial_dir.name)
     faults.inject("start", seed=cfg.runtime.seed)  # test-only (DASTUDY_FAULT)
@@ -269,7 +277,6 @@ def train_trial(config: dict[str, Any], *, context: TrialContext) -> None:
     reporters.append(ray_reporter)
 
     trainer = Trainer(cfg, None, reporters=reporters)
-    checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             trainer.load_checkpoint(Path(directory) / "state.pt")
