@@ -173,3 +173,14 @@ def test_no_host_sync_per_step_outside_log_intervals(make_config, monkeypatch):
     assert reads == []
     monkeypatch.undo()
     assert trainer._pending_count == 3 and trainer._pending["loss_seg"].dim() == 0
+
+
+def test_bf16_autocast_and_channels_last_keep_losses_float32(make_config):
+    recorder = Recorder()
+    trainer = Trainer(make_config(runtime__amp="bf16", runtime__channels_last=True, adapt__target_loss="maxsquare",
+                                  optim__iter_stop=1), reporters=[recorder])
+    trainer.fit()
+    scalars = recorder.logs[0][1]
+    assert all(math.isfinite(v) for v in scalars.values())
+    assert trainer._pending == {}  # flushed at the end
+    assert {"val/mIoU16", "val/mIoU13"} <= set(recorder.evals[-1][1])
