@@ -180,9 +180,9 @@ def _extract_state(obj: Any, fmt: str, file: Path) -> dict[str, tuple[str, torch
     if not isinstance(obj, Mapping):
         raise WeightsError(f"{file} holds a {type(obj).__name__}, not a state dict or checkpoint dict")
     if fmt == "dastudy":
-        if "model" not in obj or "meta" not in obj:
-            raise WeightsError(f"{file} is not a dastudy checkpoint: expected keys 'model' and 'meta', "
-                               f"found {sorted(map(str, obj))[:10]}")
+        if not (isinstance(obj.get("model"), Mapping) and isinstance(obj.get("meta"), Mapping)):
+            raise WeightsError(f"{file} is not a dastudy checkpoint: expected mappings under 'model' and 'meta', "
+                               f"found keys {sorted(map(str, obj))[:10]}")
         raw = {k: (k, v) for k, v in obj["model"].items()}
     elif fmt == "deeplab_init":
         odd = [k for k in obj if not str(k).startswith("Scale.")]
@@ -241,7 +241,7 @@ def _rules(model: nn.Module, fmt: str) -> list[_Rule]:
         rules = [no_step_counter]
         dilations = tuple(getattr(model, "aspp_dilations", ()))
         if dilations and len(dilations) < len(_PUBLISHED_ASPP) and dilations == _PUBLISHED_ASPP[:len(dilations)]:
-            dead = re.compile(rf"layer[56]\.conv2d_list\.(\d+)\.")
+            dead = re.compile(r"layer[56]\.conv2d_list\.(\d+)\.")
             rules.append(_Rule("dead_aspp_branches", "file",
                                lambda k: bool((m := dead.match(k)) and int(m.group(1)) >= len(dilations))))
         if getattr(model, "multi_level", True) is False:
