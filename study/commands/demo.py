@@ -30,16 +30,22 @@ SYNTH_KWARGS: dict = {}
 def register(subparsers) -> None:
     parser = subparsers.add_parser("demo", help="end-to-end demo study on the synthetic benchmark (CPU, minutes)",
                                    description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("overrides", nargs=argparse.REMAINDER, metavar="KEY=VALUE",
+                        help="study overrides (e.g. num_samples=4)")
+    _options(parser)
+    parser.set_defaults(func=_demo)
+
+
+def _options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", default=None, help="study name (default: demo, demo-2, ... the first unused)")
     parser.add_argument("--storage", default=None, metavar="PATH",
                         help="where studies live (default: $DASTUDY_STORAGE or ./studies)")
-    parser.add_argument("--data", default=str(SYNTH_DIR), metavar="DIR",
+    parser.add_argument("--data", default=None, metavar="DIR",
                         help=f"synthetic benchmark folder (default: {SYNTH_DIR}; generated when absent)")
-    parser.add_argument("--preset", default="demo", help="study preset (default: demo)")
+    parser.add_argument("--preset", default=None, help="study preset (default: demo)")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs for the local Ray (default: all)")
-    parser.add_argument("--cpu", action="store_true", help="stay on CPU even when CUDA is available")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="study overrides (e.g. num_samples=4)")
-    parser.set_defaults(func=_demo)
+    parser.add_argument("--cpu", action="store_true", default=None,
+                        help="stay on CPU even when CUDA is available")
 
 
 def free_name(base: str, storage_root: Path) -> str:
@@ -86,14 +92,16 @@ def demo_overrides(*, data: Path, cuda: bool) -> list[str]:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from study.commands.study import _summarize, as_user_errors
+    from study.commands.study import _summarize, as_user_errors, split_overrides
     from study.study_config import load_study_config
     from study.tuner import default_storage, locate, run_study
 
     @as_user_errors
     def run(args: argparse.Namespace) -> int:
         start = time.perf_counter()
-        data = Path(args.data)
+        args = split_overrides(args, _options)
+        args.preset = args.preset or "demo"
+        data = Path(args.data or SYNTH_DIR)
         _ensure_benchmark(data)
         cuda = _cuda_available() and not args.cpu
         overrides = demo_overrides(data=data, cuda=cuda) + list(args.overrides)

@@ -27,6 +27,34 @@ def _add_storage(parser: argparse.ArgumentParser) -> None:
                              "shared filesystem path or an object-store URI such as s3://bucket/studies)")
 
 
+def _run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--name", default=None,
+                        help="study name (default: the preset's); the directory must not exist")
+    parser.add_argument("--address", default=None,
+                        help="connect to a running Ray cluster ('auto' or host:port) instead of starting a local one")
+    parser.add_argument("--num-cpus", type=int, default=None,
+                        help="CPUs of the local Ray started here (default: all); ignored with --address")
+    _add_storage(parser)
+
+
+def split_overrides(args: argparse.Namespace, add_options) -> argparse.Namespace:
+    """argparse cannot take options after a variable list of positionals: the overrides are collected as the
+    remainder of the command line, and options found among them are parsed here."""
+    from study.cli import UserError
+
+    options = argparse.ArgumentParser(add_help=False)
+    add_options(options)
+    known, rest = options.parse_known_args(args.overrides)
+    for key, value in vars(known).items():
+        if value is not None and value is not False:
+            setattr(args, key, value)
+    bad = [item for item in rest if "=" not in item or item.startswith("-")]
+    if bad:
+        raise UserError(f"{bad[0]!r} is neither an option nor an override KEY=VALUE (e.g. num_samples=4)")
+    args.overrides = rest
+    return args
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser("study", help="run, resume and inspect hyperparameter studies",
                                    description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -44,13 +72,9 @@ def register(subparsers) -> None:
                "dastudy study run lambda_sensitivity --address auto --storage /mnt/shared/studies; "
                "dastudy study run my_study.toml num_samples=16 resources.gpu=0.25")
     run.add_argument("preset", metavar="PRESET_OR_FILE")
-    run.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="study or train.* overrides")
-    run.add_argument("--name", default=None, help="study name (default: the preset's); the directory must not exist")
-    run.add_argument("--address", default=None,
-                     help="connect to a running Ray cluster ('auto' or host:port) instead of starting a local one")
-    run.add_argument("--num-cpus", type=int, default=None,
-                     help="CPUs of the local Ray started here (default: all); ignored with --address")
-    _add_storage(run)
+    run.add_argument("overrides", nargs=argparse.REMAINDER, metavar="KEY=VALUE",
+                     help="study or train.* overrides (options may come before or after them)")
+    _run_options(run)
     run.set_defaults(func=_run)
 
     resume = sub.add_parser(
@@ -268,6 +292,7 @@ def _run(args: argparse.Namespace) -> int:
     from study.study_config import load_study_config
     from study.tuner import run_study
 
+    args = split_overrides(args, _run_options)
     study_cfg = load_study_config(args.preset, args.overrides, name=args.name)
     _, location = run_study(study_cfg, storage=args.storage, address=args.address, num_cpus=args.num_cpus)
     return _summarize(location, args.storage)
