@@ -33,7 +33,7 @@ class Recorder(Reporter):
         self.events.append(("checkpoint", iteration, path.name))
 
 
-def test_discriminators_see_their_own_outputs_with_source_0_and_target_1(make_config):
+def test_discriminators_see_their_own_outputs_with_source_0_and_target_1(make_config, monkeypatch):
     trainer = Trainer(make_config(data__source__size=[64, 64], adapt__lambda_adv_main=0.5,
                                   adapt__lambda_adv_aux=0.5))
     produced = {}  # id(discriminator output) → (level, rows)
@@ -52,7 +52,16 @@ def test_discriminators_see_their_own_outputs_with_source_0_and_target_1(make_co
         return real_loss(d_logits, label)
 
     trainer.gan_loss = recording_loss
+    bce_targets = []  # the target tensors that actually reach BCE-with-logits
+    real_bce = torch.nn.functional.binary_cross_entropy_with_logits
+
+    def recording_bce(input, target, *args, **kwargs):
+        bce_targets.append(sorted(set(target.flatten().tolist())))
+        return real_bce(input, target, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "binary_cross_entropy_with_logits", recording_bce)
     trainer.fit(until_iteration=1)
+    assert bce_targets == [[0.0], [0.0], [0.0], [1.0], [0.0], [1.0]]
     assert calls == [
         # generator step: D frozen, target maps labelled "source" to fool each D
         ("main", "target", SOURCE_LABEL, False), ("aux", "target", SOURCE_LABEL, False),
