@@ -37,7 +37,7 @@ from trainables.seeding import capture_rng_state, derive_seed, restore_rng_state
 from trainables.steps import adaptation_step, source_only_step
 from trainables.streams import BatchStream
 
-__all__ = ["Trainer", "TrainingDiverged", "run_training", "resolve_device", "RESUMABLE_CHANGES"]
+__all__ = ["Trainer", "TrainingDiverged", "run_training", "resolve_device", "make_optimizer", "RESUMABLE_CHANGES"]
 
 logger = logging.getLogger("dastudy.train")
 
@@ -63,6 +63,22 @@ def resolve_device(spec: str) -> torch.device:
     if spec.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"runtime.device = {spec!r} but torch sees no CUDA device; use 'auto' or 'cpu'")
     return torch.device(spec)
+
+
+def make_optimizer(cls: type[torch.optim.Optimizer], params, **kwargs) -> torch.optim.Optimizer:
+    """``cls(params, fused=True, **kwargs)`` where this torch supports a fused step for the parameters' device, else
+    torch's default implementation.
+
+    The fused step updates every parameter in one kernel per tensor list instead of a Python loop over tensors:
+    measured on the 2-core CPU (docs/performance.md) SGD+Adam of deeplabv2_tiny 1.83 -> 0.47 ms per step, of the
+    ResNet-101 DeepLabV2 76 -> 23 ms. torch >= 2.4 has fused SGD/Adam on CUDA and CPU; older versions or other
+    devices raise, and the default (foreach on CUDA) is used.
+    """
+    params = list(params)
+    try:
+        return cls(params, fused=True, **kwargs)
+    except (RuntimeError, TypeError, ValueError):
+        return cls(params, **kwargs)
 
 
 def _flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -107,16 +123,16 @@ class Trainer:
         if cfg.runtime.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.forward_model = torch.compile(self.model) if cfg.runtime.compile else self.model
-        self.optimizer = torch.optim.SGD(
-            models.param_groups(self.model, lr=cfg.optim.lr, head_lr_mult=cfg.optim.head_lr_mult),
+        self.optimizer = make_optimizer(
+            torch.optim.SGD, models.param_groups(self.model, lr=cfg.optim.lr, head_lr_mult=cfg.optim.head_lr_mult),
             lr=cfg.optim.lr, momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay)
         remember_base_lrs(self.optimizer)
         self.discriminators = builders.build_discriminators(cfg) if cfg.adapt.mode == "adversarial" else {}
         self.d_optimizers = {}
         for level, discriminator in self.discriminators.items():
             discriminator.to(self.device).train()
-            self.d_optimizers[level] = torch.optim.Adam(discriminator.parameters(), lr=cfg.adapt.lr_d,
-                                                        betas=cfg.adapt.betas_d)
+            self.d_optimizers[level] = make_optimizer(torch.optim.Adam, discriminator.parameters(),
+                                                      lr=cfg.adapt.lr_d, betas=cfg.adapt.betas_d)
             remember_base_lrs(self.d_optimizers[level])
         self.gan_loss = GANLoss(cfg.adapt.gan)
 
