@@ -40,6 +40,7 @@ def study_table(benchmark: Path, *, name: str = "tiny", **overrides: Any) -> dic
     """A small study over the tiny run config (λ_adv × lr, TPE, ASHA), 1 CPU per trial, 2 at a time."""
     table: dict[str, Any] = {
         "name": name, "metric": "mIoU16", "mode": "max", "num_samples": 4, "max_concurrent_trials": 2,
+        "reuse_actors": True,  # trials reuse the worker processes (no torch import per trial)
         "search": {"space": "lambda_lr", "sampler": "tpe", "seed": 0, "startup_trials": 2},
         "scheduler": {"kind": "asha", "grace_period": 1, "reduction_factor": 2},
         "resources": {"cpu": 1, "gpu": 0},
