@@ -179,6 +179,11 @@ def study_from_dict(data: Mapping[str, Any], *, source: str, cwd: Path | None = 
                 params[key] = {m: str((cwd / v).resolve()) if isinstance(v, str) and ("/" in v or v.endswith(
                     (".pt", ".pth"))) else v for m, v in table.items()}
         data["search"] = {**search, "params": params}
+    if isinstance(data.get("baseline"), Mapping) and isinstance(data["train"].get("model"), Mapping):
+        # The baseline's checkpoint initialises every trial, replacing an init_checkpoint the base config names
+        # (e.g. synth_adapt's runs/synth_source/...: the study trains and uses its own).
+        data["train"] = {**data["train"], "model": {k: v for k, v in data["train"]["model"].items()
+                                                    if k != "init_checkpoint"}}
     bare = data["metric"].partition("/")[2] if isinstance(data.get("metric"), str) else None
     if bare in METRICS:  # the engine's own best checkpoint follows the study metric
         data["train"] = merge(data["train"], {"eval": {"select_metric": bare}})
@@ -242,8 +247,6 @@ def _validate(cfg: StudyConfig, source: str) -> None:
     if cfg.baseline is not None:
         _check(isinstance(cfg.baseline.overrides, Mapping), source, "baseline.overrides", cfg.baseline.overrides,
                "a table of run config overrides")
-        _check(cfg.train.model.init_checkpoint is None, source, "train.model.init_checkpoint",
-               cfg.train.model.init_checkpoint, "unset when [baseline] is given (the baseline's checkpoint is used)")
         searched = {d["applies_to"] for dims in cfg.describe_space()["dimensions"].values() for d in dims}
         _check("model.name" not in searched, source, "baseline", cfg.baseline.config,
                "no [baseline] with a space over backbones (one baseline checkpoint cannot initialise every "

@@ -31,9 +31,9 @@ from trainables import faults
 from trainables.config import TrainConfig, from_dict, merge, replace_path
 from trainables.reporters import JsonLinesReporter, Reporter
 
-__all__ = ["TrialContext", "TrialFailed", "train_trial", "oom_reason", "FINAL_FAILURES", "apply_overrides", "trial_train_config",
-           "estimate_gpu_memory_gib", "gpu_share", "run_baseline", "FINISHED_KEY", "FAILURE_FILE", "RUN_SUBDIR",
-           "probe_trial"]
+__all__ = ["TrialContext", "TrialFailed", "train_trial", "oom_reason", "FINAL_FAILURES", "apply_overrides",
+           "trial_train_config", "estimate_gpu_memory_gib", "gpu_share", "run_baseline", "FINISHED_KEY",
+           "FAILURE_FILE", "RUN_SUBDIR", "probe_trial"]
 
 FINISHED_KEY = "finished"  # 1.0 in the report of the evaluation that ends a full run
 FAILURE_FILE = "failure.json"  # why a trial failed, next to Ray's error.txt in the trial directory
