@@ -47,6 +47,7 @@ if [ "${GPU_CHECK_REHEARSAL:-0}" = 1 ]; then
     DEVICE=cpu
     STEP_SIZE=(--setting demo --source-size 64x32 --target-size 64x32 --ndf 4 --warmup 1 --steps 2 --block 1)
     EVAL_SIZE=(--setting demo --input-size 64x32 --label-size 96x48 --images 2 --repeats 1)
+    SYNC_SIZE=(--setting demo --source-size 64x32 --target-size 64x32 --ndf 4 --steps 3)
     PRECISION_SIZE=(--small --data "$WORK/synth" --iterations 2 --baseline-iterations 2
                     --set 'eval.selection="val"' --set data.source.size=[64,32] --set data.target.size=[64,32]
                     --set data.val.size=[64,32])
@@ -55,6 +56,7 @@ else
     DEVICE=cuda
     STEP_SIZE=(--setting published --warmup 5 --steps 15 --block 2)
     EVAL_SIZE=(--setting published --images 100 --repeats 3)
+    SYNC_SIZE=(--setting published --steps 5)
     PRECISION_SIZE=(--data datasets/synth --set data.workers=4)
     HAS_DATA=0
     if [ -f datasets/synth/source/GT/LABELS_TRAINID/prepared.json ] || "$PY" -c "import png" 2>/dev/null; then
@@ -67,6 +69,8 @@ STEP=(benchmarks.step --device "$DEVICE" --ref-batch 1 "${STEP_SIZE[@]}")
 run step_fp32_b1 110 "${STEP[@]}" --precision fp32 --batch 1
 run step_bf16cl_b1 110 "${STEP[@]}" --precision bf16 --channels-last --batch 1
 run step_bf16cl_b4 130 "${STEP[@]}" --precision bf16 --channels-last --batch 4
+# no host sync inside the step between log intervals; what the batch copies cost (prefetch decision)
+run sync_check 80 benchmarks.sync_check --device "$DEVICE" "${SYNC_SIZE[@]}" --precision bf16 --channels-last --batch 4
 # 2. packing: four processes of the bf16 step on one device vs one process
 run step_bf16cl_b1_procs4 160 benchmarks.step --device "$DEVICE" "${STEP_SIZE[@]}" --precision bf16 \
     --channels-last --batch 1 --no-reference --procs 4

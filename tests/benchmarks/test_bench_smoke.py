@@ -33,6 +33,12 @@ def test_step_reference_vs_project(tmp_path):
     per_image = {name: r["tflop_per_step"] / r["batch"] for name, r in rows.items()}
     assert per_image["project"] > 0 and per_image["reference"] == pytest.approx(per_image["project"], rel=1e-6)
     assert rows["reference"]["ratio_vs_reference"] == 1.0
+    # and the meta-device count of benchmarks.flops (the doc's floor) agrees with the real step's
+    from benchmarks import flops
+
+    setting = dict(step.SETTINGS["demo"], source_size=(64, 32), target_size=(64, 40), ndf=4)
+    assert flops.count(setting, batch=2)["adversarial_step"] / 1e12 == pytest.approx(rows["project"]["tflop_per_step"],
+                                                                                     rel=1e-9)
     assert all(math.isfinite(r["median_ms"]) and r["samples"] == 2 for r in rows.values())
 
 
@@ -153,3 +159,22 @@ def test_gpu_path_imports_without_ray_optuna_pypng_tomli_w(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("ok [128, 64]")
+
+
+def test_sync_check(tmp_path):
+    from benchmarks import sync_check
+
+    sync_check.main(["--source-size", "64x32", "--target-size", "64x32", "--ndf", "4", "--batch", "1", "--steps", "2",
+                     "--threads", "1", "--out", str(tmp_path), "--tag", "c"])
+    payload = _report(tmp_path, "c")
+    assert payload["syncs"]["syncs"] == 0 and payload["syncs"]["steps"] == 2 and payload["step_ms"] > 0
+
+
+def test_flops_of_the_engine_steps_on_meta(tmp_path):
+    from benchmarks import flops
+
+    payload = flops.main(["--setting", "demo", "--out", str(tmp_path), "--tag", "f"])
+    tflop = {r["what"]: r["tflop"] for r in _report(tmp_path, "f")["rows"]}
+    # adaptation = source-only step + target forward/backward + discriminators: strictly more work
+    assert 0 < tflop["evaluation_image"] < tflop["source_only_step"] < tflop["adversarial_step"]
+    assert payload["peak_tflops"] == 800.0

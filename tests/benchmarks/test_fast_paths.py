@@ -68,3 +68,24 @@ def test_trainer_builds_fused_optimizers(tiny_benchmark):
         assert {level: o.defaults["fused"] for level, o in trainer.d_optimizers.items()} == {"main": True, "aux": True}
     finally:
         trainer.close()
+
+
+def test_adversarial_step_reads_no_tensor_values_between_log_intervals(tiny_benchmark):
+    """The engine's adversarial step never reads a tensor value on the host (a device sync on CUDA) except at log
+    intervals; the published-style reference, checked the same way, reads each logged loss every step."""
+    from benchmarks.step import SETTINGS, build_project, build_reference
+    from benchmarks.sync_check import check_syncs
+
+    cpu = torch.device("cpu")
+    setting = dict(SETTINGS["demo"], source_size=(64, 32), target_size=(64, 32), ndf=4)
+    run, trainer = build_project(setting, data_root=tiny_benchmark, batch=2, device=cpu, precision="fp32",
+                                 channels_last=False, compile=False)
+    try:
+        run()
+        assert trainer.cfg.runtime.log_interval > 4
+        assert check_syncs(run, device=cpu, steps=3)["syncs"] == 0
+        assert trainer.iteration == 4 and set(trainer._pending) >= {"loss_seg", "loss_adv_main", "loss_d_aux"}
+    finally:
+        trainer.close()
+    reference = check_syncs(build_reference(setting, batch=1, device=cpu), device=cpu, steps=1)
+    assert reference["syncs"] >= 8 and "item" in reference["reads"]
