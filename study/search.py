@@ -24,6 +24,8 @@ from ray.tune import Callback
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
+from trainables import faults
+
 __all__ = ["StudySearch", "PersistentASHA", "StudyProgress", "FINISHED_KEY", "FAILURE_FILE", "read_failure",
            "trial_dirname", "short_param"]
 
@@ -71,6 +73,7 @@ class StudySearch(OptunaSearch):
         if ot_trial is not None:
             ot_trial.set_user_attr("ray_trial_id", trial_id)
             ot_trial.set_user_attr("trial_dir", f"trial_{trial_id}")
+            faults.inject("suggest", ot_trial.number)  # test-only (DASTUDY_FAULT): asked, not yet saved by Ray
         return config
 
     def _adopt_orphan(self, trial_id: str) -> None:
@@ -122,6 +125,9 @@ class StudySearch(OptunaSearch):
             ot_trial.set_user_attr("fail_reason", reason[:2000])
             self._tell(ot_trial, state=optuna.trial.TrialState.FAIL)
         elif not finished and iteration < self._max_t:
+            # Ray hands the result that made the scheduler stop the trial to on_trial_complete only: record it as
+            # the last intermediate value, which Optuna then takes as the PRUNED trial's value.
+            ot_trial.report(float(value), iteration)
             ot_trial.set_user_attr("pruned_at", iteration)
             self._tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
         else:

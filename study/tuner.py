@@ -79,6 +79,15 @@ def locate(name: str, storage: str | None = None) -> StudyLocation:
     return StudyLocation(home=root / name, ray_storage=str(root), name=name)
 
 
+def ray_filesystem(location: StudyLocation):
+    """Ray's storage filesystem: for a filesystem path one whose files are written whole or not at all (Ray copies
+    its experiment state in place; a driver killed mid-copy left 0-byte state files that `study resume` could not
+    use, see study/atomic_fs.py); None (Ray's default) for an object-store URI."""
+    from study.atomic_fs import atomic_local_filesystem
+
+    return atomic_local_filesystem() if location.shared_fs else None
+
+
 def configure_environment() -> None:
     for key, value in RAY_ENV.items():
         os.environ.setdefault(key, value)
@@ -210,7 +219,7 @@ def build_tuner(study: StudyConfig, *, location: StudyLocation, init_checkpoint:
         max_concurrent_trials=study.max_concurrent_trials, reuse_actors=study.reuse_actors,
         trial_name_creator=trial_dirname, trial_dirname_creator=trial_dirname)
     run_config = tune.RunConfig(
-        name=study.name, storage_path=location.ray_storage,
+        name=study.name, storage_path=location.ray_storage, storage_filesystem=ray_filesystem(location),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=study.checkpoints_to_keep,
                                                 checkpoint_score_attribute=metric, checkpoint_score_order=mode),
         failure_config=tune.FailureConfig(max_failures=study.max_failures),
@@ -299,7 +308,7 @@ def prepare_baseline(study: StudyConfig, *, storage_root: Path,
     if result_file.is_file() and best.is_file():
         result = json.loads(result_file.read_text())
         if result.get("status") == "completed":
-            log(f"baseline: reusing {run_dir} ({result.get('best_metric')} = {result.get('best_value'):.2f})")
+            log(f"baseline: reusing {run_dir} ({result.get('best_metric')} = {_pct(result.get('best_value'))})")
             return run_dir, str(best)
     check_datasets(cfg, what="baseline")
     resume = (run_dir / "checkpoints" / "last.pt").is_file()
@@ -326,8 +335,12 @@ def prepare_baseline(study: StudyConfig, *, storage_root: Path,
     if result.get("status") != "completed" or not best.is_file():
         raise RuntimeError(f"baseline run {run_dir} ended {result.get('status')}: {result.get('message')}")
     log(f"baseline: done in {result.get('wall_s', 0):.0f}s, {result.get('best_metric')} = "
-        f"{result.get('best_value'):.2f} at iteration {result.get('best_iteration')}")
+        f"{_pct(result.get('best_value'))} at iteration {result.get('best_iteration')}")
     return run_dir, str(best)
+
+
+def _pct(value: Any) -> str:
+    return f"{100 * value:.2f} %" if isinstance(value, (int, float)) else str(value)
 
 
 BASELINE_COPY = ("config.toml", "provenance.json", "metrics.jsonl", "result.json")
@@ -416,7 +429,7 @@ def resume_study(home: Path, *, address: str | None = None, num_cpus: int | None
     storage = provenance.get("storage") or str(Path(home).parent)
     location = StudyLocation(home=Path(home), ray_storage=storage, name=study.name)
     with ray_session(address=address, num_cpus=num_cpus):
-        if not tune.Tuner.can_restore(location.experiment_path):
+        if not tune.Tuner.can_restore(location.experiment_path, storage_filesystem=ray_filesystem(location)):
             raise FileNotFoundError(f"{location.experiment_path}: no Ray experiment state (tuner.pkl) to resume; "
                                     "the study was interrupted before its first trial started")
         _preflight_cluster(study, location, log)
@@ -427,7 +440,7 @@ def resume_study(home: Path, *, address: str | None = None, num_cpus: int | None
         _write_json(Path(home) / "provenance.json", provenance)
         log(f"study {study.name}: resuming from {location.home}")
         tuner = tune.Tuner.restore(location.experiment_path, trainable=wrap_trainable(study, context, trainable),
-                                   resume_errored=True)
+                                   resume_errored=True, storage_filesystem=ray_filesystem(location))
         results = tuner.fit()
     return results, location
 

@@ -335,7 +335,14 @@ def run_baseline(train: Mapping[str, Any], run_dir: str, *, resume: bool = False
 
     cfg = from_dict(TrainConfig, train, source=f"baseline {run_dir}")
     cfg = replace(cfg, runtime=replace(cfg.runtime, progress=False))
-    return run_training(cfg, run_dir, resume=resume)
+    reporters = []
+    try:  # the baseline's curves next to the trials' in the study's TensorBoard
+        from trainables.tensorboard import TensorBoardReporter
+
+        reporters.append(TensorBoardReporter(Path(run_dir) / "tb"))
+    except ImportError:
+        pass
+    return run_training(cfg, run_dir, reporters=reporters, resume=resume)
 
 
 def probe_trial(config: dict[str, Any], *, context: TrialContext) -> None:

@@ -227,7 +227,7 @@ def format_trials_table(info: dict[str, Any]) -> str:
     lines.append("")
     lines.append(f"{len(info['trials'])} of {info['num_samples']} trials ({counts or 'none yet'})")
     if best is not None:
-        params = ", ".join(f"{k} = {_fmt_param(v)}" for k, v in best["params"].items())
+        params = ", ".join(f"{_short(k)} = {_fmt_param(v)}" for k, v in best["params"].items())
         lines.append(f"best {metric} = {_fmt_metric(metric, best['value'])}{' %' if 'mIoU' in metric else ''} "
                      f"({best['trial']}: {params})")
     return "\n".join(lines)

@@ -26,13 +26,13 @@ def _searcher(tmp_path, *, max_t: int = 4) -> StudySearch:
 
 
 def _report(searcher: StudySearch, trial_id: str, values: list[float], *, finished: bool = False) -> dict:
-    result = {}
-    for step, value in enumerate(values, start=1):
-        result = {METRIC: value, "training_iteration": step}
-        if finished and step == len(values):
-            result["finished"] = 1.0
-        else:
-            searcher.on_trial_result(trial_id, result)  # Ray passes the last result to on_trial_complete only
+    """Like Ray: every result but the last goes to on_trial_result; the last one (after which the trial ends,
+    by itself or stopped by the scheduler) is returned for on_trial_complete."""
+    for step, value in enumerate(values[:-1], start=1):
+        searcher.on_trial_result(trial_id, {METRIC: value, "training_iteration": step})
+    result = {METRIC: values[-1], "training_iteration": len(values)}
+    if finished:
+        result["finished"] = 1.0
     return result
 
 
