@@ -68,9 +68,7 @@ class _AtomicFile:
             return
         self.closed = True
         try:
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-            self._fh.close()
+            self._fh.close()  # no fsync: the rename protects against a killed process (not a power cut)
             os.replace(self._tmp, self.path)
         except BaseException:
             self._fh.close()

@@ -18,7 +18,8 @@ pause       writes the claim file (with the process id) and sleeps ``DASTUDY_FAU
 
 Phases: ``step`` (after training iteration K; the default), ``evaluate`` (metrics of the evaluation at iteration
 K computed, not yet reported), ``checkpoint`` (the trial's checkpoint of iteration K written, not yet handed to
-Ray), ``start`` (a trial process starts; K may be left out: ``pause_at:start``).
+Ray), ``start`` (a trial process starts; K may be left out: ``pause_at:start``), ``suggest`` (in the study driver:
+Optuna trial number K was just asked for a new Ray trial, before Ray saved its experiment state).
 
 With ``DASTUDY_FAULT_DIR`` set, each spec fires once across all processes: the first process to reach the point
 creates ``<dir>/<spec>`` exclusively (``crash_at-step-5``) and fires; a retried trial, or any other trial,
@@ -42,8 +43,8 @@ FAULT_ENV = "DASTUDY_FAULT"
 FAULT_DIR_ENV = "DASTUDY_FAULT_DIR"
 PAUSE_ENV = "DASTUDY_FAULT_PAUSE_S"
 ACTIONS = ("crash", "sigkill", "nan", "oom", "pause")
-PHASES = ("step", "evaluate", "checkpoint", "start")
-_SPEC = re.compile(r"^(?P<action>[a-z]+)_at:(?:(?P<phase>[a-z]+)(?::|$))?(?P<k>\d+)?(?:@seed=(?P<seed>-?\d+))?$")
+PHASES = ("step", "evaluate", "checkpoint", "start", "suggest")
+_SPEC = re.compile(r"^(?P<action>[a-z]+)_at:(?:(?P<phase>[a-z]+)(?::|(?=@)|$))?(?P<k>\d+)?(?:@seed=(?P<seed>-?\d+))?$")
 
 
 @dataclass(frozen=True)
