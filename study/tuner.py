@@ -111,14 +111,13 @@ def ray_session(*, address: str | None = None, num_cpus: int | None = None,
     if ray.is_initialized():
         yield
         return
-    kwargs: dict[str, Any] = dict(include_dashboard=False, logging_level="WARNING", log_to_driver=False,
-                                  runtime_env={"env_vars": dict(RAY_ENV)})
+    kwargs: dict[str, Any] = dict(include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     tmp = None
-    if address is None:
+    if address is None:  # the workers of a local cluster inherit this process's environment
         tmp = private_tmpdir()
         kwargs.update(address="local", num_cpus=num_cpus, num_gpus=num_gpus, _temp_dir=tmp)
-    else:
-        kwargs.update(address=address)
+    else:  # on a running cluster, the quiet-Ray settings travel with the job
+        kwargs.update(address=address, runtime_env={"env_vars": dict(RAY_ENV)})
     ray.init(**kwargs)
     try:
         yield
