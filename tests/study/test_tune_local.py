@@ -82,8 +82,9 @@ def test_tiny_study_end_to_end(local_ray, tiny_benchmark, tmp_path, capsys):
         assert ot.value == pytest.approx(rows[-1]["val/mIoU16"])
         for row in rows[:-1]:
             assert ot.intermediate_values[row["training_iteration"]] == pytest.approx(row["val/mIoU16"])
-        if ot.state.name == "PRUNED":
+        if ot.state.name == "PRUNED":  # the result that made ASHA stop it is its last intermediate value
             assert ot.user_attrs["pruned_at"] == len(rows)
+            assert ot.intermediate_values[len(rows)] == pytest.approx(rows[-1]["val/mIoU16"])
     out = capsys.readouterr().out
     assert "started" in out and "best val/mIoU16" in out
 
