@@ -81,7 +81,11 @@ def register(subparsers) -> None:
         "resume", help="continue an interrupted study",
         description="Continue a study whose driver stopped (Ctrl-C, crash, lost head node): trials that finished "
                     "stay as they are, running and errored ones restart from their last checkpoint, the Optuna "
-                    "study is reloaded from its storage and ASHA's rungs from asha_rungs.json.")
+                    "study is reloaded from its storage and ASHA's rungs from asha_rungs.json.",
+        epilog="Security: Ray's experiment state in the study directory (tuner.pkl, searcher-state-*.pkl) is "
+               "pickled Python, which runs code when loaded: resume only study directories you trust (your own "
+               "runs, not ones downloaded or writable by others). Checkpoints are loaded with "
+               "torch.load(weights_only=True) and cannot run code.")
     resume.add_argument("study", metavar="NAME_OR_PATH", help="a study name in the storage, or its directory")
     resume.add_argument("--address", default=None, help="Ray cluster to use ('auto' or host:port)")
     resume.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray started here")
