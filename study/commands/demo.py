@@ -8,6 +8,7 @@ Re-runnable: the benchmark and the baseline are reused, and each run gets a new 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -72,7 +73,7 @@ def _ensure_benchmark(root: Path) -> None:
 
     existed = (root / "manifest.json").is_file()
     start = time.perf_counter()
-    result = generate(root, seed=0, progress=not existed, **SYNTH_KWARGS)
+    result = generate(root, seed=0, progress=not existed and sys.stderr.isatty(), **SYNTH_KWARGS)
     if result.created:
         print(f"synthetic benchmark: generated {root} in {time.perf_counter() - start:.1f}s")
     else:
