@@ -50,7 +50,7 @@ def test_demo_preset_is_cpu_scale_with_asha_and_a_baseline():
     assert cfg.scheduler.kind == "asha" and cfg.max_t == n_evaluations(cfg.train) == 4
     base = baseline_train_config(cfg)
     assert base.adapt.mode == "source_only" and base.model.name == cfg.train.model.name
-    assert base.optim.iterations == 600
+    assert base.optim.iterations == 400
 
 
 def test_metric_gets_the_selection_prefix(tmp_path, tiny_benchmark):
