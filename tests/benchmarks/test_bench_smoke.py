@@ -122,17 +122,20 @@ def test_asha_efficiency_configs_and_summary(tmp_path):
     assert set(studies) == {"fifo", "asha"} and studies["asha"]["max_t"] == 4
     assert studies["fifo"]["iterations"] == 160 and studies["fifo"]["interval"] == 40
 
-    def fake(values, iteration, finished, total):
+    def fake(values, iteration, finished, total, end):
         return SimpleNamespace(metrics={"iteration": iteration, "training_iteration": len(values),
                                         "finished": finished, "time/setup_s": 2.0, "time/engine_s": total - 3.0,
-                                        "time_total_s": total},
+                                        "time_total_s": total, "timestamp": end},
                                metrics_dataframe=pd.DataFrame({"val/mIoU16": values}), error=None)
 
-    rows = A.trial_rows([fake([0.30, 0.40], 80, False, 20.0), fake([0.2, 0.3, 0.35, 0.38], 160, True, 40.0)],
-                        "val/mIoU16")
-    summary = A.summarize_study(rows, wall_s=35.0, concurrency=2)
+    # trial 1 runs from t=100 to 120, trial 2 from t=104 to 144: the trial phase spans 44 s
+    rows = A.trial_rows([fake([0.30, 0.40], 80, False, 20.0, 120.0),
+                         fake([0.2, 0.3, 0.35, 0.38], 160, True, 40.0, 144.0)], "val/mIoU16")
+    summary = A.summarize_study(rows, wall_s=300.0, concurrency=2)
     assert summary["trial_iterations"] == 240 and summary["best"] == 0.40 and summary["best_complete"] == 0.38
-    assert summary["overhead_per_trial_s"] == pytest.approx((35.0 * 2 - 60.0) / 2)
+    assert summary["trials_span_s"] == pytest.approx(44.0)
+    assert summary["overhead_per_trial_s"] == pytest.approx((44.0 * 2 - 60.0) / 2)
+    assert summary["in_trial_overhead_s"] == pytest.approx(3.0)
     comparison = A.compare({"fifo": {"summary": {"trial_iterations": 1000, "best": 0.40}},
                             "asha": {"summary": {"trial_iterations": 390, "best": 0.395}}})
     assert comparison["goal_met"] and comparison["iterations_ratio"] == 0.39
