@@ -185,6 +185,15 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _fmt_metric(metric: str, value: Any) -> str:
+    """mIoU and pixel accuracy (fractions in reports) as percentages, like the tables."""
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return str(value)
+    if metric.rsplit("/", 1)[-1].startswith(("mIoU", "pixel_acc")):
+        return f"{100 * value:.2f}%"
+    return f"{value:.4g}"
+
+
 class StudyProgress(Callback):
     """One line per trial event on stdout: start (with its parameters), each evaluation, end state, failure."""
 
@@ -213,15 +222,16 @@ class StudyProgress(Callback):
         note = ""
         if isinstance(value, (int, float)) and math.isfinite(value) and self._better(value):
             self._best = (float(value), trial_dirname(trial))
-            note = "  (best so far)"
-        self._line(f"{trial_dirname(trial)} eval {step}/{self.max_t}  {self.metric}={_fmt(value)}{note}")
+            note = "  (highest so far)"
+        self._line(f"{trial_dirname(trial)} eval {step}/{self.max_t}  {self.metric}={_fmt_metric(self.metric, value)}"
+                   f"{note}")
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         result = trial.last_result or {}
         step = int(result.get("training_iteration", 0) or 0)
         state = "COMPLETE" if result.get(FINISHED_KEY) or step >= self.max_t else f"PRUNED at {step}/{self.max_t}"
         self._ended += 1
-        self._line(f"{trial_dirname(trial)} {state}  {self.metric}={_fmt(result.get(self.metric))}"
+        self._line(f"{trial_dirname(trial)} {state}  {self.metric}={_fmt_metric(self.metric, result.get(self.metric))}"
                    f"   [{self._ended}/{self.num_samples} trials ended]")
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
@@ -232,5 +242,5 @@ class StudyProgress(Callback):
         self._line(f"{trial_dirname(trial)} FAILED  {reason or ''}   [{self._ended}/{self.num_samples} trials ended]")
 
     def on_experiment_end(self, trials, **info) -> None:
-        if self._best is not None:
-            self._line(f"best {self.metric} = {self._best[0]:.4g} ({self._best[1]})")
+        errors = sum(t.status == "ERROR" for t in trials)
+        self._line(f"study ended: {len(trials)} trials, {errors} failed")

@@ -86,7 +86,7 @@ def test_tiny_study_end_to_end(local_ray, tiny_benchmark, tmp_path, capsys):
             assert ot.user_attrs["pruned_at"] == len(rows)
             assert ot.intermediate_values[len(rows)] == pytest.approx(rows[-1]["val/mIoU16"])
     out = capsys.readouterr().out
-    assert "started" in out and "best val/mIoU16" in out
+    assert "started" in out and "eval 1/3  val/mIoU16=" in out and "study ended: 6 trials, 0 failed" in out
 
     # Clean TensorBoard tags (no ray/tune/ prefix) in a trial's own event file.
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
