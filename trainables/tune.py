@@ -5,7 +5,7 @@ config plus the overrides its searcher sampled, and a reporter turns each evalua
 with the metrics and a full-state checkpoint (so ``training_iteration`` = number of evaluations = ASHA's time
 unit, and a restarted trial continues bit-exactly from ``tune.get_checkpoint()``).
 
-Only ``ray.tune`` is used: in Ray 2.60 ``ray.train.report``/``get_checkpoint`` raise inside Tune trainables.
+Only ``ray.tune`` is used: in Ray 2.60 the Ray Train entry points (report, get_checkpoint) raise inside Tune trainables.
 
 Where a trial writes: its engine run directory (``config.toml``, ``provenance.json``, ``metrics.jsonl``, ``tb/``
 with clean TensorBoard tags) is ``<study_dir>/<trial_dir>/run``, written directly when the study storage is a
