@@ -208,7 +208,7 @@ def format_trials_table(info: dict[str, Any]) -> str:
         for key in t["params"]:
             if _short(key) not in names:
                 names.append(_short(key))
-    header = ["trial", *names, f"{metric} (%)" if "mIoU" in metric else metric, "evals", "state", ""]
+    header = ["trial", *names, f"{metric} (%)" if "mIoU" in metric else metric, "evals", "state", "note"]
     rows = []
     best = info["best"]
     for t in info["trials"]:
