@@ -66,13 +66,16 @@ def load_average() -> list[float] | None:
         return None
 
 
+_LOAD_AT_START = load_average()  # this module is imported when a benchmark starts
+
+
 def machine_info(device: torch.device) -> dict[str, Any]:
     info: dict[str, Any] = {
         "date": _dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
         "cpu": cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(), "torch": torch.__version__, "git": git_commit(),
         "command": " ".join([Path(sys.executable).name, "-m", _module_name(), *sys.argv[1:]]),
-        "load_average_start": load_average(), "device": str(device),
+        "load_average_start": _LOAD_AT_START, "device": str(device),
     }
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)

@@ -1,7 +1,7 @@
 """ASHA vs FIFO on the same study: trial-iterations spent and best metric reached (CPU, synthetic benchmark).
 
-Runs the ``demo`` preset (or a smaller variant of it, the default here so that both studies fit in ~10 minutes on
-2 cores) twice with the same Optuna sampler seed: once with ASHA (the preset's scheduler) and once with FIFO (every
+Runs the ``demo`` preset (its sizes are the defaults here; the options make smaller or larger variants) twice with
+the same Optuna sampler seed: once with ASHA (the preset's scheduler) and once with FIFO (every
 trial runs to the end). Both studies share one storage, so the source-only baseline is trained once and
 initialises every trial of both. Reported per study: trials, trial-iterations (the sum over trials of the
 iterations each one trained before it finished or was stopped), the best metric over all evaluations and over
@@ -12,8 +12,8 @@ Goal (issue 7): ASHA within 1 mIoU point of FIFO's best with ≤ 40% of its tria
 
 Example::
 
-    python -m benchmarks.asha_efficiency                   # ~8 minutes on 2 cores
-    python -m benchmarks.asha_efficiency --num-samples 10 --iterations 240 --interval 60   # the demo itself
+    python -m benchmarks.asha_efficiency                   # ~6 minutes on 2 quiet cores, ~12 at load 4-9
+    python -m benchmarks.asha_efficiency --interval 20     # one more ASHA rung
 """
 from __future__ import annotations
 
@@ -114,6 +114,7 @@ def run_one(args: argparse.Namespace, scheduler: str, *, storage: Path, data: Pa
     baseline = location.home / "baseline" / "result.json"
     summary = summarize_study(rows, wall_s=wall, concurrency=study.max_concurrent_trials)
     summary.update(scheduler=scheduler, name=name, metric=study.study_metric, max_t=study.max_t,
+                   grace_period=study.scheduler.grace_period, reduction_factor=study.scheduler.reduction_factor,
                    baseline=json.loads(baseline.read_text()) if baseline.is_file() else None)
     return {"summary": summary, "trials": rows}
 
@@ -125,9 +126,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--storage", default=None, help="study storage (default: a temporary folder, removed)")
     parser.add_argument("--name", default="asha-efficiency")
     parser.add_argument("--num-samples", type=int, default=8)
-    parser.add_argument("--iterations", type=int, default=160, help="iterations of a full trial (demo: 240)")
-    parser.add_argument("--interval", type=int, default=40, help="evaluation interval = ASHA time unit (demo: 60)")
-    parser.add_argument("--baseline-iterations", type=int, default=400, help="source-only baseline (demo: 600)")
+    parser.add_argument("--iterations", type=int, default=160, help="iterations of a full trial (demo: 160)")
+    parser.add_argument("--interval", type=int, default=40, help="evaluation interval = ASHA time unit (demo: 40)")
+    parser.add_argument("--baseline-iterations", type=int, default=400, help="source-only baseline (demo: 400)")
     parser.add_argument("--size", default=None, metavar="WxH", help="image size of every domain (demo: 128x64)")
     parser.add_argument("--cache", action=argparse.BooleanOptionalAction, default=True,
                         help="data.cache in every trial (default on)")
@@ -178,7 +179,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return payload
     rows = [s["summary"] for s in studies.values()]
     shown = [{**s, "best_mIoU": 100 * s["best"], "best_complete_mIoU": 100 * s["best_complete"]} for s in rows]
-    table = C.markdown_table(shown, ["scheduler", "trials", "finished", "failed", "trial_iterations", "best_mIoU",
+    table = C.markdown_table(shown, ["scheduler", "max_t", "reduction_factor", "trials", "finished", "failed", "trial_iterations", "best_mIoU",
                                      "best_complete_mIoU", "wall_s", "trials_span_s", "mean_setup_s",
                                      "in_trial_overhead_s", "overhead_per_trial_s"])
     if payload["comparison"]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,31 @@ def time_with_loader(model, *, setting, device, data: Path, workers: int, cache:
             "images_per_s": out.images / seconds}
 
 
+def time_decoding(setting: dict[str, Any], *, images: int) -> dict[str, Any]:
+    """CPU cost per image of the engine's eval dataset at this setting's sizes: Cityscapes-layout PNGs at the label
+    size (synthetic scenes, written once in a scratch folder) decoded, resized to the input size (bicubic) and
+    normalised, the label decoded and mapped, in one process. With the GPU's share this says how many loader
+    workers evaluation needs to keep up."""
+    import data
+    from data.synthetic import generate
+    from data.transforms import EvalPreset
+
+    with C.scratch_dir("dastudy-bench-decode-") as scratch:
+        generate(scratch / "synth", seed=0, num_source=1, num_source_val=1, num_target_train=6,
+                 num_target_val=images, source_size=(64, 40), target_size=setting["label_size"])
+        dataset = data.create_dataset("cityscapes", root=scratch / "synth" / "target", split="val",
+                                      num_classes=setting["num_classes"],
+                                      transforms=EvalPreset(size=setting["input_size"], label_size=None))
+        dataset[0]  # warm-up (imports, lookup tables)
+        start = time.perf_counter()
+        for index in range(len(dataset)):
+            item = dataset[index]
+        seconds = (time.perf_counter() - start) / len(dataset)
+    return {"images": len(dataset), "ms_per_image": 1e3 * seconds,
+            "image_shape": list(item["image"].shape), "label_shape": list(item["label"].shape),
+            "workers_for_500_in_10s": math.ceil(CITYSCAPES_VAL * seconds / 10.0)}
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--setting", choices=sorted(SETTINGS), default="demo")
@@ -107,6 +133,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="timed passes; the median is reported")
     parser.add_argument("--data", default=None, help="demo only: also time the engine's eval loader over this "
                         "synthetic benchmark's val split (generated when absent)")
+    parser.add_argument("--decode", type=int, default=0, metavar="N",
+                        help="also time the CPU side: N synthetic Cityscapes-layout images at the label size read "
+                             "through the engine's eval dataset (decode, resize, normalise), per image")
+    parser.add_argument("--decode-only", action="store_true", help="time only the eval dataset (--decode N), no "
+                        "network: the CPU side of the published setting on a machine without a GPU")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default=None)
     parser.add_argument("--tag", default=None)
@@ -126,6 +157,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.label_size:
         setting["label_size"] = C.parse_size(args.label_size)
     batch = args.batch or setting["batch"]
+    if args.decode_only:
+        decoding = time_decoding(setting, images=args.decode or 4)
+        payload = {"machine": C.machine_info(device), "setting": setting, "decoding": decoding}
+        table = C.markdown_table([{"path": f"eval dataset only (CPU, 1 process): decode {setting['label_size']} PNGs, "
+                                           f"resize to {setting['input_size']}", **decoding}],
+                                 ["path", "images", "ms_per_image", "workers_for_500_in_10s"])
+        json_path, _ = C.write_report(args.out or C.default_out_dir(), args.tag or f"decode_{args.setting}", payload,
+                                      table)
+        print(table)
+        print(f"wrote {json_path}")
+        return payload
     count = max(1, (args.images or setting["images"]) // batch)
     model = _model(setting, device, args.channels_last)
     batches = _batches(setting, count=count, batch=batch, pin=device.type == "cuda")
@@ -157,6 +199,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             rows.append({"path": f"evaluator + eval loader (workers {workers})", "images": entry["images"],
                          "batch": 1, "images_per_s": entry["images_per_s"],
                          "s_per_500": CITYSCAPES_VAL / entry["images_per_s"]})
+    if args.decode:
+        payload["decoding"] = decoding = time_decoding(setting, images=args.decode)
+        rows.append({"path": f"eval dataset only (CPU, 1 process): decode {setting['label_size']} PNGs, resize to "
+                             f"{setting['input_size']}", "images": decoding["images"], "batch": 1,
+                     "images_per_s": 1e3 / decoding["ms_per_image"],
+                     "s_per_500": CITYSCAPES_VAL * decoding["ms_per_image"] / 1e3})
     table = C.markdown_table(rows, ["path", "images", "batch", "images_per_s", "s_per_500", "tflops"])
     table += (f"\n\n{setting['model']}, {setting['num_classes']} classes, input {setting['input_size']}, labels "
               f"{setting['label_size']}, {args.precision}{' channels_last' if args.channels_last else ''}, "

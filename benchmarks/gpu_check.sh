@@ -75,7 +75,8 @@ run sync_check 80 benchmarks.sync_check --device "$DEVICE" "${SYNC_SIZE[@]}" --p
 run step_bf16cl_b1_procs4 160 benchmarks.step --device "$DEVICE" "${STEP_SIZE[@]}" --precision bf16 \
     --channels-last --batch 1 --no-reference --procs 4
 # 3. evaluation throughput: 1024x512 inputs, logits upsampled to 2048x1024 labels (goal: 500 images <= 10 s)
-run evaluate_bf16cl 70 benchmarks.evaluate --device "$DEVICE" "${EVAL_SIZE[@]}" --precision bf16 --channels-last
+run evaluate_bf16cl 90 benchmarks.evaluate --device "$DEVICE" "${EVAL_SIZE[@]}" --precision bf16 --channels-last \
+    --decode 4
 run evaluate_fp32 70 benchmarks.evaluate --device "$DEVICE" "${EVAL_SIZE[@]}" --precision fp32
 # 4. does the fast path learn the same? demo adaptation fp32 vs bf16+channels_last, two seeds each
 if [ "$HAS_DATA" = 1 ]; then

@@ -94,9 +94,12 @@ def test_evaluate(tmp_path):
     from benchmarks import evaluate
 
     evaluate.main(["--input-size", "32x16", "--label-size", "48x24", "--images", "2", "--repeats", "1",
-                   "--threads", "1", "--out", str(tmp_path), "--tag", "e"])
-    result = _report(tmp_path, "e")["evaluator"]
+                   "--threads", "1", "--decode", "2", "--out", str(tmp_path), "--tag", "e"])
+    payload = _report(tmp_path, "e")
+    result = payload["evaluator"]
     assert result["images"] == 2 and result["images_per_s"] > 0 and result["tflop_per_image"] > 0
+    # the eval dataset's items: input-size image, label at its native (here 48x24) size, the "full" protocol
+    assert payload["decoding"]["image_shape"] == [3, 16, 32] and payload["decoding"]["label_shape"] == [24, 48]
 
 
 def test_precision(tmp_path):
