@@ -81,18 +81,26 @@ def ensure_benchmark(data: Path, *, small: bool = False) -> Path:
     return data
 
 
-def prepared_copy(data: Path, scratch: Path) -> Path:
-    """A copy of the benchmark whose SYNTHIA-layout labels are converted once to 8-bit trainIds
-    (``dastudy data prepare``), so that the readers skip the pure-Python 16-bit PNG decoder."""
+def label_variants(data: Path, scratch: Path, which: str) -> dict[str, Path]:
+    """Copies of the benchmark's source domain (the target is linked): ``raw`` with the 16-bit SYNTHIA-layout labels
+    only (read by the pure-Python decoder), ``prepared`` with them converted once to 8-bit trainIds (``dastudy data
+    prepare``). Copies, because the readers pick the converted labels whenever they exist in the folder."""
     import shutil
 
+    from data.layouts import PREPARED_LABEL_DIR
     from data.prepare import prepare_synthia
 
-    copy = scratch / "prepared"
-    shutil.copytree(data / "source", copy / "source")
-    (copy / "target").symlink_to((data / "target").resolve(), target_is_directory=True)
-    prepare_synthia(copy / "source", existing="error", workers=1)
-    return copy
+    raw = scratch / "raw"
+    shutil.copytree(data / "source", raw / "source", ignore=shutil.ignore_patterns(Path(PREPARED_LABEL_DIR).name))
+    (raw / "target").symlink_to((data / "target").resolve(), target_is_directory=True)
+    out = {"raw": raw} if which in ("raw", "both") else {}
+    if which in ("prepared", "both"):
+        prepared = scratch / "prepared"
+        shutil.copytree(raw / "source", prepared / "source")
+        (prepared / "target").symlink_to((data / "target").resolve(), target_is_directory=True)
+        prepare_synthia(prepared / "source", existing="error", workers=1)
+        out["prepared"] = prepared
+    return out
 
 
 def _streams(cfg):
@@ -125,6 +133,7 @@ def time_loader(cfg, *, pairs: int, epochs_before: int) -> dict[str, Any]:
         source.close()
         target.close()
     return {"workers": cfg.data.workers, "cache": cfg.data.cache, "first_pair_s": first,
+            "reads_prepared_labels": bool(getattr(source.dataset, "uses_prepared_labels", False)),
             "pairs_per_s": pairs / steady, "ms_per_pair": 1e3 * steady / pairs,
             "images_per_s": pairs * 2 * cfg.optim.batch_size / steady}
 
@@ -194,11 +203,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows, iterations = [], []
     step = time_step(demo_config(data, **changes), steps=args.steps, warmup=args.warmup, real_streams=False)
     with C.scratch_dir("dastudy-bench-loader-") as scratch:
-        roots = {"raw": data} if args.labels == "raw" else {}
-        if args.labels in ("prepared", "both"):
-            roots["prepared"] = prepared_copy(data, scratch)
-        if args.labels == "both":
-            roots = {"raw": data, **roots}
+        roots = label_variants(data, scratch, args.labels)
         for labels, root in roots.items():
             for cache in caches:
                 for workers in (int(w) for w in args.workers.split(",")):

@@ -88,6 +88,7 @@ def test_loader(tmp_path):
     assert {(r["labels"], r["cache"]) for r in payload["loader"]} == {
         ("raw", False), ("raw", True), ("prepared", False), ("prepared", True)}
     assert all(r["pairs_per_s"] > 0 for r in payload["loader"]) and len(payload["iterations"]) == 4
+    assert all(r["reads_prepared_labels"] == (r["labels"] == "prepared") for r in payload["loader"])
 
 
 def test_evaluate(tmp_path):
