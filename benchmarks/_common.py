@@ -52,8 +52,10 @@ def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
                              timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "benchmarks", "trainables"], cwd=REPO,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        # uncommitted code that could change a figure (the results written here do not count)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "benchmarks", "trainables", "models", "data",
+                                ":!benchmarks/results"], cwd=REPO, capture_output=True, text=True,
+                               timeout=10).stdout.strip()
         return out.stdout.strip() + ("+dirty" if dirty else "") if out.returncode == 0 else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
