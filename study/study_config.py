@@ -93,7 +93,7 @@ class StudyConfig:
     num_samples: int = 8
     max_concurrent_trials: int = 2
     max_failures: int = 0
-    checkpoints_to_keep: int = 1
+    checkpoints_to_keep: int = 2  # >= 2: after a driver kill Ray may resume from the one before the latest
     selection: Literal["val", "holdout"] = "val"
     reuse_actors: bool = False
     description: str = ""

@@ -54,7 +54,10 @@ def _kill_tree(proc: subprocess.Popen) -> list[int]:
 @pytest.mark.slow
 def test_resume_after_driver_sigkill(tiny_benchmark, tmp_path):
     table = study_table(tiny_benchmark, name="crash", num_samples=NUM_SAMPLES, max_concurrent_trials=2,
-                        scheduler={"kind": "fifo"})
+                        scheduler={"kind": "fifo"},
+                        # Keep every checkpoint: Ray snapshots its state every ~10 s, and these tiny trials report
+                        # several checkpoints in that time; a deleted one cannot be resumed (docs/reliability.md).
+                        checkpoints_to_keep=6)
     table["train"]["optim"].update(iter_max=12, iter_stop=12)  # 6 evaluations per trial
     study_file = write_study_file(tmp_path / "crash.toml", table)
     storage = tmp_path / "studies"
