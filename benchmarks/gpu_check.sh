@@ -9,7 +9,7 @@
 # Before the call, on the CPU machine, prepare the synthetic benchmark with 8-bit source labels (the GPU machine has
 # no pypng to read the generated 16-bit ones) and carry it along (the device tool's carry = ["datasets/synth"]):
 #
-#     .venv/bin/dastudy data synth datasets/synth && .venv/bin/dastudy data prepare datasets/synth/source
+#     .venv/bin/dastudy data synth datasets/synth && .venv/bin/dastudy data prepare datasets/synth/source --skip-existing
 #
 # Without it the precision (mIoU) check is skipped. GPU_CHECK_REHEARSAL=1 runs the same commands at toy sizes on the
 # CPU (about a minute), to check the script itself before spending device time. Results: $OUT/gpu_check.json (every benchmark's JSON),
@@ -27,6 +27,21 @@ START=$(date +%s)
 
 log() { echo "[$(date +%T) +$(( $(date +%s) - START ))s] $*" | tee -a "$LOG"; }
 
+# merge: every report so far into $OUT/gpu_check.json and gpu_check.md (after each benchmark, so that a call cut
+# off by its time limit still brings back what was measured)
+merge() {
+    "$PY" - "$WORK" "$OUT" <<'EOF' >>"$LOG" 2>&1
+import json, sys
+from pathlib import Path
+work, out = Path(sys.argv[1]), Path(sys.argv[2])
+merged = {p.stem: json.loads(p.read_text()) for p in sorted(work.glob("*.json"))}
+(out / "gpu_check.json").write_text(json.dumps(merged, indent=1, sort_keys=True) + "\n")
+tables = [f"## {p.stem}\n\n{p.read_text()}" for p in sorted(work.glob("*.md"))]
+(out / "gpu_check.md").write_text("\n".join(tables))
+print(f"merged {len(merged)} reports into {out}")
+EOF
+}
+
 # run NAME SECONDS MODULE ARGS...: one benchmark with a time limit; its JSON/markdown go to $WORK
 run() {
     local name=$1 limit=$2
@@ -34,6 +49,7 @@ run() {
     log "start $name: $PY -m $* --out $WORK --tag $name"
     timeout "$limit" "$PY" -m "$@" --out "$WORK" --tag "$name" >>"$LOG" 2>&1
     log "end $name (exit $?)"
+    merge
 }
 
 log "git $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
@@ -66,36 +82,27 @@ fi
 
 STEP=(benchmarks.step --device "$DEVICE" --ref-batch 1 "${STEP_SIZE[@]}")
 # 1. the published AdaptSegNet step: reference (fp32 eager, batch 1) vs the engine, in the same process
-run step_fp32_b1 110 "${STEP[@]}" --precision fp32 --batch 1
-run step_bf16cl_b1 110 "${STEP[@]}" --precision bf16 --channels-last --batch 1
-run step_bf16cl_b4 130 "${STEP[@]}" --precision bf16 --channels-last --batch 4
+run step_fp32_b1 100 "${STEP[@]}" --precision fp32 --batch 1
+run step_bf16cl_b1 100 "${STEP[@]}" --precision bf16 --channels-last --batch 1
+run step_bf16cl_b4 120 "${STEP[@]}" --precision bf16 --channels-last --batch 4
 # no host sync inside the step between log intervals; what the batch copies cost (prefetch decision)
-run sync_check 80 benchmarks.sync_check --device "$DEVICE" "${SYNC_SIZE[@]}" --precision bf16 --channels-last --batch 4
+run sync_check 60 benchmarks.sync_check --device "$DEVICE" "${SYNC_SIZE[@]}" --precision bf16 --channels-last --batch 4
 # 2. packing: four processes of the bf16 step on one device vs one process
-run step_bf16cl_b1_procs4 160 benchmarks.step --device "$DEVICE" "${STEP_SIZE[@]}" --precision bf16 \
+run step_bf16cl_b1_procs4 150 benchmarks.step --device "$DEVICE" "${STEP_SIZE[@]}" --precision bf16 \
     --channels-last --batch 1 --no-reference --procs 4
 # 3. evaluation throughput: 1024x512 inputs, logits upsampled to 2048x1024 labels (goal: 500 images <= 10 s)
 run evaluate_bf16cl 90 benchmarks.evaluate --device "$DEVICE" "${EVAL_SIZE[@]}" --precision bf16 --channels-last \
     --decode 4
-run evaluate_fp32 70 benchmarks.evaluate --device "$DEVICE" "${EVAL_SIZE[@]}" --precision fp32
+run evaluate_fp32 60 benchmarks.evaluate --device "$DEVICE" "${EVAL_SIZE[@]}" --precision fp32
 # 4. does the fast path learn the same? demo adaptation fp32 vs bf16+channels_last, two seeds each
 if [ "$HAS_DATA" = 1 ]; then
-    run precision 170 benchmarks.precision --device "$DEVICE" "${PRECISION_SIZE[@]}" --seeds 0,1 \
+    run precision 150 benchmarks.precision --device "$DEVICE" "${PRECISION_SIZE[@]}" --seeds 0,1 \
         --variants fp32,bf16-cl
 else
     log "skip precision: datasets/synth with prepared labels was not carried and pypng is missing"
 fi
 
-"$PY" - "$WORK" "$OUT" <<'EOF' >>"$LOG" 2>&1
-import json, sys
-from pathlib import Path
-work, out = Path(sys.argv[1]), Path(sys.argv[2])
-merged = {p.stem: json.loads(p.read_text()) for p in sorted(work.glob("*.json"))}
-(out / "gpu_check.json").write_text(json.dumps(merged, indent=1, sort_keys=True) + "\n")
-tables = [f"## {p.stem}\n\n{p.read_text()}" for p in sorted(work.glob("*.md"))]
-(out / "gpu_check.md").write_text("\n".join(tables))
-print(f"merged {len(merged)} reports into {out}")
-EOF
+merge
 rm -rf "$WORK"
 log "done in $(( $(date +%s) - START )) s"
 cat "$OUT/gpu_check.md"
