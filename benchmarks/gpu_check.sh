@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The one prepared GPU check of issue 7 (docs/performance.md), about 5-6 minutes on an H100, at most ~8.
+# The one prepared GPU check of issue 7 (docs/performance.md): about 5-6 minutes predicted on an H100; call it with
+# the device tool's timeout_s = 600 (reports are merged after every command, so a cut-off call still returns them).
 #
 # Needs only python3 with torch (>= 2.4), torchvision, numpy and pillow: no Ray, no Optuna, no pypng, no tomli-w.
 # Run from the repository root on the GPU machine:
