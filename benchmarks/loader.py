@@ -4,8 +4,9 @@ For each ``data.cache`` (off/on) × ``data.workers`` (0/1/2) it builds the engin
 preset's run config (``study/presets/demo.toml`` ``[train]``: SYNTHIA-layout source + Cityscapes-layout target of
 the synthetic benchmark, 128×64, batch 4, flip + blur) and the two :class:`trainables.streams.BatchStream` the
 :class:`~trainables.engine.Trainer` would build, and times pairs of batches (one source + one target: what one
-adversarial step consumes). Reported: the time to the first pair (worker start-up, empty cache) and the steady
-rate over the following pairs. With ``cache`` on, ``--epochs-before`` epochs are drawn first so that the
+adversarial step consumes), on copies of the benchmark with its 16-bit SYNTHIA-layout labels as generated (read by
+the pure-Python pypng decoder) and with them converted once to 8-bit trainIds (``dastudy data prepare``). Reported:
+the time to the first pair (worker start-up, empty cache) and the steady rate over the following pairs. With ``cache`` on, ``--epochs-before`` epochs are drawn first so that the
 steady rate is the cached one (the engine fills the cache while it trains: it preloads nothing).
 
 The step rate is the engine's adversarial step on fixed batches (as ``benchmarks.step``); the *iteration* rate is
