@@ -89,14 +89,26 @@ class StudySearch(OptunaSearch):
             self._ot_trials[trial_id] = optuna.trial.Trial(self._ot_study, orphan._trial_id)
             self._ot_trials[trial_id].set_user_attr("adopted_from", orphan.user_attrs.get("ray_trial_id", ""))
 
+    def _already_recorded(self, trial_id: str) -> bool:
+        """True when Optuna holds a final state for this trial although Ray runs it again: the driver died between
+        Optuna's tell and Ray's next state snapshot, and `study resume` re-runs the trial. The recorded outcome stands
+        (a re-run from the checkpoint reproduces it), and Optuna refuses updates to a finished trial."""
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is None:
+            return False
+        return self._ot_study._storage.get_trial(ot_trial._trial_id).state.is_finished()
+
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         value = result.get(self.metric)
-        if isinstance(value, (int, float)) and math.isfinite(value):
+        if isinstance(value, (int, float)) and math.isfinite(value) and not self._already_recorded(trial_id):
             super().on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return super().on_trial_complete(trial_id, result=result, error=error)
+        if self._already_recorded(trial_id):
+            self._completed_trials.add(trial_id)
+            return
         ot_trial = self._ot_trials[trial_id]
         value = (result or {}).get(self.metric)
         iteration = int((result or {}).get("training_iteration", 0) or 0)

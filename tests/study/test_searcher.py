@@ -118,3 +118,18 @@ def test_asha_rungs_survive_a_restore(tmp_path):
     plain = _asha(ASHAScheduler, tmp_path)
     plain.on_trial_add(None, trial("t3"))
     assert plain.on_trial_result(None, trial("t3"), {"training_iteration": 1, "m": 0.5}) == TrialScheduler.CONTINUE
+
+
+def test_a_trial_ray_reruns_after_optuna_recorded_it_keeps_its_outcome(tmp_path):
+    """Driver killed after Optuna's tell but before Ray's state snapshot: `study resume` re-runs the trial, whose
+    reports must neither crash the driver (Optuna refuses updates to finished trials) nor change the record."""
+    searcher = _searcher(tmp_path)
+    searcher.suggest("a")
+    searcher.on_trial_complete("a", result=_report(searcher, "a", [0.1, 0.2, 0.3, 0.4], finished=True))
+    searcher._completed_trials.discard("a")  # the searcher state Ray pickled before the tell
+    searcher.on_trial_result("a", {METRIC: 0.25, "training_iteration": 3})
+    searcher.on_trial_complete("a", result={METRIC: 0.1, "training_iteration": 2})  # would be PRUNED if told
+    study = optuna.load_study(study_name="unit", storage=JournalStorage(JournalFileBackend(str(tmp_path / "j.journal"))))
+    (trial,) = study.trials
+    assert trial.state.name == "COMPLETE" and trial.value == pytest.approx(0.4)
+    assert trial.intermediate_values == {1: 0.1, 2: 0.2, 3: 0.3}
