@@ -125,9 +125,12 @@ def test_a_trial_ray_reruns_after_optuna_recorded_it_keeps_its_outcome(tmp_path)
     reports must neither crash the driver (Optuna refuses updates to finished trials) nor change the record."""
     searcher = _searcher(tmp_path)
     searcher.suggest("a")
-    searcher.on_trial_complete("a", result=_report(searcher, "a", [0.1, 0.2, 0.3, 0.4], finished=True))
-    searcher._completed_trials.discard("a")  # the searcher state Ray pickled before the tell
-    searcher.on_trial_result("a", {METRIC: 0.25, "training_iteration": 3})
+    _report(searcher, "a", [0.1, 0.2, 0.3, 0.4])
+    # The killed driver (another process: another storage object on the same journal) told Optuna COMPLETE.
+    killed = optuna.load_study(study_name="unit",
+                               storage=JournalStorage(JournalFileBackend(str(tmp_path / "j.journal"))))
+    killed.tell(killed.trials[0].number, 0.4)
+    searcher.on_trial_result("a", {METRIC: 0.25, "training_iteration": 4})  # a step Optuna has not seen
     searcher.on_trial_complete("a", result={METRIC: 0.1, "training_iteration": 2})  # would be PRUNED if told
     study = optuna.load_study(study_name="unit", storage=JournalStorage(JournalFileBackend(str(tmp_path / "j.journal"))))
     (trial,) = study.trials
