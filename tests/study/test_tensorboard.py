@@ -114,7 +114,7 @@ def test_serve_stops_tensorboard_on_ctrl_c(study_dir):
         children = psutil.Process(parent.pid).children(recursive=True)
         assert children and _get(f"http://127.0.0.1:{port}/data/runs")
         parent.send_signal(signal.SIGINT)
-        assert parent.wait(30) == 0
+        assert parent.wait(90) == 0  # generous: a loaded CI machine once needed more than 30 s
         gone, alive = psutil.wait_procs(children, timeout=15)
         assert not alive, f"orphaned TensorBoard processes: {alive}"
     finally:
@@ -262,7 +262,7 @@ def test_hparams_page_in_a_real_browser(tiny_study, tmp_path):
     finally:
         server.send_signal(signal.SIGINT)
         try:
-            assert server.wait(30) == 0
+            assert server.wait(90) == 0
         finally:
             if server.poll() is None:
                 server.kill()
