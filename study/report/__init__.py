@@ -1,0 +1,31 @@
+"""The study report: ``report.md``, PNG figures and ``best_config.toml`` written from a finished study directory.
+
+Everything is read from the study directory alone (``study.toml``, the trial directories Ray wrote, the engine's
+run files, ``optuna.journal``, ``baseline/``), so the report can be regenerated on a copy brought back from a
+cluster. Regenerating it is byte-identical: no clock, no absolute paths, sorted inputs and PNGs without the
+matplotlib version stamp.
+
+Conventions (stated in the report too):
+
+- a trial's score is the study metric at its **last** report (Ray's ``scope="last"``, and what OptunaSearch tells
+  Optuna), so an ASHA-stopped trial is scored at the rung where it was stopped;
+- the metric is read on the selection split (``select/…`` = a labelled holdout cut from the target train split,
+  ``val/…`` = target val); target-val numbers are always shown separately, as the final numbers;
+- per-class IoU uses the seed's Table-2 layout (16 classes, mIoU16, mIoU13; ``*`` = not in mIoU13).
+
+Sections follow the seed's published comparison (its Tables 2 and 3): per-class IoU of the adapted model
+against source-only, and the λ_adv sensitivity, here over every searched hyperparameter.
+
+The package: :mod:`.collect` reads the study directory, :mod:`.importance` the Optuna journal, :mod:`.tables`
+builds the tables, :mod:`.figures` draws the PNGs and :mod:`.writer` writes them all.
+"""
+from __future__ import annotations
+
+from study.report.collect import (FIGURES, STATUSES, ReportError, StudyData, TrialRecord, asha_rungs,
+                                  load_study)
+from study.report.importance import OptunaSummary, read_optuna
+from study.report.tables import ReportSummary, per_class_rows
+from study.report.writer import write_report
+
+__all__ = ["ReportSummary", "TrialRecord", "StudyData", "ReportError", "load_study", "write_report",
+           "asha_rungs", "per_class_rows", "read_optuna", "OptunaSummary"]
