@@ -21,10 +21,18 @@ def two_nodes(monkeypatch):
 
     for key, value in TEST_RAY_ENV.items():
         monkeypatch.setenv(key, value)
+    # A private Ray temp root: ``Cluster`` writes the head's address to ``<RAY_TMPDIR>/ray/ray_current_cluster``
+    # without creating that folder, so on a machine where Ray never ran (no /tmp/ray) it failed with
+    # FileNotFoundError, and elsewhere it read and overwrote other jobs' /tmp/ray. Short path (under /tmp, not
+    # $TMPDIR): Ray's Unix socket paths must stay under ~107 characters.
     tmp = tempfile.mkdtemp(prefix="rc", dir="/tmp")
+    os.makedirs(os.path.join(tmp, "ray"))
+    monkeypatch.setenv("RAY_TMPDIR", tmp)
     cluster = Cluster(initialize_head=True, connect=False,
                       head_node_args={"num_cpus": 1, "include_dashboard": False, "temp_dir": tmp,
                                       "object_store_memory": 100 * 1024 ** 2})
+    # The address file went to the private root, not to a shared /tmp/ray.
+    assert os.path.isfile(os.path.join(tmp, "ray", "ray_current_cluster"))
     cluster.add_node(num_cpus=1, object_store_memory=100 * 1024 ** 2)
     ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False)
     try:
