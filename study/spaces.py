@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SpaceError", "Space", "Suggest", "SPACES", "get_space", "list_spaces", "resolve_params",
            "make_define_by_run", "DefineByRun", "grid_search_space", "describe_space", "split_qualifier",
-           "SEED_LAMBDA_GRID", "LR_RANGES"]
+           "param_label", "PARAM_LABELS", "SEED_LAMBDA_GRID", "LR_RANGES"]
 
 # The seed's λ_adv sensitivity sweep (its Table 3): 0.0005, 0.001, 0.002, 0.004.
 SEED_LAMBDA_GRID = (0.0005, 0.001, 0.002, 0.004)
@@ -52,6 +52,31 @@ class SpaceError(ValueError):
 def split_qualifier(name: str) -> str:
     """``optim.lr@deeplabv2_tiny`` → ``optim.lr`` (the TrainConfig key a sampled value is applied to)."""
     return name.split("@", 1)[0]
+
+
+# One display name per searched TrainConfig key, used by every view of a study (status, progress lines, report,
+# TensorBoard HParams and run names, Optuna's user attributes): a parameter must read the same everywhere.
+PARAM_LABELS: dict[str, str] = {
+    "adapt.lambda_adv_main": "lambda_adv",
+    "adapt.lambda_adv_aux": "lambda_adv_aux",
+    "adapt.lambda_target": "lambda_target",
+    "adapt.lr_d": "lr_d",
+    "adapt.gan": "gan",
+    "adapt.target_loss": "target_loss",
+    "optim.lr": "lr",
+    "model.name": "backbone",
+    "runtime.seed": "seed",
+}
+# Older short names (the last component of the key) still read by older study directories' tables.
+_SHORT = {key.rsplit(".", 1)[1]: label for key, label in PARAM_LABELS.items() if not key.endswith(".name")}
+
+
+def param_label(name: str) -> str:
+    """The display name of a parameter given as an Optuna name (``optim.lr@deeplabv2_tiny``), a TrainConfig key
+    (``optim.lr``) or a display name (``lr``): all three give ``lr``. A key without a label keeps its full dotted
+    form (``model.weights``), never its last component alone (``model.name`` is not ``name``)."""
+    key = split_qualifier(str(name))
+    return PARAM_LABELS.get(key) or _SHORT.get(key) or key
 
 
 class Suggest:
@@ -141,6 +166,10 @@ def learning_rate(s: Suggest, p: Mapping[str, Any]) -> None:
     model = _base_model(s)
     low, high = LR_RANGES.get(model, DEFAULT_LR_RANGE)
     low, high = p.get("lr_low") or low, p.get("lr_high") or high
+    if not 0 < low < high:  # one bound given, the other the backbone's default: checked per backbone
+        raise SpaceError(f"search.params: the learning-rate range of {model} would be [{low:g}, {high:g}] "
+                         f"(lr_low = {p.get('lr_low') or 'default'}, lr_high = {p.get('lr_high') or 'default'}; "
+                         f"{model}'s default is {LR_RANGES.get(model, DEFAULT_LR_RANGE)}); need lr_low < lr_high")
     s.log_uniform(f"optim.lr@{model}", low, high, grid=p.get("lr_grid") or None)
 
 
@@ -267,10 +296,26 @@ def resolve_params(space: Space, params: Mapping[str, Any], *, source: str = "se
                              f"like the default {default!r}")
         out[key] = list(value) if isinstance(value, tuple) else dict(value) if isinstance(value, Mapping) else value
     for key, value in out.items():
+        if key.endswith(("_low", "_high")) and not (value == 0 and space.params[key] == 0):
+            # 0 is "the per-backbone default" only where the default itself is 0 (lr_low / lr_high)
+            if not value > 0:
+                raise SpaceError(f"{source}.{key} = {value!r}: must be > 0 (a bound of a log-uniform range)")
         if key.endswith("_low") and value:
             high = out.get(key[:-4] + "_high")
-            if high and not 0 < value < high:
+            if high and not value < high:
                 raise SpaceError(f"{source}: need 0 < {key} < {key[:-4]}_high, got {value} and {high}")
+        if key.endswith("_grid"):
+            bad = [v for v in value if isinstance(v, bool) or not isinstance(v, (int, float))
+                   or not math.isfinite(v) or v <= 0]
+            if bad:
+                raise SpaceError(f"{source}.{key} = {value!r}: {bad[0]!r} is not a finite number > 0 (grid values "
+                                 "of a log-uniform dimension)")
+        if key == "seeds":
+            bad = [v for v in value if isinstance(v, bool) or not isinstance(v, int) or v < 0]
+            if bad or not value:
+                raise SpaceError(f"{source}.seeds = {value!r}: expected a non-empty list of integers >= 0")
+        if key in ("models", "gans", "target_losses") and not all(isinstance(v, str) for v in value):
+            raise SpaceError(f"{source}.{key} = {value!r}: expected a list of names (strings)")
     return out
 
 

@@ -191,6 +191,8 @@ def study_from_dict(data: Mapping[str, Any], *, source: str, cwd: Path | None = 
         raise ConfigError(source, "name", None, "a study name (letters, digits, _ . -)")
     cfg = from_dict(StudyConfig, data, source=source)
     _validate(cfg, source)
+    # Where it came from, for the pre-launch checks' messages (an attribute, not a field: not in study.toml).
+    object.__setattr__(cfg, "source", source)
     return cfg
 
 
@@ -223,6 +225,9 @@ def _validate(cfg: StudyConfig, source: str) -> None:
     # search
     search = cfg.search
     _check(search.startup_trials >= 0, source, "search.startup_trials", search.startup_trials, ">= 0")
+    from study.preflight import check_storage_url  # late: study.preflight imports this module
+
+    check_storage_url(search.storage, source=source, files=False)
     _check(isinstance(search.params, Mapping), source, "search.params", search.params, "a table of parameters")
     try:
         space = get_space(search.space)
@@ -290,8 +295,12 @@ def load_study_config(name_or_path: str | Path, overrides: Sequence[str] = (), *
 
 def study_to_dict(cfg: StudyConfig) -> dict[str, Any]:
     """The resolved study (``study.toml``): loading it again gives the same :class:`StudyConfig`."""
+    from study.preflight import redact_url
+
     out = to_dict(cfg)
     out["train"] = to_dict(cfg.train)
+    if cfg.search.storage:  # a database password never goes into a file (PGPASSWORD / ~/.pgpass at run time)
+        out["search"]["storage"] = redact_url(cfg.search.storage)
     return out
 
 

@@ -150,7 +150,9 @@ def optuna_storage(study: StudyConfig, home: Path):
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    url = study.search.storage
+    from study.preflight import connect_url
+
+    url = connect_url(study.search.storage)  # a password goes to the environment, never into pickled state
     if url is None or url.endswith(".journal"):
         path = home / "optuna.journal" if url is None else Path(url)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -252,6 +254,7 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def write_study_files(study: StudyConfig, location: StudyLocation, *, extra: dict[str, Any]) -> None:
+    from study.preflight import mask_secrets
     from trainables.rundir import git_revision
 
     home = location.home
@@ -260,7 +263,8 @@ def write_study_files(study: StudyConfig, location: StudyLocation, *, extra: dic
                                      + dump_toml(study_to_dict(study)))
     _write_json(home / "space.json", study.describe_space())
     _write_json(home / "provenance.json", {
-        "versions": _versions(), "git_revision": git_revision(), "command": sys.argv, "cwd": os.getcwd(),
+        "versions": _versions(), "git_revision": git_revision(), "command": [mask_secrets(a) for a in sys.argv],
+        "cwd": os.getcwd(),
         "hostname": platform.node(), "start_time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "sampler": study.search.sampler, "sampler_seed": study.search.seed, "metric": study.study_metric,
         "storage": location.ray_storage, "experiment_path": location.experiment_path, "resumes": [], **extra})
@@ -394,12 +398,10 @@ def run_study(study: StudyConfig, *, storage: str | None = None, address: str | 
     if location.home.exists():
         raise FileExistsError(f"study directory {location.home} already exists; continue it with "
                               f"`dastudy study resume {study.name}` or choose another --name")
-    if trainable is None:
-        check_datasets(study.train)
-        for model, path in study.space_params.get("init_checkpoints", {}).items():
-            if not Path(path).is_file():
-                raise PreflightError(f"search.params.init_checkpoints.{model} = {path}: no such file (the "
-                                     f"source-only checkpoint every {model} trial starts from)")
+    # Every check that needs no cluster, before Ray starts: each trial's resolved config, files, datasets, URL.
+    from study.preflight import check_study
+
+    check_study(study, trials=trainable is None)
     with ray_session(address=address, num_cpus=num_cpus):
         _preflight_cluster(study, location, log)
         init_checkpoint, extra, baseline_run = None, {}, None
@@ -424,6 +426,8 @@ def resume_study(home: Path, *, address: str | None = None, num_cpus: int | None
     checkpoint, the searcher (with its Optuna study) is restored, ASHA rungs come back from ``asha_rungs.json``."""
     from ray import tune
 
+    from study.preflight import mask_secrets
+
     study, provenance = load_study_dir(home)
     storage = provenance.get("storage") or str(Path(home).parent)
     location = StudyLocation(home=Path(home), ray_storage=storage, name=study.name)
@@ -435,7 +439,8 @@ def resume_study(home: Path, *, address: str | None = None, num_cpus: int | None
         init_checkpoint = (provenance.get("baseline") or {}).get("checkpoint")
         context = trial_context(study, location, init_checkpoint)
         provenance.setdefault("resumes", []).append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                                     "command": sys.argv, "versions": _versions()})
+                                                     "command": [mask_secrets(a) for a in sys.argv],
+                                                     "versions": _versions()})
         _write_json(Path(home) / "provenance.json", provenance)
         log(f"study {study.name}: resuming from {location.home}")
         tuner = tune.Tuner.restore(location.experiment_path, trainable=wrap_trainable(study, context, trainable),

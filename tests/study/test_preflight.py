@@ -84,3 +84,140 @@ def test_gpu_share_is_a_no_op_without_cuda():
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     assert gpu_share(_cfg(), 0.25) is None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# study.preflight: every check that needs no cluster runs before Ray starts, and nothing is left behind
+
+
+def _study(tmp_path, tiny_benchmark, *overrides: str, **table_overrides):
+    from study.study_config import load_study_config
+    from study_helpers import study_table, write_study_file
+
+    path = write_study_file(tmp_path / "study.toml", study_table(tiny_benchmark, **table_overrides))
+    return load_study_config(path, overrides)
+
+
+def _refuse_ray(monkeypatch):
+    import ray
+
+    def refused(*args, **kwargs):
+        raise AssertionError("Ray was started although a pre-launch check must have failed")
+
+    monkeypatch.setattr(ray, "init", refused)
+
+
+def _checkpoint(path):
+    """A real dastudy checkpoint file is not needed: validate_config checks that the file exists."""
+    path.write_bytes(b"x")
+    return str(path)
+
+
+@pytest.mark.parametrize("case, overrides, match", [
+    ("init_checkpoint of one backbone", ("search.space=\"backbone\"",
+                                         "search.params.models=[\"deeplabv2_tiny\",\"deeplabv3plus_tiny\"]",
+                                         "search.params.init_checkpoints={deeplabv3plus_tiny=\"nope/missing.pt\"}"),
+     r"search\.params\.init_checkpoints\.deeplabv3plus_tiny = '.*nope/missing\.pt' is not valid"),
+    ("lambda_low = 0", ("search.params.lambda_low=0",), r"lambda_low = 0: must be > 0"),
+    ("lambda_high = 0", ("search.params.lambda_high=0",), r"lambda_high = 0: must be > 0"),
+    ("lr_low above the backbone's default high", ("search.params.lr_low=0.5",),
+     r"learning-rate range of deeplabv2_tiny would be \[0\.5, 0\.05\]"),
+    ("negative grid value", ("search.sampler=\"grid\"", "num_samples=1", "search.params.lambda_grid=[-1.0]",
+                             "search.params.lr_grid=[0.01]"), r"lambda_grid = \[-1\.0\]: -1\.0 is not a finite"),
+    ("text grid value", ("search.sampler=\"grid\"", "num_samples=1", "search.params.lambda_grid=[\"x\"]",
+                         "search.params.lr_grid=[0.01]"), r"lambda_grid = \['x'\]: 'x' is not a finite"),
+    ("unknown storage scheme", ("search.storage=\"mongodb://h/db\"",), r"search\.storage = 'mongodb://h/db'.*unknown "
+                                                                       r"scheme 'mongodb'"),
+    ("malformed storage URL", ("search.storage=\"postgresql://u@h:port/db\"",), r"search\.storage = .*malformed URL"),
+    ("storage URL without a database", ("search.storage=\"postgresql://u@h\"",), r"needs a host and a database"),
+])
+def test_bad_study_fails_before_ray_and_leaves_nothing(case, overrides, match, tmp_path, tiny_benchmark,
+                                                       monkeypatch):
+    from study.tuner import run_study
+    from trainables.config import ConfigError
+
+    _refuse_ray(monkeypatch)
+    storage = tmp_path / "studies"
+    with pytest.raises(ConfigError, match=match) as info:
+        run_study(_study(tmp_path, tiny_benchmark, *overrides), storage=str(storage))
+    assert "\n" not in str(info.value) and "study.toml" in str(info.value)  # one line naming the file
+    assert not storage.exists()  # no study directory, no journal, no burned name
+
+
+def test_empty_dataset_root_fails_before_ray(tmp_path, tiny_benchmark, monkeypatch):
+    from study.tuner import run_study
+    from trainables.config import ConfigError
+
+    _refuse_ray(monkeypatch)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    study = _study(tmp_path, tiny_benchmark, f"train.data.val.root=\"{empty}\"")
+    with pytest.raises(ConfigError, match=r"train\.data\.val\.root = '.*empty' is not valid; allowed: a cityscapes "
+                                          r"dataset folder whose split 'val' holds images"):
+        run_study(study, storage=str(tmp_path / "studies"))
+    assert not (tmp_path / "studies").exists()
+
+
+def test_baseline_config_is_checked_before_ray(tmp_path, tiny_benchmark, monkeypatch):
+    from study.preflight import check_study
+    from trainables.config import ConfigError
+
+    study = _study(tmp_path, tiny_benchmark, "baseline.overrides={model={weights=\"no/such/weights.pth\"}}")
+    with pytest.raises(ConfigError, match=r"\[baseline .*\]: model\.weights = '.*no/such/weights\.pth'"):
+        check_study(study)
+
+
+def test_every_backbone_and_grid_point_is_resolved_and_checked(tmp_path, tiny_benchmark):
+    from study.preflight import check_study
+
+    good = _checkpoint(tmp_path / "v2.pt")
+    study = _study(tmp_path, tiny_benchmark, "search.space=\"lambda_sensitivity\"", "search.sampler=\"grid\"",
+                   "num_samples=2", "search.params.models=[\"deeplabv2_tiny\",\"deeplabv3plus_tiny\"]",
+                   f"search.params.init_checkpoints={{deeplabv2_tiny=\"{good}\", deeplabv3plus_tiny=\"{good}\"}}",
+                   "search.params.lambda_grid=[0.001,0.002]", "search.params.seeds=[1,2]",
+                   scheduler__kind="fifo")
+    pre = check_study(study)
+    assert pre.exhaustive and len(pre.plans) == 2 * 2 * 2
+    v3 = [p.config for p in pre.plans if p.config.model.name == "deeplabv3plus_tiny"]
+    # the space's constants are applied as in a trial: V3+ is single-level with no aux weight
+    assert len(v3) == 4 and all(not c.model.multi_level and c.adapt.lambda_adv_aux == 0 for c in v3)
+    assert {(p.config.adapt.lambda_adv_main, p.config.runtime.seed) for p in pre.plans} == {
+        (0.001, 1), (0.001, 2), (0.002, 1), (0.002, 2)}
+    # under TPE each branch is checked at both ends of its continuous ranges
+    tpe = check_study(_study(tmp_path, tiny_benchmark, "search.params.lambda_low=0.001",
+                             "search.params.lambda_high=0.01"))
+    assert not tpe.exhaustive
+    assert sorted(p.config.adapt.lambda_adv_main for p in tpe.plans) == [0.001, 0.01]
+
+
+@pytest.mark.parametrize("url, stored", [
+    ("postgresql://alice:s3cr3t@db.example:5432/studies", "postgresql://alice@db.example:5432/studies"),
+    ("postgresql+psycopg2://alice:s3cr3t@db.example/studies", "postgresql+psycopg2://alice@db.example/studies"),
+])
+def test_storage_password_never_reaches_a_file(url, stored, tmp_path, tiny_benchmark, monkeypatch):
+    import json
+
+    from study.preflight import PASSWORD_ENV, connect_url, mask_secrets
+    from study.study_config import study_to_dict
+    from study.tuner import StudyLocation, write_study_files
+
+    study = _study(tmp_path, tiny_benchmark, f"search.storage=\"{url}\"")
+    assert study.search.storage == url  # the run itself still has it (to connect)
+    monkeypatch.setattr("sys.argv", ["dastudy", "study", "run", "x.toml", f"search.storage={url}"])
+    home = tmp_path / "studies" / "tiny"
+    write_study_files(study, StudyLocation(home=home, ray_storage=str(home.parent), name="tiny"), extra={})
+    for path in home.iterdir():
+        assert "s3cr3t" not in path.read_text(), path.name
+    assert study_to_dict(study)["search"]["storage"] == stored
+    assert json.loads((home / "provenance.json").read_text())["command"][-1] == (
+        "search.storage=" + url.replace("s3cr3t", "***"))
+    assert mask_secrets(f"could not connect to {url}") == f"could not connect to {url.replace('s3cr3t', '***')}"
+    monkeypatch.delenv(PASSWORD_ENV, raising=False)
+    assert connect_url(url) == stored and __import__("os").environ[PASSWORD_ENV] == "s3cr3t"
+
+
+def test_mysql_password_is_refused(tmp_path, tiny_benchmark):
+    from trainables.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"search\.storage = 'mysql://u@h/db'.*without a password"):
+        _study(tmp_path, tiny_benchmark, "search.storage=\"mysql://u:pw@h/db\"")
