@@ -172,15 +172,30 @@ class EvalConfig:
     flip: bool = False
     interval: int = 5000  # evaluate every N iterations (and at the end)
     max_images: int | None = None
-    selection: Literal["val", "holdout"] = "val"  # split the best checkpoint/study metric is chosen on
+    # What the best checkpoint is chosen on: target val, the labelled holdout, or a label-free validator
+    # (trainables/validators.py: uda/source_val, uda/entropy, ...; higher = better).
+    selection: Literal["val", "holdout", "source_val", "entropy", "im", "bnm", "snd", "d_confusion"] = "val"
     holdout_size: int = 100  # labelled images taken from the end of the target train split
     batch_size: int = 1
     # Metric the best checkpoint is chosen on (on the `selection` split). mIoU13 as the seed/MaxSquareLoss (defined
     # for 16- and 19-class models alike); mIoU19 needs a 19-class model.
     select_metric: Literal["mIoU19", "mIoU16", "mIoU13", "pixel_acc"] = "mIoU13"
+    # Label-free validators reported at each evaluation as uda/<name> (the `selection` validator is always added);
+    # sampled on validator_images fixed target-train images × validator_pixels fixed pixels each, and on the first
+    # validator_images source-val images (source_val, d_confusion).
+    validators: tuple[Literal["source_val", "entropy", "im", "bnm", "snd", "d_confusion"], ...] = ()
+    validator_images: int = 8
+    validator_pixels: int = 512
+
+    @property
+    def active_validators(self) -> tuple[str, ...]:
+        extra = (self.selection,) if self.selection not in ("val", "holdout", *self.validators) else ()
+        return tuple(self.validators) + extra
 
     def __post_init__(self):
         _check(self.interval > 0, "interval", self.interval, "a positive integer")
+        _check(self.validator_images > 0, "validator_images", self.validator_images, "a positive integer")
+        _check(self.validator_pixels > 0, "validator_pixels", self.validator_pixels, "a positive integer")
         _check(self.max_images is None or self.max_images > 0, "max_images", self.max_images, "a positive integer")
         _check(self.holdout_size > 0, "holdout_size", self.holdout_size, "a positive integer")
         _check(self.batch_size > 0, "batch_size", self.batch_size, "a positive integer")
@@ -226,6 +241,11 @@ class TrainConfig:
         if self.adapt.mode != "source_only":
             _check(self.data.target is not None, "data.target", None,
                    f"a target domain (required by adapt.mode = {self.adapt.mode!r})")
+        validators = self.eval.active_validators
+        _check("d_confusion" not in validators or self.adapt.mode == "adversarial", "eval.validators", validators,
+               "validators without d_confusion unless adapt.mode = 'adversarial' (it scores the trained D_main)")
+        _check(self.data.target is not None or not set(validators) - {"source_val"}, "eval.validators", validators,
+               "source_val only when there is no data.target domain (the others score target-train images)")
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from trainables.schedules import apply_poly, remember_base_lrs
 from trainables.seeding import capture_rng_state, derive_seed, restore_rng_state, seed_everything
 from trainables.steps import adaptation_step, source_only_step
 from trainables.streams import BatchStream
+from trainables.validators import build_validator_set
 
 __all__ = ["Trainer", "TrainingDiverged", "run_training", "resolve_device", "make_optimizer", "RESUMABLE_CHANGES"]
 
@@ -45,7 +46,7 @@ logger = logging.getLogger("dastudy.train")
 # or extend it: a larger optim.iter_stop continues the same poly schedule).
 RESUMABLE_CHANGES = ("name", "runtime.", "optim.iter_stop", "eval.interval", "eval.max_images", "eval.batch_size",
                      "eval.flip", "data.workers", "data.cache", "data.source.root", "data.target.root",
-                     "data.val.root")
+                     "data.val.root", "eval.validators", "eval.validator_images", "eval.validator_pixels")
 NUM_EVAL_SAMPLES = 3
 
 
@@ -115,7 +116,9 @@ class Trainer:
         self.levels = builders.output_levels(cfg)
         self.normalization = builders.resolve_normalization(cfg)
         self.total_iterations = cfg.optim.iterations
-        self.select_key = f"{'select' if cfg.eval.selection == 'holdout' else 'val'}/{cfg.eval.select_metric}"
+        selection = cfg.eval.selection  # val/…, select/… (holdout) or a label-free validator uda/<name>
+        self.select_key = (f"{'select' if selection == 'holdout' else 'val'}/{cfg.eval.select_metric}"
+                           if selection in ("val", "holdout") else f"uda/{selection}")
 
         self.model = builders.build_segmentation_model(cfg)
         self.init_summary = self._load_init_checkpoint()
@@ -147,6 +150,7 @@ class Trainer:
                                                  **stream)
         self.val_dataset = builders.build_eval_dataset(cfg, normalization=self.normalization)
         self.selection_dataset = data.selection
+        self.validators = build_validator_set(cfg, normalization=self.normalization, device=self.device)
 
         self.iteration = 0
         self.best: dict[str, Any] = {"metric": self.select_key, "value": None, "iteration": None}
@@ -308,6 +312,11 @@ class Trainer:
             metrics.update({f"{prefix}/{key}": value for key, value in out.metrics.items()})
             if num_samples:
                 self.last_eval_samples = out.samples
+        if self.validators is not None:  # label-free scores (uda/…) on unlabelled target train + source val
+            metrics.update(self.validators.score(
+                self.model, lambda ds: builders.eval_loader(ds, self.cfg, pin_memory=self.device.type == "cuda"),
+                discriminator=self.discriminators.get("main"), autocast=self.autocast,
+                channels_last=self.cfg.runtime.channels_last))
         faults.inject("evaluate", self.iteration, seed=self.cfg.runtime.seed, values=metrics)  # test-only
         self.last_metrics = metrics
         return metrics
