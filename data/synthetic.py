@@ -19,6 +19,11 @@ adversarial adaptation (AdaptSegNet, https://arxiv.org/abs/1802.10349) was desig
   per-class textures (leaves, asphalt, facades), lighting gradients, contrast changes, sensor noise, blur,
   and a mild per-city colour cast that differs between the two city groups.
 
+The strength of the target's appearance shift is configurable (``shift``, a name of :data:`SHIFTS`): how far the
+target palette moves from the source's, and the scale of texture, sensor noise and blur. ``"default"`` is the
+original benchmark, byte for byte; ``"mild"`` and ``"strong"`` give a second and third domain gap, so that a finding
+does not rest on one benchmark (e.g. the validator study of docs/results.md).
+
 Output is bit-identical for a given seed and parameters (each image has its own seeded generator).
 """
 from __future__ import annotations
@@ -36,7 +41,7 @@ from .io import write_image, write_png
 from .layouts import CITYSCAPES_CITY_GROUPS, CITYSCAPES_VAL_CITIES
 from .scenes import EGO, LANE, ROLES, Canvas, SceneStyle, draw_street
 
-__all__ = ["generate", "SyntheticParams", "GenerateResult", "GENERATOR_VERSION", "SOURCE_STYLE", "TARGET_STYLE",
+__all__ = ["generate", "SyntheticParams", "Shift", "SHIFTS", "GenerateResult", "GENERATOR_VERSION", "SOURCE_STYLE", "TARGET_STYLE",
            "render_scene", "TARGET_TRAIN_CITIES"]
 
 GENERATOR_VERSION = 1
@@ -80,6 +85,25 @@ TARGET_TEXTURE = {
 
 
 @dataclass(frozen=True)
+class Shift:
+    """Strength of the target's appearance shift. ``palette``: 1 = the target palette, 0 = each colour moved to the
+    mean source colour of its role (the hue gap closes); ``texture``, ``noise``, ``blur``: factors on the per-class
+    texture amplitudes, the sensor-noise level and the blur radius."""
+
+    palette: float = 1.0
+    texture: float = 1.0
+    noise: float = 1.0
+    blur: float = 1.0
+
+
+SHIFTS = {
+    "default": Shift(),
+    "mild": Shift(palette=0.5, texture=0.5, noise=0.5, blur=0.5),
+    "strong": Shift(palette=1.0, texture=2.5, noise=2.5, blur=1.5),
+}
+
+
+@dataclass(frozen=True)
 class SyntheticParams:
     seed: int = 0
     num_source: int = 400
@@ -88,8 +112,11 @@ class SyntheticParams:
     num_target_val: int = 100
     source_size: tuple[int, int] = (192, 112)  # (W, H), about SYNTHIA's 1280x760 aspect
     target_size: tuple[int, int] = (192, 96)  # (W, H), Cityscapes' 2:1
+    shift: str = "default"  # a name of SHIFTS
 
     def __post_init__(self):
+        if self.shift not in SHIFTS:
+            raise ValueError(f"shift = {self.shift!r}; expected one of {', '.join(SHIFTS)}")
         for name in ("num_source", "num_target_train", "num_target_val"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} = {getattr(self, name)!r}; expected a positive integer")
@@ -104,6 +131,8 @@ class SyntheticParams:
     def to_json(self) -> dict:
         out = asdict(self)
         out["source_size"], out["target_size"] = list(self.source_size), list(self.target_size)
+        if self.shift == "default":  # manifests written before shifts existed stay identical (and still match)
+            del out["shift"]
         return out
 
 
@@ -139,18 +168,28 @@ def _smooth_noise(rng: np.random.Generator, width: int, height: int, cell: int) 
     return np.asarray(Image.fromarray(coarse).resize((width, height), Image.BILINEAR), dtype=np.float32)
 
 
-def _render(paint: np.ndarray, canvas: Canvas, rng: np.random.Generator, domain: str, cast: np.ndarray) -> np.ndarray:
+def _source_means() -> dict[str, np.ndarray]:
+    return {role: np.mean(np.asarray(options, dtype=np.float32), axis=0) for role, options in SOURCE_PALETTE.items()}
+
+
+def _render(paint: np.ndarray, canvas: Canvas, rng: np.random.Generator, domain: str, cast: np.ndarray,
+            shift: Shift = SHIFTS["default"]) -> np.ndarray:
     h, w = paint.shape
     if domain == "source":  # flat colours, sharp edges: only a small global brightness change
         colors = _paint_colors(canvas, SOURCE_PALETTE, rng, jitter=6.0)
         image = colors[paint] * rng.uniform(0.92, 1.08)
         return np.clip(image, 0, 255).round().astype(np.uint8)
     colors = _paint_colors(canvas, TARGET_PALETTE, rng, jitter=12.0)
+    if shift.palette != 1.0:  # (skipped for the default: its bytes stay those of generator version 1)
+        means = _source_means()
+        source = np.stack([means[ROLES[role].name] for role, _ in canvas.paints]) if canvas.paints else colors
+        colors = shift.palette * colors + (1.0 - shift.palette) * source
     roles = np.asarray([role for role, _ in canvas.paints], dtype=np.int64)[paint]
     fine_amp = np.zeros(len(ROLES), dtype=np.float32)
     coarse_amp = np.zeros(len(ROLES), dtype=np.float32)
     for index, role in enumerate(ROLES):
         fine_amp[index], coarse_amp[index] = TARGET_TEXTURE.get(role.name, (3, 3))
+    fine_amp, coarse_amp = fine_amp * np.float32(shift.texture), coarse_amp * np.float32(shift.texture)
     fine = rng.normal(0.0, 1.0, (h, w)).astype(np.float32)
     coarse = _smooth_noise(rng, w, h, cell=6)
     image = colors[paint] + (fine_amp[roles] * fine + coarse_amp[roles] * coarse)[:, :, None]
@@ -162,14 +201,16 @@ def _render(paint: np.ndarray, canvas: Canvas, rng: np.random.Generator, domain:
     image = image * cast[None, None, :]
     gamma = rng.uniform(0.85, 1.2)
     image = 255.0 * (np.clip(image, 0, 255) / 255.0) ** gamma
-    image = image + rng.normal(0.0, rng.uniform(3.0, 8.0), image.shape)  # sensor noise
+    image = image + rng.normal(0.0, rng.uniform(3.0, 8.0) * shift.noise, image.shape)  # sensor noise
     pil = Image.fromarray(np.clip(image, 0, 255).round().astype(np.uint8))
-    return np.asarray(pil.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(0.4, 1.0)))))
+    return np.asarray(pil.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(0.4, 1.0)) * shift.blur)))
 
 
 def render_scene(rng: np.random.Generator, size: tuple[int, int], domain: str, *,
-                 cast: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 cast: tuple[float, float, float] = (1.0, 1.0, 1.0),
+                 shift: str = "default") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One scene of ``domain`` ("source" or "target"): (RGB uint8 (H, W, 3), class map, instance map).
+    ``shift`` (a name of :data:`SHIFTS`) sets the strength of the target's appearance shift.
 
     The class map holds trainIds, or the pseudo-classes VOID/LANE/EGO of :mod:`data.scenes`.
     """
@@ -178,7 +219,7 @@ def render_scene(rng: np.random.Generator, size: tuple[int, int], domain: str, *
     paint = canvas.paint_map()
     paint_class = np.asarray([ROLES[role].train_id for role, _ in canvas.paints], dtype=np.uint8)
     paint_instance = np.asarray([obj if ROLES[role].thing else 0 for role, obj in canvas.paints], dtype=np.uint16)
-    image = _render(paint, canvas, rng, domain, np.asarray(cast, dtype=np.float32))
+    image = _render(paint, canvas, rng, domain, np.asarray(cast, dtype=np.float32), SHIFTS[shift])
     return image, paint_class[paint], paint_instance[paint]
 
 
@@ -275,7 +316,7 @@ def _write_target(root: Path, params: SyntheticParams, progress) -> dict:
                 cities[split][city] = 0
             cities[split][city] += 1
             image, classes, _ = render_scene(_image_rng(params.seed, 1, index), params.target_size, "target",
-                                             cast=_city_cast(city))
+                                             cast=_city_cast(city), shift=params.shift)
             stem = f"{city}_{k:06d}_000019"
             write_image(image_dir / f"{stem}_leftImg8bit.png", image)
             write_image(label_dir / f"{stem}_gtFine_labelIds.png", lut[classes])
@@ -316,14 +357,15 @@ def _existing(out: Path, params: SyntheticParams) -> dict | None:
 
 def generate(out: str | Path, *, seed: int = 0, num_source: int = 400, num_source_val: int = 40,
              num_target_train: int = 300, num_target_val: int = 100, source_size: tuple[int, int] = (192, 112),
-             target_size: tuple[int, int] = (192, 96), progress: bool = False) -> GenerateResult:
+             target_size: tuple[int, int] = (192, 96), shift: str = "default",
+             progress: bool = False) -> GenerateResult:
     """Write the synthetic benchmark into ``out`` (see the module docstring).
 
     ``out`` must not exist or be empty; if it holds a benchmark generated with the same parameters this is a
     no-op (``created=False``). Anything else raises ``FileExistsError``: nothing is ever overwritten or deleted.
     """
     params = SyntheticParams(seed, num_source, num_source_val, num_target_train, num_target_val,
-                             tuple(source_size), tuple(target_size))
+                             tuple(source_size), tuple(target_size), shift)
     out = Path(out)
     start = time.perf_counter()
     manifest = _existing(out, params)

@@ -46,6 +46,9 @@ def register(subparsers) -> None:
                        help="source image size (default: 192x112, about SYNTHIA's aspect ratio)")
     synth.add_argument("--target-size", type=_size, default=(192, 96), metavar="WxH",
                        help="target image size (default: 192x96, Cityscapes' 2:1)")
+    synth.add_argument("--shift", default="default", choices=("default", "mild", "strong"),
+                       help="strength of the target's appearance shift (palette, texture, noise, blur); default: "
+                            "the original benchmark, byte for byte")
     synth.add_argument("--no-progress", action="store_true", help="no progress bar")
     synth.set_defaults(func=_synth)
 
@@ -85,7 +88,7 @@ def _synth(args) -> int:
 
     result = generate(args.out, seed=args.seed, num_source=args.num_source, num_source_val=args.num_source_val,
                       num_target_train=args.num_target_train, num_target_val=args.num_target_val,
-                      source_size=args.source_size, target_size=args.target_size,
+                      source_size=args.source_size, target_size=args.target_size, shift=args.shift,
                       progress=not args.no_progress and sys.stderr.isatty())
     domains = result.manifest["domains"]
     counts = ", ".join(f"{name} {d['counts']['train']}+{d['counts']['val']}" for name, d in domains.items())
