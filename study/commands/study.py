@@ -35,6 +35,9 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-cpus", type=int, default=None,
                         help="CPUs of the local Ray started here (default: all); ignored with --address")
     _add_storage(parser)
+    parser.add_argument("--dry-run", action="store_true",
+                        help="run every pre-launch check and print the trial configs (grid) or the space (TPE, "
+                             "random) with their resolved values, then exit; starts no Ray, creates nothing")
 
 
 def split_overrides(args: argparse.Namespace, add_options) -> argparse.Namespace:
@@ -66,12 +69,17 @@ def register(subparsers) -> None:
         description="Start a study. PRESET_OR_FILE is a shipped preset (`dastudy study presets`) or a study TOML "
                     "file. Trailing key=value overrides change the study (num_samples=4, "
                     "resources.gpu=0.25, search.params.seeds=[1,2]) or its base run config "
-                    "(train.optim.lr=1e-3). Everything is checked before Ray starts any trial: config, datasets, "
-                    "resources against the cluster, shared storage on multi-node clusters.",
+                    "(train.optim.lr=1e-3). Everything is checked before Ray starts: the resolved run config of "
+                    "every grid point (or every branch of the space, e.g. each backbone) with its model names, "
+                    "weight and checkpoint files, the baseline, every dataset split, the Optuna storage URL; then, "
+                    "once Ray runs, resources against the cluster and shared storage on multi-node clusters. "
+                    "--dry-run stops after the first part. A database password in search.storage is never "
+                    "written to the study directory: give it in the URL for `run` and in PGPASSWORD (or "
+                    "~/.pgpass) for `resume`, `status` and `report`.",
         epilog="Examples: dastudy study run demo --name my-demo; "
                "dastudy study run lambda_sensitivity --address auto --storage /mnt/shared/studies; "
                "dastudy study run my_study.toml num_samples=16 resources.gpu=0.25")
-    run.add_argument("preset", metavar="PRESET_OR_FILE")
+    run.add_argument("preset", metavar="PRESET_OR_FILE", help="a shipped preset name or a study TOML file")
     run.add_argument("overrides", nargs=argparse.REMAINDER, metavar="KEY=VALUE",
                      help="study or train.* overrides (options may come before or after them)")
     _run_options(run)
@@ -298,6 +306,12 @@ def _run(args: argparse.Namespace) -> int:
 
     args = split_overrides(args, _run_options)
     study_cfg = load_study_config(args.preset, args.overrides, name=args.name)
+    if args.dry_run:
+        from study.preflight import check_study, format_plan
+        from study.tuner import locate
+
+        print(format_plan(check_study(study_cfg, home=locate(study_cfg.name, args.storage).home)))
+        return 0
     _, location = run_study(study_cfg, storage=args.storage, address=args.address, num_cpus=args.num_cpus)
     return _summarize(location, args.storage)
 

@@ -221,3 +221,34 @@ def test_mysql_password_is_refused(tmp_path, tiny_benchmark):
 
     with pytest.raises(ConfigError, match=r"search\.storage = 'mysql://u@h/db'.*without a password"):
         _study(tmp_path, tiny_benchmark, "search.storage=\"mysql://u:pw@h/db\"")
+
+
+def test_dry_run_prints_the_trial_configs_and_creates_nothing(tmp_path, tiny_benchmark, monkeypatch, capsys):
+    from study.cli import main
+    from study_helpers import study_table, write_study_file
+
+    _refuse_ray(monkeypatch)
+    table = study_table(tiny_benchmark, num_samples=4)
+    table["search"].update(sampler="grid", params={"lambda_grid": [0.001, 0.004], "lr_grid": [0.01, 0.02]})
+    path = write_study_file(tmp_path / "grid.toml", table)
+    storage = tmp_path / "studies"
+    assert main(["study", "run", str(path), "--dry-run", "--storage", str(storage)]) == 0
+    out = capsys.readouterr().out
+    assert "trial configs (grid of 4" in out and "all pre-launch checks passed" in out
+    rows = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
+    assert sorted((float(r[1]), float(r[2])) for r in rows) == [(0.01, 0.001), (0.01, 0.004), (0.02, 0.001),
+                                                                (0.02, 0.004)]
+    assert not storage.exists()
+    # samplers: the space with its distributions; options may follow the overrides
+    path = write_study_file(tmp_path / "tpe.toml", study_table(tiny_benchmark))
+    assert main(["study", "run", str(path), "search.params.lambda_high=0.05", "--dry-run",
+                 "--storage", str(storage)]) == 0
+    out = capsys.readouterr().out
+    assert "lambda_adv       log-uniform [0.0001, 0.05]  -> adapt.lambda_adv_main" in out
+    assert not storage.exists()
+    # a failing check: one line on stderr naming the file and key, exit code 2
+    assert main(["study", "run", str(path), "search.params.lambda_low=0", "--dry-run",
+                 "--storage", str(storage)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "tpe.toml" in err and "lambda_low = 0" in err
+    assert not storage.exists()
