@@ -41,8 +41,11 @@ def trial_dirname(trial: Any) -> str:
 
 
 def short_param(name: str) -> str:
-    """``adapt.lambda_adv_main`` → ``lambda_adv_main``; ``optim.lr@deeplabv2_tiny`` → ``lr``."""
-    return name.split("@", 1)[0].rsplit(".", 1)[-1]
+    """The parameter's display name, as everywhere else (:func:`study.spaces.param_label`): ``optim.lr@deeplabv2_tiny``
+    → ``lr``, ``adapt.lambda_adv_main`` → ``lambda_adv``, ``model.name`` → ``backbone``."""
+    from study.spaces import param_label
+
+    return param_label(name)
 
 
 def read_failure(trial_dir: Path) -> str | None:

@@ -21,6 +21,8 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
+from trainables.tensorboard import PARAM_LABELS, param_label
+
 if TYPE_CHECKING:
     import optuna
 
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SpaceError", "Space", "Suggest", "SPACES", "get_space", "list_spaces", "resolve_params",
            "make_define_by_run", "DefineByRun", "grid_search_space", "describe_space", "split_qualifier",
-           "param_label", "PARAM_LABELS", "SEED_LAMBDA_GRID", "LR_RANGES"]
+           "param_label", "PARAM_LABELS", "label_optuna_study", "SEED_LAMBDA_GRID", "LR_RANGES"]
 
 # The seed's λ_adv sensitivity sweep (its Table 3): 0.0005, 0.001, 0.002, 0.004.
 SEED_LAMBDA_GRID = (0.0005, 0.001, 0.002, 0.004)
@@ -54,29 +56,17 @@ def split_qualifier(name: str) -> str:
     return name.split("@", 1)[0]
 
 
-# One display name per searched TrainConfig key, used by every view of a study (status, progress lines, report,
-# TensorBoard HParams and run names, Optuna's user attributes): a parameter must read the same everywhere.
-PARAM_LABELS: dict[str, str] = {
-    "adapt.lambda_adv_main": "lambda_adv",
-    "adapt.lambda_adv_aux": "lambda_adv_aux",
-    "adapt.lambda_target": "lambda_target",
-    "adapt.lr_d": "lr_d",
-    "adapt.gan": "gan",
-    "adapt.target_loss": "target_loss",
-    "optim.lr": "lr",
-    "model.name": "backbone",
-    "runtime.seed": "seed",
-}
-# Older short names (the last component of the key) still read by older study directories' tables.
-_SHORT = {key.rsplit(".", 1)[1]: label for key, label in PARAM_LABELS.items() if not key.endswith(".name")}
+def label_optuna_study(ot_study: Any, *, metric: str, param_names: Sequence[str]) -> None:
+    """Name the Optuna study's objective after the study metric (optuna-dashboard's axes then read ``val/mIoU16``,
+    not "Objective 0") and record each Optuna parameter's display name as the user attribute ``param_labels``."""
+    import warnings
 
+    import optuna
 
-def param_label(name: str) -> str:
-    """The display name of a parameter given as an Optuna name (``optim.lr@deeplabv2_tiny``), a TrainConfig key
-    (``optim.lr``) or a display name (``lr``): all three give ``lr``. A key without a label keeps its full dotted
-    form (``model.weights``), never its last component alone (``model.name`` is not ``name``)."""
-    key = split_qualifier(str(name))
-    return PARAM_LABELS.get(key) or _SHORT.get(key) or key
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        ot_study.set_metric_names([metric])
+    ot_study.set_user_attr("param_labels", {name: param_label(name) for name in param_names})
 
 
 class Suggest:

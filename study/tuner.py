@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator
 from study.config import dump_toml, load_toml
 from study.resources import (PreflightError, check_cluster_resources, check_datasets, check_storage_shared,
                              cluster_nodes, describe_nodes, is_uri, private_tmpdir)
-from study.spaces import get_space, grid_search_space, make_define_by_run
+from study.spaces import get_space, grid_search_space, label_optuna_study, make_define_by_run
 from study.study_config import StudyConfig, baseline_train_config, study_from_dict, study_to_dict
 from trainables.config import to_dict
 
@@ -208,6 +208,7 @@ def build_tuner(study: StudyConfig, *, location: StudyLocation, init_checkpoint:
                        ("space", study.search.space), ("sampler", study.search.sampler),
                        ("sampler_seed", study.search.seed), ("max_t", study.max_t)):
         searcher._ot_study.set_user_attr(key, value)
+    label_optuna_study(searcher._ot_study, metric=metric, param_names=list(study.describe_space()["dimensions"]))
     if study.scheduler.kind == "asha":
         scheduler = PersistentASHA(state_path=location.home / "asha_rungs.json", time_attr="training_iteration",
                                    max_t=study.max_t, grace_period=study.scheduler.grace_period,

@@ -23,8 +23,34 @@ import numpy as np
 
 __all__ = [
     "TensorBoardReporter", "prediction_panel", "default_metric_tags", "write_session_end",
-    "STATUS_BY_RESULT", "PRUNED_TAG", "FAILED_TAG", "STATUS_TAG",
+    "STATUS_BY_RESULT", "PRUNED_TAG", "FAILED_TAG", "STATUS_TAG", "PARAM_LABELS", "param_label",
 ]
+
+# One display name per searched TrainConfig key, used by every view of a study (status, progress lines, report,
+# TensorBoard HParams columns and run names, Optuna's user attributes): a parameter reads the same everywhere.
+# (Here, not in study.spaces, because the engine's reporter names HParams columns and trainables never import
+# study; study.spaces re-exports it.)
+PARAM_LABELS: dict[str, str] = {
+    "adapt.lambda_adv_main": "lambda_adv",
+    "adapt.lambda_adv_aux": "lambda_adv_aux",
+    "adapt.lambda_target": "lambda_target",
+    "adapt.lr_d": "lr_d",
+    "adapt.gan": "gan",
+    "adapt.target_loss": "target_loss",
+    "optim.lr": "lr",
+    "model.name": "backbone",
+    "runtime.seed": "seed",
+}
+# Older short names (the key's last component), as older tables printed them.
+_SHORT = {key.rsplit(".", 1)[1]: label for key, label in PARAM_LABELS.items() if not key.endswith(".name")}
+
+
+def param_label(name: str) -> str:
+    """The display name of a parameter given as an Optuna name (``optim.lr@deeplabv2_tiny``), a TrainConfig key
+    (``optim.lr``) or a display name (``lr``): all three give ``lr``. A key without a label keeps its full dotted
+    form (``model.weights``), never its last component alone (``model.name`` is not ``name``)."""
+    key = str(name).split("@", 1)[0]
+    return PARAM_LABELS.get(key) or _SHORT.get(key) or key
 
 PRUNED_TAG = "trial/pruned"  # 1.0 when the scheduler (or the user) stopped the run early
 FAILED_TAG = "trial/failed"  # 1.0 when the run diverged or raised

@@ -267,9 +267,9 @@ def train_trial(config: dict[str, Any], *, context: TrialContext) -> None:
         raise
     reporters: list[Any] = [JsonLinesReporter(run_dir / "metrics.jsonl")]
     try:
-        from trainables.tensorboard import TensorBoardReporter
+        from trainables.tensorboard import TensorBoardReporter, param_label
 
-        hparams = {_config_key(k): v for k, v in sorted(config.items())}
+        hparams = {param_label(k): v for k, v in sorted(config.items())}  # the names status and reports use
         reporters.append(TensorBoardReporter(run_dir / "tb", hparams=hparams, metric_tags=context.metric_tags))
     except ImportError:
         pass

@@ -154,7 +154,9 @@ def study_home(name_or_path: str, storage: str | None) -> Path:
 
 
 def _short(name: str) -> str:
-    return name.split("@", 1)[0].rsplit(".", 1)[-1]
+    from study.spaces import param_label  # one name per parameter in every view of a study
+
+    return param_label(name)
 
 
 def _fmt_param(value: Any) -> str:

@@ -136,3 +136,92 @@ def test_sampled_points_give_valid_train_configs(name):
                 section, attr = key.split("@")[0].split(".")
                 assert getattr(getattr(cfg, section), attr) == value
             study.tell(trial, math.sin(i))  # any finite value; TPE then models the observations
+
+
+# ---------------------------------------------------------------------------------------------------------
+# one name per parameter everywhere
+
+
+@pytest.mark.parametrize("names, label", [
+    (("optim.lr@deeplabv2_tiny", "optim.lr@deeplabv3plus_resnet101", "optim.lr", "lr"), "lr"),
+    (("adapt.lambda_adv_main", "adapt.lambda_adv_main@lsgan", "lambda_adv_main", "lambda_adv"), "lambda_adv"),
+    (("model.name", "backbone"), "backbone"),
+    (("runtime.seed", "seed"), "seed"),
+    (("model.weights",), "model.weights"),  # no label: the full key, never its last part
+])
+def test_param_label_gives_one_name_per_parameter(names, label):
+    from study.spaces import param_label
+
+    assert {param_label(n) for n in names} == {label}
+
+
+def test_every_dimension_of_every_space_has_a_label_that_is_not_a_bare_field_name():
+    from study.spaces import SPACES, PARAM_LABELS, param_label
+
+    for space in SPACES.values():
+        for name in describe_space(space, resolve_params(space, {}), sampler="tpe",
+                                   base=from_dict(TrainConfig, _base()))["dimensions"]:
+            assert spaces.split_qualifier(name) in PARAM_LABELS, name
+            assert param_label(name) not in ("name", "lambda_adv_main"), name
+
+
+def test_status_table_progress_lines_and_hparams_use_the_same_names(capsys):
+    from types import SimpleNamespace
+
+    from study.commands.study import format_trials_table
+    from study.search import StudyProgress
+
+    params = {"optim.lr@deeplabv2_tiny": 0.01, "model.name": "deeplabv2_tiny", "adapt.lambda_adv_main": 0.002}
+    info = {"metric": "val/mIoU16", "max_t": 4, "num_samples": 1, "counts": {"COMPLETE": 1}, "best": None,
+            "trials": [{"number": 0, "trial": "trial_a", "state": "COMPLETE", "params": params, "value": 0.1,
+                        "step": 4}]}
+    header = format_trials_table(info).splitlines()[0].split()
+    assert header[1:4] == ["lr", "backbone", "lambda_adv"]
+    StudyProgress(metric="val/mIoU16", mode="max", max_t=4, num_samples=1).on_trial_start(
+        0, [], SimpleNamespace(trial_id="a", config=params))
+    line = capsys.readouterr().out
+    assert "backbone=deeplabv2_tiny" in line and "lambda_adv=0.002" in line and "lr=0.01" in line
+    assert " name=" not in line
+
+
+def test_optuna_study_gets_the_metric_name_and_param_labels():
+    from study.spaces import label_optuna_study
+
+    study = optuna.create_study(direction="maximize")
+    label_optuna_study(study, metric="val/mIoU16", param_names=["optim.lr@deeplabv2_tiny", "model.name"])
+    assert study.metric_names == ["val/mIoU16"]
+    assert study.user_attrs["param_labels"] == {"optim.lr@deeplabv2_tiny": "lr", "model.name": "backbone"}
+    # what the dashboard reads back from the storage
+    again = optuna.load_study(study_name=study.study_name, storage=study._storage)
+    assert again.metric_names == ["val/mIoU16"]
+
+
+@pytest.mark.parametrize("params, match", [
+    ({"lambda_low": 0}, r"lambda_low = 0: must be > 0"),
+    ({"lambda_high": 0.0}, r"lambda_high = 0.0: must be > 0"),
+    ({"lambda_grid": [-1.0]}, r"-1.0 is not a finite number > 0"),
+    ({"lambda_grid": ["x"]}, r"'x' is not a finite number > 0"),
+    ({"lambda_grid": [float("inf")]}, r"inf is not a finite number > 0"),
+])
+def test_zero_bounds_and_bad_grid_values_are_refused(params, match):
+    with pytest.raises(SpaceError, match=match):
+        resolve_params(get_space("lambda_adv"), params)
+
+
+def test_seeds_must_be_non_negative_integers_and_lr_zero_still_means_the_backbone_default():
+    with pytest.raises(SpaceError, match="seeds"):
+        resolve_params(get_space("seeds"), {"seeds": [1, "2"]})
+    with pytest.raises(SpaceError, match="seeds"):
+        resolve_params(get_space("seeds"), {"seeds": []})
+    assert resolve_params(get_space("lr"), {"lr_low": 0, "lr_high": 0})["lr_low"] == 0
+
+
+def test_lr_bound_outside_a_backbones_default_range_is_refused_per_backbone():
+    space = get_space("lr_backbone")
+    base = from_dict(TrainConfig, _base())
+    # 5e-3 is inside the tiny models' default range (2e-3..5e-2) but above ResNet-101's high (1e-3)
+    params = resolve_params(space, {"models": ["deeplabv2_tiny", "deeplabv2_resnet101"], "lr_low": 5e-3})
+    with pytest.raises(SpaceError, match=r"learning-rate range of deeplabv2_resnet101 would be \[0.005, 0.001\]"):
+        describe_space(space, params, sampler="tpe", base=base)
+    ok = resolve_params(space, {"models": ["deeplabv2_tiny"], "lr_low": 5e-3})
+    assert describe_space(space, ok, sampler="tpe", base=base)["dimensions"]
