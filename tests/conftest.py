@@ -1,6 +1,8 @@
 """Fixtures shared across test packages (keep this file small)."""
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
 # A tiny synthetic benchmark (about 1 s to write): 11 target train images per city, so that the
@@ -17,3 +19,58 @@ def tiny_benchmark(tmp_path_factory):
     out = tmp_path_factory.mktemp("benchmark") / "synthetic"
     generate(out, **TINY_BENCHMARK)
     return out
+
+
+@pytest.fixture(autouse=True)
+def no_servers_unless_slow(request, monkeypatch):
+    """``-m "not slow"`` is the quick loop: a test that starts Ray or a TensorBoard server must be marked slow.
+
+    In-process starts are refused (``ray.init``, ``ray.cluster_utils.Cluster``, a ``tensorboard`` subprocess);
+    child processes are judged by their command line (``_server_in_command``).
+    """
+    if request.node.get_closest_marker("slow") is not None:
+        yield
+        return
+    name = request.node.nodeid
+
+    def refuse(what: str):
+        def refused(*args, **kwargs):
+            raise AssertionError(f"{name} starts {what} but is not marked @pytest.mark.slow")
+        return refused
+
+    try:
+        import ray
+        import ray.cluster_utils
+    except ImportError:
+        ray = None
+    if ray is not None:
+        monkeypatch.setattr(ray, "init", refuse("Ray (ray.init)"))
+        monkeypatch.setattr(ray.cluster_utils.Cluster, "__init__", refuse("a Ray cluster"))
+
+    class GuardedPopen(subprocess.Popen):
+        def __init__(self, args, *rest, **kwargs):
+            what = _server_in_command(args)
+            if what:
+                refuse(what)()
+            super().__init__(args, *rest, **kwargs)
+
+    monkeypatch.setattr(subprocess, "Popen", GuardedPopen)
+    yield
+
+
+def _server_in_command(args) -> str:
+    """What server a child command line would start: '' when none (a heuristic on the command's words)."""
+    words = [str(a) for a in args] if isinstance(args, (list, tuple)) else str(args).split()
+    if any(w in ("tensorboard.main", "tensorboard") or w.endswith("/tensorboard") for w in words):
+        return "a TensorBoard server"
+    code = words[words.index("-c") + 1] if "-c" in words[:-1] else ""
+    if "serve(" in code or "tensorboard.start(" in code:
+        return "a TensorBoard server (in a child Python)"
+    if "ray.init(" in code or "run_study(" in code:
+        return "Ray (in a child Python)"
+    for i, word in enumerate(words[:-1]):
+        if word == "study" and words[i + 1] in ("run", "resume", "tensorboard"):
+            return f"Ray or TensorBoard (dastudy study {words[i + 1]})"
+    if "demo" in words and any(w.endswith("study.cli") or w.endswith("dastudy") for w in words):
+        return "Ray (dastudy demo)"
+    return ""

@@ -55,6 +55,7 @@ def _post(url: str, body: dict) -> dict:
         return json.loads(response.read())
 
 
+@pytest.mark.slow  # starts a TensorBoard server: not in the -m 'not slow' loop
 def test_start_lists_every_trial_run_and_stops_cleanly(study_dir):
     port = free_port()
     board = start(study_dir, port=port)
@@ -103,6 +104,7 @@ def test_refuses_missing_events_and_busy_port(study_dir, tmp_path):
     assert len(event_files(study_dir)) >= len(TRIALS) + 1
 
 
+@pytest.mark.slow  # starts a TensorBoard server: not in the -m 'not slow' loop
 def test_serve_stops_tensorboard_on_ctrl_c(study_dir):
     port = free_port()
     code = f"from study.tensorboard import serve; raise SystemExit(serve({str(study_dir)!r}, port={port}))"
