@@ -55,6 +55,9 @@ class StudyData:
     num_classes: int
     scheduler: str = "asha"
     optuna: OptunaSummary = field(default_factory=lambda: OptunaSummary())
+    model: str | None = None  # the base config's model.name (a searched model.name overrides it per trial)
+    base_lambda: float | None = None  # the base config's adapt.lambda_adv_main
+    baseline_model: str | None = None  # the source-only baseline's model.name
 
     @property
     def selection(self) -> str:
@@ -309,7 +312,25 @@ def load_study(study_dir: str | Path) -> StudyData:
         num_classes=int(num_classes),
         scheduler=str(_lookup(config, "scheduler.kind", default="asha")),
         optuna=optuna_summary,
+        model=_lookup(config, "train.model.name", default=None) or _run_model(study_dir, trials),
+        base_lambda=_number(_lookup(config, "train.adapt.lambda_adv_main")),
+        baseline_model=_baseline_model(baseline_dir) if baseline else None,
     )
+
+
+def _run_model(study_dir: Path, trials: Iterable[TrialRecord]) -> str | None:
+    """The model a trial ran (its run config), for a study.toml without train.model.name."""
+    for t in trials:
+        if t.run_dir is not None and (study_dir / t.run_dir / "config.toml").is_file():
+            return _baseline_model(study_dir / t.run_dir)
+    return None
+
+
+def _baseline_model(baseline_dir: Path) -> str | None:
+    try:
+        return str(_read_toml(baseline_dir / "config.toml").get("model", {}).get("name")) or None
+    except (ReportError, AttributeError):
+        return None
 
 
 def asha_rungs(*, max_t: int | None, grace_period: int | None, reduction_factor: float | None) -> list[int]:

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from study.report.aggregate import MODEL_KEY, ConfigAggregate
 from study.report.collect import StudyData, TrialRecord, _number
 from study.report.tables import per_class_rows
 
@@ -44,70 +45,118 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def _sensitivity(path: Path, data: StudyData, searched: Sequence[str], space: Mapping[str, Any]) -> Path | None:
+def _group_of(data: StudyData, trial: TrialRecord) -> str:
+    """The colour group of a trial: its backbone (a searched ``model.name``, else the base config's)."""
+    return str(trial.params.get(MODEL_KEY, data.model or "runs"))
+
+
+def _log_ticks(ax, values: Sequence[float]) -> None:
+    """A log x-axis whose labels never overlap: the searched values themselves when there are few (rotated),
+    else one label per decade in scientific notation (``0.0010.002`` came from minor-tick labels)."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, LogFormatterSciNotation, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    distinct = sorted({v for v in values if v > 0})
+    if 0 < len(distinct) <= 6:
+        ax.xaxis.set_major_locator(FixedLocator(distinct))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+        ax.tick_params(axis="x", labelrotation=35, labelsize=8)
+        low, high = distinct[0], distinct[-1]
+        span = (high / low) ** 0.08 if high > low else 2.0
+        ax.set_xlim(low / span, high * span)
+    else:
+        ax.xaxis.set_major_locator(LogLocator(base=10, numticks=8))
+        ax.xaxis.set_major_formatter(LogFormatterSciNotation())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _sensitivity(path: Path, data: StudyData, searched: Sequence[str], space: Mapping[str, Any],
+                 completed: Sequence[ConfigAggregate] = ()) -> Path | None:
+    """One panel per searched parameter (the seed left out): every trial faded, and per configuration the mean
+    over its seeds ± sample sd, one colour and legend entry per backbone. On the λ_adv axis the λ_adv = 0 control
+    (no point on a log axis) is a horizontal line per backbone."""
     import matplotlib.pyplot as plt
-    import numpy as np
 
     axes_names = [n for n in searched if not _is_seed(n)]
     if not axes_names:
         return None
     cols = min(3, len(axes_names))
     rows = math.ceil(len(axes_names) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.6 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.8 * cols, 3.9 * rows), squeeze=False)
     plotted = data.scored()
     failed = [t for t in data.trials if t.status in ("failed", "diverged")]
+    groups = sorted({_group_of(data, t) for t in plotted} | {_group_of(data, c.trials[0]) for c in completed})
+    palette = ["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
+    colour = {g: palette[k % len(palette)] for k, g in enumerate(groups)}
+    many = len(groups) > 1
     for ax, name in zip(axes.flat, axes_names):
-        values = [t.params.get(name) for t in plotted]
-        numeric = all(_number(v) is not None for v in values)
+        values = [t.params.get(name) for t in plotted if name in t.params]
+        numeric = bool(values) and all(_number(v) is not None for v in values)
+        log = numeric and _log_scale(name, values, space)
         categories = sorted({str(v) for v in values})
+        zero_on_log = log and any(_number(v) == 0 for v in values)
 
         def x_of(value: Any) -> float:
             return float(value) if numeric else float(categories.index(str(value)))
 
+        def on_axis(value: Any) -> bool:
+            return not (log and _number(value) is not None and float(value) <= 0)
+
+        for g in groups:
+            done = [t for t in plotted if t.status == "completed" and name in t.params and _group_of(data, t) == g
+                    and on_axis(t.params[name])]
+            if done:
+                ax.scatter([x_of(t.params[name]) for t in done], [100 * t.metric for t in done], marker="o", s=22,
+                           alpha=0.35, color=colour[g], label=f"{g}: one seed" if many else "completed (one seed)")
         for status, (marker, alpha) in _STATUS_STYLE.items():
-            group = [t for t in plotted if t.status == status and name in t.params]
+            if status == "completed":
+                continue
+            group = [t for t in plotted if t.status == status and name in t.params and on_axis(t.params[name])]
             if group:
                 ax.scatter([x_of(t.params[name]) for t in group], [100 * t.metric for t in group], marker=marker,
-                           alpha=alpha * (0.45 if status == "completed" else 1.0), s=28,
-                           color="tab:blue" if status == "completed" else "tab:gray",
-                           label=status if status != "completed" else "completed (one seed)")
-        # Repeats that differ only in the seed: mean ± standard deviation over seeds.
-        others = [n for n in searched if not _is_seed(n)]
-        groups: dict[str, list[TrialRecord]] = {}
-        for t in plotted:
-            if t.status == "completed" and name in t.params:
-                groups.setdefault(json.dumps([t.params.get(n) for n in others], default=str), []).append(t)
-        means = [(x_of(g[0].params[name]), float(np.mean([100 * t.metric for t in g])),
-                  float(np.std([100 * t.metric for t in g]))) for g in groups.values() if len(g) > 1]
-        means.sort()
-        if means:
-            ax.errorbar([m[0] for m in means], [m[1] for m in means], yerr=[m[2] for m in means], fmt="s",
-                        color="tab:blue", capsize=3, ms=5, label="mean ± sd over seeds")
+                           alpha=alpha, s=28, color="tab:gray", label=f"{status} (early score)")
+        for g in groups:
+            points = sorted((x_of(c.params[name]), 100 * c.score.mean,
+                             100 * c.score.sd if c.score.n > 1 else 0.0, c.score.n) for c in completed
+                            if name in c.params and _group_of(data, c.trials[0]) == g and on_axis(c.params[name]))
+            if points:
+                ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points], fmt="s-",
+                            lw=1, color=colour[g], capsize=3, ms=5,
+                            label=f"{g}: mean ± sd over seeds" if many else "mean ± sd over seeds")
+            if zero_on_log:
+                zero = [c for c in completed if _number(c.params.get(name)) == 0 and _group_of(data, c.trials[0]) == g]
+                for c in zero:
+                    ax.axhline(100 * c.score.mean, color=colour[g], ls=":", lw=1.2,
+                               label=f"{g}: λ = 0 control (n={c.score.n})" if many else
+                               f"λ = 0 control (n={c.score.n})")
         if data.baseline and data.metric in data.baseline and math.isfinite(data.baseline[data.metric]):
             ax.axhline(100 * data.baseline[data.metric], color="tab:red", ls="--", lw=1, label="source only")
-        if numeric and _log_scale(name, values, space):
-            from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
-            ax.set_xscale("log")
-            ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=15))
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
-            ax.xaxis.set_minor_formatter(NullFormatter())
+        if log:
+            _log_ticks(ax, [float(v) for v in values])
         if not numeric:
-            ax.set_xticks(range(len(categories)), categories, rotation=20)
+            ax.set_xticks(range(len(categories)), categories, rotation=20, fontsize=8)
             ax.set_xlim(-0.5, len(categories) - 0.5)
-        ax.set_xlabel(name)
+        ax.set_xlabel(name + (" (log)" if log else ""))
         ax.set_ylabel(f"{data.metric} (%)")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(axes_names):]:
         ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    if labels:  # nothing to label when every trial failed
-        fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=len(labels), frameon=False)
+    seen: dict[str, Any] = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(label, handle)
+    if seen:  # nothing to label when every trial failed
+        fig.legend(list(seen.values()), list(seen), fontsize=8, loc="lower center", ncol=min(3, len(seen)),
+                   frameon=False)
+    legend_rows = math.ceil(len(seen) / 3) if seen else 0
     title = f"{data.name}: {data.metric} at each trial's last report"
     if failed:
         title += f" ({len(failed)} failed/diverged, not shown)"
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    # The legend gets its own strip below the panels (~0.2 inch per row) instead of squeezing them.
+    strip = 0.3 + 0.2 * legend_rows
+    fig.set_size_inches(fig.get_size_inches()[0], 3.9 * rows + strip)
+    fig.tight_layout(rect=(0, strip / (3.9 * rows + strip), 1, 1))
     return _save(fig, path)
 
 
@@ -127,13 +176,16 @@ def _learning_curves(path: Path, data: StudyData, rungs: Sequence[int]) -> Path 
                 marker=".", ms=4, label=f"{trial.name} ({trial.status})")
         if trial.status in ("pruned", "stopped", "failed", "diverged"):
             ax.plot(xs[-1:], ys[-1:], marker="x", ms=8, color="black" if trial.status != "failed" else "tab:red")
-    for k, rung in enumerate(rungs):
+    for rung in rungs:
         ax.axvline(rung, color="0.5", ls=":", lw=1)
-        ax.annotate(f"rung {k}", (rung, 1.0), xycoords=("data", "axes fraction"), fontsize=7, ha="right",
-                    va="top", rotation=90, color="0.4")
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if rungs:
+        # Rung labels as ticks of a top axis: tight_layout makes room for them (text annotated inside the axes
+        # at its top edge was clipped).
+        top = ax.secondary_xaxis("top")
+        top.set_xticks(list(rungs), [f"rung {k}" for k in range(len(rungs))], fontsize=7, color="0.4")
     ax.set_xlabel(f"{data.time_attr} (evaluation rounds)")
     ax.set_ylabel(f"{data.metric} (%)")
     ax.set_title(f"{data.name}: learning curves (dashed = stopped early; x = last report)", fontsize=10)
@@ -144,7 +196,7 @@ def _learning_curves(path: Path, data: StudyData, rungs: Sequence[int]) -> Path 
     return _save(fig, path)
 
 
-def _per_class_figure(path: Path, data: StudyData, best: TrialRecord | None) -> Path | None:
+def _per_class_figure(path: Path, data: StudyData, best: ConfigAggregate | TrialRecord | None) -> Path | None:
     import matplotlib.pyplot as plt
     import numpy as np
 
@@ -176,25 +228,26 @@ def _importance_figure(path: Path, data: StudyData, importances: Mapping[str, fl
     ordered = sorted(importances.items(), key=lambda kv: (kv[1], kv[0]))
     fig, ax = plt.subplots(figsize=(6.4, 0.5 * len(ordered) + 1.6))
     ax.barh([k for k, _ in ordered], [v for _, v in ordered], color="tab:blue")
-    ax.set_xlabel("importance (PED-ANOVA, normalised)")
+    ax.set_xlabel("importance (PED-ANOVA over configuration means, seed left out)")
     ax.set_title(f"{data.name}: hyperparameter importance for {data.metric}", fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return _save(fig, path)
 
 
-def _draw_all(figure_dir: Path, data: StudyData, *, best: TrialRecord | None, searched: Sequence[str],
-              importances: Mapping[str, float], rungs: Sequence[int]) -> dict[str, Path]:
+def _draw_all(figure_dir: Path, data: StudyData, *, best: ConfigAggregate | TrialRecord | None,
+              searched: Sequence[str], importances: Mapping[str, float], rungs: Sequence[int],
+              completed: Sequence[ConfigAggregate] = (), space_dir: Path | None = None) -> dict[str, Path]:
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    space = _space_dimensions(figure_dir.parent)
+    space = _space_dimensions(space_dir if space_dir is not None else figure_dir.parent)
     out: dict[str, Path] = {}
     with plt.style.context("default"), matplotlib.rc_context({"svg.hashsalt": "dastudy", "path.simplify": True}):
         for key, draw in (
-            ("sensitivity", lambda p: _sensitivity(p, data, searched, space)),
+            ("sensitivity", lambda p: _sensitivity(p, data, searched, space, completed)),
             ("learning_curves", lambda p: _learning_curves(p, data, rungs)),
             ("per_class_iou", lambda p: _per_class_figure(p, data, best)),
             ("importance", lambda p: _importance_figure(p, data, importances)),

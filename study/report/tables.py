@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from study.report.aggregate import ConfigAggregate, stats
 from study.report.collect import StudyData, TrialRecord
 
 def _pct(value: float | None, digits: int = 2) -> str:
@@ -20,8 +21,10 @@ def _param_text(value: Any) -> str:
     return str(value)
 
 
-def per_class_rows(data: StudyData, best: TrialRecord | None) -> tuple[list[str], list[tuple[str, list[float]]]]:
-    """The seed's Table-2 layout: header (classes, mIoU16, mIoU13) and rows of fractions (NaN = missing)."""
+def per_class_rows(data: StudyData, best: TrialRecord | ConfigAggregate | None
+                   ) -> tuple[list[str], list[tuple[str, list[float]]]]:
+    """The seed's Table-2 layout: header (classes, mIoU16, mIoU13) and rows of fractions (NaN = missing).
+    ``best``: a configuration (its row is the mean over its seeds) or a single trial."""
     from data.labels import CLASSES_13_IN_16, class_names
 
     names = list(class_names(16))
@@ -34,7 +37,11 @@ def per_class_rows(data: StudyData, best: TrialRecord | None) -> tuple[list[str]
     rows = []
     if data.baseline:
         rows.append(("source only (baseline)", row(data.baseline)))
-    if best is not None:
+    if isinstance(best, ConfigAggregate):
+        per_seed = [row(t.final) for t in best.trials]
+        mean = [stats(col).mean for col in zip(*per_seed)]
+        rows.append((f"best configuration (mean of {len(per_seed)} seed{'s' if len(per_seed) > 1 else ''})", mean))
+    elif best is not None:
         rows.append((f"best trial ({best.name})", row(best.final)))
     if data.baseline and best is not None:
         rows.append(("difference", [b - a for a, b in zip(rows[0][1], rows[1][1])]))
@@ -59,17 +66,38 @@ def _final_keys(data: StudyData) -> list[str]:
 
 
 def _summary_rows(data: StudyData, searched: Sequence[str]) -> list[list[str]]:
-    ranked = data.scored()
-    unranked = sorted((t for t in data.trials if t not in ranked), key=lambda t: t.name)
+    """Per-trial rows in budget-fair groups: completed trials ranked 1, 2, ...; trials the scheduler stopped
+    early ranked among themselves (s1, s2, ...: scored after fewer rounds); failed/diverged/running unranked."""
+    scored = data.scored()
+    completed = [t for t in scored if t.status == "completed"]
+    stopped = [t for t in scored if t.status != "completed"]
+    unranked = sorted((t for t in data.trials if t not in scored), key=lambda t: t.name)
+    ranked = ([(str(k), t) for k, t in enumerate(completed, start=1)]
+              + [(f"s{k}", t) for k, t in enumerate(stopped, start=1)] + [("-", t) for t in unranked])
     rows = []
-    for rank, trial in enumerate(ranked + unranked, start=1):
-        rows.append([str(rank) if trial in ranked else "-", trial.name, trial.status,
+    for rank, trial in ranked:
+        rows.append([rank, trial.name, trial.status,
                      *[_param_text(trial.params.get(n, "")) for n in searched], str(trial.rounds),
                      str(trial.iteration) if trial.iteration is not None else "n/a", _pct(trial.metric),
                      *[_pct(trial.final.get(k)) for k in _final_keys(data)],
                      f"{trial.time_s:.0f}" if trial.time_s is not None else "n/a"])
     return rows
 
+
+def config_rows(data: StudyData, configs: Sequence[ConfigAggregate], *, names: Sequence[str],
+                finals: bool = True, rank_prefix: str = "") -> tuple[list[str], list[list[str]]]:
+    """A seed-aggregated table: one row per configuration, mean ± sd (n) and the 95 % t-interval."""
+    from study.report.paper import fmt_ci, fmt_stats
+
+    header = ["rank", *names, "seeds", f"{data.metric} mean ± sd (n)", "95 % CI"]
+    keys = _final_keys(data) if finals else []
+    header += [f"{k} mean ± sd (n)" for k in keys]
+    body = []
+    for k, c in enumerate(configs, start=1):
+        body.append([f"{rank_prefix}{k}", *[_param_text(c.params.get(n, "")) for n in names],
+                     ", ".join(str(s) for s in c.seeds), fmt_stats(c.score), fmt_ci(c.score),
+                     *[fmt_stats(c.final(key)) for key in keys]])
+    return header, body
 
 
 @dataclass(frozen=True)
@@ -92,6 +120,32 @@ class ReportSummary:
     header: tuple[str, ...] = ()
     rows: tuple[tuple[str, ...], ...] = ()
     notes: tuple[str, ...] = field(default=())
+    # the best configuration (seeds aggregated): best_trial is its median replicate, best_params its parameters
+    best_seeds: tuple[Any, ...] = ()
+    best_score: Any = None  # aggregate.Stats of the study metric over best_seeds
+    tables: tuple[Path, ...] = ()
+    importance_configurations: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """The summary as plain JSON types (``dastudy study report --json``); fractions, not percent."""
+        def num(v: Any) -> Any:
+            return v if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+        score = self.best_score
+        return {
+            "study": self.study, "metric": self.metric, "mode": self.mode, "selection": self.selection,
+            "counts": dict(self.counts),
+            "best": None if self.best_trial is None else {
+                "params": dict(self.best_params), "seeds": list(self.best_seeds), "trial": self.best_trial,
+                "mean": num(score.mean) if score else num(self.best_metric), "sd": num(score.sd) if score else None,
+                "n": score.n if score else 1, "ci95": num(score.ci95) if score else None,
+                "final": {k: num(v) for k, v in self.best_final.items()}},
+            "importances": dict(self.importances), "importance_configurations": self.importance_configurations,
+            "report": str(self.report), "figures": [str(p) for p in self.figures],
+            "tables": [str(p) for p in self.tables],
+            "best_config": str(self.best_config) if self.best_config else None,
+            "notes": list(self.notes),
+        }
 
     def table(self) -> str:
         widths = [max(len(h), *(len(r[i]) for r in self.rows)) if self.rows else len(h)
@@ -103,8 +157,17 @@ class ReportSummary:
     def __str__(self) -> str:
         counts = ", ".join(f"{v} {k}" for k, v in self.counts.items() if v)
         head = f"study {self.study}: {counts}; metric {self.metric} ({self.mode}, selection split: {self.selection})"
-        best = (f"best: {self.best_trial} {self.metric} = {_pct(self.best_metric)}" if self.best_trial
-                else "best: none (no trial reported the metric)")
+        if self.best_trial and self.best_score is not None:
+            from study.report.paper import fmt_stats
+
+            params = ", ".join(f"{k}={_param_text(v)}" for k, v in sorted(self.best_params.items()))
+            best = (f"best configuration: {params or '(no searched parameter)'}: {self.metric} = "
+                    f"{fmt_stats(self.best_score)} over seeds {list(self.best_seeds)} "
+                    f"(median replicate {self.best_trial})")
+        elif self.best_trial:
+            best = f"best: {self.best_trial} {self.metric} = {_pct(self.best_metric)}"
+        else:
+            best = "best: none (no completed trial reported the metric)"
         return "\n".join([head, self.table(), best, f"report: {self.report}"])
 
 

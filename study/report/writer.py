@@ -1,16 +1,26 @@
-"""Writing the report: ``report.md``, ``figures/*.png`` and ``best_config.toml``."""
+"""Writing the report: ``report.md``, ``figures/*.png``, ``tables/*.csv`` and ``best_config.toml``."""
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
+from study.report.aggregate import (MIN_CONFIGS_FOR_IMPORTANCE, ConfigAggregate, completed_and_stopped,
+                                    equal_budget, is_seed, paired_vs_control)
 from study.report.collect import FIGURES, STATUSES, ReportError, StudyData, TrialRecord, _read_toml, _rungs, load_study
 from study.report.figures import _draw_all
+from study.report.importance import Importance, config_importances
+from study.report.paper import (fmt_ci, fmt_stats, paper_csv, paper_markdown, paper_rows, per_class_delta_rows,
+                                pooled_parameters)
 from study.report.tables import (ReportSummary, _markdown_table, _param_text, _pct, _signed, _summary_header,
-                                 _summary_rows, per_class_rows)
+                                 _summary_rows, config_rows, per_class_rows)
 
-def _best_config(study_dir: Path, data: StudyData, best: TrialRecord | None) -> tuple[Path | None, str | None]:
-    """The best trial's resolved run config, re-validated, renamed and written as ``best_config.toml``."""
+TABLES = "tables"
+
+
+def _best_config(study_dir: Path, out_dir: Path, data: StudyData, best: TrialRecord | None,
+                 config: ConfigAggregate | None = None) -> tuple[Path | None, str | None]:
+    """The best configuration's run config (from its median replicate), re-validated, renamed and written as
+    ``best_config.toml``."""
     if best is None:
         return None, "no trial has a score: no best configuration"
     if best.run_dir is None or not (study_dir / best.run_dir / "config.toml").is_file():
@@ -27,10 +37,17 @@ def _best_config(study_dir: Path, data: StudyData, best: TrialRecord | None) -> 
     data_dict["name"] = f"{data.name}-best"
     # Trials run without progress bars (their output goes to Ray's logs); a run of its own shows one again.
     data_dict.setdefault("runtime", {})["progress"] = RuntimeConfig().progress
-    path = study_dir / "best_config.toml"
-    header = (f"# Best configuration of study {data.name!r}: trial {best.name}, "
-              f"{data.metric} = {_pct(best.metric)} at its last report.\n"
-              f"# Run it with: dastudy adapt best_config.toml\n")
+    path = out_dir / "best_config.toml"
+    if config is not None:
+        header = (f"# Best configuration of study {data.name!r}: {data.metric} = {fmt_stats(config.score)} "
+                  f"(mean ± sd (n) over seeds {list(config.seeds)}).\n"
+                  f"# This file is the run config of its median replicate, trial {best.name}; runtime.seed is a "
+                  f"replicate index,\n# not part of the configuration: rerun with several seeds.\n"
+                  f"# Run it with: dastudy adapt best_config.toml\n")
+    else:
+        header = (f"# Best configuration of study {data.name!r}: trial {best.name}, "
+                  f"{data.metric} = {_pct(best.metric)} at its last report.\n"
+                  f"# Run it with: dastudy adapt best_config.toml\n")
     if cfg.model.init_checkpoint:
         header += ("# model.init_checkpoint is the study's source-only baseline as it was on the machine that ran "
                    "the study;\n# point it at your copy of that checkpoint when you run this elsewhere.\n")
@@ -38,50 +55,90 @@ def _best_config(study_dir: Path, data: StudyData, best: TrialRecord | None) -> 
     return path, None
 
 
-def write_report(study_dir: str | Path) -> ReportSummary:
-    """Write ``report.md``, ``figures/*.png`` and ``best_config.toml`` into ``study_dir``; return the summary."""
+def write_report(study_dir: str | Path, *, out_dir: str | Path | None = None) -> ReportSummary:
+    """Write ``report.md``, ``figures/*.png``, ``tables/*.csv`` and ``best_config.toml`` into ``out_dir``
+    (default: the study directory; another directory leaves a read-only study archive untouched)."""
     study_dir = Path(study_dir)
     data = load_study(study_dir)
     if not data.trials:
         raise ReportError(f"{study_dir}: no trial directories (with params.json) yet; has the study started?")
+    out = study_dir if out_dir is None else Path(out_dir)
+    if out.resolve() != study_dir.resolve():
+        if out.exists() and not out.is_dir():
+            raise ReportError(f"--out {out}: exists and is not a directory")
+        out.mkdir(parents=True, exist_ok=True)
     searched = sorted({n for t in data.trials for n in t.params})
-    best = data.best()
-    importances, importance_note, optuna_states = dict(data.optuna.importances), data.optuna.note, data.optuna.states
-    figure_dir = study_dir / FIGURES
+    completed, stopped = completed_and_stopped(data)
+    budget, at_budget = equal_budget(data)
+    best_cfg: ConfigAggregate | None = (completed or stopped or [None])[0]
+    best = best_cfg.representative(data.mode) if best_cfg is not None else None
+    notes: list[str] = []
+    if best_cfg is not None and not completed:
+        notes.append("no trial completed: the best configuration is chosen among trials stopped early (a smaller "
+                     "budget than a full run)")
+    importance = config_importances(data.optuna, completed={t.name for c in completed for t in c.trials},
+                                    direction=data.mode)
+    if importance.note:
+        notes.append(importance.note)
+    figure_dir = out / FIGURES
     figure_dir.mkdir(exist_ok=True)
-    figures = _draw_all(figure_dir, data, best=best, searched=searched, importances=importances,
-                        rungs=_rungs(data))
-    best_config, config_note = _best_config(study_dir, data, best)
-    notes = tuple(n for n in (importance_note, config_note) if n)
+    figures = _draw_all(figure_dir, data, best=best_cfg, searched=searched, importances=importance.values,
+                        rungs=_rungs(data), completed=completed, space_dir=study_dir)
+    table_dir = out / TABLES
+    rows_paper = paper_rows(data)
+    tables: list[Path] = []
+    if rows_paper:
+        table_dir.mkdir(exist_ok=True)
+        csv_path = table_dir / "lambda_backbone.csv"
+        csv_path.write_text(paper_csv(data, rows_paper))
+        tables.append(csv_path)
+    best_config, config_note = _best_config(study_dir, out, data, best, best_cfg)
+    if config_note:
+        notes.append(config_note)
     counts = {s: sum(t.status == s for t in data.trials) for s in STATUSES}
     header = _summary_header(data, searched)
     rows = _summary_rows(data, searched)
-    text = _markdown(data, best=best, searched=searched, header=header, rows=rows, figures=figures,
-                     importances=importances, best_config=best_config, notes=notes, counts=counts,
-                     optuna_states=optuna_states)
-    report = study_dir / "report.md"
+    text = _markdown(data, best=best, best_cfg=best_cfg, searched=searched, header=header, rows=rows,
+                     figures=figures, importance=importance, best_config=best_config, notes=tuple(notes),
+                     counts=counts, optuna_states=data.optuna.states, completed=completed, stopped=stopped,
+                     budget=budget, at_budget=at_budget, rows_paper=rows_paper, tables=tables)
+    report = out / "report.md"
     report.write_text(text)
     return ReportSummary(
         study=data.name, metric=data.metric, mode=data.mode, selection=data.selection, counts=counts,
-        best_trial=best.name if best else None, best_params=dict(best.params) if best else {},
-        best_metric=best.metric if best else None, best_final=dict(best.final) if best else {},
-        importances=importances, report=report, figures=tuple(figures.values()), best_config=best_config,
-        header=tuple(header), rows=tuple(tuple(r) for r in rows), notes=notes,
+        best_trial=best.name if best else None, best_params=dict(best_cfg.params) if best_cfg else {},
+        best_metric=best_cfg.score.mean if best_cfg else None,
+        best_final={k: best_cfg.final(k).mean for k in sorted({k for t in best_cfg.trials for k in t.final})}
+        if best_cfg else {},
+        importances=dict(importance.values), report=report, figures=tuple(figures.values()),
+        best_config=best_config, header=tuple(header), rows=tuple(tuple(r) for r in rows), notes=tuple(notes),
+        best_seeds=best_cfg.seeds if best_cfg else (), best_score=best_cfg.score if best_cfg else None,
+        tables=tuple(tables), importance_configurations=importance.configurations,
     )
 
 
-def _markdown(data: StudyData, *, best, searched, header, rows, figures, importances, best_config, notes,
-              counts, optuna_states) -> str:
+def _markdown(data: StudyData, *, best: TrialRecord | None, best_cfg: ConfigAggregate | None, searched, header,
+              rows, figures, importance: Importance, best_config, notes, counts, optuna_states, completed,
+              stopped, budget, at_budget, rows_paper, tables) -> str:
     selection = ("a labelled **holdout** cut from the target train split (`select/…`)" if data.selection == "holdout"
                  else "**target val** (`val/…`): the selection and the final numbers come from the same images, "
-                      "so the best score is optimistic (the seed's protocol)")
+                      "so the best score is optimistic (oracle selection, the seed's protocol)")
     counted = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+    names = [n for n in searched if not is_seed(n)]
+    seed_names = [n for n in searched if is_seed(n)]
+    seeds = sorted({str(v) for t in data.trials for k, v in t.params.items() if is_seed(k)})
     lines = [
         f"# Study report: {data.name}",
         "",
         f"- search space `{data.space}`, sampler `{data.sampler}`; {len(data.trials)} trials: {counted}",
         f"- study metric `{data.metric}` ({data.mode}), read on {selection}",
         f"- a trial's score is its metric at its **last** report; final numbers are always target val (`val/…`)",
+        ("- seeds are replicates: a *configuration* is the searched parameters without `runtime.seed` (seeds "
+         f"{', '.join(seeds)}); rankings, the best configuration, the sensitivity means and the importances use "
+         "per-configuration mean ± sample sd (n) with a 95 % Student-t interval, never one seed"
+         if seed_names else
+         "- the study searches no `runtime.seed`: every configuration has one run (n = 1), so no spread can be "
+         "given; declare seeds (`search.params.seeds`) for replicates"),
     ]
     rungs = _rungs(data)
     if rungs:
@@ -96,7 +153,57 @@ def _markdown(data: StudyData, *, best, searched, header, rows, figures, importa
         if counts.get("pruned") and not optuna_states.get("PRUNED"):
             lines.append("- the scheduler's early stops reached Optuna as COMPLETE with their early value (plain "
                          "OptunaSearch), which biases TPE and the importances towards fast starters")
-    lines += ["", "## Trials", "", _markdown_table(header, rows), ""]
+    # seed-aggregated, budget-fair rankings
+    lines += ["", "## Configurations (seeds aggregated, budget-fair)", ""]
+    if completed:
+        lines += [f"### Completed: ranked at their final evaluation", ""]
+        h, b = config_rows(data, completed, names=names)
+        lines += [_markdown_table(h, b), ""]
+    else:
+        lines += ["No configuration completed its full budget.", ""]
+    if stopped:
+        lines += ["### Stopped early by the scheduler: ranked separately (scored after fewer rounds than a full run, "
+                  "not comparable with the completed ones)", ""]
+        h, b = config_rows(data, stopped, names=names, finals=False, rank_prefix="s")
+        lines += [_markdown_table(h, b), ""]
+    if budget is not None and stopped:
+        n_scored = sum(len(c.trials) for c in at_budget)
+        lines += [f"### At equal budget: {data.metric} at round {budget}, the last evaluation all {n_scored} scored "
+                  "trials reached", ""]
+        h, b = config_rows(data, at_budget, names=names, finals=False, rank_prefix="b")
+        lines += [_markdown_table(h, b), ""]
+    diffs = paired_vs_control(completed)
+    if diffs:
+        lines += ["### Against the λ_adv = 0 control (paired by seed)", "",
+                  "Each adversarial configuration minus the λ_adv = 0 configuration with the same other parameters, "
+                  "seed by seed (same seed = same initialisation and data order), then mean ± sd (n) and the 95 % "
+                  "t-interval of the differences, in points of " f"`{data.metric}`.", ""]
+        lines.append(_markdown_table(
+            [*names, "paired seeds", "Δ mean ± sd (n)", "95 % CI"],
+            [[*[_param_text(d.config.params.get(n, "")) for n in names], ", ".join(map(str, d.seeds)),
+              fmt_stats(d.difference, signed=True), fmt_ci(d.difference)] for d in diffs]))
+        lines.append("")
+    # the paper's table
+    lines += ["## λ_adv × backbone (the seed's Table 3 layout)", ""]
+    if rows_paper:
+        pooled = pooled_parameters(data)
+        h, b = paper_markdown(data, rows_paper)
+        lines += ["Completed trials only; final target-val numbers (%), mean ± sample sd (n seeds)."
+                  + (f" Pooled over the other searched parameters ({', '.join(f'`{n}`' for n in pooled)}): read "
+                     "the configuration tables above for them." if pooled else ""), "",
+                  _markdown_table(h, b), "", f"CSV: [`{TABLES}/lambda_backbone.csv`]({TABLES}/lambda_backbone.csv)", ""]
+        if data.baseline:
+            h, b = per_class_delta_rows(data, rows_paper)
+            lines += ["Per-class IoU difference against the source-only baseline (points; mean over seeds minus the "
+                      "one baseline run; `*` = not in mIoU13; n/a = another backbone than the baseline's):", "",
+                      _markdown_table(h, b), ""]
+        else:
+            lines += ["No `baseline/` source-only run in this study: no per-class deltas against source only.", ""]
+    else:
+        lines += ["No completed trial: no table.", ""]
+    lines += ["## Trials", "",
+              "Ranks are budget-fair: `1, 2, …` = completed trials, `s1, s2, …` = trials stopped early, ranked "
+              "among themselves; `-` = failed, diverged or running.", "", _markdown_table(header, rows), ""]
     failed = [t for t in data.trials if t.status in ("failed", "diverged")]
     if failed:
         lines += ["Failed or diverged trials:", ""]
@@ -104,17 +211,19 @@ def _markdown(data: StudyData, *, best, searched, header, rows, figures, importa
                   for t in failed]
         lines.append("")
     lines += ["## Best configuration", ""]
-    if best is None:
+    if best is None or best_cfg is None:
         lines += ["No trial reported the study metric.", ""]
     else:
-        params = ", ".join(f"`{k}` = {_param_text(v)}" for k, v in sorted(best.params.items()))
-        lines += [f"Trial `{best.name}` ({best.status}, Ray trial id {best.trial_id}): {data.metric} = "
-                  f"{_pct(best.metric)} after {best.rounds} rounds; {params or 'no searched parameters'}.", ""]
+        params = ", ".join(f"`{k}` = {_param_text(v)}" for k, v in sorted(best_cfg.params.items()))
+        lines += [f"{params or 'No searched parameter'}: {data.metric} = {fmt_stats(best_cfg.score)} over seeds "
+                  f"{', '.join(map(str, best_cfg.seeds))} (95 % CI {fmt_ci(best_cfg.score)}; {best_cfg.group}). "
+                  f"Its median replicate is trial `{best.name}` (Ray trial id {best.trial_id}, {best.rounds} rounds).",
+                  ""]
         if best_config is not None:
             lines += [f"Ready to run: [`{best_config.name}`]({best_config.name}) — `dastudy adapt {best_config.name}`",
                       ""]
     lines += ["## Per-class IoU on target val (%)", ""]
-    table_header, table_rows = per_class_rows(data, best)
+    table_header, table_rows = per_class_rows(data, best_cfg)
     if table_rows:
         digits = 1
         lines.append(_markdown_table(["run", *table_header],
@@ -130,15 +239,17 @@ def _markdown(data: StudyData, *, best, searched, header, rows, figures, importa
     lines += ["## Figures", ""]
     for key, path in figures.items():
         lines += [f"### {titles.get(key, key)}", "", f"![{key}]({FIGURES}/{path.name})", ""]
-    lines += ["## Parameter importance (Optuna, PED-ANOVA)", ""]
-    if importances:
-        lines.append(_markdown_table(["parameter", "importance"],
-                                     [[k, f"{v:.3f}"] for k, v in sorted(importances.items(), key=lambda kv: (-kv[1], kv[0]))]))
+    lines += ["## Parameter importance (Optuna PED-ANOVA over configuration means, seed left out)", ""]
+    if importance.values:
+        lines += [f"From {importance.configurations} completed configurations ({importance.trials} trials); "
+                  f"shown to 2 significant digits (fewer than {MIN_CONFIGS_FOR_IMPORTANCE} configurations: not "
+                  "shown).", ""]
+        lines.append(_markdown_table(["parameter", "importance", "n configurations"],
+                                     [[k, f"{v:.2g}", str(importance.configurations)]
+                                      for k, v in sorted(importance.values.items(), key=lambda kv: (-kv[1], kv[0]))]))
         lines.append("")
     for note in notes:
         lines += [f"Note: {note}.", ""]
-    lines += ["---", "Regenerate with `dastudy study report NAME`; browse the runs with `dastudy study tensorboard "
-              "NAME` or `optuna-dashboard optuna.journal`.", ""]
+    lines += ["---", "Regenerate with `dastudy study report NAME` (`--out DIR` writes elsewhere); browse the runs with "
+              "`dastudy study tensorboard NAME` or `optuna-dashboard optuna.journal`.", ""]
     return "\n".join(lines)
-
-

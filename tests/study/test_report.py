@@ -21,7 +21,7 @@ from study.report import ReportError, asha_rungs, load_study, write_report
 from trainables.config import TrainConfig, from_dict, to_dict
 
 NAMES16 = class_names(16)
-LAMBDA, LR, SEED = "adapt.lambda_adv_main", "optim.lr@deeplabv2_tiny", "runtime.seed"
+LAMBDA, LR, SEED, MODEL = "adapt.lambda_adv_main", "optim.lr@deeplabv2_tiny", "runtime.seed", "model.name"
 
 # name, λ, lr, seed, rounds reported, fate
 TRIALS = [
@@ -60,7 +60,7 @@ def _write_run_dir(run_dir: Path, cfg: TrainConfig, evals: list[dict]) -> None:
 
 
 def make_study(root: Path, *, name: str = "fixture", trials=TRIALS, baseline: bool = True,
-               tensorboard: bool = False, selection: str = "val") -> Path:
+               tensorboard: bool = False, selection: str = "val", baseline_model: str | None = None) -> Path:
     """A finished study directory: study.toml, space.json, optuna.journal, Ray's trial files, run files.
     ``selection = "holdout"``: the study metric is select/mIoU13 (the holdout scores 0.9 x the val ones)."""
     metric = "select/mIoU13" if selection == "holdout" else "val/mIoU13"
@@ -77,21 +77,26 @@ def make_study(root: Path, *, name: str = "fixture", trials=TRIALS, baseline: bo
         '[train.optim]\niter_max = 40\n\n[train.eval]\ninterval = 10\n')  # max_t left out: 40 / 10 = 4
     dims = {LAMBDA: [{"type": "float", "low": 1e-4, "high": 1e-2, "log": True, "applies_to": LAMBDA, "when": []}],
             LR: [{"type": "float", "low": 2e-3, "high": 5e-2, "log": True, "applies_to": "optim.lr", "when": []}],
-            SEED: [{"type": "categorical", "choices": [1, 2], "applies_to": SEED, "when": []}]}
+            SEED: [{"type": "categorical", "choices": [1, 2, 3], "applies_to": SEED, "when": []}]}
     (study_dir / "space.json").write_text(json.dumps({"name": "lambda_lr", "dimensions": dims}))
-    distributions = {LAMBDA: FloatDistribution(1e-4, 1e-2, log=True), LR: FloatDistribution(2e-3, 5e-2, log=True),
-                     SEED: CategoricalDistribution([1, 2])}
+    distributions = {LAMBDA: FloatDistribution(0.0, 1e-2), LR: FloatDistribution(2e-3, 5e-2, log=True),
+                     SEED: CategoricalDistribution([1, 2, 3])}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = JournalStorage(JournalFileBackend(str(study_dir / "optuna.journal")))
     ostudy = optuna.create_study(study_name=name, storage=storage, direction="maximize")
     base = TrainConfig()
     states = []
-    for index, (tname, lam, lr, seed, rounds, fate) in enumerate(trials):
+    models = sorted({spec[6] for spec in trials if len(spec) > 6})
+    if models:
+        dims[MODEL] = [{"type": "categorical", "choices": models, "applies_to": MODEL, "when": []}]
+        (study_dir / "space.json").write_text(json.dumps({"name": "lambda_lr", "dimensions": dims}))
+        distributions[MODEL] = CategoricalDistribution(models)
+    for index, (tname, lam, lr, seed, rounds, fate, *extra) in enumerate(trials):
         trial_dir = study_dir / f"trial_abc_{index:05d}_{tname}"
         trial_dir.mkdir()
-        params = {LAMBDA: lam, LR: lr, SEED: seed}
+        params = {LAMBDA: lam, LR: lr, SEED: seed, **({MODEL: extra[0]} if extra else {})}
         (trial_dir / "params.json").write_text(json.dumps(params))
-        q = quality(lam, lr, seed)
+        q = extra[1] if len(extra) > 1 else quality(lam, lr, seed)
         rows = []
         for r in range(1, rounds + 1):
             scores = per_class(q, r, index)
@@ -110,6 +115,7 @@ def make_study(root: Path, *, name: str = "fixture", trials=TRIALS, baseline: bo
             (trial_dir / "failure.json").write_text(json.dumps(
                 {"kind": "diverged", "reason": f"diverged at iteration {10 * rounds + 5}: loss is nan"}))
         cfg = from_dict(TrainConfig, {**to_dict(base), "name": tname,
+                                      "model": {**to_dict(base.model), **({"name": extra[0]} if extra else {})},
                                       "adapt": {**to_dict(base.adapt), "lambda_adv_main": lam},
                                       "optim": {**to_dict(base.optim), "lr": lr},
                                       "runtime": {**to_dict(base.runtime), "seed": seed, "progress": False}})
@@ -135,7 +141,8 @@ def make_study(root: Path, *, name: str = "fixture", trials=TRIALS, baseline: bo
                                                        user_attrs=attrs))
     (study_dir / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps({"trial_data": states}))
     if baseline:
-        source_only = from_dict(TrainConfig, {**to_dict(base), "adapt": {"mode": "source_only"}})
+        source_only = from_dict(TrainConfig, {**to_dict(base), "adapt": {"mode": "source_only"},
+                                              "model": {**to_dict(base.model), "name": baseline_model or base.model.name}})
         rows = [{"iteration": 10 * r, **per_class(0.45, r, 99)} for r in (1, 2, 3, 4)]
         _write_run_dir(study_dir / "baseline", source_only, rows)
         if tensorboard:
@@ -328,9 +335,12 @@ def test_report_tables_match_the_results(study):
         assert row[header.index("rounds")] == str(last["training_iteration"])
     # ranked by the metric, best first; failed and diverged trials are listed last without a rank
     assert [(r[0], r[header.index("status")]) for r in body[-2:]] == [("-", "failed"), ("-", "diverged")]
-    scores = [float(r[metric_col]) for r in body[:-2]]
-    assert scores == sorted(scores, reverse=True)
-    assert [r[header.index("status")] for r in body].count("pruned") == 2
+    # budget-fair: completed trials ranked 1.., then the early-stopped ones ranked among themselves s1..
+    assert [(r[0], r[header.index("status")]) for r in body[:-2]] == [
+        ("1", "completed"), ("2", "completed"), ("3", "completed"), ("s1", "pruned"), ("s2", "pruned")]
+    for group in (body[:3], body[3:5]):
+        scores = [float(r[metric_col]) for r in group]
+        assert scores == sorted(scores, reverse=True)
 
     completed = [v for v in results.values() if v.get("finished")]
     best = max(completed, key=lambda r: r["val/mIoU13"])
@@ -357,7 +367,7 @@ def test_report_tables_match_the_results(study):
 def test_figures_are_real_pngs_and_best_config_runs(study):
     study_dir, summary = study
     names = sorted(p.name for p in summary.figures)
-    assert names == ["importance.png", "learning_curves.png", "per_class_iou.png", "sensitivity.png"]
+    assert names == ["learning_curves.png", "per_class_iou.png", "sensitivity.png"]
     for path in summary.figures:
         _check_png(path)
         assert f"figures/{path.name}" in (study_dir / "report.md").read_text()
@@ -368,8 +378,9 @@ def test_figures_are_real_pngs_and_best_config_runs(study):
     assert cfg.optim.lr == best.params[LR]
     assert cfg.name == "fixture-best"
     assert cfg.runtime.progress is True
-    assert set(summary.importances) == {LAMBDA, LR, SEED}
-    assert sum(summary.importances.values()) == pytest.approx(1.0)
+    # two completed configurations (t0/t1 are seeds of one): too few for importance, and the report says why
+    assert summary.importances == {} and summary.importance_configurations == 2
+    assert "needs at least 5 completed configurations" in (study_dir / "report.md").read_text()
     assert "val/mIoU13" in str(summary) and summary.best_trial in str(summary)
 
 
@@ -391,7 +402,7 @@ def test_small_study_without_baseline_notes_importance(tmp_path):
     summary = write_report(study_dir)
     text = (study_dir / "report.md").read_text()
     assert summary.importances == {}
-    assert "at least 3 completed Optuna trials" in text
+    assert "needs at least 5 completed configurations" in text and "this study has 1 (2 completed trials)" in text
     assert "No `baseline/` source-only run" in text
     assert sorted(p.name for p in summary.figures) == ["learning_curves.png", "per_class_iou.png",
                                                         "sensitivity.png"]
@@ -428,3 +439,248 @@ def test_bad_study_directories(tmp_path):
     with pytest.raises(ReportError, match="metric = 3"):
         write_report(tmp_path / "empty")
     assert re  # keep the import used by helpers in other tests
+    with pytest.raises(ReportError, match="not a directory"):
+        write_report(make_study(tmp_path, trials=TRIALS[:1], baseline=False), out_dir=tmp_path / "empty" / "study.toml")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# seeds as replicates, budget-fair ranking, the paper's table, --out / --json (issue 13)
+
+from study.report.aggregate import stats, t_quantile_975  # noqa: E402
+
+
+def _last(study_dir: Path, trial_name: str) -> dict:
+    return json.loads((study_dir / trial_name / "result.json").read_text().splitlines()[-1])
+
+
+def _trial_dir(study_dir: Path, tname: str) -> str:
+    return [p.name for p in study_dir.glob(f"trial_*_{tname}")][0]
+
+
+def test_t_interval_and_stats():
+    # textbook two-sided 95 % quantiles
+    assert t_quantile_975(2) == pytest.approx(4.303, abs=1e-3)
+    assert t_quantile_975(30) == pytest.approx(2.042, abs=1e-3)
+    assert t_quantile_975(60) == pytest.approx(2.000, abs=1e-3)
+    assert t_quantile_975(120) == pytest.approx(1.980, abs=1e-3)
+    s = stats([0.1, 0.2, 0.6])
+    assert s.n == 3 and s.mean == pytest.approx(0.3) and s.sd == pytest.approx(float(np.std([0.1, 0.2, 0.6], ddof=1)))
+    assert s.ci95 == pytest.approx(4.303 * s.sd / math.sqrt(3), rel=1e-3)
+    assert math.isnan(stats([0.5]).sd) and stats([0.5]).n == 1 and stats([math.nan]).n == 0
+
+
+# config A (λ 1e-3) has the single best trial (seed 3 is lucky); config B (λ 2e-3) has the best mean
+LUCKY = [("a1", 1e-3, 0.01, 1, 4, "completed", "deeplabv2_tiny", 0.40),
+         ("a2", 1e-3, 0.01, 2, 4, "completed", "deeplabv2_tiny", 0.42),
+         ("a3", 1e-3, 0.01, 3, 4, "completed", "deeplabv2_tiny", 0.80),
+         ("b1", 2e-3, 0.01, 1, 4, "completed", "deeplabv2_tiny", 0.58),
+         ("b2", 2e-3, 0.01, 2, 4, "completed", "deeplabv2_tiny", 0.62),
+         ("b3", 2e-3, 0.01, 3, 4, "completed", "deeplabv2_tiny", 0.60)]
+
+
+def test_best_configuration_is_the_best_seed_mean_not_a_lucky_seed(tmp_path):
+    study_dir = make_study(tmp_path, trials=LUCKY, baseline=False)
+    summary = write_report(study_dir)
+    score = {name: _last(study_dir, _trial_dir(study_dir, name))["val/mIoU13"] for name, *_ in LUCKY}
+    mean_a, mean_b = (np.mean([score[f"{c}{s}"] for s in (1, 2, 3)]) for c in "ab")
+    assert max(score, key=score.get) == "a3" and mean_b > mean_a  # the premise of the test
+    assert summary.best_params == {LAMBDA: 2e-3, LR: 0.01, MODEL: "deeplabv2_tiny"}  # no seed in it
+    assert summary.best_seeds == (1, 2, 3) and summary.best_score.n == 3
+    b = [score[f"b{s}"] for s in (1, 2, 3)]
+    assert summary.best_score.mean == pytest.approx(np.mean(b))
+    assert summary.best_score.sd == pytest.approx(np.std(b, ddof=1))
+    median = sorted(("b1", "b2", "b3"), key=lambda n: score[n])[1]
+    assert summary.best_trial == _trial_dir(study_dir, median)  # the median replicate, not the best seed
+    with open(study_dir / "best_config.toml", "rb") as fh:
+        cfg = from_dict(TrainConfig, tomllib.load(fh), source="best_config.toml")
+    assert cfg.adapt.lambda_adv_main == 2e-3 and cfg.runtime.seed == int(median[1])
+    assert "over seeds [1, 2, 3]" in (study_dir / "best_config.toml").read_text()
+    text = (study_dir / "report.md").read_text()
+    header, *rows = _table(text, "### Completed: ranked at their final evaluation")
+    assert [r[header.index(LAMBDA)] for r in rows] == ["0.002", "0.001"]
+    cell = rows[0][header.index("val/mIoU13 mean ± sd (n)")]
+    assert cell == f"{100 * np.mean(b):.2f} ± {100 * np.std(b, ddof=1):.2f} (3)"
+    half = 4.303 * np.std(b, ddof=1) / math.sqrt(3)
+    low, high = (float(v) for v in rows[0][header.index("95 % CI")].strip("[]").split(","))
+    assert low == pytest.approx(100 * (np.mean(b) - half), abs=0.01)
+    assert high == pytest.approx(100 * (np.mean(b) + half), abs=0.01)
+    # the per-class row is the best configuration's mean over its seeds
+    best_row = _table(text, "## Per-class IoU on target val (%)")[1]
+    means = [np.mean([_last(study_dir, _trial_dir(study_dir, n))["val/mIoU13"] for n in ("b1", "b2", "b3")])]
+    assert best_row[0] == "best configuration (mean of 3 seeds)" and best_row[-1] == f"{100 * means[0]:.1f}"
+
+
+def test_importance_leaves_the_seed_out_over_configuration_means(tmp_path):
+    trials = [(f"c{k}{s}", lam, lr, s, 4, "completed") for k, (lam, lr) in enumerate(
+        [(1e-4, 0.01), (3e-4, 0.02), (1e-3, 0.015), (3e-3, 0.03), (6e-3, 0.005), (1e-2, 0.04)]) for s in (1, 2)]
+    study_dir = make_study(tmp_path, trials=trials, baseline=False)
+    summary = write_report(study_dir)
+    assert summary.importance_configurations == 6
+    assert set(summary.importances) == {LAMBDA, LR}  # never runtime.seed
+    assert sum(summary.importances.values()) == pytest.approx(1.0)
+    text = (study_dir / "report.md").read_text()
+    header, *rows = _table(text, "## Parameter importance")
+    assert header == ["parameter", "importance", "n configurations"]
+    assert {r[0]: r[1] for r in rows} == {k: f"{v:.2g}" for k, v in summary.importances.items()}
+    assert all(r[2] == "6" for r in rows) and "From 6 completed configurations (12 trials)" in text
+    assert "importance.png" in {p.name for p in summary.figures}
+
+
+def test_stopped_trials_are_ranked_apart_and_at_equal_budget(tmp_path):
+    # p1 was stopped at round 2 with a score above every completed trial's final one
+    trials = [("c1", 1e-3, 0.01, 1, 4, "completed", "deeplabv2_tiny", 0.40),
+              ("c2", 2e-3, 0.01, 1, 4, "completed", "deeplabv2_tiny", 0.45),
+              ("p1", 4e-3, 0.01, 1, 2, "pruned", "deeplabv2_tiny", 0.95)]
+    study_dir = make_study(tmp_path, trials=trials, baseline=False)
+    summary = write_report(study_dir)
+    last = {n: _last(study_dir, _trial_dir(study_dir, n)) for n in ("c1", "c2", "p1")}
+    assert last["p1"]["val/mIoU13"] > max(last["c1"]["val/mIoU13"], last["c2"]["val/mIoU13"])
+    assert summary.best_trial == _trial_dir(study_dir, "c2")  # the best *completed* configuration
+    text = (study_dir / "report.md").read_text()
+    header, *rows = _table(text, "### Stopped early by the scheduler")
+    assert [r[0] for r in rows] == ["s1"] and rows[0][header.index(LAMBDA)] == "0.004"
+    # at round 2 (the last round all three reported) everyone is ranked on the same budget
+    assert "at round 2, the last evaluation all 3 scored trials reached" in text
+    header, *rows = _table(text, "### At equal budget")
+    rows_of = {r[header.index(LAMBDA)]: r for r in rows}
+    at2 = {n: [json.loads(ln) for ln in (study_dir / _trial_dir(study_dir, n) / "result.json").read_text()
+               .splitlines()][1]["val/mIoU13"] for n in last}
+    order = sorted(at2, key=at2.get, reverse=True)
+    lam = {"c1": "0.001", "c2": "0.002", "p1": "0.004"}
+    assert [r[header.index(LAMBDA)] for r in rows] == [lam[n] for n in order]
+    assert rows_of["0.004"][header.index("val/mIoU13 mean ± sd (n)")] == f"{100 * at2['p1']:.2f} (1)"
+
+
+PAPER = [(f"{m[8:11]}{lam}s{s}", lam, 0.01, s, 4, "completed", m, q + 0.02 * s + 0.05 * (m == "deeplabv3plus_tiny"))
+         for m in ("deeplabv2_tiny", "deeplabv3plus_tiny") for lam, q in ((0.0, 0.40), (0.001, 0.46), (0.004, 0.50))
+         for s in (1, 2, 3)]
+
+
+def test_lambda_backbone_table_markdown_and_csv(tmp_path):
+    import csv
+
+    study_dir = make_study(tmp_path, trials=PAPER, baseline=True, baseline_model="deeplabv2_tiny")
+    summary = write_report(study_dir)
+    csv_path = study_dir / "tables" / "lambda_backbone.csv"
+    assert csv_path in summary.tables
+    table = list(csv.DictReader(csv_path.read_text().splitlines()))
+    assert [(r["backbone"], r["lambda_adv"]) for r in table] == [
+        (m, lam) for m in ("deeplabv2_tiny", "deeplabv3plus_tiny") for lam in ("0", "0.001", "0.004")]
+    base = json.loads((study_dir / "baseline" / "metrics.jsonl").read_text().splitlines()[-1])
+    baseline_model = "deeplabv2_tiny"
+    text = (study_dir / "report.md").read_text()
+    assert "Pooled over" not in text  # the learning rate is the same in every trial
+    header, *md = _table(text, "## λ_adv × backbone")
+    for row, line in zip(table, md):
+        finals = {s: _last(study_dir, _trial_dir(study_dir, f"{row['backbone'][8:11]}{float(row['lambda_adv'])}s{s}"))
+                  for s in (1, 2, 3)}
+        controls = {s: _last(study_dir, _trial_dir(study_dir, f"{row['backbone'][8:11]}0.0s{s}")) for s in (1, 2, 3)}
+        for key in ("mIoU16", "mIoU13"):
+            values = [finals[s][f"val/{key}"] for s in (1, 2, 3)]
+            assert float(row[f"{key}_mean"]) == pytest.approx(100 * np.mean(values), abs=1e-4)
+            assert float(row[f"{key}_sd"]) == pytest.approx(100 * np.std(values, ddof=1), abs=1e-4)
+            assert line[header.index(f"{key} mean ± sd (n)")] == (
+                f"{100 * np.mean(values):.2f} ± {100 * np.std(values, ddof=1):.2f} (3)")
+            paired = [finals[s][f"val/{key}"] - controls[s][f"val/{key}"] for s in (1, 2, 3)]
+            if row["lambda_adv"] == "0":
+                assert row[f"d_{key}_vs_lambda0_mean"] == ""
+            else:
+                assert float(row[f"d_{key}_vs_lambda0_mean"]) == pytest.approx(100 * np.mean(paired), abs=1e-4)
+                assert float(row[f"d_{key}_vs_lambda0_sd"]) == pytest.approx(100 * np.std(paired, ddof=1), abs=1e-4)
+            if row["backbone"] == baseline_model:
+                assert float(row[f"d_{key}_vs_source_only"]) == pytest.approx(
+                    100 * (np.mean(values) - base[f"val/{key}"]), abs=1e-4)
+            else:  # the baseline is another network: no delta
+                assert row[f"d_{key}_vs_source_only"] == ""
+        road = [finals[s]["val/IoU/road"] for s in (1, 2, 3)]
+        if row["backbone"] == baseline_model:
+            assert float(row["d_IoU_road_vs_source_only"]) == pytest.approx(100 * (np.mean(road) - base["val/IoU/road"]),
+                                                                            abs=1e-4)
+        else:
+            assert row["d_IoU_road_vs_source_only"] == ""
+    header, *rows = _table(text, "Per-class IoU difference against the source-only baseline")
+    road = header.index("road")
+    assert [r[road] == "n/a" for r in rows] == [False] * 3 + [True] * 3
+    assert "Per-class IoU difference against the source-only baseline" in text
+
+
+def _capture(monkeypatch):
+    import study.report.figures as figures
+
+    kept = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path: kept.append(fig) or path)
+    return figures, kept
+
+
+def _overlaps(boxes) -> bool:
+    boxes = sorted(boxes, key=lambda b: b.x0)
+    return any(a.x1 > b.x0 for a, b in zip(boxes, boxes[1:]))
+
+
+def test_sensitivity_figure_has_a_colour_per_backbone_and_readable_lambda_ticks(tmp_path, monkeypatch):
+    from study.report.aggregate import completed_and_stopped
+
+    study_dir = make_study(tmp_path, trials=PAPER + [("x", 0.002, 0.01, 1, 4, "completed", "deeplabv2_tiny", 0.5),
+                                                     ("y", 0.0005, 0.01, 1, 4, "completed", "deeplabv2_tiny", 0.5)],
+                           baseline=False)
+    figures, kept = _capture(monkeypatch)
+    data = load_study(study_dir)
+    completed, _ = completed_and_stopped(data)
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    figures._sensitivity(tmp_path / "s.png", data, [LAMBDA, LR, MODEL, SEED], figures._space_dimensions(study_dir),
+                         completed)
+    fig = kept[0]
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    for model in ("deeplabv2_tiny", "deeplabv3plus_tiny"):
+        assert f"{model}: mean ± sd over seeds" in labels and any(lb.startswith(f"{model}: λ = 0 control") for lb in labels)
+    lam_ax = [ax for ax in fig.axes if ax.get_xlabel().startswith(LAMBDA)][0]
+    means = [c for c in lam_ax.containers if c.get_label().endswith("mean ± sd over seeds")]
+    colours = {matplotlib.colors.to_hex(c.lines[0].get_color()) for c in means}
+    assert len(means) == 2 and len(colours) == 2
+    assert lam_ax.get_xscale() == "log"
+    fig.canvas.draw()
+    ticks = [t for t in lam_ax.get_xticklabels() if t.get_text()]
+    assert [t.get_text() for t in ticks] == ["0.0005", "0.001", "0.002", "0.004"]
+    renderer = fig.canvas.get_renderer()
+    assert not _overlaps([t.get_window_extent(renderer) for t in ticks])
+
+
+def test_rung_labels_are_inside_the_figure(tmp_path, monkeypatch):
+    study_dir = make_study(tmp_path, trials=TRIALS, baseline=False)
+    figures, kept = _capture(monkeypatch)
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    data = load_study(study_dir)
+    figures._learning_curves(tmp_path / "c.png", data, [1, 2, 4])
+    fig = kept[0]
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    texts = [t for ax in fig.axes for a in (ax, *ax.child_axes) for t in a.get_xticklabels()
+             if t.get_text().startswith("rung")]
+    assert [t.get_text() for t in texts] == ["rung 0", "rung 1", "rung 2"]
+    width, height = fig.canvas.get_width_height()
+    for t in texts:
+        box = t.get_window_extent(renderer)
+        assert 0 <= box.x0 and box.x1 <= width and 0 <= box.y0 and box.y1 <= height, (t.get_text(), box)
+
+
+def test_report_out_leaves_the_study_directory_untouched_and_json(tmp_path):
+    study_dir = make_study(tmp_path, trials=LUCKY, baseline=True)
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(study_dir.rglob("*")) if p.is_file()}
+    out = tmp_path / "elsewhere"
+    done = dastudy("study", "report", str(study_dir), "--out", str(out), "--json")
+    assert done.returncode == 0, done.stderr
+    after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(study_dir.rglob("*")) if p.is_file()}
+    assert after == before and not (study_dir / "report.md").exists()
+    summary = json.loads(done.stdout)
+    assert summary["report"] == str(out / "report.md") and (out / "report.md").is_file()
+    assert (out / "best_config.toml").is_file() and (out / "tables" / "lambda_backbone.csv").is_file()
+    assert all(Path(f).parent == out / "figures" and Path(f).is_file() for f in summary["figures"])
+    assert summary["best"]["params"] == {LAMBDA: 2e-3, LR: 0.01, MODEL: "deeplabv2_tiny"}
+    assert summary["best"]["n"] == 3 and summary["best"]["seeds"] == [1, 2, 3]
+    b = [_last(study_dir, _trial_dir(study_dir, f"b{s}"))["val/mIoU13"] for s in (1, 2, 3)]
+    assert summary["best"]["mean"] == pytest.approx(np.mean(b)) and summary["best"]["sd"] == pytest.approx(
+        np.std(b, ddof=1))
