@@ -1,0 +1,104 @@
+"""Do label-free validators pick the models target labels would pick? A λ_adv × lr × seed grid on the synthetic
+benchmark, for one target shift, run with the engine directly (no Ray: on a shared 2-core machine its per-trial
+overhead costs more than the trials), every run reporting all validators and target-val mIoU at each evaluation.
+
+Layout written (the same as a study directory, so ``study.agreement`` reads both)::
+
+    OUT/baseline/                   source-only run (shared by every shift: the source domain does not change)
+    OUT/<shift>/trial_<k>/run/      one engine run directory per grid point (config.toml, metrics.jsonl, ...)
+    OUT/<shift>/agreement.md        the agreement section (study.agreement), figures in OUT/<shift>/figures/
+
+Usage (about 20-30 min per shift on one loaded core)::
+
+    python -m benchmarks.validator_study --out runs/validator_study --shift default --data datasets/synth
+    python -m benchmarks.validator_study --out runs/validator_study --shift strong --data datasets/synth_strong
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import time
+from pathlib import Path
+
+from trainables.config import TrainConfig, from_dict, merge
+from trainables.engine import run_training
+
+LAMBDAS = (0.001, 0.01, 0.03, 0.1)
+LRS = (0.002, 0.01)
+SEEDS = (1, 2, 3)
+SIZE = [96, 48]
+ITERATIONS, INTERVAL = 150, 50
+BASELINE_ITERATIONS = 300
+
+
+def base_config(data: Path, *, name: str) -> dict:
+    target = {"dataset": "cityscapes", "root": str(data / "target"), "size": SIZE}
+    return {
+        "name": name,
+        "data": {"source": {"dataset": "synthia", "root": str(data / "source"), "split": "train", "size": SIZE},
+                 "target": {**target, "split": "train"}, "val": {**target, "split": "val"},
+                 "num_classes": 16, "workers": 0},
+        "model": {"name": "deeplabv2_tiny", "multi_level": True},
+        "optim": {"lr": 0.01, "batch_size": 4},
+        "eval": {"protocol": "full", "select_metric": "mIoU16", "validators": ["source_val", "entropy", "im", "bnm",
+                                                                               "snd"],
+                 "validator_images": 16, "validator_pixels": 256},
+        "runtime": {"device": "cpu", "threads": 1, "progress": False, "log_interval": 50},
+    }
+
+
+def baseline(out: Path, data: Path) -> Path:
+    run = out / "baseline"
+    checkpoint = run / "checkpoints" / "best.pt"
+    if checkpoint.is_file():
+        return checkpoint
+    cfg = merge(base_config(data, name="validator_study_baseline"), {
+        "adapt": {"mode": "source_only"}, "optim": {"iter_max": BASELINE_ITERATIONS, "iter_stop": BASELINE_ITERATIONS},
+        "eval": {"interval": 100, "selection": "source_val", "validators": []}, "runtime": {"seed": 0}})
+    result = run_training(from_dict(TrainConfig, cfg, source="validator_study baseline"), run)
+    print(f"baseline: {result['status']} best {result['best_metric']} = {result['best_value']:.4f} "
+          f"at {result['best_iteration']} in {result['wall_s']:.0f} s", flush=True)
+    return checkpoint
+
+
+def grid():
+    return list(itertools.product(LAMBDAS, LRS, SEEDS))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--shift", required=True, help="a label for this benchmark (e.g. default, strong)")
+    parser.add_argument("--data", type=Path, required=True, help="the synthetic benchmark of that shift")
+    parser.add_argument("--baseline-data", type=Path, default=None,
+                        help="benchmark the source-only baseline is trained on (default: --data)")
+    args = parser.parse_args(argv)
+    init = baseline(args.out, args.baseline_data or args.data)
+    home = args.out / args.shift
+    home.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    for k, (lam, lr, seed) in enumerate(grid()):
+        run = home / f"trial_{k:03d}" / "run"
+        if (run / "result.json").is_file():
+            continue
+        cfg = merge(base_config(args.data, name=f"{args.shift}_{k:03d}"), {
+            "model": {"init_checkpoint": str(init)},
+            "optim": {"lr": lr, "iter_max": ITERATIONS, "iter_stop": ITERATIONS},
+            "adapt": {"mode": "adversarial", "lambda_adv_main": lam, "lambda_adv_aux": lam / 5, "d_ndf": 16},
+            "eval": {"interval": INTERVAL, "validators": ["source_val", "entropy", "im", "bnm", "snd",
+                                                          "d_confusion"]},
+            "runtime": {"seed": seed}})
+        result = run_training(from_dict(TrainConfig, cfg, source=f"grid point {k}"), run, overwrite=run.exists())
+        (run.parent / "params.json").write_text(json.dumps({"adapt.lambda_adv_main": lam, "optim.lr": lr,
+                                                            "runtime.seed": seed}))
+        metrics = result["metrics"]
+        print(f"[{args.shift} {k + 1}/{len(grid())}] λ={lam} lr={lr} seed={seed}: {result['status']} "
+              f"val/mIoU16 {metrics.get('val/mIoU16', float('nan')):.4f} in {result['wall_s']:.0f} s "
+              f"(total {time.perf_counter() - start:.0f} s)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
