@@ -6,7 +6,13 @@
   takes the last one as its value). A failed trial is told FAIL with its reason as a user attribute; a non-finite
   value is never told (Optuna refuses NaN and the trial would stay RUNNING forever).
 - :class:`PersistentASHA` is ASHA whose rungs survive ``Tuner.restore`` (Ray rebuilds schedulers empty, ray#30838):
-  the recorded values are written to ``asha_rungs.json`` in the study directory and read back on the first use.
+  the recorded values, and which trials it stopped, are written to ``asha_rungs.json`` in the study directory and
+  read back on the first use; a trial it stopped is answered STOP again if a resume runs it once more.
+
+Relocation: both are pickled by Ray (``tuner.pkl``, ``searcher-state-*.pkl``) and come back on ``Tuner.restore``,
+possibly in another directory or on another machine. Neither pickles a location: the Optuna storage, the study
+directory and the rung file are dropped from their pickles and set again with ``bind(...)`` by the driver that
+restores them (study/tuner.py), from the study's current home. A restored object used unbound raises.
 - :class:`StudyProgress` prints one line per trial event instead of Ray's tables (``verbose=0``).
 """
 from __future__ import annotations
@@ -14,6 +20,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -26,7 +34,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from trainables import faults
 
-__all__ = ["StudySearch", "PersistentASHA", "StudyProgress", "FINISHED_KEY", "FAILURE_FILE", "read_failure",
+__all__ = ["StudySearch", "PersistentASHA", "Unbound", "StudyProgress", "FINISHED_KEY", "FAILURE_FILE", "read_failure",
            "trial_dirname", "short_param"]
 
 # Reported (1.0) with the last evaluation of a run that trained all its iterations; absent when stopped early.
@@ -56,19 +64,93 @@ def read_failure(trial_dir: Path) -> str | None:
         return None
 
 
+class Unbound(RuntimeError):
+    """A restored searcher or scheduler was used before ``bind`` gave it the study's current location."""
+
+    def __init__(self, what: str):
+        self.what = what
+        super().__init__(f"{what} was restored without a study location; call bind() first")
+
+    def __reduce__(self):  # pickle/copy rebuild from ``what``, not from the formatted message
+        return type(self), (self.what,), self.__dict__
+
+
+# Attributes that name a place (a journal path, a study directory, an open study on that storage): never pickled.
+_LOCATION_BOUND = ("_storage", "_ot_study", "_study_dir")
+
+
 class StudySearch(OptunaSearch):
     """OptunaSearch with honest final states (PRUNED / FAIL with reason) and the Ray trial id on each Optuna trial.
 
     A trial that ended without error, without having trained all its iterations (no :data:`FINISHED_KEY` in its
-    last result) and before ``max_t`` evaluations was stopped by the scheduler: PRUNED.
+    last result) and before ``max_t`` evaluations was stopped by the scheduler: PRUNED. A state Optuna could not
+    record (a full disk) is kept and told again at the next event or after a restore, never dropped.
     """
 
     def __init__(self, space, *, metric: str, mode: str, max_t: int, study_dir: str | os.PathLike, **kwargs):
         super().__init__(space, metric=metric, mode=mode, **kwargs)
         self._max_t = max_t
         self._study_dir = str(study_dir)
+        self._pending: dict[str, dict] = {}  # trial id -> the end Optuna has not recorded yet
+
+    # -- relocation ------------------------------------------------------------------------------------------
+
+    def __getstate__(self) -> dict:
+        state = {k: v for k, v in self.__dict__.items() if k not in _LOCATION_BOUND}
+        state["_ot_trials"] = _trial_ids(self._ot_trials)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.__dict__.update({key: None for key in _LOCATION_BOUND})
+        self._ot_trial_ids = dict(self._ot_trials)
+        self._ot_trials = {}
+        self.__dict__.setdefault("_pending", {})
+
+    def bind(self, *, study_dir: str | os.PathLike, storage, sampler=None) -> None:
+        """Point a restored searcher at the study's current home: its Optuna storage there (``storage``) and,
+        optionally, a new sampler. Called by the driver before ``fit`` on every restore."""
+        self._study_dir = str(study_dir)
+        self._storage = storage
+        if sampler is not None:
+            self._sampler = sampler
+        self._ot_study = optuna.create_study(storage=storage, sampler=self._sampler,
+                                             pruner=optuna.pruners.NopPruner(), study_name=self._study_name,
+                                             load_if_exists=True,
+                                             direction="minimize" if self._mode == "min" else "maximize")
+        ids = getattr(self, "_ot_trial_ids", None) or _trial_ids(self._ot_trials)
+        self._ot_trials = {tid: optuna.trial.Trial(self._ot_study, storage_id) for tid, storage_id in ids.items()}
+
+    def bind_space(self, space) -> None:
+        """Sample the trials still to come from ``space`` (a resume with ``--allow-changed-space``)."""
+        self._space = space
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as fh:
+            pickle.dump(self.__getstate__(), fh)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Ray's state of the searcher at its last snapshot, into this bound searcher: which Ray trial is which
+        Optuna trial, which ended, what is still to be told. The location and the sampler stay this object's."""
+        if self._ot_study is None:
+            raise Unbound("StudySearch")
+        with open(checkpoint_path, "rb") as fh:
+            saved = pickle.load(fh)
+        ids = _trial_ids(saved.pop("_ot_trials", {}))
+        for key in (*_LOCATION_BOUND, "_sampler", "_ot_trial_ids"):
+            saved.pop(key, None)
+        self.__dict__.update(saved)
+        self.__dict__.setdefault("_pending", {})
+        self._ot_trials = {tid: optuna.trial.Trial(self._ot_study, storage_id) for tid, storage_id in ids.items()}
+        self._ot_trial_ids = ids
+        self._flush_pending()
+
+    # -- Ray's searcher interface ----------------------------------------------------------------------------
 
     def suggest(self, trial_id: str) -> dict | None:
+        if self._ot_study is None:
+            raise Unbound("StudySearch")
+        self._flush_pending()
         if trial_id not in self._ot_trials and self._ot_study is not None:
             self._adopt_orphan(trial_id)
         config = super().suggest(trial_id)
@@ -104,23 +186,36 @@ class StudySearch(OptunaSearch):
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         value = result.get(self.metric)
         if isinstance(value, (int, float)) and math.isfinite(value) and not self._already_recorded(trial_id):
-            super().on_trial_result(trial_id, result)
+            try:
+                super().on_trial_result(trial_id, result)
+            except OSError as exc:  # a full disk: this intermediate value is not recorded; the trial goes on
+                print(f"warning: could not record a result of trial {trial_id} in Optuna: {exc}", file=sys.stderr)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return super().on_trial_complete(trial_id, result=result, error=error)
-        if self._already_recorded(trial_id):
-            self._completed_trials.add(trial_id)
-            return
-        ot_trial = self._ot_trials[trial_id]
-        value = (result or {}).get(self.metric)
-        iteration = int((result or {}).get("training_iteration", 0) or 0)
-        finished = bool((result or {}).get(FINISHED_KEY))
-        try:
-            self._tell_state(ot_trial, value, error=error, iteration=iteration, finished=finished, trial_id=trial_id)
-        except Exception as exc:  # never let bookkeeping take the study down; the state stays visible
-            print(f"warning: could not record trial {trial_id} in Optuna: {exc}", file=sys.stderr)
         self._completed_trials.add(trial_id)
+        self._pending[trial_id] = {"value": (result or {}).get(self.metric), "error": error,
+                                   "iteration": int((result or {}).get("training_iteration", 0) or 0),
+                                   "finished": bool((result or {}).get(FINISHED_KEY))}
+        self._flush_pending()
+
+    def _flush_pending(self) -> None:
+        """Tell Optuna every trial end it has not recorded yet; one that fails (a full disk) stays pending (it is
+        in the searcher's pickled state, so a restored driver tells it) and a warning is printed."""
+        for trial_id in list(self._pending):
+            if trial_id not in self._ot_trials:
+                continue
+            end = self._pending[trial_id]
+            try:
+                if not self._already_recorded(trial_id):
+                    self._tell_state(self._ot_trials[trial_id], end["value"], error=end["error"],
+                                     iteration=end["iteration"], finished=end["finished"], trial_id=trial_id)
+            except Exception as exc:  # never let bookkeeping take the study down; told again later
+                print(f"warning: could not record trial {trial_id} in Optuna yet ({exc}); will retry",
+                      file=sys.stderr)
+                return
+            del self._pending[trial_id]
 
     def _tell(self, ot_trial, value: float | None = None, *, state) -> None:
         try:
@@ -149,20 +244,51 @@ class StudySearch(OptunaSearch):
             self._tell(ot_trial, float(value), state=optuna.trial.TrialState.COMPLETE)
 
 
-class PersistentASHA(ASHAScheduler):
-    """ASHA (Li et al., https://arxiv.org/abs/1810.05934) whose rung records are saved in ``state_path``."""
+def _trial_ids(ot_trials: dict) -> dict[str, int]:
+    """Ray trial id -> Optuna's storage id of its trial (what survives a pickle; older pickles hold Trial objects)."""
+    return {tid: (t if isinstance(t, int) else t._trial_id) for tid, t in ot_trials.items()}
 
-    def __init__(self, *, state_path: str | os.PathLike, **kwargs):
+
+class PersistentASHA(ASHAScheduler):
+    """ASHA (Li et al., https://arxiv.org/abs/1810.05934) whose rung records and stop decisions are saved in
+    ``<study>/asha_rungs.json`` (the study directory given by ``bind``; never pickled, see the module docstring).
+
+    Ray's ASHA records a trial in a rung once and decides only then; a trial it stopped whose stop Ray's state
+    had not saved yet runs again after a resume, finds itself already recorded and was answered CONTINUE, undoing
+    the prune. Stopped trials are therefore remembered too and answered STOP whenever they report again."""
+
+    STATE_FILE = "asha_rungs.json"
+
+    def __init__(self, *, study_dir: str | os.PathLike, **kwargs):
         super().__init__(**kwargs)
-        self._state_path = str(state_path)
+        self._study_dir: str | None = str(study_dir)
+        self._stopped: dict[str, float] = {}  # trial id -> the time_attr value it was stopped at
         self._loaded = False
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_study_dir"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._study_dir = None
+        self.__dict__.setdefault("_stopped", {})
+
+    def bind(self, *, study_dir: str | os.PathLike) -> None:
+        self._study_dir = str(study_dir)
+
+    @property
+    def state_path(self) -> Path:
+        if self._study_dir is None:
+            raise Unbound("PersistentASHA")
+        return Path(self._study_dir) / self.STATE_FILE
 
     def _load_once(self) -> None:
         if self._loaded:
             return
+        path = self.state_path
         self._loaded = True
         try:
-            saved = json.loads(Path(self._state_path).read_text())
+            saved = json.loads(path.read_text())
         except (OSError, ValueError):
             return
         for bracket, rungs in zip(self._brackets, saved.get("brackets", [])):
@@ -170,13 +296,17 @@ class PersistentASHA(ASHAScheduler):
                 if float(milestone) == float(saved_milestone):
                     for trial_id, value in saved_recorded.items():
                         recorded.setdefault(trial_id, value)
+        for trial_id, at in saved.get("stopped", {}).items():
+            self._stopped.setdefault(trial_id, at)
 
     def _save(self) -> None:
-        state = {"brackets": [[[m, dict(r)] for m, r in b._rungs] for b in self._brackets]}
-        tmp = f"{self._state_path}.tmp"
+        state = {"brackets": [[[m, dict(r)] for m, r in b._rungs] for b in self._brackets],
+                 "stopped": self._stopped}
+        path = self.state_path
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         with open(tmp, "w") as fh:
             json.dump(state, fh)
-        os.replace(tmp, self._state_path)
+        os.replace(tmp, path)
 
     def on_trial_add(self, tune_controller, trial) -> None:
         self._load_once()
@@ -184,7 +314,13 @@ class PersistentASHA(ASHAScheduler):
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         self._load_once()
+        stopped_at = self._stopped.get(trial.trial_id)
+        now = result.get(self._time_attr)
+        if stopped_at is not None and now is not None and now >= stopped_at:
+            return self.STOP  # stopped here before a driver restart: the decision stands
         action = super().on_trial_result(tune_controller, trial, result)
+        if action == self.STOP:
+            self._stopped[trial.trial_id] = result.get(self._time_attr)
         self._save()
         return action
 
@@ -251,8 +387,10 @@ class StudyProgress(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         reason = read_failure(Path(trial.storage.trial_fs_path)) if trial.storage else None
-        if reason is None and trial.error_file:
-            reason = "see " + str(trial.error_file)
+        if reason is None and trial.storage:
+            # the study's copy (Ray syncs error.txt into the trial directory), not Ray's temp dir, which is
+            # deleted when Ray shuts down
+            reason = "see " + shlex.quote(f"{trial.storage.trial_fs_path.rstrip('/')}/error.txt")
         self._ended += 1
         self._line(f"{trial_dirname(trial)} FAILED  {reason or ''}   [{self._ended}/{self.num_samples} trials ended]")
 

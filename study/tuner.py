@@ -148,15 +148,15 @@ def optuna_storage(study: StudyConfig, home: Path):
     URL in ``search.storage`` (``sqlite:///...``, ``postgresql://...``, or a path to a ``.journal`` file)."""
     import optuna
     from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
 
+    from study.journal import RepairingJournalBackend
     from study.preflight import connect_url
 
     url = connect_url(study.search.storage)  # a password goes to the environment, never into pickled state
     if url is None or url.endswith(".journal"):
         path = home / "optuna.journal" if url is None else Path(url)
         path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
+        return JournalStorage(RepairingJournalBackend(path))  # whole records or none (disk full, kill)
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
     return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
 
@@ -210,7 +210,7 @@ def build_tuner(study: StudyConfig, *, location: StudyLocation, init_checkpoint:
         searcher._ot_study.set_user_attr(key, value)
     label_optuna_study(searcher._ot_study, metric=metric, param_names=list(study.describe_space()["dimensions"]))
     if study.scheduler.kind == "asha":
-        scheduler = PersistentASHA(state_path=location.home / "asha_rungs.json", time_attr="training_iteration",
+        scheduler = PersistentASHA(study_dir=location.home, time_attr="training_iteration",
                                    max_t=study.max_t, grace_period=study.scheduler.grace_period,
                                    reduction_factor=study.scheduler.reduction_factor)
     else:
@@ -400,7 +400,8 @@ def run_study(study: StudyConfig, *, storage: str | None = None, address: str | 
         raise FileExistsError(f"study directory {location.home} already exists; continue it with "
                               f"`dastudy study resume {study.name}` or choose another --name")
     # Every check that needs no cluster, before Ray starts: each trial's resolved config, files, datasets, URL.
-    from study.preflight import check_study
+    from study.lock import study_lock
+    from study.preflight import check_study, mask_secrets
 
     check_study(study, trials=trainable is None)
     with ray_session(address=address, num_cpus=num_cpus):
@@ -411,41 +412,154 @@ def run_study(study: StudyConfig, *, storage: str | None = None, address: str | 
             extra["baseline"] = {"config": study.baseline.config, "run_dir": str(baseline_run),
                                  "checkpoint": init_checkpoint}
         write_study_files(study, location, extra=extra)
-        if baseline_run is not None:
-            copy_baseline_files(baseline_run, location.home / "baseline", init_checkpoint)
-        log(f"study {study.name}: {study.num_samples} trials of space {study.search.space!r} "
-            f"({study.search.sampler}, seed {study.search.seed}), metric {study.study_metric} ({study.mode}), "
-            f"{study.scheduler.kind} max_t={study.max_t} -> {location.home}")
-        tuner = build_tuner(study, location=location, init_checkpoint=init_checkpoint, trainable=trainable)
-        results = tuner.fit()
+        with study_lock(location.home, command=" ".join(mask_secrets(a) for a in sys.argv)):
+            if baseline_run is not None:
+                copy_baseline_files(baseline_run, location.home / "baseline", init_checkpoint)
+            log(f"study {study.name}: {study.num_samples} trials of space {study.search.space!r} "
+                f"({study.search.sampler}, seed {study.search.seed}), metric {study.study_metric} ({study.mode}), "
+                f"{study.scheduler.kind} max_t={study.max_t} -> {location.home}")
+            tuner = build_tuner(study, location=location, init_checkpoint=init_checkpoint, trainable=trainable)
+            results = tuner.fit()
     return results, location
 
 
+def _restored_parts(tuner) -> tuple[Any, Any]:
+    """The searcher and scheduler ``Tuner.restore`` unpickled from ``tuner.pkl``, to be bound to the study's
+    current home before ``fit``. Ray has no public accessor for a restored Tuner's TuneConfig (and restores
+    scheduler state not at all, ray#30838), so this reads a private attribute here and nowhere else;
+    tests/study/test_tune_resume.py::test_restored_tuner_parts_are_reachable fails if an upgrade moves it."""
+    config = tuner._local_tuner._tune_config
+    return config.search_alg, config.scheduler
+
+
+def space_changes(study: StudyConfig, home: Path, provenance: dict[str, Any] | None = None) -> list[str]:
+    """What differs between the study file now and what the study ran with: the resolved search space (name,
+    sampler, every dimension; space.json, written by `study run` and never rewritten) and the sampler seed and
+    metric (provenance.json). ``[]`` if nothing; each item names the key, the value that ran and the new one."""
+    try:
+        space = json.loads((Path(home) / "space.json").read_text())
+    except (OSError, ValueError):
+        space = {}  # nothing to compare with (a study from before space.json)
+    now_space = json.loads(json.dumps(study.describe_space(), default=str))
+    ran = {f"space.{k}": space[k] for k in ("name", "sampler", "dimensions") if k in space}
+    now = {f"space.{k}": now_space.get(k) for k in ("name", "sampler", "dimensions") if k in space}
+    for key, value in (("sampler_seed", study.search.seed), ("metric", study.study_metric)):
+        if key in (provenance or {}):
+            ran[key], now[key] = provenance[key], value
+    flat_ran, flat_now = _flatten(ran), _flatten(now)
+    out = []
+    for key in sorted(set(flat_ran) | set(flat_now)):
+        if flat_ran.get(key, "<absent>") != flat_now.get(key, "<absent>"):
+            out.append(f"{key}: {flat_ran.get(key, '<absent>')!r} -> {flat_now.get(key, '<absent>')!r}")
+    return out
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    if isinstance(data, list) and any(isinstance(x, (dict, list)) for x in data):
+        out = {}
+        for index, value in enumerate(data):
+            out.update(_flatten(value, f"{prefix}{index}."))
+        return out
+    return {prefix.rstrip("."): data}
+
+
+class SpaceChanged(PreflightError):
+    """The study file's search space differs from the one the study ran with."""
+
+
+def _relocated_storage(provenance: dict[str, Any], home: Path) -> str:
+    """Ray's storage for a study now in ``home``: an object-store URI stays as recorded; a filesystem storage is
+    the directory that holds the study now, wherever the study was when it ran (it may have been moved or copied,
+    or be mounted elsewhere)."""
+    recorded = provenance.get("storage")
+    if recorded and is_uri(recorded) and not recorded.startswith("file://"):
+        return recorded
+    return str(Path(home).parent)
+
+
+def _relocated_checkpoint(recorded: str | None, provenance: dict[str, Any], home: Path) -> str | None:
+    """The baseline checkpoint every new trial starts from, looked up under the study's current storage first
+    (``<storage>/baselines/...`` moves with the studies), then where it was when the study ran."""
+    if not recorded:
+        return None
+    old_root = Path(provenance.get("experiment_path") or "").parent
+    try:
+        moved = Path(home).parent / Path(recorded).relative_to(old_root)
+    except ValueError:
+        moved = None
+    if moved is not None and moved.is_file():
+        return str(moved)
+    return recorded
+
+
+def resume_sampler(study: StudyConfig, storage):
+    """The sampler of a resumed study: a new one seeded past the trials already asked. The restored one would
+    replay the random state of Ray's last snapshot, so a trial asked after that snapshot (and adopted on resume)
+    had its values drawn again, identically, for the next trial (issue 11)."""
+    from dataclasses import replace
+
+    import optuna
+
+    try:
+        asked = len(optuna.load_study(study_name=study.name, storage=storage).get_trials(deepcopy=False))
+    except KeyError:  # no study in the storage yet
+        asked = 0
+    return make_sampler(replace(study, search=replace(study.search, seed=study.search.seed + asked)))
+
+
 def resume_study(home: Path, *, address: str | None = None, num_cpus: int | None = None,
-                 trainable: Callable | None = None, log: Callable[[str], None] = print):
+                 trainable: Callable | None = None, allow_changed_space: bool = False,
+                 log: Callable[[str], None] = print):
     """Continue an interrupted study: finished trials are kept, unfinished and errored ones resume from their last
-    checkpoint, the searcher (with its Optuna study) is restored, ASHA rungs come back from ``asha_rungs.json``."""
+    checkpoint, the searcher (with its Optuna study) is restored, ASHA rungs come back from ``asha_rungs.json``.
+
+    Only one driver at a time (study/lock.py). Everything is located from ``home``, where the study is now: a
+    moved or copied study continues there and writes nothing into its old location. A study file whose space
+    was edited since the study ran is refused (:class:`SpaceChanged`) unless ``allow_changed_space``."""
     from ray import tune
 
+    from study.lock import study_lock
     from study.preflight import mask_secrets
 
+    home = Path(home)
     study, provenance = load_study_dir(home)
-    storage = provenance.get("storage") or str(Path(home).parent)
-    location = StudyLocation(home=Path(home), ray_storage=storage, name=study.name)
-    with ray_session(address=address, num_cpus=num_cpus):
+    changes = space_changes(study, home, provenance)
+    if changes and not allow_changed_space:
+        raise SpaceChanged(f"{home / 'study.toml'}: the search space differs from the one this study ran with "
+                           f"(space.json): {'; '.join(changes[:5])}{' ...' if len(changes) > 5 else ''}; restore "
+                           "the file, or pass --allow-changed-space to sample the remaining trials from the new "
+                           "space")
+    location = StudyLocation(home=home, ray_storage=_relocated_storage(provenance, home), name=study.name)
+    with study_lock(home, command=" ".join(mask_secrets(a) for a in sys.argv)), \
+            ray_session(address=address, num_cpus=num_cpus):
         if not tune.Tuner.can_restore(location.experiment_path, storage_filesystem=ray_filesystem(location)):
             raise FileNotFoundError(f"{location.experiment_path}: no Ray experiment state (tuner.pkl) to resume; "
                                     "the study was interrupted before its first trial started")
         _preflight_cluster(study, location, log)
-        init_checkpoint = (provenance.get("baseline") or {}).get("checkpoint")
+        init_checkpoint = _relocated_checkpoint((provenance.get("baseline") or {}).get("checkpoint"), provenance,
+                                                home)
         context = trial_context(study, location, init_checkpoint)
         provenance.setdefault("resumes", []).append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                                      "command": [mask_secrets(a) for a in sys.argv],
-                                                     "versions": _versions()})
-        _write_json(Path(home) / "provenance.json", provenance)
+                                                     "versions": _versions(), "home": str(home),
+                                                     **({"space_changes": changes} if changes else {})})
+        _write_json(home / "provenance.json", provenance)
         log(f"study {study.name}: resuming from {location.home}")
         tuner = tune.Tuner.restore(location.experiment_path, trainable=wrap_trainable(study, context, trainable),
                                    resume_errored=True, storage_filesystem=ray_filesystem(location))
+        searcher, scheduler = _restored_parts(tuner)
+        storage = optuna_storage(study, home)
+        searcher.bind(study_dir=home if location.shared_fs else "", storage=storage,
+                      sampler=resume_sampler(study, storage))
+        if changes:
+            searcher.bind_space(make_define_by_run(get_space(study.search.space), study.space_params,
+                                                   grid=study.search.sampler == "grid", base=study.train))
+        if hasattr(scheduler, "bind"):
+            scheduler.bind(study_dir=home)
         results = tuner.fit()
     return results, location
-

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,13 @@ Hyperparameter studies of adversarial domain adaptation on Ray Tune + Optuna.
   presets      list the shipped presets and search spaces
 
 A study lives in STORAGE/NAME (STORAGE: --storage, else $DASTUDY_STORAGE, else ./studies)."""
+
+
+EXIT_STATUS = """\
+exit status: 0 every trial ended COMPLETE or PRUNED; 1 some trials did not finish (continue with `dastudy study
+resume`); 3 every trial ended but some FAILED (`dastudy study status` gives each reason; each trial's error.txt is in
+the study directory); 2 bad input or a refusal (another driver holds the study, a changed search space), with
+nothing started; 130 interrupted (Ctrl-C)."""
 
 
 def _add_storage(parser: argparse.ArgumentParser) -> None:
@@ -78,7 +86,8 @@ def register(subparsers) -> None:
                     "~/.pgpass) for `resume`, `status` and `report`.",
         epilog="Examples: dastudy study run demo --name my-demo; "
                "dastudy study run lambda_sensitivity --address auto --storage /mnt/shared/studies; "
-               "dastudy study run my_study.toml num_samples=16 resources.gpu=0.25")
+               "dastudy study run my_study.toml num_samples=16 resources.gpu=0.25\n\n" + EXIT_STATUS,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("preset", metavar="PRESET_OR_FILE", help="a shipped preset name or a study TOML file")
     run.add_argument("overrides", nargs=argparse.REMAINDER, metavar="KEY=VALUE",
                      help="study or train.* overrides (options may come before or after them)")
@@ -89,21 +98,32 @@ def register(subparsers) -> None:
         "resume", help="continue an interrupted study",
         description="Continue a study whose driver stopped (Ctrl-C, crash, lost head node): trials that finished "
                     "stay as they are, running and errored ones restart from their last checkpoint, the Optuna "
-                    "study is reloaded from its storage and ASHA's rungs from asha_rungs.json.",
+                    "study is reloaded from its storage and ASHA's rungs (and its stop decisions) from "
+                    "asha_rungs.json.\n\n"
+                    "The study continues where its directory is now: a study moved, copied or mounted elsewhere "
+                    "writes only there (never into its old location). One driver at a time: a second `run` or "
+                    "`resume` of the same study is refused, naming the holder (a killed driver's lock goes with "
+                    "it). A study file whose search space was edited since the study ran is refused, naming the "
+                    "difference, unless --allow-changed-space.",
         epilog="Security: Ray's experiment state in the study directory (tuner.pkl, searcher-state-*.pkl) is "
                "pickled Python, which runs code when loaded: resume only study directories you trust (your own "
                "runs, not ones downloaded or writable by others). Checkpoints are loaded with "
-               "torch.load(weights_only=True) and cannot run code.")
+               "torch.load(weights_only=True) and cannot run code.\n\n" + EXIT_STATUS,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     resume.add_argument("study", metavar="NAME_OR_PATH", help="a study name in the storage, or its directory")
     resume.add_argument("--address", default=None, help="Ray cluster to use ('auto' or host:port)")
     resume.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray started here")
+    resume.add_argument("--allow-changed-space", action="store_true",
+                        help="continue although study.toml's search space differs from the one the study ran with: "
+                             "the remaining trials are sampled from the new space, the trials that ran keep theirs "
+                             "(the difference is recorded in provenance.json)")
     _add_storage(resume)
     resume.set_defaults(func=_resume)
 
     status = sub.add_parser("status", help="trials, states and best so far (no Ray needed)",
                             description="Print the trials of a study from its directory and Optuna storage: "
                                         "parameters, state, the study metric, why trials failed, the best so far.")
-    status.add_argument("study", metavar="NAME_OR_PATH")
+    status.add_argument("study", metavar="NAME_OR_PATH", help="a study name in the storage, or its directory")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     _add_storage(status)
     status.set_defaults(func=_status)
@@ -111,7 +131,7 @@ def register(subparsers) -> None:
     report = sub.add_parser("report", help="write report.md, figures and best_config.toml",
                             description="Write the study report into the study directory (report.md, figures/, "
                                         "best_config.toml); reads only the study directory.")
-    report.add_argument("study", metavar="NAME_OR_PATH")
+    report.add_argument("study", metavar="NAME_OR_PATH", help="a study name in the storage, or its directory")
     report.add_argument("--out", metavar="DIR", default=None,
                         help="write report.md, figures/, tables/ and best_config.toml into DIR instead of the study "
                              "directory (which is then only read: a read-only study archive stays untouched)")
@@ -124,13 +144,19 @@ def register(subparsers) -> None:
                                  description="Start TensorBoard over the study directory (every trial's tb/ run with "
                                              "clean tags, HParams, prediction panels; the baseline), bound to "
                                              "127.0.0.1 unless --host says otherwise. Ctrl-C stops it.")
-    tensorboard.add_argument("study", metavar="NAME_OR_PATH")
-    tensorboard.add_argument("--host", default="127.0.0.1")
-    tensorboard.add_argument("--port", type=int, default=6006)
+    tensorboard.add_argument("study", metavar="NAME_OR_PATH", help="a study name in the storage, or its directory")
+    tensorboard.add_argument("--host", default="127.0.0.1",
+                             help="address to bind (default 127.0.0.1: this machine only; forward the port over ssh "
+                                  "rather than binding a public address)")
+    tensorboard.add_argument("--port", type=int, default=6006, help="port to serve on (default 6006)")
     _add_storage(tensorboard)
     tensorboard.set_defaults(func=_tensorboard)
 
-    presets = sub.add_parser("presets", help="list shipped presets and search spaces")
+    presets = sub.add_parser("presets", help="list shipped presets and search spaces",
+                             description="The shipped presets (`dastudy study run NAME`) and the registered search "
+                                         "spaces with their [search.params] parameters and defaults.")
+    presets.add_argument("--json", action="store_true",
+                         help="print {presets: [{name, description}], spaces: [{name, description, params}]} as JSON")
     presets.set_defaults(func=_presets)
 
 
@@ -268,11 +294,24 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def finish_message(info: dict[str, Any], home: Path, storage: str | None) -> str:
-    storage_flag = f" --storage {storage}" if storage else ""
+    # paths quoted: the commands are meant to be pasted, and a storage path may hold spaces
+    storage_flag = f" --storage {shlex.quote(str(storage))}" if storage else ""
+    name = shlex.quote(info["name"])
     return (f"\nstudy directory: {home}\n"
-            f"TensorBoard:     dastudy study tensorboard {info['name']}{storage_flag}   "
-            f"(or: tensorboard --logdir {home} --host 127.0.0.1)\n"
-            f"report:          dastudy study report {info['name']}{storage_flag}")
+            f"TensorBoard:     dastudy study tensorboard {name}{storage_flag}   "
+            f"(or: tensorboard --logdir {shlex.quote(str(home))} --host 127.0.0.1)\n"
+            f"report:          dastudy study report {name}{storage_flag}")
+
+
+EXIT_OK, EXIT_UNFINISHED, EXIT_FAILED = 0, 1, 3
+
+
+def exit_status(info: dict[str, Any]) -> int:
+    """:data:`EXIT_STATUS`: unfinished trials first (the study is not over: resume it), then FAILED ones."""
+    ended = sum(info["counts"].get(s, 0) for s in ("COMPLETE", "PRUNED", "FAIL"))
+    if info["num_samples"] - ended > 0 or info["counts"].get("RUNNING", 0):
+        return EXIT_UNFINISHED
+    return EXIT_FAILED if info["counts"].get("FAIL", 0) else EXIT_OK
 
 
 def _summarize(location, storage: str | None) -> int:
@@ -280,12 +319,16 @@ def _summarize(location, storage: str | None) -> int:
     print()
     print(format_trials_table(info))
     print(finish_message(info, location.home, storage))
-    unfinished = info["num_samples"] - sum(info["counts"].get(s, 0) for s in ("COMPLETE", "PRUNED", "FAIL"))
-    if unfinished > 0:
-        print(f"\n{unfinished} trial(s) did not finish; continue with: dastudy study resume {info['name']}"
-              + (f" --storage {storage}" if storage else ""), file=sys.stderr)
-        return 1
-    return 0
+    code = exit_status(info)
+    if code == EXIT_UNFINISHED:
+        ended = sum(info["counts"].get(s, 0) for s in ("COMPLETE", "PRUNED", "FAIL"))
+        print(f"\n{max(info['num_samples'] - ended, 0)} trial(s) did not finish; continue with: dastudy study resume "
+              f"{shlex.quote(str(location.home))}", file=sys.stderr)
+    elif code == EXIT_FAILED:
+        print(f"\n{info['counts']['FAIL']} trial(s) FAILED; reasons: dastudy study status "
+              f"{shlex.quote(str(location.home))} (each trial's error.txt is in the study directory)",
+              file=sys.stderr)
+    return code
 
 
 def as_user_errors(func):
@@ -295,12 +338,13 @@ def as_user_errors(func):
     @functools.wraps(func)
     def wrapper(args: argparse.Namespace) -> int:
         from study.cli import UserError
+        from study.lock import StudyLocked
         from study.resources import PreflightError
         from study.spaces import SpaceError
 
         try:
             return func(args)
-        except (PreflightError, SpaceError) as err:
+        except (PreflightError, SpaceError, StudyLocked) as err:
             raise UserError(str(err)) from None
 
     return wrapper
@@ -328,7 +372,8 @@ def _resume(args: argparse.Namespace) -> int:
     from study.tuner import resume_study
 
     home = study_home(args.study, args.storage)
-    _, location = resume_study(home, address=args.address, num_cpus=args.num_cpus)
+    _, location = resume_study(home, address=args.address, num_cpus=args.num_cpus,
+                               allow_changed_space=args.allow_changed_space)
     return _summarize(location, args.storage)
 
 
@@ -361,6 +406,12 @@ def _presets(args: argparse.Namespace) -> int:
     from study.config import load_toml, shipped_names
     from study.spaces import SPACES
 
+    if getattr(args, "json", False):
+        print(json.dumps({"presets": [{"name": n, "description": load_toml(n, "presets").get("description", "")}
+                                      for n in shipped_names("presets")],
+                          "spaces": [{"name": n, "description": sp.description, "params": dict(sp.params)}
+                                     for n, sp in sorted(SPACES.items())]}, indent=2))
+        return 0
     print("presets (dastudy study run NAME):")
     for name in shipped_names("presets"):
         data = load_toml(name, "presets")

@@ -37,6 +37,8 @@ REVIEWED = {
     ("study/atomic_fs.py", "AtomicLocalHandler.move", "self._fs.move"): "on Ray's behalf, inside the study",
     ("study/resources.py", "probe_storage_visibility", "marker.unlink"): "the uniquely named marker it wrote",
     ("study/search.py", "PersistentASHA._save", "os.replace"): "its temporary file over asha_rungs.json",
+    ("study/journal.py", "repair_journal", "os.replace"):
+        "the journal rewritten without a torn record (under Optuna's journal lock), from its own temporary file",
     ("study/tensorboard.py", "TensorBoardProcess.stop", "self.log_path.unlink"):
         "only the log file start() created (owns_log)",
     ("study/tuner.py", "ray_session", "shutil.rmtree"): "the private Ray temp dir mkdtemp made in the same call",

@@ -102,7 +102,7 @@ def _asha(cls, tmp_path, **kwargs):
 def test_asha_rungs_survive_a_restore(tmp_path):
     state = tmp_path / "asha_rungs.json"
     trial = lambda name: SimpleNamespace(trial_id=name)  # noqa: E731 - all ASHA reads from a trial
-    first = _asha(PersistentASHA, tmp_path, state_path=state)
+    first = _asha(PersistentASHA, tmp_path, study_dir=tmp_path)
     for name, value, expected in (("t1", 0.9, TrialScheduler.CONTINUE), ("t2", 0.8, TrialScheduler.STOP)):
         first.on_trial_add(None, trial(name))
         # rung 1 after t1 holds {0.9}: the median cutoff 0.9 stops t2 (0.8 < 0.9)
@@ -111,7 +111,7 @@ def test_asha_rungs_survive_a_restore(tmp_path):
     assert saved["brackets"][0][-1] == [1, {"t1": 0.9, "t2": 0.8}]  # rungs are stored last-milestone first
 
     # After a restore the new scheduler reads the rungs: cutoff = median(0.9, 0.8) = 0.85 stops t3 at 0.5 ...
-    restored = _asha(PersistentASHA, tmp_path, state_path=state)
+    restored = _asha(PersistentASHA, tmp_path, study_dir=tmp_path)
     restored.on_trial_add(None, trial("t3"))
     assert restored.on_trial_result(None, trial("t3"), {"training_iteration": 1, "m": 0.5}) == TrialScheduler.STOP
     # ... while Ray's plain ASHA starts with empty rungs and lets it continue (ray#30838).
@@ -136,3 +136,162 @@ def test_a_trial_ray_reruns_after_optuna_recorded_it_keeps_its_outcome(tmp_path)
     (trial,) = study.trials
     assert trial.state.name == "COMPLETE" and trial.value == pytest.approx(0.4)
     assert trial.intermediate_values == {1: 0.1, 2: 0.2, 3: 0.3}
+
+
+# --- relocation, decisions that survive a restore, tells that survive a full disk --------------------------------
+
+
+def _storage(path):
+    from study.journal import RepairingJournalBackend
+
+    return JournalStorage(RepairingJournalBackend(path))
+
+
+def _files(root) -> dict:
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_pickled_searcher_and_scheduler_name_no_location(tmp_path):
+    """Ray pickles both into tuner.pkl and searcher-state-*.pkl; a path in there sent a relocated study's writes
+    back to its first directory (issue 12). Unpickled, they refuse to work until bound to a location."""
+    import pickle
+
+    from study.search import Unbound
+
+    home = tmp_path / "where-the-study-ran"
+    home.mkdir()
+    searcher = _searcher(home)
+    searcher.suggest("a")
+    asha = _asha(PersistentASHA, tmp_path, study_dir=home)
+    for obj in (searcher, asha):
+        blob = pickle.dumps(obj)
+        assert str(home).encode() not in blob and b"where-the-study-ran" not in blob
+    searcher.save(str(tmp_path / "searcher-state.pkl"))
+    assert b"where-the-study-ran" not in (tmp_path / "searcher-state.pkl").read_bytes()
+    with pytest.raises(Unbound):
+        pickle.loads(pickle.dumps(searcher)).suggest("b")
+    restored_asha = pickle.loads(pickle.dumps(asha))
+    with pytest.raises(Unbound):
+        restored_asha.on_trial_add(None, SimpleNamespace(trial_id="b"))
+
+
+def test_a_restored_searcher_writes_only_into_the_study_where_it_is_now(tmp_path):
+    """A copy resumed while the original exists: the original stays byte-identical, the copy gets the tells."""
+    import pickle
+    import shutil
+
+    original, copy = tmp_path / "original", tmp_path / "copy"
+    original.mkdir()
+    searcher = _searcher(original)
+    searcher.suggest("a")
+    searcher.suggest("b")
+    _report(searcher, "a", [0.1, 0.2])
+    state = original / "searcher-state.pkl"
+    searcher.save(str(state))
+    shutil.copytree(original, copy)
+    before = _files(original)
+
+    restored = pickle.loads(pickle.dumps(searcher))  # as tuner.pkl brings it back
+    restored.bind(study_dir=copy, storage=_storage(copy / "j.journal"))
+    restored.restore(str(copy / "searcher-state.pkl"))
+    restored.on_trial_complete("a", result=_report(restored, "a", [0.1, 0.2, 0.3, 0.4], finished=True))
+    restored.on_trial_complete("b", result={METRIC: 0.2, "training_iteration": 2})
+
+    assert _files(original) == before
+    study = optuna.load_study(study_name="unit", storage=_storage(copy / "j.journal"))
+    assert {t.user_attrs["ray_trial_id"]: t.state.name for t in study.trials} == {"a": "COMPLETE", "b": "PRUNED"}
+
+
+def test_a_trial_asha_stopped_is_stopped_again_after_a_restore(tmp_path):
+    """kill -> resume: Ray re-runs a trial whose stop its state had not saved; the restored rungs already hold it,
+    and plain ASHA then answers CONTINUE (a prune undone, issue 11)."""
+    trial = lambda name: SimpleNamespace(trial_id=name)  # noqa: E731
+    first = _asha(PersistentASHA, tmp_path, study_dir=tmp_path)
+    for name, value in (("t1", 0.9), ("t2", 0.8)):
+        first.on_trial_add(None, trial(name))
+        first.on_trial_result(None, trial(name), {"training_iteration": 1, "m": value})
+    assert json.loads((tmp_path / "asha_rungs.json").read_text())["stopped"] == {"t2": 1}
+
+    restored = _asha(PersistentASHA, tmp_path, study_dir=tmp_path)
+    restored.on_trial_add(None, trial("t2"))
+    assert restored.on_trial_result(None, trial("t2"), {"training_iteration": 1, "m": 0.8}) == TrialScheduler.STOP
+    # the trial that went on is not affected
+    restored.on_trial_add(None, trial("t1"))
+    assert restored.on_trial_result(None, trial("t1"), {"training_iteration": 2, "m": 0.9}) == TrialScheduler.CONTINUE
+
+
+def test_a_tell_that_hits_a_full_disk_is_kept_and_told_later(tmp_path, monkeypatch, capsys):
+    import errno
+    import os
+    import pickle
+
+    import study.journal
+
+    searcher = StudySearch(make_define_by_run(get_space("lambda_adv"), resolve_params(get_space("lambda_adv"), {})),
+                           metric=METRIC, mode="max", max_t=4, study_dir=tmp_path, study_name="unit",
+                           sampler=optuna.samplers.RandomSampler(seed=0), storage=_storage(tmp_path / "j.journal"))
+    searcher.suggest("a")
+    result = _report(searcher, "a", [0.1, 0.2, 0.3, 0.4], finished=True)
+    real_write = os.write
+
+    def full_disk(fd, data):  # the first bytes fit, then the disk is full
+        real_write(fd, bytes(data[:7]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(study.journal.os, "write", full_disk)
+    searcher.on_trial_complete("a", result=result)
+    assert "could not record trial a" in capsys.readouterr().err
+    journal = (tmp_path / "j.journal").read_bytes()
+    assert journal.endswith(b"\n") and all(json.loads(line) for line in journal.splitlines())  # never torn
+    snapshot = pickle.dumps(searcher)  # what Ray would have saved
+    searcher.save(str(tmp_path / "searcher-state.pkl"))
+    monkeypatch.setattr(study.journal.os, "write", real_write)  # space is back
+
+    # a driver restored from that snapshot tells it
+    restored = pickle.loads(snapshot)
+    restored.bind(study_dir=tmp_path, storage=_storage(tmp_path / "j.journal"))
+    restored.restore(str(tmp_path / "searcher-state.pkl"))
+    (trial,) = optuna.load_study(study_name="unit", storage=_storage(tmp_path / "j.journal")).trials
+    assert trial.state.name == "COMPLETE" and trial.value == pytest.approx(0.4)
+
+
+def test_resuming_does_not_draw_an_adopted_trials_parameters_again(tmp_path):
+    """SIGKILL just after a trial was asked: the restored sampler replays the random state of Ray's last
+    snapshot, so the trial after the adopted one drew the same λ and lr (issue 11). resume_study seeds a new
+    sampler past the trials already asked (study.tuner.resume_sampler)."""
+    import pickle
+    import shutil
+
+    from study.study_config import study_from_dict
+    from study.tuner import make_sampler, resume_sampler
+    from study_helpers import study_table
+
+    cfg = study_from_dict(study_table(tmp_path, search={"space": "lambda_adv", "sampler": "random", "seed": 0}),
+                          source="test")
+    space = get_space("lambda_adv")
+
+    def driver(sampler):
+        return StudySearch(make_define_by_run(space, resolve_params(space, {})), metric=METRIC, mode="max",
+                           max_t=4, study_dir=tmp_path, study_name=cfg.name, sampler=sampler,
+                           storage=_storage(tmp_path / "j.journal"))
+
+    first = driver(make_sampler(cfg))
+    first.suggest("a")
+    snapshot = pickle.dumps(first)  # Ray's last state snapshot
+    first.suggest("b")  # asked, then the driver was killed before the next snapshot
+    lost = {"adapt.lambda_adv_main": first._ot_trials["b"].params["adapt.lambda_adv_main"]}
+    shutil.copy(tmp_path / "j.journal", tmp_path / "k.journal")  # the same crashed study, twice
+
+    def resume(sampler, journal):
+        restored = pickle.loads(snapshot)
+        restored.bind(study_dir=tmp_path, storage=_storage(journal), sampler=sampler)
+        assert restored.suggest("c") == lost  # the orphan is adopted, its values replayed
+        return restored.suggest("d")
+
+    replayed = pickle.loads(snapshot)._sampler  # the sampler as the snapshot kept it
+    assert resume(replayed, tmp_path / "j.journal") == lost  # the defect: drawn again, identically
+    journal = tmp_path / "k.journal"
+    assert resume(resume_sampler(cfg, _storage(journal)), journal) != lost

@@ -1,5 +1,7 @@
 """Kill the driver of a running study (SIGKILL, as a crash or a lost head node would), then `dastudy study resume`:
-no trial lost or duplicated, finished trials not rerun, the Optuna study consistent."""
+no trial lost or duplicated, finished trials not rerun, the Optuna study consistent. A study moved or copied to
+another directory resumes there and writes nothing into its old location. Resume refuses an edited search space;
+`study run`/`resume` exit codes say how the trials ended."""
 from __future__ import annotations
 
 import json
@@ -121,3 +123,77 @@ def test_resume_after_driver_sigkill(tiny_benchmark, tmp_path):
     provenance = json.loads((home / "provenance.json").read_text())
     assert len(provenance["resumes"]) == 1
     assert "of 4 trials (4 COMPLETE)" in resumed.stdout
+
+
+# --- changed space, exit codes, relocation ------------------------------------------------------------------
+
+
+def _study_dir(tiny_benchmark, tmp_path, name="s", **overrides):
+    from study.study_config import study_from_dict
+    from study.tuner import locate, write_study_files
+
+    location = locate(name, str(tmp_path / "studies"))
+    write_study_files(study_from_dict(study_table(tiny_benchmark, name=name, **overrides), source="test"),
+                      location, extra={"sampler_seed": 0})
+    return location.home
+
+
+def test_resume_refuses_an_edited_search_space_naming_the_difference(tiny_benchmark, tmp_path, capsys):
+    import tomllib
+
+    import tomli_w
+
+    from study.cli import main
+
+    home = _study_dir(tiny_benchmark, tmp_path)
+    table = tomllib.loads((home / "study.toml").read_text())
+    table["search"]["params"] = {**table["search"].get("params", {}), "lambda_high": 0.1}
+    (home / "study.toml").write_text(tomli_w.dumps(table))
+    before = {p.name: p.read_bytes() for p in home.iterdir()}
+    assert main(["study", "resume", str(home)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "adapt.lambda_adv_main" in err and "0.01 -> 0.1" in err and "--allow-changed-space" in err, err
+    assert {p.name: p.read_bytes() for p in home.iterdir()} == before  # refused before anything was written
+
+
+def test_exit_status_says_how_the_trials_ended():
+    from study.commands.study import exit_status
+
+    def info(**counts):
+        return {"num_samples": 4, "counts": counts}
+
+    assert exit_status(info(COMPLETE=3, PRUNED=1)) == 0
+    assert exit_status(info(COMPLETE=2, PRUNED=1, FAIL=1)) == 3
+    assert exit_status(info(FAIL=4)) == 3
+    assert exit_status(info(COMPLETE=2, RUNNING=1)) == 1
+    assert exit_status(info(COMPLETE=2, FAIL=1)) == 1  # not over yet: resume first
+    assert exit_status(info(COMPLETE=3, PRUNED=1, RUNNING=1)) == 1  # an Optuna trial left RUNNING
+
+
+@pytest.mark.parametrize("action", ["run", "resume"])
+def test_exit_codes_and_pasteable_hints_are_documented(action, capsys):
+    from study.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["study", action, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for code, meaning in (("0", "COMPLETE or PRUNED"), ("1", "did not finish"), ("3", "FAILED")):
+        assert f"{code} " in text and meaning in text, text
+    if action == "resume":
+        assert "--allow-changed-space" in text and "writes only there" in text
+
+
+def test_finish_message_quotes_paths_with_spaces(tmp_path):
+    import shlex
+
+    from study.commands.study import finish_message
+
+    home = tmp_path / "my studies" / "s 1"
+    text = finish_message({"name": "s 1"}, home, str(tmp_path / "my studies"))
+    for line in text.splitlines():
+        if "dastudy study" in line:
+            command = line.split(":", 1)[1].split("   (or")[0]
+            args = shlex.split(command)
+            assert args[3] == "s 1" and args[-1] == str(tmp_path / "my studies"), args
+    assert shlex.quote(str(home)) in text
