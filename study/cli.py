@@ -22,6 +22,8 @@ def get_parser() -> argparse.ArgumentParser:
         epilog="Start with `dastudy demo` (synthetic benchmark, CPU, minutes). "
                "`dastudy COMMAND --help` explains each command.",
     )
+    parser.add_argument("--version", action="version", version=f"dastudy {_version()}",
+                        help="print dastudy's version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         module_name = f"study.commands.{name}"
@@ -29,6 +31,15 @@ def get_parser() -> argparse.ArgumentParser:
             continue
         importlib.import_module(module_name).register(sub)
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("dastudy")
+    except PackageNotFoundError:  # run from a source tree that was not installed
+        return "unknown (not installed)"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -268,8 +268,12 @@ def resolve_params(space: Space, params: Mapping[str, Any], *, source: str = "se
     """The space's defaults updated with ``params``; unknown names and wrongly typed values are refused."""
     unknown = sorted(set(params) - set(space.params))
     if unknown:
+        import difflib
+
         known = ", ".join(sorted(space.params)) or "none"
-        raise SpaceError(f"{source}.{unknown[0]}: unknown parameter of space {space.name!r} (known: {known})")
+        close = difflib.get_close_matches(unknown[0], sorted(space.params), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise SpaceError(f"{source}.{unknown[0]}: unknown parameter of space {space.name!r} (known: {known}{hint})")
     out = dict(space.params)
     for key, value in params.items():
         default = space.params[key]

@@ -332,7 +332,12 @@ def from_dict(cls: type, mapping: Mapping[str, Any], *, source: str = "<config>"
     unknown = sorted(set(mapping) - names)
     if unknown:
         key = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
-        raise ConfigError(source, key, mapping[unknown[0]], "one of the known keys: " + ", ".join(sorted(names)))
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], sorted(names), n=1)
+        hint = f" (did you mean {'.'.join(filter(None, (prefix, close[0])))!r}?)" if close else ""
+        raise ConfigError(source, key, mapping[unknown[0]],
+                          "one of the known keys: " + ", ".join(sorted(names)) + hint)
     kwargs = {}
     for name, value in mapping.items():
         key = f"{prefix}.{name}" if prefix else name

@@ -17,7 +17,9 @@ def register(subparsers) -> None:
     show.add_argument("--check", action="store_true",
                       help="also check model/dataset names against the registries and that weight files exist")
     show.set_defaults(func=_show)
-    listing = sub.add_parser("list", help="names of the run configs shipped with dastudy")
+    listing = sub.add_parser("list", help="names of the run configs shipped with dastudy",
+                             description="The run configs shipped with dastudy: name, adapt.mode, model.name.")
+    listing.add_argument("--json", action="store_true", help="print a JSON list of {name, mode, model} instead")
     listing.set_defaults(func=_list)
     parser.set_defaults(func=lambda args: parser.print_help() or 2)
 
@@ -38,9 +40,16 @@ def _show(args) -> int:
 def _list(args) -> int:
     from study.config import load_toml, shipped_names
 
+    rows = []
     for name in shipped_names("configs"):
         data = load_toml(name)
-        mode = data.get("adapt", {}).get("mode", "adversarial")
-        model = data.get("model", {}).get("name", "deeplabv2_resnet101")
-        print(f"{name:<32} {mode:<12} {model}")
+        rows.append({"name": name, "mode": data.get("adapt", {}).get("mode", "adversarial"),
+                     "model": data.get("model", {}).get("name", "deeplabv2_resnet101")})
+    if getattr(args, "json", False):
+        import json
+
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        print(f"{row['name']:<32} {row['mode']:<12} {row['model']}")
     return 0

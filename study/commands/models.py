@@ -20,6 +20,8 @@ def register(subparsers) -> None:
                                    epilog="Example: dastudy models --kind segmentation")
     parser.add_argument("--kind", choices=("segmentation", "discriminator"), default=None,
                         help="only models of this kind (default: all)")
+    parser.add_argument("--json", action="store_true",
+                        help="print the table as a JSON list (one object per model) instead")
     parser.set_defaults(func=run)
 
 
@@ -39,6 +41,16 @@ def _count(name: str, num_classes: int) -> int:
 def run(args: argparse.Namespace) -> int:
     import models
 
+    if args.json:
+        import json
+
+        print(json.dumps([{"name": name, "kind": info.kind, "normalization": info.normalization,
+                           "output_stride": info.output_stride, "logits_stride": info.logits_stride,
+                           "multi_level": info.multi_level_capable, "params_16": _count(name, 16),
+                           "params_19": _count(name, 19), "description": info.description}
+                          for name, info in ((n, models.model_info(n)) for n in models.list_models(args.kind))],
+                         indent=2))
+        return 0
     header = ("name", "kind", "normalization", "OS", "logits", "aux", "params@16", "params@19")
     rows = []
     for name in models.list_models(args.kind):
