@@ -30,6 +30,11 @@ class ConfigError(ValueError):
         self.source, self.key, self.value, self.allowed = source, key, value, allowed
         super().__init__(f"{source}: {key} = {value!r} is not valid; allowed: {allowed}")
 
+    def __reduce__(self):
+        # Ray pickles a trial's exception to the driver; the default (cls(*self.args)) would call __init__ with
+        # the one formatted message and fail with a TypeError that hid the real error.
+        return type(self), (self.source, self.key, self.value, self.allowed), self.__dict__
+
 
 def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
     # Validation inside __post_init__ does not know the file; from_dict re-raises with it.

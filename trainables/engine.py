@@ -54,8 +54,12 @@ class TrainingDiverged(RuntimeError):
     """A loss or the network's output became NaN/Inf; the run stops instead of reporting NaN metrics."""
 
     def __init__(self, iteration: int, name: str, value: float, detail: str = ""):
-        self.iteration, self.name, self.value = iteration, name, value
+        self.iteration, self.name, self.value, self.detail = iteration, name, value, detail
         super().__init__(f"diverged at iteration {iteration} ({name} = {value})" + (f": {detail}" if detail else ""))
+
+    def __reduce__(self):
+        # Pickled by Ray to the driver: rebuild from the fields, not from the formatted message (see ConfigError).
+        return type(self), (self.iteration, self.name, self.value, self.detail), self.__dict__
 
 
 def resolve_device(spec: str) -> torch.device:
