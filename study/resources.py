@@ -1,4 +1,5 @@
-"""Checks made before Ray starts any trial: datasets present, the cluster can host one trial, storage shared.
+"""Checks made before Ray starts any trial: datasets present, the cluster can host one trial, storage shared,
+checkpoints fit on the disk (the watchdog for trials that never start is in :mod:`study.autoscale`).
 
 Each check raises :class:`PreflightError` with what is wrong and what to do; a study that would otherwise
 hang PENDING forever (a GPU request on a CPU-only cluster), fail on a worker node (a storage path only the head
@@ -6,7 +7,9 @@ can see) or fail in every trial (a missing dataset) never launches.
 """
 from __future__ import annotations
 
+import math
 import os
+import shutil
 import tempfile
 import uuid
 from dataclasses import dataclass
@@ -15,12 +18,17 @@ from typing import Callable, Sequence
 
 from trainables.config import TrainConfig
 
-__all__ = ["PreflightError", "NodeInfo", "check_datasets", "cluster_nodes", "check_cluster_resources",
-           "is_uri", "check_storage_shared", "probe_storage_visibility", "private_tmpdir", "describe_nodes"]
+__all__ = ["PreflightError", "PendingTimeout", "NodeInfo", "check_datasets", "cluster_nodes",
+           "check_cluster_resources", "is_uri", "check_storage_shared", "probe_storage_visibility", "private_tmpdir",
+           "describe_nodes", "CheckpointEstimate", "estimate_checkpoint_bytes", "check_checkpoint_space"]
 
 
 class PreflightError(ValueError):
     """The study cannot run as configured on this cluster/filesystem; nothing was launched."""
+
+
+class PendingTimeout(PreflightError):
+    """No trial could start within ``resources.pending_timeout``: the cluster lacks (and did not add) a resource."""
 
 
 @dataclass(frozen=True)
@@ -62,15 +70,23 @@ def cluster_nodes() -> list[NodeInfo]:
     return out
 
 
-def check_cluster_resources(*, cpu: float, gpu: float, nodes: Sequence[NodeInfo]) -> int:
-    """Refuse a per-trial request no single node can satisfy; returns how many trials fit at once."""
+def check_cluster_resources(*, cpu: float, gpu: float, nodes: Sequence[NodeInfo], autoscaling: bool = False) -> int:
+    """Refuse a per-trial request no single node can satisfy; returns how many trials fit at once now.
+
+    ``autoscaling``: the cluster adds nodes on demand (KubeRay's autoscaler, ``ray up`` with worker types, GPU
+    workers from zero replicas); a request no live node can host is accepted (0 slots now) and the caller asks the
+    autoscaler for it (:func:`request_from_autoscaler`); :class:`PendingWatchdog` ends the study if it never comes.
+    """
     if not nodes:
         raise PreflightError("the Ray cluster has no alive node")
     total_gpu = sum(n.gpu for n in nodes)
     summary = ", ".join(f"{n.address}: {n.cpu:g} CPU, {n.gpu:g} GPU" for n in nodes)
+    if autoscaling and not any(n.cpu >= cpu and n.gpu >= gpu for n in nodes):
+        return 0
     if gpu > 0 and total_gpu == 0:
         raise PreflightError(f"resources.gpu = {gpu:g} but the cluster has no GPU ({summary}); the trials would "
-                             "stay PENDING forever. Use resources.gpu = 0 here, or --address a cluster with GPUs")
+                             "stay PENDING forever. Use resources.gpu = 0 here, or --address a cluster with GPUs "
+                             "(resources.autoscaling = true where the cluster adds GPU workers on demand)")
     fitting = [n for n in nodes if n.cpu >= cpu and n.gpu >= gpu]
     if not fitting:
         raise PreflightError(f"no node can host one trial of resources cpu = {cpu:g}, gpu = {gpu:g} "
@@ -139,3 +155,68 @@ def describe_nodes(nodes: Sequence[NodeInfo]) -> str:
     cpus, gpus = sum(n.cpu for n in nodes), sum(n.gpu for n in nodes)
     return f"{len(nodes)} node{'s' if len(nodes) != 1 else ''}, {cpus:g} CPU, {gpus:g} GPU"
 
+
+
+# ---------------------------------------------------------------------------------------------------------
+# checkpoint volume
+
+
+@dataclass(frozen=True)
+class CheckpointEstimate:
+    """Checkpoint disk use of a study: ``per_checkpoint`` bytes (the full training state), ``kept`` checkpoints
+    per trial at most, ``trials`` trials whose checkpoints stay."""
+
+    per_checkpoint: int
+    kept: int
+    trials: int
+    note: str
+
+    @property
+    def total(self) -> int:
+        return self.per_checkpoint * self.kept * self.trials
+
+    def describe(self) -> str:
+        return (f"checkpoints: about {_size(self.total)} at most ({_size(self.per_checkpoint)} per checkpoint x "
+                f"{self.kept} kept per trial x {self.trials} trials; {self.note})")
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def estimate_checkpoint_bytes(*, state_bytes: int, kept: int, num_samples: int, keep_pruned: bool,
+                              max_t: int, grace_period: int, reduction_factor: float, asha: bool) -> CheckpointEstimate:
+    """The most checkpoint bytes a study leaves. Completed trials keep ``kept`` checkpoints (Ray's
+    ``num_to_keep``: the best ones plus the latest); with ``keep_pruned = false`` a PRUNED or FAILED trial's
+    checkpoints are deleted when it ends, and under ASHA only about ``num_samples / reduction_factor ** rungs``
+    trials reach ``max_t`` (the rest are pruned at a rung); while they run, at most ``max_concurrent_trials`` more
+    trials hold checkpoints (not counted: a small share of a large study)."""
+    trials = num_samples
+    note = "every trial keeps its checkpoints"
+    if not keep_pruned and asha:
+        rungs = 0
+        milestone = grace_period
+        while milestone * reduction_factor <= max_t:
+            milestone *= reduction_factor
+            rungs += 1
+        trials = max(1, math.ceil(num_samples / reduction_factor ** rungs))
+        note = f"PRUNED/FAILED trials' checkpoints removed; ASHA lets ~{trials} of {num_samples} trials finish"
+    elif not keep_pruned:
+        note = "FAILED trials' checkpoints removed; FIFO runs every trial to the end"
+    return CheckpointEstimate(per_checkpoint=int(state_bytes), kept=kept, trials=trials, note=note)
+
+
+def check_checkpoint_space(estimate: CheckpointEstimate, path: str | Path, *, margin: float = 1.1) -> None:
+    """Refuse a study whose checkpoints cannot fit on the local filesystem of ``path`` (with a 10% margin)."""
+    probe = Path(path)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if estimate.total * margin > free:
+        raise PreflightError(
+            f"{estimate.describe()} but {probe} has {_size(free)} free: lower num_samples or checkpoints_to_keep, "
+            "set keep_pruned_checkpoints = false, or use --storage on a larger filesystem or an object store")

@@ -72,6 +72,12 @@ class ResourcesConfig:
 
     cpu: float = 1.0
     gpu: float = 0.0
+    # A trial PENDING this long (no node can host it, and an autoscaler did not add one) ends the study with a
+    # message naming the missing resource instead of waiting forever (study.resources.PendingWatchdog).
+    pending_timeout: float = 600.0
+    # The cluster adds nodes on demand (KubeRay autoscaler, `ray up` worker types): a request no live node can host
+    # is asked of the autoscaler instead of refused; pending_timeout still ends a study whose nodes never come.
+    autoscaling: bool = False
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,8 @@ class StudyConfig:
     max_concurrent_trials: int = 2
     max_failures: int = 0
     checkpoints_to_keep: int = 2  # >= 2: after a driver kill Ray may resume from the one before the latest
+    # false: the checkpoints of PRUNED and FAILED trials are deleted when they end (1,000-trial studies)
+    keep_pruned_checkpoints: bool = False
     selection: Literal["val", "holdout"] = "val"
     reuse_actors: bool = False
     description: str = ""
@@ -218,8 +226,11 @@ def _validate(cfg: StudyConfig, source: str) -> None:
     res = cfg.resources
     _check(res.cpu > 0, source, "resources.cpu", res.cpu, "a number of CPUs > 0 (fractions allowed)")
     _check(res.gpu >= 0, source, "resources.gpu", res.gpu, ">= 0")
-    _check(res.gpu <= 1 or float(res.gpu).is_integer(), source, "resources.gpu", res.gpu,
-           "a fraction <= 1 (0.25 = four trials per GPU) or a whole number of GPUs")
+    _check(res.gpu <= 1, source, "resources.gpu", res.gpu,
+           "a fraction <= 1 (0.25 = four trials per GPU) or 1 (one trial trains on one device; a "
+           "whole number of GPUs above 1 would sit idle)")
+    _check(res.pending_timeout > 0, source, "resources.pending_timeout", res.pending_timeout,
+           "seconds > 0 a trial may wait for resources before the study ends")
     _check(not (res.gpu == 0 and cfg.train.runtime.device.startswith("cuda")), source, "train.runtime.device",
            cfg.train.runtime.device, "auto | cpu when resources.gpu = 0 (a trial without a GPU share sees no GPU)")
     # search

@@ -20,6 +20,7 @@ import platform
 import shutil
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -140,7 +141,14 @@ def make_sampler(study: StudyConfig):
         return optuna.samplers.GridSampler(grid, seed=search.seed)
     if search.sampler == "random":
         return optuna.samplers.RandomSampler(seed=search.seed)
-    return optuna.samplers.TPESampler(seed=search.seed, n_startup_trials=search.startup_trials)
+    # Parallel trials: constant liar (running trials count as bad guesses, so concurrent asks spread out),
+    # multivariate TPE, and group=True where the space is conditional (a backbone chooses which lr range exists).
+    # With N trials in flight the first max(N, startup_trials) trials are random by nature; no cap is needed.
+    conditional = any(d.get("when") for dims in study.describe_space()["dimensions"].values() for d in dims)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # `group` is marked experimental
+        return optuna.samplers.TPESampler(seed=search.seed, n_startup_trials=search.startup_trials,
+                                          constant_liar=True, multivariate=True, group=conditional)
 
 
 def optuna_storage(study: StudyConfig, home: Path):
@@ -172,7 +180,7 @@ def trial_context(study: StudyConfig, location: StudyLocation, init_checkpoint: 
                 tags.append(f"{prefix}/{metric}")
     return TrialContext(train=to_dict(study.train), study_dir=str(location.home) if location.shared_fs else "",
                         metric=study.study_metric, init_checkpoint=init_checkpoint, gpu=study.resources.gpu,
-                        metric_tags=tuple(tags))
+                        metric_tags=tuple(tags), store="" if location.shared_fs else location.experiment_path)
 
 
 def wrap_trainable(study: StudyConfig, context, trainable: Callable | None = None):
@@ -220,6 +228,9 @@ def build_tuner(study: StudyConfig, *, location: StudyLocation, init_checkpoint:
         metric=metric, mode=mode, search_alg=searcher, scheduler=scheduler, num_samples=study.num_samples,
         max_concurrent_trials=study.max_concurrent_trials, reuse_actors=study.reuse_actors,
         trial_name_creator=trial_dirname, trial_dirname_creator=trial_dirname)
+    from study.storage import study_callbacks
+
+    extra_callbacks, stopper = study_callbacks(study, location)  # checkpoint janitor, store sync, pending watchdog
     run_config = tune.RunConfig(
         name=study.name, storage_path=location.ray_storage, storage_filesystem=ray_filesystem(location),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=study.checkpoints_to_keep,
@@ -228,7 +239,8 @@ def build_tuner(study: StudyConfig, *, location: StudyLocation, init_checkpoint:
         sync_config=None if location.shared_fs else tune.SyncConfig(sync_artifacts=True),
         verbose=0,
         callbacks=[CSVLoggerCallback(), JsonLoggerCallback(),
-                   StudyProgress(metric=metric, mode=mode, max_t=study.max_t, num_samples=study.num_samples)])
+                   StudyProgress(metric=metric, mode=mode, max_t=study.max_t, num_samples=study.num_samples),
+                   *extra_callbacks], stop=stopper)
     return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
 
 
@@ -385,7 +397,9 @@ def _last_progress(path: Path, total: int) -> str:
 
 def _preflight_cluster(study: StudyConfig, location: StudyLocation, log: Callable[[str], None]) -> None:
     nodes = cluster_nodes()
-    slots = check_cluster_resources(cpu=study.resources.cpu, gpu=study.resources.gpu, nodes=nodes)
+    from study.storage import preflight_study
+
+    slots = preflight_study(study, location, nodes, log)  # autoscaler request, checkpoint volume
     check_storage_shared(location.ray_storage, nodes)
     log(f"cluster: {describe_nodes(nodes)}; {min(slots, study.max_concurrent_trials)} trial(s) at a time "
         f"(cpu {study.resources.cpu:g}, gpu {study.resources.gpu:g} each)")
@@ -395,6 +409,7 @@ def run_study(study: StudyConfig, *, storage: str | None = None, address: str | 
               num_cpus: int | None = None, trainable: Callable | None = None,
               log: Callable[[str], None] = print):
     """Run a new study; returns ``(ResultGrid, StudyLocation)``. Never touches an existing study directory."""
+    from study.autoscale import raise_if_pending_timeout
     location = locate(study.name, storage)
     if location.home.exists():
         raise FileExistsError(f"study directory {location.home} already exists; continue it with "
@@ -420,6 +435,7 @@ def run_study(study: StudyConfig, *, storage: str | None = None, address: str | 
                 f"{study.scheduler.kind} max_t={study.max_t} -> {location.home}")
             tuner = build_tuner(study, location=location, init_checkpoint=init_checkpoint, trainable=trainable)
             results = tuner.fit()
+            raise_if_pending_timeout()  # the watchdog ended the study: trials could not start
     return results, location
 
 
@@ -523,8 +539,10 @@ def resume_study(home: Path, *, address: str | None = None, num_cpus: int | None
     was edited since the study ran is refused (:class:`SpaceChanged`) unless ``allow_changed_space``."""
     from ray import tune
 
+    from study.autoscale import raise_if_pending_timeout
     from study.lock import study_lock
     from study.preflight import mask_secrets
+    from study.storage import bind_store
 
     home = Path(home)
     study, provenance = load_study_dir(home)
@@ -561,5 +579,8 @@ def resume_study(home: Path, *, address: str | None = None, num_cpus: int | None
                                                    grid=study.search.sampler == "grid", base=study.train))
         if hasattr(scheduler, "bind"):
             scheduler.bind(study_dir=home)
+        if not location.shared_fs:
+            bind_store(home, location.experiment_path)  # the restored StoreSync syncs this home
         results = tuner.fit()
+        raise_if_pending_timeout()
     return results, location

@@ -33,7 +33,7 @@ from trainables.reporters import JsonLinesReporter, Reporter
 
 __all__ = ["TrialContext", "TrialFailed", "train_trial", "oom_reason", "FINAL_FAILURES", "apply_overrides",
            "trial_train_config", "estimate_gpu_memory_gib", "gpu_share", "run_baseline", "FINISHED_KEY",
-           "FAILURE_FILE", "RUN_SUBDIR", "probe_trial"]
+           "FAILURE_FILE", "RUN_SUBDIR", "probe_trial", "LAST_EVAL_FILE", "tune_summary"]
 
 FINISHED_KEY = "finished"  # 1.0 in the report of the evaluation that ends a full run
 FAILURE_FILE = "failure.json"  # why a trial failed, next to Ray's error.txt in the trial directory
@@ -41,6 +41,9 @@ FAILURE_FILE = "failure.json"  # why a trial failed, next to Ray's error.txt in 
 # at once instead of training again. A crash or a killed worker is retried from the last checkpoint.
 FINAL_FAILURES = ("diverged", "oom", "resources")
 RUN_SUBDIR = "run"  # the engine's run directory inside the trial directory
+# <run>/last_eval.json: the latest evaluation (every metric, per-class IoUs included), rewritten at each evaluation,
+# so that `study report`/`study status` read one small file per trial instead of every line of metrics.jsonl.
+LAST_EVAL_FILE = "last_eval.json"
 GIB = 1024 ** 3
 
 
@@ -54,7 +57,9 @@ class TrialContext:
 
     ``train``: the base run config dict (paths absolute); ``study_dir``: the study directory when the storage is a
     filesystem path ("" for an object-store URI); ``metric``: the reported key the study optimises;
-    ``init_checkpoint``: the baseline's checkpoint; ``gpu``: the per-trial GPU request (fraction or whole).
+    ``init_checkpoint``: the baseline's checkpoint; ``gpu``: the per-trial GPU request (fraction or whole);
+    ``store``: with object storage, the study's URI in the store (``s3://bucket/prefix/<study>``), where failure
+    records go so that a retry on another node sees them ("" for a filesystem storage).
     """
 
     train: Mapping[str, Any]
@@ -64,6 +69,7 @@ class TrialContext:
     gpu: float = 0.0
     metric_tags: tuple[str, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
+    store: str = ""
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -152,12 +158,25 @@ def _finite_numbers(values: Mapping[str, Any]) -> dict[str, float]:
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
 
 
-class _TuneReporter(Reporter):
-    """One ``tune.report`` per evaluation: metrics + the latest training scalars + a full-state checkpoint."""
+def _per_class(key: str) -> bool:
+    return key.startswith("IoU/") or "/IoU/" in key
 
-    def __init__(self, *, metric: str, started: float):
+
+def tune_summary(values: Mapping[str, Any]) -> dict[str, float]:
+    """What Tune receives: finite scalar summaries without the per-class IoUs. Ray keeps every reported key of
+    every trial in its experiment state and snapshots it over and over; 19 per-class values per report made a
+    1,000-trial state 28 MB (issue 12). They stay in metrics.jsonl, last_eval.json and TensorBoard."""
+    return {k: v for k, v in _finite_numbers(values).items() if not _per_class(k)}
+
+
+class _TuneReporter(Reporter):
+    """One ``tune.report`` per evaluation: scalar summaries + the latest training scalars + a full-state checkpoint;
+    ``last_eval.json`` with every metric of that evaluation in the run directory."""
+
+    def __init__(self, *, metric: str, started: float, run_dir: Path | None = None):
         self.metric = metric
         self.started = started
+        self.run_dir = run_dir
         self.engine_started: float | None = None
         self.last_scalars: dict[str, float] = {}
 
@@ -173,11 +192,18 @@ class _TuneReporter(Reporter):
             # Never report NaN: ASHA never prunes it and Optuna refuses it (the trial would stay RUNNING).
             raise TrialFailed(f"diverged at iteration {iteration}: {self.metric} = {value}")
         now = time.perf_counter()
-        report = {**self.last_scalars, **_finite_numbers(metrics), "iteration": iteration,
+        report = {**self.last_scalars, **tune_summary(metrics), "iteration": iteration,
                   "time/setup_s": (self.engine_started or now) - self.started,
                   "time/engine_s": now - (self.engine_started or now)}
         if iteration >= trainer.total_iterations:
             report[FINISHED_KEY] = 1.0
+        if self.run_dir is not None:
+            from trainables.rundir import write_json_atomic
+
+            with contextlib.suppress(OSError, ValueError):
+                write_json_atomic(self.run_dir / LAST_EVAL_FILE, _json_safe({
+                    "iteration": iteration, "time": time.time(), "finished": iteration >= trainer.total_iterations,
+                    **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}}))
         with tempfile.TemporaryDirectory(prefix="dastudy-ckpt-") as tmp:
             trainer.save_checkpoint(Path(tmp) / "state.pt")
             faults.inject("checkpoint", iteration, seed=trainer.cfg.runtime.seed)  # test-only: not yet in Ray
@@ -199,17 +225,34 @@ def _trial_dir(context: TrialContext) -> Path:
     return Path.cwd()  # object-store storage: Ray uploads the working directory (sync_artifacts)
 
 
-def _write_failure(trial_dir: Path, kind: str, reason: str) -> None:
+def _store_path(context: TrialContext, trial_dir: Path) -> str | None:
+    return f"{context.store.rstrip('/')}/{trial_dir.name}/{FAILURE_FILE}" if context.store else None
+
+
+def _write_failure(trial_dir: Path, kind: str, reason: str, context: TrialContext | None = None) -> None:
+    text = json.dumps({"kind": kind, "reason": reason, "time": time.time()})
     try:
         trial_dir.mkdir(parents=True, exist_ok=True)
-        (trial_dir / FAILURE_FILE).write_text(json.dumps({"kind": kind, "reason": reason, "time": time.time()}))
+        (trial_dir / FAILURE_FILE).write_text(text)
     except OSError:
         pass  # the reason still reaches Ray's error.txt through the exception
+    uri = _store_path(context, trial_dir) if context is not None else None
+    if uri is not None:  # object storage: the working directory is this node's; a retry elsewhere reads the store
+        from trainables.objectstore import write_bytes
+
+        with contextlib.suppress(OSError):
+            write_bytes(uri, text.encode())
 
 
-def _final_failure(trial_dir: Path) -> str | None:
+def _final_failure(trial_dir: Path, context: TrialContext | None = None) -> str | None:
+    uri = _store_path(context, trial_dir) if context is not None else None
     try:
-        data = json.loads((trial_dir / FAILURE_FILE).read_text())
+        if uri is not None:
+            from trainables.objectstore import read_bytes
+
+            data = json.loads(read_bytes(uri))
+        else:
+            data = json.loads((trial_dir / FAILURE_FILE).read_text())
     except (OSError, ValueError):
         return None
     return str(data.get("reason")) if isinstance(data, dict) and data.get("kind") in FINAL_FAILURES else None
@@ -241,7 +284,7 @@ def train_trial(config: dict[str, Any], *, context: TrialContext) -> None:
     """The Ray function trainable of a study (source-only or adversarial, as the run config says)."""
     started = time.perf_counter()
     trial_dir = _trial_dir(context)
-    previous = _final_failure(trial_dir)
+    previous = _final_failure(trial_dir, context)
     if previous is not None:  # a retry of a divergence / OOM would only repeat it
         raise TrialFailed(f"{previous} (not retried: it would repeat from the same checkpoint)")
     from trainables.engine import Trainer, TrainingDiverged
@@ -263,7 +306,7 @@ def train_trial(config: dict[str, Any], *, context: TrialContext) -> None:
     try:
         cap = gpu_share(cfg, context.gpu)
     except TrialFailed as err:
-        _write_failure(trial_dir, "resources", str(err))
+        _write_failure(trial_dir, "resources", str(err), context)
         raise
     reporters: list[Any] = [JsonLinesReporter(run_dir / "metrics.jsonl")]
     try:
@@ -273,7 +316,7 @@ def train_trial(config: dict[str, Any], *, context: TrialContext) -> None:
         reporters.append(TensorBoardReporter(run_dir / "tb", hparams=hparams, metric_tags=context.metric_tags))
     except ImportError:
         pass
-    ray_reporter = _TuneReporter(metric=context.metric, started=started)
+    ray_reporter = _TuneReporter(metric=context.metric, started=started, run_dir=run_dir)
     reporters.append(ray_reporter)
 
     trainer = Trainer(cfg, None, reporters=reporters)
@@ -295,11 +338,11 @@ def train_trial(config: dict[str, Any], *, context: TrialContext) -> None:
         trainer.fit()
     except TrainingDiverged as err:
         status, message = "diverged", str(err)
-        _write_failure(trial_dir, "diverged", message)
+        _write_failure(trial_dir, "diverged", message, context)
         raise TrialFailed(message) from None
     except TrialFailed as err:
         status, message = "diverged", str(err)
-        _write_failure(trial_dir, "diverged", message)
+        _write_failure(trial_dir, "diverged", message, context)
         raise
     except SystemExit:  # Ray stops a trial (ASHA, the end of the study) by exiting its thread at a report
         status, message = "stopped", "stopped by Ray (the scheduler, or the study ended)"
@@ -308,10 +351,10 @@ def train_trial(config: dict[str, Any], *, context: TrialContext) -> None:
         status, message = "failed", f"{type(err).__name__}: {err}"
         if _is_oom(err):
             message = oom_reason(err, cap_gib=cap, share=context.gpu)
-            _write_failure(trial_dir, "oom", message)
+            _write_failure(trial_dir, "oom", message, context)
             raise TrialFailed(message) from None
         if isinstance(err, Exception):  # the reason Optuna and the report show if no retry succeeds
-            _write_failure(trial_dir, "error", message)
+            _write_failure(trial_dir, "error", message, context)
         raise
     finally:
         trainer.close()
@@ -378,3 +421,60 @@ def probe_trial(config: dict[str, Any], *, context: TrialContext) -> None:
         "start": started, "end": time.time(), "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(),
         "gpu_ids": [str(g) for g in ray.get_gpu_ids()], "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "expected_together": expected, "waited_s": together - started, "config": dict(config)}))
+
+
+def checkpoint_state_bytes(cfg: TrainConfig) -> int:
+    """Bytes of one full-state checkpoint of ``cfg`` (what each ``tune.report`` saves): the segmentation network's
+    weights and buffers, SGD momentum, each discriminator with its two Adam moments. Counted on torch's meta
+    device (no memory, no weight download); the RNG, stream and metric entries are a few KiB and ignored."""
+    import torch
+
+    from trainables.builders import build_discriminators, build_segmentation_model
+
+    cfg = replace(cfg, model=replace(cfg.model, weights=None, init_checkpoint=None))
+
+    def nbytes(module: torch.nn.Module, *, param_copies: int) -> int:
+        params = sum(p.numel() * p.element_size() for p in module.parameters())
+        buffers = sum(b.numel() * b.element_size() for b in module.buffers())
+        return params * param_copies + buffers
+
+    with torch.device("meta"):
+        model = build_segmentation_model(cfg)
+        total = nbytes(model, param_copies=2 if cfg.optim.momentum else 1)
+        if cfg.adapt.mode == "adversarial":
+            total += sum(nbytes(d, param_copies=3) for d in build_discriminators(cfg).values())
+    return int(total)
+
+
+def checkpoint_probe(config: dict[str, Any], *, context: TrialContext) -> None:
+    """A trainable that trains nothing but reports like a real trial: one report per evaluation of the study's
+    run config, each with a checkpoint of ``DASTUDY_PROBE_CKPT_BYTES`` bytes (default 1 MiB; a full-state
+    DeepLabV2 checkpoint is ~400 MiB). Its metric rises at a rate set by the sampled values, so ASHA prunes some
+    trials; a trial whose rate falls under ``DASTUDY_PROBE_DIVERGE_BELOW`` (unset: never) diverges at its second
+    evaluation, recorded like a real divergence. For the checkpoint-economy test and measurement."""
+    import hashlib
+
+    size = int(os.environ.get("DASTUDY_PROBE_CKPT_BYTES", str(1 << 20)))
+    diverge_below = float(os.environ.get("DASTUDY_PROBE_DIVERGE_BELOW", "-1"))
+    train = from_dict(TrainConfig, apply_overrides(context.train, config), source="checkpoint probe")
+    total = math.ceil(train.optim.iterations / train.eval.interval)
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).digest()
+    rate = int.from_bytes(digest[:4], "big") / 2 ** 32  # deterministic in the sampled values, in [0, 1)
+    trial_dir = _trial_dir(context)
+    checkpoint = tune.get_checkpoint()
+    start = 0
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            start = int(json.loads((Path(directory) / "step.json").read_text())["step"])
+    for step in range(start + 1, total + 1):
+        if rate < diverge_below and step == 2:
+            message = f"diverged at evaluation {step}: {context.metric} = nan (probe)"
+            _write_failure(trial_dir, "diverged", message, context)
+            raise TrialFailed(message)
+        with tempfile.TemporaryDirectory(prefix="dastudy-probe-") as tmp:
+            (Path(tmp) / "state.bin").write_bytes(os.urandom(min(size, 1 << 16)) * max(1, size >> 16)
+                                                  if size >= 1 << 16 else os.urandom(size))
+            (Path(tmp) / "step.json").write_text(json.dumps({"step": step}))
+            tune.report({context.metric: rate * step / total, "iteration": step,
+                         **({FINISHED_KEY: 1.0} if step == total else {})},
+                        checkpoint=tune.Checkpoint.from_directory(tmp))

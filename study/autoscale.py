@@ -1,0 +1,127 @@
+"""Studies on clusters that add nodes on demand, and a deadline for trials that never start.
+
+``resources.autoscaling = true`` (KubeRay with a GPU worker group from 0 replicas, ``ray up`` with worker types):
+the launch check accepts a request no live node can host and asks the autoscaler for it
+(:func:`request_from_autoscaler`, ``ray.autoscaler.sdk.request_resources``). On any cluster,
+:class:`PendingWatchdog` ends a study whose trials stay PENDING for ``resources.pending_timeout`` seconds with a
+message naming the missing resource, instead of Ray waiting for ever (issue 12).
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Sequence
+
+from ray.tune import Callback
+from ray.tune.stopper import Stopper
+
+from study.resources import PendingTimeout
+
+__all__ = ["request_from_autoscaler", "PendingWatchdog", "raise_if_pending_timeout"]
+
+
+def request_from_autoscaler(*, cpu: float, gpu: float, trials: int) -> dict[str, float]:
+    """Ask the cluster's autoscaler for room for ``trials`` trials at once (``ray.autoscaler.sdk.request_resources``:
+    it scales up to fit the bundles and keeps them until the next request; a cluster without an autoscaler ignores
+    it). Returns the bundle asked for."""
+    from ray.autoscaler.sdk import request_resources
+
+    bundle = {"CPU": float(cpu), **({"GPU": float(gpu)} if gpu else {})}
+    request_resources(bundles=[dict(bundle) for _ in range(max(1, trials))])
+    return bundle
+
+
+def _missing(request: dict[str, float], nodes: Sequence[dict[str, Any]]) -> list[str]:
+    """The resources of ``request`` no alive node has enough of (GPU before CPU: the usual culprit)."""
+    out = []
+    for name in sorted(request, key=lambda k: (k != "GPU", k)):
+        need = request[name]
+        if need > 0 and not any(float(n.get("Resources", {}).get(name, 0)) >= need for n in nodes if n.get("Alive")):
+            out.append(name)
+    return out
+
+
+_TIMED_OUT: list[str] = []  # set in the driver process by the watchdog Ray restored or we built (never pickled)
+
+
+def raise_if_pending_timeout() -> None:
+    """After ``fit``: raise :class:`PendingTimeout` if the watchdog ended the study (and forget it)."""
+    if _TIMED_OUT:
+        message = _TIMED_OUT.pop()
+        _TIMED_OUT.clear()
+        raise PendingTimeout(message)
+
+
+class PendingWatchdog:
+    """Ends a study whose trials cannot start: a Tune callback timing how long trials stay PENDING while none
+    runs; :meth:`stopper` stops the experiment once that passes ``timeout_s`` (``resources.pending_timeout``).
+
+    Without it Ray keeps an infeasible trial PENDING for ever and only logs warnings (issue 12, item 2). The clock
+    runs only while no trial is RUNNING: trials queued behind running ones (more concurrent trials than slots) are
+    progress, not a hang. The message names the missing resource; the driver raises :class:`PendingTimeout` with
+    it (:func:`raise_if_pending_timeout`). A PENDING trial stopped this way is ended by Ray (TERMINATED).
+    """
+
+    def __init__(self, *, timeout_s: float, request: dict[str, float], clock: Callable[[], float] = time.monotonic):
+        self.timeout_s = float(timeout_s)
+        self.request = dict(request)
+        self.clock = clock
+        self.since: float | None = None
+        self.message: str | None = None
+
+    def __getstate__(self) -> dict:  # a restored study starts a fresh clock
+        return {"timeout_s": self.timeout_s, "request": self.request}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(timeout_s=state["timeout_s"], request=state["request"])
+
+    def observe(self, statuses: Sequence[str], pending_name: str = "") -> None:
+        """Called at every step of the Tune loop with the trial statuses."""
+        if self.message is not None:
+            return
+        if "RUNNING" in statuses or "PENDING" not in statuses:
+            self.since = None
+            return
+        now = self.clock()
+        if self.since is None:
+            self.since = now
+        elif now - self.since >= self.timeout_s:
+            self.message = self.describe(now - self.since, pending_name)
+            _TIMED_OUT[:] = [self.message]
+
+    def describe(self, waited: float, pending_name: str) -> str:
+        import ray
+
+        missing = _missing(self.request, ray.nodes()) or sorted(self.request)
+        wanted = ", ".join(f"{k} = {v:g}" for k, v in self.request.items())
+        totals = ray.cluster_resources()
+        have = ", ".join(f"{totals.get(k, 0):g} {k}" for k in self.request)
+        return (f"no trial could start for {waited:.0f} s (resources.pending_timeout = {self.timeout_s:g}): "
+                f"{pending_name or 'the next trial'} needs {wanted} and no node provides {' / '.join(missing)} "
+                f"(cluster now: {have}; an autoscaler, if any, added no such node). Lower the request, add nodes "
+                f"with {' / '.join(missing)}, or check the autoscaler (`ray status`); then `dastudy study resume`")
+
+    def callback(self):
+        return _WatchCallback(self)
+
+    def stopper(self):
+        return _WatchStopper(self)
+
+
+class _WatchCallback(Callback):
+    def __init__(self, watchdog: PendingWatchdog):
+        self.watchdog = watchdog
+
+    def on_step_end(self, iteration, trials, **info):
+        pending = next((t for t in trials if t.status == "PENDING"), None)
+        self.watchdog.observe([t.status for t in trials], f"trial_{pending.trial_id}" if pending else "")
+
+
+class _WatchStopper(Stopper):
+    def __init__(self, watchdog: PendingWatchdog):
+        self.watchdog = watchdog
+
+    def __call__(self, trial_id, result):
+        return False
+
+    def stop_all(self):
+        return self.watchdog.message is not None

@@ -1,0 +1,100 @@
+"""Autoscaling-aware launch: a request no live node can host is refused on a fixed cluster, accepted (and asked
+of the autoscaler) with ``resources.autoscaling = true``, and a study whose trials never start ends after
+``resources.pending_timeout`` with a message naming the missing resource instead of waiting for ever."""
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+
+import pytest
+
+from study.study_config import study_from_dict
+from study_helpers import TEST_RAY_ENV, study_table
+
+ray = pytest.importorskip("ray")
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_watchdog_clock_runs_only_while_nothing_runs(monkeypatch):
+    from study import autoscale
+
+    clock = _Clock()
+    dog = autoscale.PendingWatchdog(timeout_s=10, request={"CPU": 1.0, "GPU": 1.0}, clock=clock)
+    monkeypatch.setattr(dog, "describe", lambda waited, name: f"waited {waited:.0f} for {name}")
+    dog.observe(["PENDING"], "trial_a")
+    clock.now = 9
+    dog.observe(["PENDING"], "trial_a")
+    assert dog.message is None
+    dog.observe(["RUNNING", "PENDING"], "trial_a")  # queued behind a running trial: progress, the clock resets
+    clock.now = 30
+    dog.observe(["RUNNING", "PENDING"], "trial_a")
+    assert dog.message is None and not dog.stopper().stop_all()
+    dog.observe(["TERMINATED", "PENDING"], "trial_b")
+    clock.now = 39
+    dog.observe(["TERMINATED", "PENDING"], "trial_b")
+    assert dog.message is None
+    clock.now = 40
+    dog.observe(["TERMINATED", "PENDING"], "trial_b")
+    assert dog.message == "waited 10 for trial_b" and dog.stopper().stop_all()
+    with pytest.raises(autoscale.PendingTimeout, match="waited 10 for trial_b"):
+        autoscale.raise_if_pending_timeout()
+    autoscale.raise_if_pending_timeout()  # reported once
+
+
+def test_fixed_cluster_refuses_autoscaling_cluster_accepts():
+    from study.resources import NodeInfo, PreflightError, check_cluster_resources
+
+    nodes = [NodeInfo(node_id="a", address="10.0.0.1", cpu=8, gpu=0)]
+    with pytest.raises(PreflightError, match="no GPU"):
+        check_cluster_resources(cpu=1, gpu=1, nodes=nodes)
+    assert check_cluster_resources(cpu=1, gpu=1, nodes=nodes, autoscaling=True) == 0
+    assert check_cluster_resources(cpu=1, gpu=0, nodes=nodes, autoscaling=True) == 8
+
+
+@pytest.fixture
+def cpu_only_ray(monkeypatch):
+    for key, value in TEST_RAY_ENV.items():
+        monkeypatch.setenv(key, value)
+    tmp = tempfile.mkdtemp(prefix="ra", dir="/tmp")  # short: unix socket paths are limited to ~107 characters
+    ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False, logging_level="WARNING",
+             log_to_driver=False, object_store_memory=100 * 1024 ** 2, _temp_dir=tmp)
+    yield
+    ray.shutdown()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _gpu_study(benchmark, **overrides):
+    table = study_table(benchmark, name="needs-gpu", num_samples=2, resources={"cpu": 1, "gpu": 1, **overrides})
+    table["train"]["runtime"]["device"] = "auto"
+    return study_from_dict(table, source="test")
+
+
+@pytest.mark.slow
+def test_a_gpu_nobody_provides_ends_the_study_at_the_deadline(cpu_only_ray, tiny_benchmark, tmp_path, capsys):
+    """About 10-20 s: Ray starts, the trial waits 3 s PENDING, the study ends with the deadline message."""
+    from study.autoscale import PendingTimeout
+    from study.resources import PreflightError
+    from study.tuner import run_study
+    from trainables.tune import probe_trial
+
+    with pytest.raises(PreflightError, match="no GPU"):  # a fixed cluster: refused before launch
+        run_study(_gpu_study(tiny_benchmark), storage=str(tmp_path / "fixed"), trainable=probe_trial)
+    assert not (tmp_path / "fixed" / "needs-gpu").exists()
+
+    started = time.monotonic()
+    with pytest.raises(PendingTimeout, match=r"pending_timeout = 3\).*no node provides GPU") as err:
+        run_study(_gpu_study(tiny_benchmark, autoscaling=True, pending_timeout=3),
+                  storage=str(tmp_path / "auto"), trainable=probe_trial)
+    assert time.monotonic() - started < 120
+    assert "needs CPU = 1, GPU = 1" in str(err.value)
+    assert "asked the autoscaler" in capsys.readouterr().out
+    home = tmp_path / "auto" / "needs-gpu"
+    assert (home / "study.toml").is_file() and not list(home.glob("trial_*/probe.json"))  # nothing ran

@@ -1,0 +1,156 @@
+"""1,000-trial economy: scalar-only Tune reports, a last-evaluation record per trial, the checkpoint estimate
+and disk check before launch, checkpoints of PRUNED/FAILED trials removed when they end, TPE for parallel trials,
+one device per trial."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import optuna
+import pytest
+
+from study.study_config import study_from_dict
+from study_helpers import TEST_RAY_ENV, study_table, tiny_train_table
+
+ray = pytest.importorskip("ray")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# fast
+
+
+def test_tune_summary_keeps_headline_scalars_only():
+    from trainables.tune import tune_summary
+
+    metrics = {"val/mIoU16": 0.41, "val/mIoU13": 0.45, "val/pixel_acc": 0.8, "val/IoU/road": 0.9,
+               "select/IoU/sky": 0.7, "IoU/car": 0.2, "train/loss_seg": 1.5, "val/mIoU19": float("nan"),
+               "note": "text"}
+    assert tune_summary(metrics) == {"val/mIoU16": 0.41, "val/mIoU13": 0.45, "val/pixel_acc": 0.8,
+                                     "train/loss_seg": 1.5}
+
+
+@pytest.mark.parametrize("value, ok", [(1, True), (0.25, True), (2, False), (4, False)])
+def test_more_than_one_gpu_per_trial_is_refused(tiny_benchmark, value, ok):
+    from trainables.config import ConfigError
+
+    table = study_table(tiny_benchmark, resources={"cpu": 1, "gpu": value})
+    table["train"]["runtime"]["device"] = "auto"
+    if ok:
+        assert study_from_dict(table, source="t.toml").resources.gpu == value
+    else:
+        with pytest.raises(ConfigError, match=r"resources.gpu.*one trial trains on one device"):
+            study_from_dict(table, source="t.toml")
+
+
+@pytest.mark.parametrize("space, grouped", [("lambda_lr", False), ("lr_backbone", True)])
+def test_tpe_is_set_up_for_parallel_trials(tiny_benchmark, space, grouped):
+    from study.tuner import make_sampler
+
+    params = {"models": ["deeplabv2_tiny", "deeplabv2_resnet101"]} if space == "lr_backbone" else {}
+    table = study_table(tiny_benchmark, search={"space": space, "sampler": "tpe", "seed": 0, "startup_trials": 2,
+                                                "params": params}, max_concurrent_trials=16)
+    sampler = make_sampler(study_from_dict(table, source="t.toml"))
+    assert isinstance(sampler, optuna.samplers.TPESampler)
+    assert sampler._constant_liar and sampler._multivariate and sampler._group is grouped
+
+
+def test_checkpoint_state_bytes_matches_a_saved_checkpoint(tiny_benchmark, tmp_path):
+    """The pre-launch estimate per checkpoint is within 10 % of a real full-state checkpoint of the engine (after
+    training: optimizer moments exist from the first step on)."""
+    from trainables.config import TrainConfig, from_dict
+    from trainables.engine import Trainer
+    from trainables.tune import checkpoint_state_bytes
+
+    cfg = from_dict(TrainConfig, tiny_train_table(tiny_benchmark, iterations=1, interval=1), source="tiny")
+    trainer = Trainer(cfg, None)
+    try:
+        trainer.fit()
+        saved = trainer.save_checkpoint(tmp_path / "state.pt").stat().st_size
+    finally:
+        trainer.close()
+    estimate = checkpoint_state_bytes(cfg)
+    assert abs(estimate - saved) / saved < 0.10, (estimate, saved)
+
+
+def test_checkpoint_estimate_and_disk_refusal(tmp_path):
+    from study.resources import PreflightError, check_checkpoint_space, estimate_checkpoint_bytes
+
+    common = dict(state_bytes=400 * 2 ** 20, kept=3, num_samples=1000, max_t=8, grace_period=1, reduction_factor=2,
+                  asha=True)
+    kept_all = estimate_checkpoint_bytes(keep_pruned=True, **common)
+    cleaned = estimate_checkpoint_bytes(keep_pruned=False, **common)
+    assert kept_all.total == 400 * 2 ** 20 * 3 * 1000
+    assert cleaned.trials == 125 and cleaned.total == kept_all.total // 8  # 1 -> 2 -> 4 -> 8: 3 rungs of 2x
+    check_checkpoint_space(cleaned.__class__(per_checkpoint=1, kept=1, trials=1, note=""), tmp_path)
+    free = shutil.disk_usage(tmp_path).free
+    huge = cleaned.__class__(per_checkpoint=free, kept=1, trials=2, note="test")
+    with pytest.raises(PreflightError, match=r"checkpoints: about .* free"):
+        check_checkpoint_space(huge, tmp_path / "not" / "yet")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# a study of checkpointing probes (no torch): ~20-40 s on 2 loaded cores
+
+
+@pytest.fixture
+def local_ray(monkeypatch):
+    for key, value in TEST_RAY_ENV.items():
+        monkeypatch.setenv(key, value)
+    tmp = tempfile.mkdtemp(prefix="re", dir="/tmp")  # short: unix socket paths are limited to ~107 characters
+    ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False, logging_level="WARNING",
+             log_to_driver=False, object_store_memory=100 * 1024 ** 2, _temp_dir=tmp)
+    yield
+    ray.shutdown()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _checkpoint_bytes(trial_dir: Path) -> int:
+    return sum(f.stat().st_size for d in trial_dir.glob("checkpoint_*") for f in d.rglob("*") if f.is_file())
+
+
+def run_probe_study(benchmark: Path, storage: Path, *, name: str, num_samples: int, keep_pruned: bool,
+                    concurrent: int = 2):
+    """A study of :func:`trainables.tune.checkpoint_probe` (8 evaluations, ASHA, 64 KiB checkpoints); returns its
+    home and Optuna trials. Also used for the 64-trial measurement (docs/performance.md)."""
+    from study.tuner import run_study
+    from trainables.tune import checkpoint_probe
+
+    table = study_table(benchmark, name=name, num_samples=num_samples, max_concurrent_trials=concurrent,
+                        keep_pruned_checkpoints=keep_pruned, checkpoints_to_keep=2, reuse_actors=True,
+                        scheduler={"kind": "asha", "grace_period": 1, "reduction_factor": 2},
+                        search={"space": "lambda_lr", "sampler": "random", "seed": 3})
+    table["train"]["optim"].update(iter_max=16, iter_stop=16)  # 8 evaluations
+    _, location = run_study(study_from_dict(table, source="test"), storage=str(storage), trainable=checkpoint_probe)
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    trials = optuna.load_study(study_name=name, storage=JournalStorage(
+        JournalFileBackend(str(location.home / "optuna.journal")))).trials
+    return location.home, trials
+
+
+@pytest.mark.slow
+def test_pruned_and_diverged_trials_leave_no_checkpoints(local_ray, tiny_benchmark, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DASTUDY_PROBE_CKPT_BYTES", str(64 * 1024))
+    monkeypatch.setenv("DASTUDY_PROBE_DIVERGE_BELOW", "0.2")
+    home, trials = run_probe_study(tiny_benchmark, tmp_path / "studies", name="economy", num_samples=10,
+                                   keep_pruned=False)
+    out = capsys.readouterr().out
+    assert "checkpoints: about" in out  # the pre-launch estimate was printed
+    states = {t.user_attrs["trial_dir"]: t.state.name for t in trials}
+    assert "PRUNED" in states.values() and "COMPLETE" in states.values(), states
+    for trial, state in states.items():
+        trial_dir = home / trial
+        assert (trial_dir / "result.json").is_file()  # everything but the checkpoints stays
+        left = sorted(p.name for p in trial_dir.glob("checkpoint_*"))
+        if state in ("PRUNED", "FAIL"):
+            assert not left, f"{trial} ({state}) kept {left}"
+        else:
+            assert left, f"{trial} (COMPLETE) has no checkpoint"
+            assert len(left) <= 3  # checkpoints_to_keep best + the latest
+    if "FAIL" in states.values():
+        failed = [t for t, s in states.items() if s == "FAIL"]
+        assert json.loads((home / failed[0] / "failure.json").read_text())["kind"] == "diverged"
