@@ -455,20 +455,28 @@ def run_training(cfg: TrainConfig, run_dir: str | Path, *, reporters: Iterable[R
         append_resume(run_dir, checkpoint=checkpoint, iteration=trainer.iteration, device=device)
     write_config(run_dir, cfg)
     start = time.perf_counter()
-    status, message = "completed", None
+    # Pessimistic until proven: anything that leaves fit() early without one of the outcomes below (SystemExit
+    # from Ray's worker shutdown, GeneratorExit, ...) is an interrupted run, never a completed one (issue 11: a
+    # baseline stopped at 149 of 400 was recorded as completed and reused by later studies).
+    status, message = "interrupted", None
     try:
         trainer.fit()
         if trainer.stop_reason is not None:
             status, message = "stopped", trainer.stop_reason
             trainer._write_checkpoint(last_checkpoint(run_dir))
+        elif trainer.iteration >= trainer.total_iterations:
+            status = "completed"
+        else:
+            message = f"fit() returned at iteration {trainer.iteration} of {trainer.total_iterations}"
     except TrainingDiverged as err:
         status, message = "diverged", str(err)
         logger.error("%s", err)
-    except KeyboardInterrupt:
-        status, message = "interrupted", f"interrupted at iteration {trainer.iteration}"
-        raise
     except Exception as err:
         status, message = "failed", f"{type(err).__name__}: {err}"
+        raise
+    except BaseException as err:  # KeyboardInterrupt, SystemExit, GeneratorExit
+        status = "interrupted"
+        message = f"interrupted at iteration {trainer.iteration} of {trainer.total_iterations} ({type(err).__name__})"
         raise
     finally:
         trainer.close()

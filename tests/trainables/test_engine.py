@@ -171,6 +171,36 @@ def test_reporter_can_stop_the_run(make_config, tmp_path):
     assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
 
 
+@pytest.mark.parametrize("error", [SystemExit(1), KeyboardInterrupt(), GeneratorExit()],
+                         ids=lambda e: type(e).__name__)
+def test_run_leaving_early_by_a_base_exception_is_interrupted_not_completed(make_config, tmp_path, error):
+    """Ray's worker shutdown raises SystemExit inside training: the run is recorded as interrupted (issue 11: a
+    baseline stopped at 149 of 400 was recorded completed and reused)."""
+    class ExitAtTwo(Reporter):
+        def on_log(self, iteration, scalars):
+            if iteration == 2:
+                raise error
+
+    ends = []
+
+    class End(Reporter):
+        def on_end(self, result):
+            ends.append(result)
+
+    with pytest.raises(type(error)):
+        run_training(make_config(optim__iter_stop=4), tmp_path / "run", reporters=[ExitAtTwo(), End()])
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["status"] == "interrupted" and result["iterations"] == 2 < 4
+    assert "iteration 2 of 4" in result["message"] and type(error).__name__ in result["message"]
+    assert [r["status"] for r in ends] == ["interrupted"]
+
+
+def test_run_that_reaches_its_last_iteration_is_completed(make_config, tmp_path):
+    result = run_training(make_config(optim__iter_stop=3), tmp_path / "run")
+    assert result["status"] == "completed" and result["iterations"] == 3 and result["message"] is None
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["status"] == "completed"
+
+
 def test_no_host_sync_per_step_outside_log_intervals(make_config, monkeypatch):
     trainer = Trainer(make_config(mode="source_only", multi_level=False, runtime__log_interval=4))
     trainer.fit(until_iteration=1)  # starts the DataLoader iterator (it draws its base seed with one .item())
