@@ -30,8 +30,8 @@ from trainables.config import TrainConfig, to_dict
 from trainables.evaluation import evaluate_model
 from trainables.losses import GANLoss
 from trainables.reporters import JsonLinesReporter, Reporter, StopTraining
-from trainables.rundir import (append_resume, best_checkpoint, last_checkpoint, prepare_run_dir, write_config,
-                               write_json_atomic, write_provenance)
+from trainables.rundir import (RunManifest, append_resume, best_checkpoint, last_checkpoint, prepare_run_dir,
+                               write_config, write_json_atomic, write_provenance)
 from trainables.schedules import apply_poly, remember_base_lrs
 from trainables.seeding import capture_rng_state, derive_seed, restore_rng_state, seed_everything
 from trainables.steps import adaptation_step, source_only_step
@@ -110,6 +110,7 @@ class Trainer:
         self.cfg = cfg
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.reporters = list(reporters)
+        self.manifest: RunManifest | None = None  # set by run_training: the run directory's list of its own files
         self.device = resolve_device(cfg.runtime.device)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = cfg.runtime.cudnn_benchmark
@@ -404,6 +405,9 @@ class Trainer:
                          "best": dict(self.best), "metrics": dict(self.last_metrics)}, path)
         else:
             self.save_checkpoint(path)
+        if self.manifest is not None:  # what --overwrite may remove later: this file and our TensorBoard events
+            self.manifest.record(path)
+            self.manifest.record_new_events()
         self._notify("on_checkpoint", self.iteration, path)
 
     def result(self, *, status: str, message: str | None = None, wall_s: float = 0.0) -> dict[str, Any]:
@@ -438,9 +442,11 @@ def run_training(cfg: TrainConfig, run_dir: str | Path, *, reporters: Iterable[R
     run_dir = Path(run_dir)
     existed = run_dir.exists()
     checkpoint = prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
+    manifest = RunManifest(run_dir)
     reporters = [JsonLinesReporter(run_dir / "metrics.jsonl"), *reporters]
     try:
         trainer = Trainer(cfg, run_dir, reporters=reporters)
+        trainer.manifest = manifest
         if checkpoint is not None:
             trainer.load_checkpoint(checkpoint)
     except BaseException:
@@ -454,6 +460,7 @@ def run_training(cfg: TrainConfig, run_dir: str | Path, *, reporters: Iterable[R
     else:
         append_resume(run_dir, checkpoint=checkpoint, iteration=trainer.iteration, device=device)
     write_config(run_dir, cfg)
+    manifest.record("config.toml", "provenance.json", "metrics.jsonl")
     start = time.perf_counter()
     # Pessimistic until proven: anything that leaves fit() early without one of the outcomes below (SystemExit
     # from Ray's worker shutdown, GeneratorExit, ...) is an interrupted run, never a completed one (issue 11: a
@@ -482,5 +489,7 @@ def run_training(cfg: TrainConfig, run_dir: str | Path, *, reporters: Iterable[R
         trainer.close()
         result = trainer.result(status=status, message=message, wall_s=time.perf_counter() - start)
         write_json_atomic(run_dir / "result.json", _finite_or_none(result))
+        manifest.record("result.json")
         trainer._notify("on_end", result)
+        manifest.record_new_events()  # a TensorBoard reporter may create its last event file at the end
     return result

@@ -1,14 +1,15 @@
 """The run directory: creation without ever clobbering foreign files, resolved config, provenance, result.
 
 A directory is one of ours when it holds both ``config.toml`` and ``provenance.json``. Only such a directory can
-be overwritten (and then only the files this package writes are removed), and only on request.
+be overwritten, and only on request; then only the files the run itself wrote are removed: they are listed in its
+manifest (``.dastudy-manifest.json``), so a user's ``checkpoints/best_keep_for_paper.pt`` or another program's
+files in ``tb/`` stay.
 """
 from __future__ import annotations
 
 import json
 import os
 import platform
-import shutil
 import socket
 import subprocess
 import sys
@@ -20,12 +21,58 @@ from typing import Any
 from trainables.checkpoint import CheckpointError, dastudy_version
 from trainables.config import TrainConfig, to_dict
 
-__all__ = ["RUN_FILES", "is_run_dir", "prepare_run_dir", "write_config", "write_provenance", "append_resume",
+__all__ = ["RUN_FILES", "MANIFEST", "RunManifest", "is_run_dir", "prepare_run_dir", "write_config", "write_provenance", "append_resume",
            "write_json_atomic", "git_revision", "last_checkpoint", "best_checkpoint"]
 
 RUN_FILES = ("config.toml", "provenance.json", "metrics.jsonl", "result.json")
 RUN_DIRS = ("checkpoints", "tb")  # written by the engine and the TensorBoard reporter
 _MARKERS = ("config.toml", "provenance.json")
+MANIFEST = ".dastudy-manifest.json"
+# A run directory written before manifests existed: the files the engine writes under fixed names.
+_LEGACY_FILES = (*RUN_FILES, "checkpoints/last.pt", "checkpoints/best.pt")
+_EVENTS_PREFIX = "events.out.tfevents."
+
+
+class RunManifest:
+    """The files one run directory's runs wrote (relative POSIX paths in ``.dastudy-manifest.json``).
+
+    TensorBoard names its event files itself, so event files under ``tb/`` that were not there when this object
+    was made (the start of this run) are the run's own; files that were there are left to whoever wrote them.
+    """
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+        self._foreign_events = set(self._event_files())
+
+    def _event_files(self) -> list[str]:
+        tb = self.run_dir / "tb"
+        if not tb.is_dir():
+            return []
+        return sorted(p.relative_to(self.run_dir).as_posix() for p in tb.rglob(f"{_EVENTS_PREFIX}*") if p.is_file())
+
+    def record(self, *paths: str | Path) -> None:
+        """Add files (absolute or relative to the run directory) to the manifest; a no-op when all are listed."""
+        listed = read_manifest(self.run_dir) or []
+        new = []
+        for path in paths:
+            path = Path(path)
+            relative = (path.relative_to(self.run_dir) if path.is_absolute() else path).as_posix()
+            if relative not in listed and relative not in new:
+                new.append(relative)
+        if new:
+            write_json_atomic(self.run_dir / MANIFEST, {"files": sorted([*listed, *new])})
+
+    def record_new_events(self) -> None:
+        self.record(*[p for p in self._event_files() if p not in self._foreign_events])
+
+
+def read_manifest(run_dir: str | Path) -> list[str] | None:
+    """The manifest's file list (None without a readable manifest)."""
+    try:
+        files = json.loads((Path(run_dir) / MANIFEST).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return [f for f in files if isinstance(f, str)] if isinstance(files, list) else None
 
 
 def last_checkpoint(run_dir: Path) -> Path:
@@ -55,6 +102,12 @@ def prepare_run_dir(run_dir: str | Path, *, resume: bool | str | Path = False, o
         if not checkpoint.is_file():
             raise CheckpointError(f"cannot resume: {checkpoint} does not exist"
                                   + ("" if run_dir.exists() else f" (no run directory {run_dir})"))
+        if run_dir.exists() and not run_dir.is_dir():
+            raise FileExistsError(f"{run_dir} exists and is not a directory")
+        # Resuming appends to metrics.jsonl and replaces result.json: only in a run directory or an empty one.
+        if run_dir.is_dir() and any(run_dir.iterdir()) and not is_run_dir(run_dir):
+            raise FileExistsError(f"{run_dir} is not empty and is not a dastudy run directory (no config.toml + "
+                                  f"provenance.json): refusing to resume into it; choose another --out")
         run_dir.mkdir(parents=True, exist_ok=True)
         return checkpoint
     if run_dir.exists() and not run_dir.is_dir():
@@ -72,18 +125,25 @@ def prepare_run_dir(run_dir: str | Path, *, resume: bool | str | Path = False, o
 
 
 def _remove_run_files(run_dir: Path) -> None:
-    for name in RUN_FILES:
-        (run_dir / name).unlink(missing_ok=True)
-    checkpoints = run_dir / "checkpoints"
-    if checkpoints.is_dir():
-        for item in checkpoints.iterdir():
-            if item.is_file() and (item.suffix == ".pt" or item.name.endswith(".tmp")):
-                item.unlink()
-        if not any(checkpoints.iterdir()):
-            checkpoints.rmdir()
-    tensorboard = run_dir / "tb"
-    if tensorboard.is_dir():
-        shutil.rmtree(tensorboard)
+    """Remove the files the manifest lists (without one: the engine's fixed file names and tb/ event files), the
+    temporary files of this package's atomic writes, and then checkpoints/ and tb/ only if that left them empty."""
+    root = run_dir.resolve()
+    listed = read_manifest(run_dir)
+    if listed is None:
+        listed = [*_LEGACY_FILES, *RunManifest(run_dir)._event_files()]
+    ours = {*RUN_FILES, "last.pt", "best.pt"}
+    for folder in (run_dir, run_dir / "checkpoints"):  # leftovers of a killed atomic write: .<our name>.XXXX.tmp
+        if folder.is_dir():
+            listed += [p.relative_to(run_dir).as_posix() for p in folder.glob(".*.tmp")
+                       if p.is_file() and p.name[1:].rsplit(".", 2)[0] in ours]
+    for relative in listed:
+        path = (run_dir / relative).resolve()
+        if path.is_relative_to(root) and path != root and path.is_file():  # a manifest never leads outside
+            path.unlink()
+    for folder in (run_dir / "checkpoints", run_dir / "tb"):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+    (run_dir / MANIFEST).unlink(missing_ok=True)
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

@@ -47,11 +47,11 @@ REVIEWED = {
     ("trainables/checkpoint.py", "atomic_save", "Path(tmp_name).unlink"): "its temporary file, after a failure",
     ("trainables/engine.py", "run_training", "run_dir.rmdir"):
         "the run directory this call created, only if still empty (the run never started)",
-    ("trainables/rundir.py", "_remove_run_files", "run_dir / name.unlink"):
-        "--overwrite of a verified dastudy run directory: the run files this package writes",
-    ("trainables/rundir.py", "_remove_run_files", "item.unlink"): "--overwrite: *.pt and *.tmp in checkpoints/",
-    ("trainables/rundir.py", "_remove_run_files", "checkpoints.rmdir"): "--overwrite: checkpoints/, if now empty",
-    ("trainables/rundir.py", "_remove_run_files", "shutil.rmtree"): "--overwrite: the run's tb/ event directory",
+    ("trainables/rundir.py", "_remove_run_files", "path.unlink"):
+        "--overwrite of a verified dastudy run directory: the files its manifest lists (inside the run directory "
+        "only), or a pre-manifest run's fixed file names and tb/ events, and .<our name>.*.tmp leftovers",
+    ("trainables/rundir.py", "_remove_run_files", "folder.rmdir"): "--overwrite: checkpoints/ and tb/, if now empty",
+    ("trainables/rundir.py", "_remove_run_files", "run_dir / MANIFEST.unlink"): "--overwrite: the old manifest",
     ("trainables/rundir.py", "write_json_atomic", "os.replace"): "its temporary file over a run file",
     ("trainables/rundir.py", "write_config", "os.replace"): "its temporary file over config.toml",
     ("trainables/tune.py", "train_trial", "run_dir.rename"):

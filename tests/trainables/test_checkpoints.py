@@ -137,6 +137,65 @@ def test_existing_run_directory_is_refused_and_overwrite_keeps_foreign_files(mak
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2  # the old run's lines are gone
 
 
+def test_overwrite_removes_only_what_the_run_wrote(make_config, tmp_path):
+    """--overwrite used to delete every *.pt in checkpoints/ and all of tb/ (issue 11): now the run's manifest."""
+    from trainables.rundir import MANIFEST, read_manifest
+    from trainables.tensorboard import TensorBoardReporter
+
+    cfg = make_config(mode="source_only", optim__iter_stop=2, eval__interval=1)
+    run = tmp_path / "run"
+    run_training(cfg, run, reporters=[TensorBoardReporter(run / "tb")])
+    first = read_manifest(run)
+    old_events = [f for f in first if f.startswith("tb/")]
+    assert old_events and {"config.toml", "provenance.json", "metrics.jsonl", "result.json", "checkpoints/last.pt",
+                           "checkpoints/best.pt"} <= set(first)
+    assert all((run / f).is_file() for f in first)
+    # the user's files, written after the run, some with names like ours
+    (run / "checkpoints" / "best_keep_for_paper.pt").write_bytes((run / "checkpoints" / "best.pt").read_bytes())
+    (run / "tb" / "notes.txt").write_text("mine")
+    (run / "tb" / "other").mkdir()
+    (run / "tb" / "other" / "events.out.tfevents.1.host.1.0").write_bytes(b"another program's events")
+    (run / "my_notes.txt").write_text("keep me")
+
+    run_training(cfg, run, overwrite=True)  # no TensorBoard this time: the old event files must be gone
+    assert (run / "checkpoints" / "best_keep_for_paper.pt").is_file()
+    assert (run / "tb" / "notes.txt").read_text() == "mine" and (run / "my_notes.txt").read_text() == "keep me"
+    assert (run / "tb" / "other" / "events.out.tfevents.1.host.1.0").read_bytes() == b"another program's events"
+    assert not [f for f in old_events if (run / f).exists()]
+    second = read_manifest(run)
+    assert not [f for f in second if f.startswith("tb/")] and "checkpoints/best_keep_for_paper.pt" not in second
+    assert (run / MANIFEST).is_file()
+
+
+def test_overwrite_never_follows_a_manifest_outside_the_run(make_config, tmp_path):
+    from trainables.rundir import MANIFEST
+
+    cfg = make_config(mode="source_only", optim__iter_stop=1)
+    run = tmp_path / "run"
+    run_training(cfg, run)
+    (tmp_path / "outside.txt").write_text("precious")
+    (run / MANIFEST).write_text(json.dumps({"files": ["config.toml", "../outside.txt", str(tmp_path / "outside.txt")]}))
+    run_training(cfg, run, overwrite=True)
+    assert (tmp_path / "outside.txt").read_text() == "precious"
+
+
+def test_resume_into_a_folder_that_is_not_a_run_is_refused_untouched(make_config, tmp_path):
+    cfg = make_config(mode="source_only", optim__iter_stop=2)
+    run_training(make_config(mode="source_only", optim__iter_stop=1), tmp_path / "run")
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "metrics.jsonl").write_text('{"user": 1}\n')
+    (folder / "result.json").write_text('{"mine": true}')
+    with pytest.raises(FileExistsError, match="not a dastudy run directory.*refusing to resume"):
+        run_training(cfg, folder, resume=tmp_path / "run" / "checkpoints" / "last.pt")
+    assert (folder / "metrics.jsonl").read_text() == '{"user": 1}\n'
+    assert (folder / "result.json").read_text() == '{"mine": true}'
+    assert sorted(p.name for p in folder.iterdir()) == ["metrics.jsonl", "result.json"]
+    # an empty folder (or a new one) is a fine place to continue a run from a checkpoint
+    result = run_training(cfg, tmp_path / "fresh", resume=tmp_path / "run" / "checkpoints" / "last.pt")
+    assert result["status"] == "completed" and result["iterations"] == 2
+
+
 def test_resume_needs_a_full_checkpoint(make_config, tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         run_training(make_config(), tmp_path / "missing", resume=True)
