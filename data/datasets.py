@@ -149,12 +149,15 @@ class CityscapesDataset(SegmentationDataset):
     """Cityscapes gtFine (https://www.cityscapes-dataset.com), labelIds mapped to trainIds."""
 
     dataset_name = "cityscapes"
-    splits_help = "train, val, test, group0_train, group0_val, group1_train, group1_val"
+    splits_help = ("train, val, test, group0_train, group0_val, group1_train, group1_val (and the seed's exact lists: "
+                   "group0_train_seed, ..., see data/splits.py)")
 
     def _list_samples(self) -> list[Sample]:
-        group, _, part = self.split.partition("_")
-        if group in CITYSCAPES_CITY_GROUPS and part in ("train", "val"):
-            images = self._group_images(group, part)
+        from .splits import parse_between_city_split
+
+        between = parse_between_city_split(self.split)
+        if between is not None:
+            images = self._group_images(*between)
         else:
             folder = self.root / "leftImg8bit" / self.split
             if not folder.is_dir():
@@ -164,17 +167,14 @@ class CityscapesDataset(SegmentationDataset):
         samples = [Sample(p.name[: -len("_leftImg8bit.png")], p, cityscapes_label_path(self.root, p)) for p in images]
         return _check_pairs(self, samples)
 
-    def _group_images(self, group: str, part: str) -> list[Path]:
-        folder = self.root / "leftImg8bit" / "train"
-        present = [c for c in CITYSCAPES_CITY_GROUPS[group] if (folder / c).is_dir()]
-        if not present:
-            raise DatasetError(f"{folder}: none of the {group} cities ({', '.join(CITYSCAPES_CITY_GROUPS[group])}) "
-                               f"is present; the between-city split {self.split!r} is built from the train cities")
-        images: list[Path] = []
-        for city in present:
-            city_images = cityscapes_city_images(self.root, "train", city)
-            images += city_images[:GROUP_VAL_PER_CITY] if part == "val" else city_images[GROUP_VAL_PER_CITY:]
-        return images
+    def _group_images(self, group: str, part: str, variant: str = "clean") -> list[Path]:
+        # clean = the first 10 images per city as val; seed = the seed's published list files (data/splits.py)
+        from .splits import between_city_images
+
+        try:
+            return between_city_images(self.root, group, part, variant)
+        except DatasetError as err:
+            raise DatasetError(f"{err} (split {self.split!r})") from None
 
     def load_label(self, index: int) -> np.ndarray:
         return labelid_lut_cached(self.num_classes)[read_label(self.samples[index].label)]
