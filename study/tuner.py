@@ -108,6 +108,10 @@ def ray_session(*, address: str | None = None, num_cpus: int | None = None,
     """
     import ray
 
+    # Keys the driver's environment already sets stay out of the job's runtime env: inside a Ray job (`ray job
+    # submit`, a KubeRay RayJob) they come from the job's own runtime env, and ray.init refuses to set one again
+    # ("Failed to merge the Job's runtime env"; tests/deploy/test_job_submit.py).
+    job_env = {key: value for key, value in RAY_ENV.items() if key not in os.environ}
     configure_environment()
     if ray.is_initialized():
         yield
@@ -118,7 +122,7 @@ def ray_session(*, address: str | None = None, num_cpus: int | None = None,
         tmp = private_tmpdir()
         kwargs.update(address="local", num_cpus=num_cpus, num_gpus=num_gpus, _temp_dir=tmp)
     else:  # on a running cluster, the quiet-Ray settings travel with the job
-        kwargs.update(address=address, runtime_env={"env_vars": dict(RAY_ENV)})
+        kwargs.update(address=address, runtime_env={"env_vars": job_env} if job_env else None)
     ray.init(**kwargs)
     try:
         yield
