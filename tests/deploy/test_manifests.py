@@ -1,0 +1,287 @@
+"""The files of ``deploy/`` parse, validate where a schema exists, and agree with each other and with the project.
+
+Nothing here reaches Kubernetes, a cloud or SLURM: the ``ray up`` YAML is validated against Ray's own autoscaler
+schema (``ray/autoscaler/ray-schema.json`` in the installed wheel), the KubeRay manifests and the scripts are
+parsed, and the study command each one runs is parsed by dastudy's own CLI and study loader (a mistyped override
+key or option fails here, not on the cluster). docs/cluster.md says what is tested and what is not.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy"
+STORAGE = "/mnt/shared/studies"
+GPUS_PER_WORKER = 1
+CPUS_PER_WORKER = 16
+
+
+def _yaml(relative: str):
+    return yaml.safe_load((DEPLOY / relative).read_text())
+
+
+def _version() -> str:
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+
+
+def _pins() -> dict[str, str]:
+    pins = {}
+    for line in (REPO / "constraints.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if "==" in line:
+            name, version = line.split("==", 1)
+            pins[name.strip().lower()] = version.strip()
+    return pins
+
+
+def _ray_schema() -> dict:
+    import ray
+
+    path = Path(ray.__file__).parent / "autoscaler" / "ray-schema.json"
+    assert path.is_file(), f"{path}: Ray no longer ships its cluster-config schema here"
+    return json.loads(path.read_text())
+
+
+def _containers(spec: dict) -> list[dict]:
+    """Every container of a RayCluster spec (head and worker groups)."""
+    out = list(spec["headGroupSpec"]["template"]["spec"]["containers"])
+    for group in spec["workerGroupSpecs"]:
+        out += group["template"]["spec"]["containers"]
+    return out
+
+
+def _sbatch_lines() -> list[str]:
+    return (DEPLOY / "slurm" / "dastudy.sbatch").read_text().splitlines()
+
+
+def _sbatch_option(name: str) -> str:
+    for line in _sbatch_lines():
+        match = re.match(rf"#SBATCH\s+--{name}=(\S+)", line)
+        if match:
+            return match.group(1)
+    raise AssertionError(f"deploy/slurm/dastudy.sbatch: no #SBATCH --{name}")
+
+
+def _sbatch_default_study() -> list[str]:
+    """The ``set -- ...`` words of the sbatch script's default study (preset + overrides)."""
+    text = (DEPLOY / "slurm" / "dastudy.sbatch").read_text()
+    match = re.search(r"^\s*set -- (.*?)\nfi$", text, flags=re.S | re.M)
+    assert match, "deploy/slurm/dastudy.sbatch: no default study (set -- ...)"
+    return shlex.split(match.group(1).replace("\\\n", " "))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# ray up
+
+
+def test_ray_up_yaml_validates_against_rays_schema():
+    config = _yaml("ray-up/cluster.yaml")
+    jsonschema.validate(config, _ray_schema())
+    types = config["available_node_types"]
+    assert config["head_node_type"] in types
+    head = types[config["head_node_type"]]
+    assert head["resources"] == {"CPU": 0}  # no trial on the head
+    gpu_types = [t for t in types.values() if t["resources"].get("GPU")]
+    assert len(gpu_types) == 1
+    worker = gpu_types[0]
+    assert worker["min_workers"] == 0 and worker["max_workers"] <= config["max_workers"]
+    assert worker["resources"] == {"CPU": CPUS_PER_WORKER, "GPU": GPUS_PER_WORKER}
+    assert any("--num-cpus=0" in c and "--head" in c for c in config["head_start_ray_commands"])
+    assert any("--autoscaling-config" in c for c in config["head_start_ray_commands"])
+    assert any("$RAY_HEAD_IP" in c for c in config["worker_start_ray_commands"])
+
+
+@pytest.mark.parametrize("breakage", ["fractional_gpu", "no_provider", "unknown_key"])
+def test_the_schema_check_rejects_a_broken_cluster_yaml(breakage):
+    """The validation above can fail: Ray's schema refuses what `ray up` would refuse."""
+    config = copy.deepcopy(_yaml("ray-up/cluster.yaml"))
+    if breakage == "fractional_gpu":
+        config["available_node_types"]["gpu_worker"]["resources"]["GPU"] = 0.5
+    elif breakage == "no_provider":
+        del config["provider"]
+    else:
+        config["head_start_commands"] = config.pop("head_start_ray_commands")
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(config, _ray_schema())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# KubeRay
+
+
+def test_rayjob_and_raycluster_describe_the_same_cluster():
+    job, cluster = _yaml("kuberay/rayjob.yaml"), _yaml("kuberay/raycluster.yaml")
+    assert (job["apiVersion"], job["kind"]) == ("ray.io/v1", "RayJob")
+    assert (cluster["apiVersion"], cluster["kind"]) == ("ray.io/v1", "RayCluster")
+    assert job["spec"]["rayClusterSpec"] == cluster["spec"]
+
+
+def test_kuberay_head_hosts_no_trials_and_gpu_workers_scale_from_zero():
+    spec = _yaml("kuberay/rayjob.yaml")["spec"]
+    cluster = spec["rayClusterSpec"]
+    assert cluster["rayVersion"] == _pins()["ray"]
+    assert cluster["enableInTreeAutoscaling"] is True
+    assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"  # a string, as KubeRay requires
+    (group,) = cluster["workerGroupSpecs"]
+    assert group["minReplicas"] == 0 and group["replicas"] == 0 and group["maxReplicas"] >= 1
+    (container,) = group["template"]["spec"]["containers"]
+    for kind in ("requests", "limits"):
+        assert int(container["resources"][kind]["nvidia.com/gpu"]) == GPUS_PER_WORKER
+        assert int(container["resources"][kind]["cpu"]) == CPUS_PER_WORKER
+    assert spec["entrypointNumCpus"] == 0  # the driver fits on the 0-CPU head
+
+
+def test_kuberay_pods_mount_the_shared_claim_and_carry_the_token():
+    pvc = _yaml("kuberay/pvc.yaml")
+    assert pvc["kind"] == "PersistentVolumeClaim" and pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+    cluster = _yaml("kuberay/rayjob.yaml")["spec"]["rayClusterSpec"]
+    pod_specs = [cluster["headGroupSpec"]["template"]["spec"]] + [g["template"]["spec"]
+                                                                   for g in cluster["workerGroupSpecs"]]
+    for pod in pod_specs:
+        claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]
+                  if "persistentVolumeClaim" in v}
+        (container,) = pod["containers"]
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        assert claims[mounts["/mnt/shared"]] == pvc["metadata"]["name"]
+        env = {e["name"]: e for e in container["env"]}
+        assert env["RAY_AUTH_MODE"]["value"] == "token"  # Ray 2.60's token auth stays on
+        assert "secretKeyRef" in env["RAY_AUTH_TOKEN"]["valueFrom"]
+        assert env["DASTUDY_STORAGE"]["value"] == STORAGE
+    submitter = _yaml("kuberay/rayjob.yaml")["spec"]["submitterPodTemplate"]["spec"]["containers"][0]
+    assert {e["name"] for e in submitter["env"]} >= {"RAY_AUTH_MODE", "RAY_AUTH_TOKEN"}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# agreement across the paths
+
+
+def test_every_manifest_runs_the_same_image():
+    version = _version()
+    images = {"rayjob submitter": _yaml("kuberay/rayjob.yaml")["spec"]["submitterPodTemplate"]["spec"]
+              ["containers"][0]["image"], "ray up": _yaml("ray-up/cluster.yaml")["docker"]["image"]}
+    for name in ("rayjob", "raycluster"):
+        data = _yaml(f"kuberay/{name}.yaml")
+        spec = data["spec"].get("rayClusterSpec", data["spec"])
+        for container in _containers(spec):
+            images[f"{name} {container['name']}"] = container["image"]
+    assert len(set(images.values())) == 1, images
+    image = next(iter(images.values()))
+    assert image.rsplit(":", 1)[1] == version  # the tag is the project's version
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    assert f'org.opencontainers.image.version="{version}"' in dockerfile
+    assert f"-t {image} ." in dockerfile  # the build command in its header produces that tag
+
+
+def test_every_path_gives_a_worker_the_same_gpus_and_cpus():
+    ray_up = _yaml("ray-up/cluster.yaml")["available_node_types"]["gpu_worker"]["resources"]
+    kuberay = _yaml("kuberay/raycluster.yaml")["spec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
+    assert (ray_up["GPU"], ray_up["CPU"]) == (GPUS_PER_WORKER, CPUS_PER_WORKER)
+    assert (int(kuberay["resources"]["limits"]["nvidia.com/gpu"]),
+            int(kuberay["resources"]["limits"]["cpu"])) == (GPUS_PER_WORKER, CPUS_PER_WORKER)
+    assert int(_sbatch_option("gpus-per-node")) == GPUS_PER_WORKER
+    assert int(_sbatch_option("cpus-per-task")) == CPUS_PER_WORKER
+
+
+def _study_commands() -> dict[str, list[str]]:
+    """The dastudy command of each path, as words (shell variables of the scripts at their defaults)."""
+    job = shlex.split(_yaml("kuberay/rayjob.yaml")["spec"]["entrypoint"])
+    sbatch = ["dastudy", "study", "run", *_sbatch_default_study(), "--address", "10.0.0.1:26379",
+              "--storage", STORAGE]
+    header = (DEPLOY / "ray-up" / "cluster.yaml").read_text().split("\ncluster_name:", 1)[0]
+    match = re.search(r"ray exec \S+ --tmux '(.*?)'", header.replace("\\\n#", " "), flags=re.S)
+    assert match, "deploy/ray-up/cluster.yaml: the header no longer shows the study command"
+    ray_up = shlex.split(match.group(1))
+    return {"rayjob": job, "slurm": sbatch, "ray up": ray_up}
+
+
+def test_every_path_runs_a_valid_study_command_on_the_shared_storage():
+    from study.cli import get_parser
+    from study.commands.study import _run_options, split_overrides
+    from study.study_config import load_study_config
+
+    parser = get_parser()
+    for path, words in _study_commands().items():
+        assert words[:3] == ["dastudy", "study", "run"], (path, words)
+        args = split_overrides(parser.parse_args(words[1:]), _run_options)
+        assert args.storage == STORAGE, path
+        assert args.address, path  # always a cluster, never a private local Ray
+        study = load_study_config(args.preset, args.overrides, name=args.name)  # keys and values are valid
+        assert study.resources.gpu > 0, path
+        if path != "slurm":  # GPU workers start at zero replicas: the driver must ask the autoscaler for them
+            assert study.resources.autoscaling, path
+
+
+def test_job_submit_recipe_uses_the_shared_storage_and_runtime_env_json():
+    text = (DEPLOY / "job-submit.sh").read_text()
+    assert "--runtime-env-json" in text and "--address auto" in text
+    assert f"STORAGE=${{DASTUDY_STORAGE:-{STORAGE}}}" in text
+    assert "dastudy study run" in text and "dastudy study resume" in text
+
+
+@pytest.mark.parametrize("script", ["job-submit.sh", "slurm/dastudy.sbatch"])
+def test_shell_scripts_parse(script):
+    path = DEPLOY / script
+    assert subprocess.run(["bash", "-n", str(path)], capture_output=True).returncode == 0
+    assert path.read_text().startswith("#!")
+    assert "ray stop" not in path.read_text().replace("never `ray stop`", "")  # stops its own processes by PID
+    if shutil.which("shellcheck"):
+        result = subprocess.run(["shellcheck", "-S", "warning", str(path)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the image
+
+
+def _dockerfile_instructions() -> list[tuple[str, str]]:
+    text = (DEPLOY / "Dockerfile").read_text().replace("\\\n", " ")
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, rest = line.partition(" ")
+            out.append((keyword.upper(), rest.strip()))
+    return out
+
+
+def test_dockerfile_installs_the_pinned_project_on_python_311():
+    instructions = _dockerfile_instructions()
+    args = dict(rest.split("=", 1) for keyword, rest in instructions if keyword == "ARG" and "=" in rest)
+    assert args["BASE"] == "python:3.11-slim"
+    assert ("FROM", "${BASE}") in instructions
+    installs = [rest for keyword, rest in instructions if keyword == "RUN" and "pip install" in rest]
+    assert len(installs) == 1 and "-c constraints.txt" in installs[0] and '".[cluster]"' in installs[0]
+    pins = _pins()
+    assert (pins["torch"], pins["torchvision"]) == ("2.14.1", "0.29.1")
+    assert {"ray", "optuna"} <= set(pins)
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(d.startswith("ray[default]") for d in extras["cluster"])
+
+
+def test_dockerfile_copies_what_exists_and_the_dockerignore_lets_it_through():
+    copied = []
+    for keyword, rest in _dockerfile_instructions():
+        if keyword == "COPY":
+            *sources, _dest = rest.split()
+            copied += sources
+    assert copied
+    ignore = (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
+    assert ignore[[line.strip() for line in ignore].index("*")] == "*"  # everything else stays out
+    for source in copied:
+        assert (REPO / source).exists(), source
+        assert f"!{source}" in ignore or f"!{source}/" in ignore, f"{source} is excluded from the build context"
+    # every package the project installs is in the image
+    packages = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    assert {p.rstrip("*") for p in packages["include"]} <= set(copied)
+
