@@ -98,3 +98,63 @@ def test_section_empty_without_validators(tmp_path):
     (tmp_path / "trial_x" / "run").mkdir(parents=True)
     (tmp_path / "trial_x" / "run" / "metrics.jsonl").write_text('{"kind": "eval", "iteration": 1, "val/mIoU16": 0.1}\n')
     assert agreement_section(tmp_path, tmp_path / "figures") == ""
+
+
+def test_study_config_accepts_a_validator_metric(tiny_benchmark):
+    from study.study_config import study_from_dict
+    from study_helpers import study_table
+    from trainables.config import ConfigError
+
+    study = study_from_dict(study_table(tiny_benchmark, metric="uda/snd"), source="test")
+    assert study.metric == "uda/snd" and study.train.eval.selection == "snd"
+    assert study.train.eval.active_validators == ("snd",)
+    with pytest.raises(ConfigError, match=r"test: metric = 'uda/snd2' is not valid; allowed: uda/<validator>"):
+        study_from_dict(study_table(tiny_benchmark, metric="uda/snd2"), source="test")
+
+
+@pytest.mark.slow
+def test_ray_study_optimises_a_validator_and_reports_agreement(tiny_benchmark, tmp_path, monkeypatch):
+    """A real study (local Ray, TPE + ASHA) on metric uda/snd: Optuna's values are the trials' SND scores, each run
+    keeps its checkpoint by SND, and the agreement section reads the study directory. ~1-2 min on 2 loaded cores."""
+    import shutil
+    import tempfile
+
+    ray = pytest.importorskip("ray")
+    from study.study_config import study_from_dict
+    from study.tuner import run_study
+    from study_helpers import TEST_RAY_ENV, study_table
+
+    for key, value in TEST_RAY_ENV.items():
+        monkeypatch.setenv(key, value)
+    table = study_table(tiny_benchmark, name="snd", metric="uda/snd", num_samples=3)
+    table["train"]["eval"].update({"validators": ["entropy", "source_val", "d_confusion"], "validator_images": 2,
+                                   "validator_pixels": 32})
+    study = study_from_dict(table, source="test")
+    tmp = tempfile.mkdtemp(prefix="rv", dir="/tmp")  # short: unix socket paths are limited to ~107 characters
+    ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False, logging_level="WARNING",
+             log_to_driver=False, object_store_memory=100 * 1024 ** 2, _temp_dir=tmp)
+    try:
+        results, location = run_study(study, storage=str(tmp_path / "studies"))
+    finally:
+        ray.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
+    assert len(results) == 3 and results.num_errors == 0
+    home = location.home
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    trials = optuna.load_study(study_name="snd", storage=JournalStorage(JournalFileBackend(
+        str(home / "optuna.journal")))).trials
+    curves = {c.name: c for c in load_curves(home)}
+    assert len(curves) == 3
+    for trial in trials:
+        curve = curves[trial.user_attrs["trial_dir"]]
+        assert trial.value == pytest.approx(curve.series("uda/snd")[-1])
+        result = json.loads((home / trial.user_attrs["trial_dir"] / "run" / "result.json").read_text())
+        assert result["best_metric"] == "uda/snd"
+        assert result["best_value"] == pytest.approx(max(curve.series("uda/snd")))
+    text = agreement_section(home, home / "figures")
+    for name in ("snd", "entropy", "source_val", "d_confusion"):
+        assert f"| `uda/{name}` |" in text
+    assert (home / "figures" / "validator_agreement.png").is_file()
