@@ -1,6 +1,17 @@
 """TensorBoard over a whole study directory: every trial's ``tb/`` run (clean tags, prediction panels, one HParams
 session per trial) and the source-only baseline side by side.
 
+What TensorBoard is pointed at is a *view* of the study, ``<study>/tb/`` (:func:`build_view`; the trial
+directories stay as Ray wrote them):
+
+- one entry per trial named by its searched values, ``lambda_adv=0.001,lr=0.01,seed=1``, a relative symlink to
+  ``trial_<id>/run/tb``: run names that say what the run is, short enough for the HParams table;
+- ``baseline``: the source-only baseline as its own HParams row (λ_adv = 0, its lr and seed) with its selected
+  checkpoint's metrics at step 0, where every trial starts from it, so it shares the trials' x-axis instead of
+  stretching it to its own length; its full curves are under ``baseline/…`` tags, one group in the Scalars tab
+  (its ``select/*`` charts no longer sit between the trials' charts);
+- a custom-scalars layout: the generator's adversarial losses and the discriminator's losses side by side.
+
 ``serve`` starts TensorBoard as a child process (``python -m tensorboard.main``) bound to 127.0.0.1 unless told
 otherwise, waits until it answers, prints the URL and stops it on Ctrl-C. The child is terminated on every exit
 path (and, on Linux, also receives SIGTERM if this process dies), so no TensorBoard is left orphaned holding the
@@ -8,7 +19,9 @@ port. ``start`` is the non-blocking form used by tests and notebooks.
 """
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,13 +30,216 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 from study.cli import UserError
 
-__all__ = ["TensorBoardError", "TensorBoardProcess", "event_files", "start", "serve", "port_is_free"]
+__all__ = ["TensorBoardError", "TensorBoardProcess", "event_files", "start", "serve", "port_is_free",
+           "build_view", "hparam_domains", "run_name", "VIEW_DIR", "LAYOUT"]
 
 EVENTS_GLOB = "events.out.tfevents.*"
+VIEW_DIR = "tb"
+VIEW_MARKER = ".dastudy-view.json"  # what the last build_view made (and only that is replaced by the next one)
+# Custom scalars: one row per category; the charts of a category sit side by side.
+LAYOUT = {
+    "losses (G | D)": {
+        "generator: adversarial losses": ["Multiline", [r"^train/loss_adv_.*"]],
+        "discriminator: losses": ["Multiline", [r"^train/loss_d_.*"]],
+    },
+    "segmentation": {
+        "segmentation losses": ["Multiline", [r"^train/loss_seg.*"]],
+        "val mIoU": ["Multiline", [r"^val/mIoU\d+$"]],
+    },
+}
+
+
+def hparam_domains(description: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The HParams domains of a space description (``space.json``): an interval per continuous dimension, the
+    values of a grid or categorical one, ``log`` for λ- and lr-like log-uniform dimensions; keyed by display
+    name, so the per-backbone copies of one parameter (``optim.lr@deeplabv2_tiny``, ...) are one column whose
+    interval covers all of them."""
+    from study.spaces import param_label
+
+    out: dict[str, dict[str, Any]] = {}
+    for name, variants in description.get("dimensions", {}).items():
+        label = param_label(name)
+        for d in variants:
+            if d.get("type") in ("float", "int"):
+                new: dict[str, Any] = {"low": d["low"], "high": d["high"], "log": bool(d.get("log"))}
+            else:  # grid values of a log-uniform dimension, or a categorical
+                new = {"values": list(d.get("choices", [])), "log": d.get("type") == "grid"}
+            old = out.get(label)
+            if old is None:
+                out[label] = new
+            elif "values" in old and "values" in new:
+                old["values"] += [v for v in new["values"] if v not in old["values"]]
+            else:  # an interval (also over another variant's values) covering both
+                points = [x for dom in (old, new) for x in (dom.get("values") or [dom["low"], dom["high"]])]
+                out[label] = {"low": min(points), "high": max(points), "log": old["log"] or new["log"]}
+    return out
+
+
+def _fmt_value(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def run_name(params: Mapping[str, Any], dimensions: Sequence[str]) -> str:
+    """``lambda_adv=0.001,lr=0.01,seed=1``: the searched values of one trial, in the space's order."""
+    from study.spaces import param_label
+
+    parts = [f"{param_label(n)}={_fmt_value(params[n])}" for n in dimensions if n in params]
+    return ",".join(parts).replace("/", "_")
+
+
+def _trial_params(trial_dir: Path) -> dict[str, Any]:
+    for path, key in ((trial_dir / "params.json", None), (trial_dir / "run" / "provenance.json", "sampled")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        data = data.get(key, {}) if key else data
+        if isinstance(data, dict) and data:
+            return data
+    return {}
+
+
+def _remove_made(view: Path) -> None:
+    try:
+        made = json.loads((view / VIEW_MARKER).read_text()).get("made", [])
+    except (OSError, ValueError, AttributeError):
+        return
+    for name in made:
+        path = view / str(name)
+        if path.parent != view:  # a name from a tampered marker: never outside the view
+            continue
+        if path.is_symlink() or path.is_file():
+            path.unlink(missing_ok=True)
+        elif path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def build_view(study_dir: str | Path, *, view: str | Path | None = None) -> Path | None:
+    """(Re)build the TensorBoard view of a study (see the module docstring); ``None`` for a directory that is not a
+    study (no ``space.json``). ``view`` defaults to ``<study>/tb``; only what an earlier build made there is
+    replaced. Raises ``OSError`` when the view cannot be written (a read-only study: see :func:`start`)."""
+    study_dir = Path(study_dir).resolve()
+    try:
+        description = json.loads((study_dir / "space.json").read_text())
+    except (OSError, ValueError):
+        return None
+    dimensions = list(description.get("dimensions", {}))
+    view = Path(view) if view is not None else study_dir / VIEW_DIR
+    view.mkdir(parents=True, exist_ok=True)
+    _remove_made(view)
+    made: list[str] = []
+
+    def free(name: str, fallback: str) -> str:
+        return name if name and name not in made and not os.path.lexists(view / name) else fallback
+
+    for trial_dir in sorted(study_dir.glob("trial_*")):
+        tb = trial_dir / "run" / "tb"
+        if not tb.is_dir():
+            continue
+        name = free(run_name(_trial_params(trial_dir), dimensions), "")
+        name = name or free(f"{run_name(_trial_params(trial_dir), dimensions)},{trial_dir.name}".lstrip(","),
+                            trial_dir.name)
+        target = os.path.relpath(tb, view) if view.resolve().is_relative_to(study_dir) else str(tb)
+        (view / name).symlink_to(target, target_is_directory=True)
+        made.append(name)
+    if (study_dir / "baseline").is_dir() and not os.path.lexists(view / "baseline"):
+        if _write_baseline_run(study_dir, view / "baseline", description):
+            made.append("baseline")
+    layout = view / "layout"
+    if not os.path.lexists(layout):
+        _write_layout(layout)
+        made.append("layout")
+    (view / VIEW_MARKER).write_text(json.dumps({"made": made}, indent=1) + "\n")
+    return view
+
+
+def _write_layout(logdir: Path) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(logdir)) as writer:
+        writer.add_custom_scalars(LAYOUT)
+
+
+def _nested(table: Mapping[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(table, Mapping) or part not in table:
+            return None
+        table = table[part]
+    return table
+
+
+def _write_baseline_run(study_dir: Path, dest: Path, description: Mapping[str, Any]) -> bool:
+    """The baseline's HParams row and curves (see the module docstring); False when it has no metrics."""
+    import tomllib
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    from study.spaces import param_label
+    from study.tuner import StudyLocation, load_study_dir, trial_context
+    from trainables.tensorboard import (PRUNED_TAG, default_metric_tags, write_hparams_session,
+                                        write_session_end)
+
+    base = study_dir / "baseline"
+    records = []
+    try:
+        for line in (base / "metrics.jsonl").read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue
+    except OSError:
+        return False
+    if not records:
+        return False
+    try:
+        result = json.loads((base / "result.json").read_text())
+    except (OSError, ValueError):
+        result = {}
+    try:
+        config = tomllib.loads((base / "config.toml").read_text())
+    except (OSError, ValueError):
+        config = {}
+    try:  # the trials' metric columns, so that the baseline's row lines up with theirs
+        study, _ = load_study_dir(study_dir)
+        tags = trial_context(study, StudyLocation(study_dir, str(study_dir.parent), study.name), None).metric_tags
+    except (OSError, ValueError):  # a study.toml this version cannot load: the metric it names, the mIoUs
+        try:
+            data = tomllib.loads((study_dir / "study.toml").read_text())
+        except (OSError, ValueError):
+            data = {}
+        num_classes = _nested(data, "train.data.num_classes") or 16
+        tags = (str(data.get("metric", "val/mIoU16")),) + default_metric_tags(num_classes,
+                                                                             data.get("selection", "val"))
+    tags = tuple(dict.fromkeys(tuple(tags) + (PRUNED_TAG,)))
+    hparams: dict[str, Any] = {}
+    for name, variants in description.get("dimensions", {}).items():
+        key = variants[0].get("applies_to", name.split("@", 1)[0])
+        # a source-only run has no adversarial or target-loss term: its λ is 0
+        value = 0.0 if key.startswith("adapt.lambda_") else _nested(config, key)
+        if value is not None:
+            hparams[param_label(name)] = value
+    numbers = [(r, {k: v for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+                    and k not in ("iteration", "time")}) for r in records if isinstance(r.get("iteration"), int)]
+    evals = [(r, values) for r, values in numbers if any(k in values for k in tags)]
+    chosen = next((values for r, values in evals if r["iteration"] == result.get("best_iteration")),
+                  evals[-1][1] if evals else {})
+    with SummaryWriter(str(dest)) as writer:
+        write_hparams_session(writer, hparams, metric_tags=tags, domains=hparam_domains(description))
+        # The trials start from the checkpoint the baseline selected: its metrics at their step 0.
+        for tag in tags:
+            if tag in chosen:
+                writer.add_scalar(tag, float(chosen[tag]), 0)
+        for record, values in numbers:
+            for tag, value in values.items():
+                writer.add_scalar(f"baseline/{tag}", float(value), int(record["iteration"]))
+        status = result.get("status", "completed")
+        write_session_end(writer, status if status in ("completed", "failed", "diverged") else "stopped",
+                          iteration=0)
+    return True
 
 
 class TensorBoardError(UserError):
@@ -63,12 +279,13 @@ class TensorBoardProcess:
     """A running TensorBoard child process; ``stop()`` (or leaving the ``with`` block) terminates it."""
 
     def __init__(self, process: subprocess.Popen, *, url: str, logdir: Path, log_path: Path,
-                 owns_log: bool = False):
+                 owns_log: bool = False, private_view: Path | None = None):
         self.process = process
         self.url = url
         self.logdir = logdir
         self.log_path = log_path
         self._owns_log = owns_log
+        self._private_view = private_view  # a temp view of a read-only study: removed on stop
 
     @property
     def hparams_url(self) -> str:
@@ -89,6 +306,9 @@ class TensorBoardProcess:
         if self._owns_log:
             self.log_path.unlink(missing_ok=True)
             self._owns_log = False
+        if self._private_view is not None:
+            shutil.rmtree(self._private_view, ignore_errors=True)
+            self._private_view = None
         return self.process.returncode
 
     def __enter__(self) -> TensorBoardProcess:
@@ -124,22 +344,29 @@ def start(study_dir: str | Path, *, host: str = "127.0.0.1", port: int = 6006, t
     if not port_is_free(host, port):
         raise TensorBoardError(f"port {port} on {host} is already in use (another TensorBoard?); choose another "
                                "one with --port")
+    import tempfile
+
+    private_view = None
+    try:
+        view = build_view(study_dir)
+    except OSError:  # a read-only study (an archive): the view goes to a private temp dir, removed on stop
+        private_view = Path(tempfile.mkdtemp(prefix="dastudy-tb-view-"))
+        view = build_view(study_dir, view=private_view)
+    logdir = view if view is not None else study_dir.resolve()
     owns_log = log_path is None
     if log_path is None:
-        import tempfile
-
         handle, name = tempfile.mkstemp(prefix="dastudy-tensorboard-", suffix=".log")
         os.close(handle)
         log_path = name
     log_path = Path(log_path)
-    command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(study_dir.resolve()), "--host", host,
+    command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", host,
                "--port", str(port), "--window_title", f"dastudy: {study_dir.name}", *extra_args]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
     shown_host = f"[{host}]" if ":" in host else host
-    board = TensorBoardProcess(process, url=f"http://{shown_host}:{port}/", logdir=study_dir, log_path=log_path,
-                               owns_log=owns_log)
+    board = TensorBoardProcess(process, url=f"http://{shown_host}:{port}/", logdir=logdir, log_path=log_path,
+                               owns_log=owns_log, private_view=private_view)
     deadline = time.monotonic() + timeout
     try:
         while True:
@@ -165,9 +392,10 @@ def start(study_dir: str | Path, *, host: str = "127.0.0.1", port: int = 6006, t
 def serve(study_dir: str | Path, *, host: str = "127.0.0.1", port: int = 6006) -> int:
     """Serve the study in TensorBoard until Ctrl-C (or SIGTERM); returns TensorBoard's exit code."""
     study_dir = Path(study_dir)
-    runs = sorted({p.parent.relative_to(study_dir).as_posix() for p in event_files(study_dir)} if study_dir.is_dir()
-                  else [])
     board = start(study_dir, host=host, port=port)
+    runs = [p for p in board.logdir.iterdir() if p.is_dir() and p.name != "layout"] \
+        if board.logdir != study_dir.resolve() else \
+        sorted({p.parent for p in event_files(study_dir)})
     print(f"TensorBoard for study {study_dir.name} ({len(runs)} runs): {board.url}", flush=True)
     print(f"  hyperparameters: {board.hparams_url}   scalars: {board.url}#timeseries", flush=True)
     if host not in ("127.0.0.1", "localhost", "::1"):

@@ -174,6 +174,7 @@ def optuna_storage(study: StudyConfig, home: Path):
 
 
 def trial_context(study: StudyConfig, location: StudyLocation, init_checkpoint: str | None):
+    from study.tensorboard import hparam_domains
     from trainables.tune import TrialContext
 
     tags = [study.study_metric]
@@ -184,7 +185,8 @@ def trial_context(study: StudyConfig, location: StudyLocation, init_checkpoint: 
                 tags.append(f"{prefix}/{metric}")
     return TrialContext(train=to_dict(study.train), study_dir=str(location.home) if location.shared_fs else "",
                         metric=study.study_metric, init_checkpoint=init_checkpoint, gpu=study.resources.gpu,
-                        metric_tags=tuple(tags), store="" if location.shared_fs else location.experiment_path)
+                        metric_tags=tuple(tags), store="" if location.shared_fs else location.experiment_path,
+                        extra={"hparam_domains": hparam_domains(study.describe_space())})
 
 
 def wrap_trainable(study: StudyConfig, context, trainable: Callable | None = None):

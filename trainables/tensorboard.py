@@ -24,6 +24,7 @@ import numpy as np
 __all__ = [
     "TensorBoardReporter", "prediction_panel", "default_metric_tags", "write_session_end",
     "STATUS_BY_RESULT", "PRUNED_TAG", "FAILED_TAG", "STATUS_TAG", "PARAM_LABELS", "param_label",
+    "experiment_summary", "with_log_columns", "write_hparams_session",
 ]
 
 # One display name per searched TrainConfig key, used by every view of a study (status, progress lines, report,
@@ -188,6 +189,85 @@ def _session_end_summary(status_name: str):
     return Summary(value=[Summary.Value(tag=metadata.SESSION_END_INFO_TAG, metadata=SummaryMetadata(plugin_data=plugin))])
 
 
+def _log_column(name: str) -> str:
+    return f"log10_{name}"
+
+
+def with_log_columns(hparams: Mapping[str, Any], domains: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """``hparams`` plus ``log10_<name>`` for every log-scaled domain with a positive value.
+
+    TensorBoard's HParams views always open numeric columns on a linear axis (its dashboard has no per-column
+    default; "Logarithmic" is a click per column), which squeezes λ_adv = 5e-4..4e-3 against its top end in
+    the parallel coordinates: the log10 column is the same value on an evenly spread axis."""
+    out = dict(hparams)
+    for name, domain in domains.items():
+        value = hparams.get(name)
+        if domain.get("log") and _is_number(value) and value > 0:
+            out[_log_column(name)] = float(np.log10(value))
+    return out
+
+
+def experiment_summary(domains: Mapping[str, Mapping[str, Any]], metric_tags: Sequence[str]):
+    """The HParams experiment (the table's columns) with a declared domain per hyperparameter.
+
+    ``domains``: ``{name: {"low": a, "high": b, "log": bool}}`` (an interval) or ``{name: {"values": [...],
+    "log": bool}}`` (discrete numbers, strings or bools), in column order; every log domain also gets its
+    ``log10_<name>`` column. TensorBoard keeps one experiment for all runs (the first it finds), so every run of a
+    study writes this same one."""
+    from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
+    from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
+
+    infos = []
+
+    def interval(name: str, low: float, high: float) -> None:
+        infos.append(api_pb2.HParamInfo(name=name, type=api_pb2.DATA_TYPE_FLOAT64,
+                                        domain_interval=api_pb2.Interval(min_value=low, max_value=high)))
+
+    for name, domain in domains.items():
+        log = bool(domain.get("log"))
+        if "values" not in domain:
+            low, high = float(domain["low"]), float(domain["high"])
+            interval(name, low, high)
+            if log and low > 0:
+                interval(_log_column(name), float(np.log10(low)), float(np.log10(high)))
+            continue
+        values = [_hparam_value(v) for v in domain["values"]]
+        info = api_pb2.HParamInfo(name=name)
+        if all(isinstance(v, (int, float)) for v in values):
+            info.type = api_pb2.DATA_TYPE_FLOAT64
+            info.domain_discrete.extend([float(v) for v in values])
+        else:
+            info.type = api_pb2.DATA_TYPE_STRING
+            info.domain_discrete.extend([str(v) for v in values])
+        infos.append(info)
+        if log and values and all(isinstance(v, (int, float)) and v > 0 for v in values):
+            log_info = api_pb2.HParamInfo(name=_log_column(name), type=api_pb2.DATA_TYPE_FLOAT64)
+            log_info.domain_discrete.extend([float(np.log10(v)) for v in values])
+            infos.append(log_info)
+    experiment = api_pb2.Experiment(hparam_infos=infos, metric_infos=[
+        api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag)) for tag in metric_tags])
+    content = plugin_data_pb2.HParamsPluginData(experiment=experiment, version=metadata.PLUGIN_DATA_VERSION)
+    plugin = SummaryMetadata.PluginData(plugin_name=metadata.PLUGIN_NAME, content=content.SerializeToString())
+    return Summary(value=[Summary.Value(tag=metadata.EXPERIMENT_TAG, metadata=SummaryMetadata(plugin_data=plugin))])
+
+
+def write_hparams_session(writer: Any, hparams: Mapping[str, Any], *, metric_tags: Sequence[str],
+                          domains: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+    """Experiment and session-start summaries into ``writer``'s own event file (not a sub-run)."""
+    from torch.utils.tensorboard.summary import hparams as hparams_summaries
+
+    values = {name: _hparam_value(value) for name, value in sorted(hparams.items())}
+    values = {name: value for name, value in values.items() if value is not None}
+    if domains:
+        values = with_log_columns(values, domains)
+    experiment, session_start, _success_end = hparams_summaries(values, {tag: 0.0 for tag in metric_tags})
+    if domains:
+        experiment = experiment_summary(domains, metric_tags)
+    file_writer = writer._get_file_writer()
+    file_writer.add_summary(experiment)
+    file_writer.add_summary(session_start)
+
+
 class TensorBoardReporter:
     """Engine reporter writing TensorBoard events under ``logdir``.
 
@@ -197,16 +277,20 @@ class TensorBoardReporter:
             HParams session whose columns are these names and ``metric_tags``. ``None``: no HParams entry.
         metric_tags: scalar tags shown as metric columns (default: :func:`default_metric_tags` of the run).
         panel_every: write the prediction panels at every ``panel_every``-th evaluation.
+        hparam_domains: the searched space as HParams domains (see :func:`experiment_summary`): the table's
+            columns are then these names (each log domain with its ``log10_`` column) with their ranges.
     """
 
     def __init__(self, logdir: str | Path, *, hparams: Mapping[str, Any] | None = None,
-                 metric_tags: Sequence[str] = (), panel_every: int = 1):
+                 metric_tags: Sequence[str] = (), panel_every: int = 1,
+                 hparam_domains: Mapping[str, Mapping[str, Any]] | None = None):
         if panel_every < 1:
             raise ValueError(f"TensorBoardReporter: panel_every = {panel_every!r} is not valid; allowed: >= 1")
         self.logdir = Path(logdir)
         self.hparams = None if hparams is None else dict(hparams)
         self.metric_tags = tuple(metric_tags)
         self.panel_every = panel_every
+        self.hparam_domains = dict(hparam_domains) if hparam_domains else None
         self._writer = None
         self._evaluations = 0
         self._last_iteration = 0
@@ -271,19 +355,12 @@ class TensorBoardReporter:
 
     # -- helpers -----------------------------------------------------------------------------------------
     def _write_session_start(self, cfg: Any) -> None:
-        from torch.utils.tensorboard.summary import hparams as hparams_summaries
-
         metric_tags = self.metric_tags
         if not metric_tags:
             selection = getattr(getattr(cfg, "eval", None), "selection", "val")
             metric_tags = default_metric_tags(self._num_classes or 19, selection)
         metric_tags = tuple(dict.fromkeys(metric_tags + (PRUNED_TAG,)))
-        values = {name: _hparam_value(value) for name, value in sorted(self.hparams.items())}
-        values = {name: value for name, value in values.items() if value is not None}
-        experiment, session_start, _success_end = hparams_summaries(values, {tag: 0.0 for tag in metric_tags})
-        file_writer = self._writer._get_file_writer()
-        file_writer.add_summary(experiment)
-        file_writer.add_summary(session_start)
+        write_hparams_session(self._writer, self.hparams, metric_tags=metric_tags, domains=self.hparam_domains)
 
     def _add_scalars(self, iteration: int, values: Mapping[str, Any]) -> None:
         for tag, value in values.items():

@@ -313,7 +313,8 @@ def train_trial(config: dict[str, Any], *, context: TrialContext) -> None:
         from trainables.tensorboard import TensorBoardReporter, param_label
 
         hparams = {param_label(k): v for k, v in sorted(config.items())}  # the names status and reports use
-        reporters.append(TensorBoardReporter(run_dir / "tb", hparams=hparams, metric_tags=context.metric_tags))
+        reporters.append(TensorBoardReporter(run_dir / "tb", hparams=hparams, metric_tags=context.metric_tags,
+                                             hparam_domains=context.extra.get("hparam_domains")))
     except ImportError:
         pass
     ray_reporter = _TuneReporter(metric=context.metric, started=started, run_dir=run_dir)

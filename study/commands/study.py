@@ -299,7 +299,7 @@ def finish_message(info: dict[str, Any], home: Path, storage: str | None) -> str
     name = shlex.quote(info["name"])
     return (f"\nstudy directory: {home}\n"
             f"TensorBoard:     dastudy study tensorboard {name}{storage_flag}   "
-            f"(or: tensorboard --logdir {shlex.quote(str(home))} --host 127.0.0.1)\n"
+            f"(or: tensorboard --logdir {shlex.quote(str(home / 'tb'))} --host 127.0.0.1)\n"
             f"report:          dastudy study report {name}{storage_flag}")
 
 
@@ -316,6 +316,12 @@ def exit_status(info: dict[str, Any]) -> int:
 
 def _summarize(location, storage: str | None) -> int:
     info = collect_trials(location.home)
+    try:  # <study>/tb: runs named by their values, the baseline's own row (`study tensorboard` rebuilds it)
+        from study.tensorboard import build_view
+
+        build_view(location.home)
+    except Exception as err:  # a convenience only: never fail a finished study over it
+        print(f"note: TensorBoard view not built ({type(err).__name__}: {err})", file=sys.stderr)
     print()
     print(format_trials_table(info))
     print(finish_message(info, location.home, storage))

@@ -19,6 +19,7 @@ import psutil
 import pytest
 
 from study.tensorboard import TensorBoardError, event_files, port_is_free, start
+from trainables.config import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_report import TRIALS, make_study, real_study  # noqa: E402  (the report tests' studies)
@@ -33,9 +34,50 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _as_the_trainable_writes_it(study_dir: Path) -> Path:
+    """Rewrite each trial's tb/ the way trainables.tune.train_trial does: HParams under the display names, the
+    study's domains, the study's metric tags (the report fixture writes Optuna names and no domains)."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from study.spaces import param_label
+    from study.tensorboard import hparam_domains
+    from study.tuner import StudyLocation, load_study_dir, trial_context
+    from trainables.config import TrainConfig
+    from trainables.tensorboard import TensorBoardReporter, write_session_end
+
+    toml = study_dir / "study.toml"  # the fixture leaves iter_stop at its default, above iter_max = 40
+    toml.write_text(toml.read_text().replace("iter_max = 40\n", "iter_max = 40\niter_stop = 40\n"))
+    study, _ = load_study_dir(study_dir)
+    tags = trial_context(study, StudyLocation(study_dir, str(study_dir.parent), study.name), None).metric_tags
+    domains = hparam_domains(json.loads((study_dir / "space.json").read_text()))
+    sample = {"image": np.zeros((8, 12, 3), np.uint8), "label": np.zeros((8, 12), np.int64),
+              "pred": np.zeros((8, 12), np.int64)}
+    trainer = SimpleNamespace(cfg=TrainConfig(), num_classes=16, last_eval_samples=[sample])
+    for trial_dir, (_name, lam, lr, seed, rounds, fate) in zip(sorted(study_dir.glob("trial_*")), TRIALS):
+        shutil.rmtree(trial_dir / "run" / "tb", ignore_errors=True)
+        params = json.loads((trial_dir / "params.json").read_text())
+        reporter = TensorBoardReporter(trial_dir / "run" / "tb", metric_tags=tags, hparam_domains=domains,
+                                       hparams={param_label(k): v for k, v in params.items()})
+        reporter.on_start(trainer)
+        rows = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
+        for row in rows:
+            reporter.on_log(row["iteration"], {"train/loss_seg": 1.0, "train/loss_adv_main": 0.7,
+                                               "train/loss_d_main": 1.3})
+            reporter.on_evaluate(row["iteration"], {k: v for k, v in row.items() if k.startswith("val/")}, trainer)
+        if fate == "pruned":
+            reporter.close()
+            write_session_end(trial_dir / "run" / "tb", "pruned", iteration=rows[-1]["iteration"])
+        else:
+            reporter.on_end({"status": "completed" if fate == "completed" else "diverged",
+                             "iterations": rows[-1]["iteration"]})
+    return study_dir
+
+
 @pytest.fixture(scope="module")
 def study_dir(tmp_path_factory):
-    return make_study(tmp_path_factory.mktemp("tb"), name="tbstudy", tensorboard=True)
+    return _as_the_trainable_writes_it(make_study(tmp_path_factory.mktemp("tb"), name="tbstudy", tensorboard=True))
 
 
 @pytest.fixture(scope="module")
@@ -55,38 +97,124 @@ def _post(url: str, body: dict) -> dict:
         return json.loads(response.read())
 
 
+def _run_names(study_dir: Path) -> dict[str, tuple]:
+    """Each trial's view name, from its sampled values (λ, lr, seed as in test_report.TRIALS)."""
+    return {f"lambda_adv={lam:.3g},lr={lr:.3g},seed={seed}": (name, lam, lr, seed, rounds, fate)
+            for name, lam, lr, seed, rounds, fate in TRIALS}
+
+
 @pytest.mark.slow  # starts a TensorBoard server: not in the -m 'not slow' loop
 def test_start_lists_every_trial_run_and_stops_cleanly(study_dir):
+    import math
+
     port = free_port()
     board = start(study_dir, port=port)
+    named = _run_names(study_dir)
     try:
         assert board.url == f"http://127.0.0.1:{port}/"
+        assert board.logdir == study_dir.resolve() / "tb"
         runs = json.loads(_get(board.url + "data/runs"))
-        assert sorted(runs) == sorted([f"{p.name}/run/tb" for p in study_dir.glob("trial_*")] + ["baseline/tb"])
+        # run names carry the searched values; the trial directories stay as Ray wrote them
+        assert sorted(runs) == sorted([*named, "baseline", "layout"])
+        assert all((study_dir / "tb" / name).is_symlink() for name in named)
+        assert sorted(p.name for p in study_dir.glob("trial_*/run/tb")) == ["tb"] * len(TRIALS)
         assert not port_is_free("127.0.0.1", port)
-        # What the HParams dashboard asks TensorBoard for: one session group per trial (the baseline has no
-        # HParams entry), its status, its hyperparameters and the last value of each metric tag.
+        # What the HParams dashboard asks TensorBoard for: one session group per trial and one for the baseline,
+        # its status, its hyperparameters (display names, log10 columns) and the last value of each metric tag.
         groups = _post(board.url + "data/plugin/hparams/session_groups", {
             "experimentName": "", "startIndex": 0, "sliceSize": 100, "colParams": [],
             "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]})
         by_run = {g["name"]: g for g in groups["sessionGroups"]}
-        assert sorted(by_run) == sorted(f"{p.name}/run/tb" for p in study_dir.glob("trial_*"))
+        assert sorted(by_run) == sorted([*named, "baseline"])
         expected_status = {"completed": "STATUS_SUCCESS", "pruned": "STATUS_UNKNOWN", "failed": "STATUS_FAILURE",
                            "diverged": "STATUS_FAILURE"}
         for (name, lam, lr, seed, rounds, fate), trial_dir in zip(TRIALS, sorted(study_dir.glob("trial_*"))):
-            group = by_run[f"{trial_dir.name}/run/tb"]
+            group = by_run[f"lambda_adv={lam:.3g},lr={lr:.3g},seed={seed}"]
             assert group["sessions"][0]["status"] == expected_status[fate], name
-            assert group["hparams"] == {"adapt.lambda_adv_main": lam, "optim.lr@deeplabv2_tiny": lr,
-                                        "runtime.seed": float(seed)}
+            assert group["hparams"] == pytest.approx({"lambda_adv": lam, "log10_lambda_adv": math.log10(lam),
+                                                      "lr": lr, "log10_lr": math.log10(lr), "seed": float(seed)})
             values = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
             last = json.loads((trial_dir / "result.json").read_text().splitlines()[-1])
             assert values["val/mIoU13"] == pytest.approx(last["val/mIoU13"], rel=1e-6)  # float32 in events
             assert values["trial/pruned"] == (1.0 if fate == "pruned" else 0.0)
+        # the baseline's own row: no adversarial term, its lr and seed, its metrics where the trials start
+        base = by_run["baseline"]
+        assert base["hparams"] == pytest.approx({"lambda_adv": 0.0, "lr": 2.5e-4, "log10_lr": math.log10(2.5e-4),
+                                                 "seed": float(TrainConfig().runtime.seed)})  # no log10 of 0
+        last_eval = [json.loads(line) for line in (study_dir / "baseline" / "metrics.jsonl").read_text().splitlines()
+                     if '"eval"' in line][-1]
+        values = {m["name"]["tag"]: m for m in base["metricValues"]}
+        assert values["val/mIoU13"]["value"] == pytest.approx(last_eval["val/mIoU13"], rel=1e-6)
+        assert values["val/mIoU13"]["trainingStep"] == 0
+        # declared domains: intervals for the log-uniform dimensions (and their log10 columns), seeds discrete
+        experiment = _post(board.url + "data/plugin/hparams/experiment", {"experimentName": ""})
+        infos = {i["name"]: i for i in experiment["hparamInfos"]}
+        assert sorted(infos) == ["lambda_adv", "log10_lambda_adv", "log10_lr", "lr", "seed"]
+        assert infos["lambda_adv"]["domainInterval"] == {"minValue": 1e-4, "maxValue": 1e-2}
+        assert infos["log10_lambda_adv"]["domainInterval"] == pytest.approx({"minValue": -4.0, "maxValue": -2.0})
+        assert infos["seed"]["domainDiscrete"] == [1, 2, 3]
+        # the baseline's curves do not stretch the trials' x-axis: under its own tags, the shared ones at step 0
+        tags = json.loads(_get(board.url + "data/plugin/scalars/tags"))
+        assert "val/mIoU13" in tags["baseline"] and "baseline/val/mIoU13" in tags["baseline"]
+        assert not any(t.startswith("baseline/") for run in named for t in tags[run])
+        steps = json.loads(_get(board.url + "data/plugin/scalars/scalars?run=baseline&tag=val/mIoU13"))
+        assert [row[1] for row in steps] == [0]
+        # the custom-scalars layout puts G and D losses side by side
+        layout = json.loads(_get(board.url + "data/plugin/custom_scalars/layout"))
+        charts = {c["title"]: c for cat in layout["category"] for c in cat["chart"]}
+        assert charts["generator: adversarial losses"]["multiline"]["tag"] == [r"^train/loss_adv_.*"]
+        assert charts["discriminator: losses"]["multiline"]["tag"] == [r"^train/loss_d_.*"]
     finally:
         board.stop()
     assert board.process.poll() is not None
     assert port_is_free("127.0.0.1", port)
     assert not board.log_path.exists()
+
+
+def test_view_names_runs_by_their_values_and_replaces_only_what_it_made(study_dir, tmp_path):
+    from study.tensorboard import VIEW_DIR, build_view
+
+    study = shutil.copytree(study_dir, tmp_path / "copy", symlinks=True)
+    shutil.rmtree(study / VIEW_DIR, ignore_errors=True)
+    view = build_view(study)
+    assert view == study / VIEW_DIR
+    made = sorted(p.name for p in view.iterdir() if not p.name.startswith("."))
+    assert made == sorted([*_run_names(study_dir), "baseline", "layout"])
+    for name in _run_names(study_dir):
+        assert (view / name).resolve().parent.parent.parent == study  # -> trial_<id>/run/tb
+        assert not Path(os.readlink(view / name)).is_absolute()  # the study directory can move
+    (view / "notes.txt").write_text("mine")
+    (view / "baseline" / "keep").write_text("x")  # inside a made entry: replaced with it
+    assert build_view(study) == view
+    assert (view / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in view.iterdir() if not p.name.startswith(".")) == sorted([*made, "notes.txt"])
+    assert not (view / "baseline" / "keep").exists()
+    # two trials with the same values keep distinct names (the second gets its directory name)
+    twin = study / "trial_zzz_twin"
+    shutil.copytree(sorted(study.glob("trial_*"))[0], twin)
+    build_view(study)
+    assert any(p.name.endswith(",trial_zzz_twin") for p in view.iterdir())
+    # not a study directory: no view
+    assert build_view(tmp_path / "nothing") is None
+
+
+@pytest.mark.slow  # starts a TensorBoard server
+def test_read_only_study_gets_a_private_view_that_is_removed(study_dir, tmp_path):
+    from study.tensorboard import VIEW_DIR
+
+    study = shutil.copytree(study_dir, tmp_path / "archive", symlinks=True)
+    shutil.rmtree(study / VIEW_DIR)
+    (study / VIEW_DIR).write_text("a file where the view would go: the view cannot be written here")
+    before = sorted(p.relative_to(study).as_posix() for p in study.rglob("*"))
+    board = start(study, port=free_port())
+    try:
+        assert board.logdir != study / VIEW_DIR and board.logdir.is_dir()
+        assert sorted(json.loads(_get(board.url + "data/runs"))) == sorted([*_run_names(study_dir), "baseline",
+                                                                            "layout"])
+    finally:
+        board.stop()
+    assert not board.logdir.exists()
+    assert sorted(p.relative_to(study).as_posix() for p in study.rglob("*")) == before
 
 
 def test_refuses_missing_events_and_busy_port(study_dir, tmp_path):
@@ -228,12 +356,15 @@ def test_hparams_page_in_a_real_browser(tiny_study, tmp_path):
         pytest.skip("chromium is not installed (`make browser` installs it with apt-get); browser check skipped")
     from study.report import load_study
 
-    trials = {f"{t.name}/run/tb": t for t in load_study(tiny_study).trials}
+    by_dir = {t.name: t for t in load_study(tiny_study).trials}
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "study.cli", "study", "tensorboard", str(tiny_study), "--port",
                                str(port)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = server.stdout.readline()
+        # the view names each trial's run by its values (symlink -> trial_<id>/run/tb)
+        trials = {p.name: by_dir[p.resolve().parent.parent.name] for p in (tiny_study / "tb").iterdir()
+                  if p.is_symlink()}
         url = f"http://127.0.0.1:{port}/#hparams"
         assert f"http://127.0.0.1:{port}/" in line, line + server.stderr.read()
         flags = [executable, "--headless", "--disable-gpu", "--no-sandbox", "--hide-scrollbars",
@@ -270,18 +401,40 @@ def test_hparams_page_in_a_real_browser(tiny_study, tmp_path):
                 server.kill()
 
     lines = text.splitlines()
-    assert f"Number of matching session groups: {len(trials)}" in lines
+    baseline_rows = 1 if (tiny_study / "tb" / "baseline").is_dir() else 0
+    assert f"Number of matching session groups: {len(trials) + baseline_rows}" in lines
     table = lines[lines.index("Show Metrics") + 1:lines.index("Color by")]
     columns = table[:min(table.index(run) for run in trials)]
-    assert columns == ["adapt.lambda_adv_main", "optim.lr", "val/mIoU13", "val/mIoU16", "trial/pruned"]
+    assert set(columns) == {"lambda_adv", "log10_lambda_adv", "lr", "log10_lr", "val/mIoU13", "val/mIoU16",
+                            "trial/pruned"}
     for run, trial in trials.items():
-        row = table[table.index(run) + 1:table.index(run) + 1 + len(columns)]
-        assert row[2] == _table_value(trial.metric), (run, row)  # the trial's last val/mIoU13
-        assert row[3] == _table_value(trial.final["val/mIoU16"]), (run, row)
-        assert row[4] == _table_value(1.0 if trial.status == "pruned" else 0.0), (run, row)
+        row = dict(zip(columns, table[table.index(run) + 1:table.index(run) + 1 + len(columns)]))
+        assert row["val/mIoU13"] == _table_value(trial.metric), (run, row)  # the trial's last val/mIoU13
+        assert row["val/mIoU16"] == _table_value(trial.final["val/mIoU16"]), (run, row)
+        assert row["trial/pruned"] == _table_value(1.0 if trial.status == "pruned" else 0.0), (run, row)
 
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
     if not DOCS_SCREENSHOT.exists() or os.environ.get("DASTUDY_UPDATE_DOCS_IMG") == "1":
         DOCS_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shot, DOCS_SCREENSHOT)
+
+
+def test_every_trial_gets_the_study_domains_under_display_names(tmp_path, tiny_benchmark):
+    """The trainable's TensorBoard reporter is given the space's domains through the trial context."""
+    from study.study_config import load_study_config
+    from study.tensorboard import hparam_domains
+    from study.tuner import StudyLocation, trial_context
+    from study_helpers import study_table, write_study_file
+
+    table = study_table(tiny_benchmark)
+    table["search"] = {"space": "lr_backbone", "sampler": "tpe", "seed": 0,
+                       "params": {"models": ["deeplabv2_tiny", "deeplabv3plus_tiny"], "lr_low": 3e-3}}
+    study = load_study_config(write_study_file(tmp_path / "s.toml", table))
+    context = trial_context(study, StudyLocation(tmp_path / "s", str(tmp_path), "s"), None)
+    domains = context.extra["hparam_domains"]
+    assert domains == hparam_domains(study.describe_space())
+    # the two per-backbone lr dimensions are one column covering both ranges
+    assert domains["lr"] == {"low": 3e-3, "high": 5e-2, "log": True}
+    assert domains["backbone"] == {"values": ["deeplabv2_tiny", "deeplabv3plus_tiny"], "log": False}
+    assert domains["lr_d"]["log"] is True

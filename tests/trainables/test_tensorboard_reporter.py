@@ -247,3 +247,34 @@ def test_with_the_real_engine(make_config, tmp_path):
     content = acc.PluginTagToContent(hparams_metadata.PLUGIN_NAME)
     end = hparams_metadata.parse_session_end_info_plugin_data(content[hparams_metadata.SESSION_END_INFO_TAG])
     assert end.status == api_pb2.STATUS_SUCCESS
+
+
+def test_declared_domains_give_typed_columns_with_log10_companions(tmp_path):
+    """The study's space as HParams domains: intervals (λ, lr log-uniform), a discrete seed and backbone; each
+    log domain gets a log10_ column (TensorBoard opens every numeric axis linear); constants are no columns."""
+    domains = {"lambda_adv": {"low": 1e-4, "high": 1e-2, "log": True},
+               "lr": {"values": [0.01, 0.02], "log": True},
+               "seed": {"values": [1, 2, 3], "log": False},
+               "backbone": {"values": ["deeplabv2_tiny", "deeplabv3plus_tiny"], "log": False}}
+    reporter = TensorBoardReporter(tmp_path, metric_tags=("val/mIoU16",), hparam_domains=domains,
+                                   hparams={"lambda_adv": 1e-3, "lr": 0.02, "seed": 2, "backbone": "deeplabv2_tiny",
+                                            "model.multi_level": True})
+    reporter.on_start(_trainer([]))
+    reporter.on_end({"status": "completed", "iterations": 10})
+    content = _accumulator(tmp_path).PluginTagToContent(hparams_metadata.PLUGIN_NAME)
+    experiment = hparams_metadata.parse_experiment_plugin_data(content[hparams_metadata.EXPERIMENT_TAG])
+    infos = {h.name: h for h in experiment.hparam_infos}
+    assert list(infos) == ["lambda_adv", "log10_lambda_adv", "lr", "log10_lr", "seed", "backbone"]
+    assert (infos["lambda_adv"].domain_interval.min_value, infos["lambda_adv"].domain_interval.max_value) == (
+        1e-4, 1e-2)
+    assert (infos["log10_lambda_adv"].domain_interval.min_value,
+            infos["log10_lambda_adv"].domain_interval.max_value) == pytest.approx((-4.0, -2.0))
+    assert list(infos["lr"].domain_discrete) == [0.01, 0.02]
+    assert list(infos["log10_lr"].domain_discrete) == pytest.approx([-2.0, np.log10(0.02)])
+    assert list(infos["seed"].domain_discrete) == [1.0, 2.0, 3.0] and infos["seed"].type == api_pb2.DATA_TYPE_FLOAT64
+    assert infos["backbone"].type == api_pb2.DATA_TYPE_STRING
+    assert [m.name.tag for m in experiment.metric_infos] == ["val/mIoU16", "trial/pruned"]
+    start = hparams_metadata.parse_session_start_info_plugin_data(content[hparams_metadata.SESSION_START_INFO_TAG])
+    assert start.hparams["log10_lambda_adv"].number_value == pytest.approx(-3.0)
+    assert start.hparams["log10_lr"].number_value == pytest.approx(np.log10(0.02))
+    assert "log10_seed" not in start.hparams  # only log domains get one
