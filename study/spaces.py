@@ -176,7 +176,7 @@ def backbone(s: Suggest, p: Mapping[str, Any]) -> dict[str, Any]:
 
     registered = list_models(kind="segmentation")
     choices = list(p["models"]) or [m for m in registered if not m.endswith("_tiny")]
-    for key in ("models", "weights", "init_checkpoints"):
+    for key in ("models", "weights", "init_checkpoints", "model_overrides"):
         unknown = [m for m in (choices if key == "models" else p[key]) if m not in registered]
         if unknown:
             raise SpaceError(f"search.params.{key}: {unknown} are not registered segmentation models "
@@ -187,6 +187,11 @@ def backbone(s: Suggest, p: Mapping[str, Any]) -> dict[str, Any]:
         constants["model.weights"] = p["weights"][model]
     if model in p["init_checkpoints"]:
         constants["model.init_checkpoint"] = p["init_checkpoints"][model]
+    for key, value in p["model_overrides"].get(model, {}).items():
+        if key in ("model.name", "model.weights", "model.init_checkpoint"):
+            raise SpaceError(f"search.params.model_overrides.{model}.{key}: set by the space itself (models, weights, "
+                             "init_checkpoints)")
+        constants[key] = value
     return constants
 
 
@@ -219,8 +224,9 @@ _LAMBDA_AUX = {"lambda_aux_low": 2e-5, "lambda_aux_high": 2e-3,
 _LR = {"lr_low": 0.0, "lr_high": 0.0, "lr_grid": []}  # 0 / []: the per-backbone default (LR_RANGES)
 _LR_D = {"lr_d_low": 1e-5, "lr_d_high": 1e-3, "lr_d_grid": [5e-5, 1e-4, 2e-4]}
 _SEEDS = {"seeds": [1, 2, 3]}
-# models []: every registered non-tiny segmentation model; weights / init_checkpoints: {model: file or name}.
-_MODELS = {"models": [], "weights": {}, "init_checkpoints": {}}
+# models []: every registered non-tiny segmentation model; weights / init_checkpoints: {model: file or name};
+# model_overrides: {model: {dotted run-config key: value}} applied with that backbone (e.g. V3+ at batch 2).
+_MODELS = {"models": [], "weights": {}, "init_checkpoints": {}, "model_overrides": {}}
 
 SPACES: dict[str, Space] = {}
 
@@ -248,6 +254,8 @@ _register(Space("lambda_sensitivity", "the seed's λ_adv sweep × seeds × backb
                 (backbone, lambda_adv, seeds), {**_MODELS, **_LAMBDA, **_SEEDS}))
 _register(Space("lr_backbone", "backbone × learning rate (range per backbone) × discriminator lr",
                 (backbone, learning_rate, discriminator_lr), {**_MODELS, **_LR, **_LR_D}))
+_register(Space("lambda_seeds", "λ_adv × run seeds (replicates; meant for the grid sampler, λ = 0 a control)",
+                (lambda_adv, seeds), {**_LAMBDA, **_SEEDS}))
 _register(Space("lambda_lr", "λ_adv × backbone learning rate (the demo's space)", (lambda_adv, learning_rate),
                 {**_LAMBDA, **_LR}))
 
@@ -280,7 +288,8 @@ def resolve_params(space: Space, params: Mapping[str, Any], *, source: str = "se
         if isinstance(default, list):
             ok = isinstance(value, (list, tuple))
         elif isinstance(default, dict):
-            ok = isinstance(value, Mapping) and all(isinstance(v, str) for v in value.values())
+            inner = Mapping if key == "model_overrides" else str  # {model: {key: value}}, else {model: str}
+            ok = isinstance(value, Mapping) and all(isinstance(v, inner) for v in value.values())
         elif isinstance(default, float):
             ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         else:
@@ -299,8 +308,10 @@ def resolve_params(space: Space, params: Mapping[str, Any], *, source: str = "se
             if high and not value < high:
                 raise SpaceError(f"{source}: need 0 < {key} < {key[:-4]}_high, got {value} and {high}")
         if key.endswith("_grid"):
+            # λ_adv = 0 is allowed on the grid: it is the control arm (same training, no adversarial gradient).
+            floor = 0 if key == "lambda_grid" else 1e-300
             bad = [v for v in value if isinstance(v, bool) or not isinstance(v, (int, float))
-                   or not math.isfinite(v) or v <= 0]
+                   or not math.isfinite(v) or v < floor]
             if bad:
                 raise SpaceError(f"{source}.{key} = {value!r}: {bad[0]!r} is not a finite number > 0 (grid values "
                                  "of a log-uniform dimension)")

@@ -268,7 +268,9 @@ def build_validator_set(cfg, *, normalization: str, device: torch.device) -> Val
         if cfg.eval.selection == "holdout":  # never score (or select on) the labelled holdout images
             target = Subset(target, range(builders._holdout_split(cfg, len(target))))
     if "source_val" in names or "d_confusion" in names:
-        domain = replace(cfg.data.source, split="val", crop=None, max_items=None)
+        # the source's own val split: SYNTHIA train → val, Cityscapes group0_train(_seed) → group0_val(_seed)
+        split = cfg.data.source.split.replace("train", "val") if "train" in cfg.data.source.split else "val"
+        domain = replace(cfg.data.source, split=split, crop=None, max_items=None)
         source_val = builders._create(cfg, domain, builders._eval_preset(domain, cfg.eval.protocol, normalization))
     return ValidatorSet(names, target=target, source_val=source_val, images=cfg.eval.validator_images,
                         pixels=cfg.eval.validator_pixels, num_classes=cfg.data.num_classes,

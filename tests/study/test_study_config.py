@@ -39,7 +39,7 @@ def test_shipped_presets_load_by_name_and_by_path(name):
 def test_lambda_sensitivity_is_the_seed_grid_on_both_backbones():
     cfg = load_study_config("lambda_sensitivity")
     grid = cfg.describe_space()["grid"]
-    assert grid["adapt.lambda_adv_main"] == [0.0005, 0.001, 0.002, 0.004]
+    assert grid["adapt.lambda_adv_main"] == [0.0, 0.0005, 0.001, 0.002, 0.004]  # + the λ = 0 control (issue 13)
     assert sorted(grid["model.name"]) == ["deeplabv2_resnet101", "deeplabv3plus_resnet101"]
     assert cfg.scheduler.kind == "fifo" and cfg.train.data.source.dataset == "synthia"
 
