@@ -37,6 +37,14 @@ class TrialRecord:
     reason: str | None = None  # why a failed/diverged trial failed
     order: int | None = None  # the Optuna trial number (start order): breaks ties between equal scores
 
+    def best_report(self, mode: str) -> float | None:
+        """The study metric at the trial's best evaluation: with a val/ metric this is an ORACLE choice (the
+        evaluation is picked on the images it is scored on, the seed's protocol), shown only next to the score."""
+        values = [y for _, y in self.curve if math.isfinite(y)]
+        if not values:
+            return None
+        return max(values) if mode == "max" else min(values)
+
 
 @dataclass(frozen=True)
 class StudyData:

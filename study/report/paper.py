@@ -34,6 +34,7 @@ class PaperRow:
     vs_control: Mapping[str, Stats]  # paired per-seed difference against λ_adv = 0 (same backbone)
     vs_baseline: Mapping[str, float]  # mean minus the baseline's value (NaN when the baseline is another model)
     per_class_vs_baseline: Mapping[str, float]
+    oracle: Stats | None = None  # best evaluation of the study metric (val/ only: chosen on the scored images)
 
     @property
     def seeds(self) -> tuple[Any, ...]:
@@ -74,8 +75,9 @@ def paper_rows(data: StudyData) -> list[PaperRow]:
         vs_baseline = {k: (means[k].mean - data.baseline.get(k, math.nan)) if same_model else math.nan for k in keys}
         per_class = {k: (stats(t.final.get(k, math.nan) for t in members).mean - data.baseline.get(k, math.nan))
                      if same_model else math.nan for k in classes}
+        oracle = (stats(t.best_report(data.mode) for t in members) if data.metric.startswith("val/") else None)
         rows.append(PaperRow(backbone=backbone, lam=lam, trials=tuple(members), means=means, vs_control=vs_control,
-                             vs_baseline=vs_baseline, per_class_vs_baseline=per_class))
+                             vs_baseline=vs_baseline, per_class_vs_baseline=per_class, oracle=oracle))
     return rows
 
 
@@ -118,6 +120,9 @@ def paper_markdown(data: StudyData, rows: Sequence[PaperRow]) -> tuple[list[str]
         header += [f"Δ{s} vs λ=0, paired (95 % CI)" for s in short]
     if data.baseline:
         header += [f"Δ{s} vs source only" for s in short]
+    oracle = any(r.oracle is not None for r in rows)
+    if oracle:
+        header.append(f"oracle best-on-val {data.metric.split('/', 1)[1]} (n)")
     body = []
     for r in rows:
         line = [r.backbone, _lam_text(r.lam), ", ".join(str(s) for s in r.seeds),
@@ -127,6 +132,8 @@ def paper_markdown(data: StudyData, rows: Sequence[PaperRow]) -> tuple[list[str]
                      else ("control" if r.lam == 0 else "n/a") for k in keys]
         if data.baseline:
             line += [_signed_pct(r.vs_baseline[k]) for k in keys]
+        if oracle:
+            line.append(fmt_stats(r.oracle) if r.oracle is not None else "n/a")
         body.append(line)
     return header, body
 
@@ -156,6 +163,8 @@ def paper_csv(data: StudyData, rows: Sequence[PaperRow]) -> str:
     for s in short:
         header += [f"d_{s}_vs_lambda0_mean", f"d_{s}_vs_lambda0_sd", f"d_{s}_vs_lambda0_n"]
     header += [f"d_{s}_vs_source_only" for s in short] + [f"d_IoU_{n}_vs_source_only" for n in names]
+    metric = data.metric.split("/", 1)[1]
+    header += [f"oracle_best_on_val_{metric}_mean", f"oracle_best_on_val_{metric}_sd"]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(header)
@@ -170,6 +179,7 @@ def paper_csv(data: StudyData, rows: Sequence[PaperRow]) -> str:
             line += [_num(d.mean), _num(d.sd), d.n] if d is not None else ["", "", ""]
         line += [_num(r.vs_baseline[k]) for k in keys]
         line += [_num(r.per_class_vs_baseline.get(f"val/IoU/{n}", math.nan)) for n in names]
+        line += [_num(r.oracle.mean), _num(r.oracle.sd)] if r.oracle is not None else ["", ""]
         writer.writerow(line)
     return out.getvalue()
 

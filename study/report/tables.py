@@ -56,7 +56,8 @@ def _markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str
 
 def _summary_header(data: StudyData, searched: Sequence[str]) -> list[str]:
     final_keys = _final_keys(data)
-    return (["rank", "trial", "status", *searched, "rounds", "iteration", f"{data.metric} (selection)"]
+    return (["rank", "trial", "status", *searched, "rounds", "iteration", f"{data.metric} (selection)",
+             f"best report{' (oracle)' if data.selection == 'val' else ''}"]
             + [f"{k} (final)" for k in final_keys] + ["time s"])
 
 
@@ -79,6 +80,7 @@ def _summary_rows(data: StudyData, searched: Sequence[str]) -> list[list[str]]:
         rows.append([rank, trial.name, trial.status,
                      *[_param_text(trial.params.get(n, "")) for n in searched], str(trial.rounds),
                      str(trial.iteration) if trial.iteration is not None else "n/a", _pct(trial.metric),
+                     _pct(trial.best_report(data.mode)),
                      *[_pct(trial.final.get(k)) for k in _final_keys(data)],
                      f"{trial.time_s:.0f}" if trial.time_s is not None else "n/a"])
     return rows

@@ -192,6 +192,10 @@ def _markdown(data: StudyData, *, best: TrialRecord | None, best_cfg: ConfigAggr
                   + (f" Pooled over the other searched parameters ({', '.join(f'`{n}`' for n in pooled)}): read "
                      "the configuration tables above for them." if pooled else ""), "",
                   _markdown_table(h, b), "", f"CSV: [`{TABLES}/lambda_backbone.csv`]({TABLES}/lambda_backbone.csv)", ""]
+        if any(r.oracle is not None for r in rows_paper):
+            lines += [f"The *oracle best-on-val* column is each trial's best evaluation of `{data.metric}`: the evaluation "
+                      "is chosen on the val images it is scored on (the seed's protocol), so it is optimistic; it is "
+                      "shown for comparison with the seed's numbers and never used for ranking.", ""]
         if data.baseline:
             h, b = per_class_delta_rows(data, rows_paper)
             lines += ["Per-class IoU difference against the source-only baseline (points; mean over seeds minus the "

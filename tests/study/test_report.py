@@ -684,3 +684,27 @@ def test_report_out_leaves_the_study_directory_untouched_and_json(tmp_path):
     b = [_last(study_dir, _trial_dir(study_dir, f"b{s}"))["val/mIoU13"] for s in (1, 2, 3)]
     assert summary["best"]["mean"] == pytest.approx(np.mean(b)) and summary["best"]["sd"] == pytest.approx(
         np.std(b, ddof=1))
+
+
+def test_oracle_best_on_val_is_shown_apart_and_never_ranks(tmp_path):
+    import csv
+
+    # the round-4 score is each trial's best here (scores grow with the round); make one trial peak early
+    study_dir = make_study(tmp_path, trials=PAPER[:6], baseline=False)
+    trial = study_dir / _trial_dir(study_dir, PAPER[0][0])
+    rows = [json.loads(ln) for ln in (trial / "result.json").read_text().splitlines()]
+    rows[1]["val/mIoU13"] = 0.99  # round 2 of seed 1 at λ = 0 was its best evaluation
+    (trial / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    summary = write_report(study_dir)
+    text = (study_dir / "report.md").read_text()
+    header, *body = _table(text, "## Trials")
+    row = [r for r in body if r[header.index("trial")] == trial.name][0]
+    assert row[header.index("best report (oracle)")] == "99.00"
+    assert row[header.index("val/mIoU13 (selection)")] == f"{100 * rows[-1]['val/mIoU13']:.2f}"  # ranks by the last
+    table = list(csv.DictReader((study_dir / "tables" / "lambda_backbone.csv").read_text().splitlines()))
+    first = table[0]
+    assert (first["backbone"], first["lambda_adv"]) == ("deeplabv2_tiny", "0")
+    best = [0.99] + [_last(study_dir, _trial_dir(study_dir, PAPER[k][0]))["val/mIoU13"] for k in (1, 2)]
+    assert float(first["oracle_best_on_val_mIoU13_mean"]) == pytest.approx(100 * np.mean(best), abs=1e-4)
+    assert "oracle best-on-val mIoU13 (n)" in text and "never used for ranking" in text
+    assert summary.best_params[LAMBDA] != 0.0  # the oracle peak did not make λ = 0 the best configuration
