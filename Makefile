@@ -8,14 +8,14 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.dastudy-installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup demo test test-quick browser clean-venv
+.PHONY: setup demo test test-quick browser postgresql clean-venv
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=24"
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[test]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[test,postgres,s3-test]"
 	@touch $(STAMP)
 
 demo: setup
@@ -30,7 +30,16 @@ browser:
 	    (apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1)) ) || \
 	  echo "note: chromium could not be installed; the browser check will be skipped"
 
-test: setup browser
+# The PostgreSQL test (Optuna RDB storage) starts its own server from Debian's postgresql package
+# (initdb/pg_ctl on a private port and data dir): install it where missing, else the test skips itself.
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || \
+	  (command -v apt-get >/dev/null 2>&1 && \
+	   (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null 2>&1 || \
+	    (apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null 2>&1)) ) || \
+	  echo "note: PostgreSQL could not be installed; the PostgreSQL storage test will be skipped"
+
+test: setup browser postgresql
 	$(PY) -m pytest -q
 
 test-quick: setup

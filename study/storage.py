@@ -254,3 +254,23 @@ def preflight_study(study, location, nodes, log) -> int:
     if location.shared_fs:
         check_checkpoint_space(estimate, location.home)
     return slots
+
+
+def restore_from_store(study: str, storage: str | None) -> Path | None:
+    """``dastudy study resume`` on a new head: the local study directory, downloaded from the store when
+    ``study`` is an object-store URI (``s3://bucket/prefix/<name>``), or a bare name whose ``--storage`` is one
+    and which has no local copy yet; None when the study is local (the caller locates it as before)."""
+    from study.resources import is_uri
+    from study.tuner import locate
+
+    if is_uri(study):
+        storage, _, name = study.rstrip("/").rpartition("/")
+    elif storage and is_uri(storage) and "/" not in study:
+        name = study
+    else:
+        return None
+    location = locate(name, storage)
+    if not is_uri(study) and (location.home / "study.toml").is_file():
+        return None  # this head has the study (it ran here): resume the local copy
+    print(f"study {name}: restoring {location.experiment_path} into {location.home}")
+    return pull_study(location.experiment_path, location.home)

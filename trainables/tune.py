@@ -452,16 +452,23 @@ def checkpoint_probe(config: dict[str, Any], *, context: TrialContext) -> None:
     run config, each with a checkpoint of ``DASTUDY_PROBE_CKPT_BYTES`` bytes (default 1 MiB; a full-state
     DeepLabV2 checkpoint is ~400 MiB). Its metric rises at a rate set by the sampled values, so ASHA prunes some
     trials; a trial whose rate falls under ``DASTUDY_PROBE_DIVERGE_BELOW`` (unset: never) diverges at its second
-    evaluation, recorded like a real divergence. For the checkpoint-economy test and measurement."""
+    evaluation, recorded like a real divergence, and is not retried (as :func:`train_trial`). Each report also
+    appends to ``run/probe.jsonl`` (the run directory: synced to an object store like TensorBoard events) and
+    sleeps ``DASTUDY_PROBE_SLEEP_S`` (default 0). For the checkpoint-economy and object-storage tests."""
     import hashlib
 
     size = int(os.environ.get("DASTUDY_PROBE_CKPT_BYTES", str(1 << 20)))
+    sleep_s = float(os.environ.get("DASTUDY_PROBE_SLEEP_S", "0"))
     diverge_below = float(os.environ.get("DASTUDY_PROBE_DIVERGE_BELOW", "-1"))
     train = from_dict(TrainConfig, apply_overrides(context.train, config), source="checkpoint probe")
     total = math.ceil(train.optim.iterations / train.eval.interval)
     digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).digest()
     rate = int.from_bytes(digest[:4], "big") / 2 ** 32  # deterministic in the sampled values, in [0, 1)
     trial_dir = _trial_dir(context)
+    previous = _final_failure(trial_dir, context)
+    if previous is not None:
+        raise TrialFailed(f"{previous} (not retried: it would repeat from the same checkpoint)")
+    (trial_dir / RUN_SUBDIR).mkdir(parents=True, exist_ok=True)
     checkpoint = tune.get_checkpoint()
     start = 0
     if checkpoint is not None:
@@ -472,6 +479,9 @@ def checkpoint_probe(config: dict[str, Any], *, context: TrialContext) -> None:
             message = f"diverged at evaluation {step}: {context.metric} = nan (probe)"
             _write_failure(trial_dir, "diverged", message, context)
             raise TrialFailed(message)
+        time.sleep(sleep_s)
+        with (trial_dir / RUN_SUBDIR / "probe.jsonl").open("a") as log:
+            log.write(json.dumps({"step": step, "time": time.time()}) + "\n")
         with tempfile.TemporaryDirectory(prefix="dastudy-probe-") as tmp:
             (Path(tmp) / "state.bin").write_bytes(os.urandom(min(size, 1 << 16)) * max(1, size >> 16)
                                                   if size >= 1 << 16 else os.urandom(size))

@@ -104,7 +104,9 @@ def register(subparsers) -> None:
                     "writes only there (never into its old location). One driver at a time: a second `run` or "
                     "`resume` of the same study is refused, naming the holder (a killed driver's lock goes with "
                     "it). A study file whose search space was edited since the study ran is refused, naming the "
-                    "difference, unless --allow-changed-space.",
+                    "difference, unless --allow-changed-space. On a new head, `resume s3://bucket/prefix/NAME` "
+                    "(or NAME --storage s3://bucket/prefix) first downloads the study files from the store into "
+                    "$DASTUDY_HOME/NAME, which must not exist yet.",
         epilog="Security: Ray's experiment state in the study directory (tuner.pkl, searcher-state-*.pkl) is "
                "pickled Python, which runs code when loaded: resume only study directories you trust (your own "
                "runs, not ones downloaded or writable by others). Checkpoints are loaded with "
@@ -375,9 +377,11 @@ def _run(args: argparse.Namespace) -> int:
 
 @as_user_errors
 def _resume(args: argparse.Namespace) -> int:
+    from study.storage import restore_from_store
     from study.tuner import resume_study
 
-    home = study_home(args.study, args.storage)
+    # s3://bucket/prefix/<name> (or a name with --storage s3://...) on a head without a copy: download it first
+    home = restore_from_store(args.study, args.storage) or study_home(args.study, args.storage)
     _, location = resume_study(home, address=args.address, num_cpus=args.num_cpus,
                                allow_changed_space=args.allow_changed_space)
     return _summarize(location, args.storage)
