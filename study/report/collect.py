@@ -166,6 +166,10 @@ def _find_run_dir(trial_dir: Path) -> Path | None:
 def _last_eval(run_dir: Path | None) -> dict[str, float]:
     if run_dir is None:
         return {}
+    try:  # one small file per trial, rewritten at each evaluation (trainables/tune.py LAST_EVAL_FILE)
+        return _metrics_of(json.loads((run_dir / "last_eval.json").read_text()))
+    except (OSError, ValueError):
+        pass  # a run from before last_eval.json existed: the last evaluation line of its metrics file
     evals = [r for r in _json_lines(run_dir / "metrics.jsonl") if r.get("kind", "eval") == "eval"]
     return _metrics_of(evals[-1]) if evals else {}
 

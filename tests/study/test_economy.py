@@ -8,6 +8,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pytest
@@ -30,6 +31,50 @@ def test_tune_summary_keeps_headline_scalars_only():
                "note": "text"}
     assert tune_summary(metrics) == {"val/mIoU16": 0.41, "val/mIoU13": 0.45, "val/pixel_acc": 0.8,
                                      "train/loss_seg": 1.5}
+
+
+class _Trainer:
+    total_iterations = 4
+    cfg = SimpleNamespace(runtime=SimpleNamespace(seed=0))
+
+    def save_checkpoint(self, path):
+        Path(path).write_bytes(b"state")
+
+
+def test_each_evaluation_reports_scalars_to_tune_and_everything_to_last_eval(tmp_path, monkeypatch):
+    import trainables.tune as tt
+
+    reported = []
+    monkeypatch.setattr(tt.tune, "report", lambda metrics, checkpoint=None: reported.append((metrics, checkpoint)))
+    reporter = tt._TuneReporter(metric="val/mIoU16", started=0.0, run_dir=tmp_path)
+    reporter.on_log(2, {"train/loss_seg": 1.25})
+    metrics = {"val/mIoU16": 0.5, "val/mIoU13": 0.55, "val/pixel_acc": 0.9, "val/IoU/road": 0.8,
+               "val/IoU/train": float("nan")}
+    reporter.on_evaluate(2, metrics, _Trainer())
+    (report, checkpoint), = reported
+    assert checkpoint is not None
+    assert not [k for k in report if "IoU/" in k]
+    assert report["val/mIoU16"] == 0.5 and report["train/loss_seg"] == 1.25 and report["iteration"] == 2
+    assert "finished" not in report
+    last = json.loads((tmp_path / tt.LAST_EVAL_FILE).read_text())
+    assert last["iteration"] == 2 and last["val/IoU/road"] == 0.8 and last["val/IoU/train"] is None
+    reporter.on_evaluate(4, {**metrics, "val/mIoU16": 0.6}, _Trainer())
+    assert reported[-1][0]["finished"] == 1.0
+    assert json.loads((tmp_path / tt.LAST_EVAL_FILE).read_text())["val/mIoU16"] == 0.6
+
+
+def test_report_reads_the_last_evaluation_record_not_the_log(tmp_path):
+    from study.report.collect import _last_eval
+
+    run = tmp_path / "run"
+    run.mkdir()
+    lines = [{"kind": "train", "iteration": i, "train/loss": 1.0} for i in range(1, 1000)]
+    lines.append({"kind": "eval", "iteration": 1000, "val/mIoU16": 0.1})
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    assert _last_eval(run)["val/mIoU16"] == 0.1  # an older run: the log is still read
+    (run / "last_eval.json").write_text(json.dumps({"iteration": 1000, "val/mIoU16": 0.25, "val/IoU/road": None}))
+    out = _last_eval(run)
+    assert out["val/mIoU16"] == 0.25 and out["val/IoU/road"] != out["val/IoU/road"]  # NaN from null
 
 
 @pytest.mark.parametrize("value, ok", [(1, True), (0.25, True), (2, False), (4, False)])
