@@ -313,8 +313,8 @@ def resolve_params(space: Space, params: Mapping[str, Any], *, source: str = "se
             bad = [v for v in value if isinstance(v, bool) or not isinstance(v, (int, float))
                    or not math.isfinite(v) or v < floor]
             if bad:
-                raise SpaceError(f"{source}.{key} = {value!r}: {bad[0]!r} is not a finite number > 0 (grid values "
-                                 "of a log-uniform dimension)")
+                raise SpaceError(f"{source}.{key} = {value!r}: {bad[0]!r} is not a finite number "
+                                 f"{'>= 0' if floor == 0 else '> 0'} (grid values of a log-uniform dimension)")
         if key == "seeds":
             bad = [v for v in value if isinstance(v, bool) or not isinstance(v, int) or v < 0]
             if bad or not value:

@@ -240,9 +240,10 @@ def experiment_summary(domains: Mapping[str, Mapping[str, Any]], metric_tags: Se
             info.type = api_pb2.DATA_TYPE_STRING
             info.domain_discrete.extend([str(v) for v in values])
         infos.append(info)
-        if log and values and all(isinstance(v, (int, float)) and v > 0 for v in values):
+        positive = [v for v in values if isinstance(v, (int, float)) and v > 0]
+        if log and positive:  # a λ = 0 control arm has no log10 (its row leaves the column empty)
             log_info = api_pb2.HParamInfo(name=_log_column(name), type=api_pb2.DATA_TYPE_FLOAT64)
-            log_info.domain_discrete.extend([float(np.log10(v)) for v in values])
+            log_info.domain_discrete.extend([float(np.log10(v)) for v in positive])
             infos.append(log_info)
     experiment = api_pb2.Experiment(hparam_infos=infos, metric_infos=[
         api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag)) for tag in metric_tags])

@@ -199,13 +199,19 @@ def test_optuna_study_gets_the_metric_name_and_param_labels():
 @pytest.mark.parametrize("params, match", [
     ({"lambda_low": 0}, r"lambda_low = 0: must be > 0"),
     ({"lambda_high": 0.0}, r"lambda_high = 0.0: must be > 0"),
-    ({"lambda_grid": [-1.0]}, r"-1.0 is not a finite number > 0"),
-    ({"lambda_grid": ["x"]}, r"'x' is not a finite number > 0"),
-    ({"lambda_grid": [float("inf")]}, r"inf is not a finite number > 0"),
+    ({"lambda_grid": [-1.0]}, r"-1.0 is not a finite number >= 0"),  # 0: the λ = 0 control arm
+    ({"lambda_grid": ["x"]}, r"'x' is not a finite number >= 0"),
+    ({"lambda_grid": [float("inf")]}, r"inf is not a finite number >= 0"),
+    ({"lambda_grid": [0.001], "lambda_low": 1e-4}, None),
 ])
 def test_zero_bounds_and_bad_grid_values_are_refused(params, match):
+    if match is None:
+        assert resolve_params(get_space("lambda_adv"), params)["lambda_grid"] == params["lambda_grid"]
+        return
     with pytest.raises(SpaceError, match=match):
         resolve_params(get_space("lambda_adv"), params)
+    with pytest.raises(SpaceError, match="lr_grid"):  # elsewhere 0 is no grid value of a log-uniform range
+        resolve_params(get_space("lr"), {"lr_grid": [0.0, 0.01]})
 
 
 def test_seeds_must_be_non_negative_integers_and_lr_zero_still_means_the_backbone_default():

@@ -278,3 +278,14 @@ def test_declared_domains_give_typed_columns_with_log10_companions(tmp_path):
     assert start.hparams["log10_lambda_adv"].number_value == pytest.approx(-3.0)
     assert start.hparams["log10_lr"].number_value == pytest.approx(np.log10(0.02))
     assert "log10_seed" not in start.hparams  # only log domains get one
+    # a λ = 0 control on the grid: the log10 column covers the positive values, the control row leaves it empty
+    control = tmp_path / "control"
+    reporter = TensorBoardReporter(control, metric_tags=("val/mIoU16",), hparams={"lambda_adv": 0.0},
+                                   hparam_domains={"lambda_adv": {"values": [0.0, 0.001, 0.01], "log": True}})
+    reporter.on_start(_trainer([]))
+    reporter.close()
+    content = _accumulator(control).PluginTagToContent(hparams_metadata.PLUGIN_NAME)
+    experiment = hparams_metadata.parse_experiment_plugin_data(content[hparams_metadata.EXPERIMENT_TAG])
+    assert list(experiment.hparam_infos[1].domain_discrete) == pytest.approx([-3.0, -2.0])
+    start = hparams_metadata.parse_session_start_info_plugin_data(content[hparams_metadata.SESSION_START_INFO_TAG])
+    assert set(start.hparams) == {"lambda_adv"}
