@@ -16,8 +16,13 @@ Conventions (stated in the report too):
 Sections follow the seed's published comparison (its Tables 2 and 3): per-class IoU of the adapted model
 against source-only, and the λ_adv sensitivity, here over every searched hyperparameter.
 
-The package: :mod:`.collect` reads the study directory, :mod:`.importance` the Optuna journal, :mod:`.tables`
-builds the tables, :mod:`.figures` draws the PNGs and :mod:`.writer` writes them all.
+Seeds are replicates and comparisons are budget-fair (:mod:`.aggregate`): rankings, the best configuration and
+the importances use per-configuration means over seeds, and trials stopped early are never ranked with completed
+ones. The λ_adv × backbone table (:mod:`.paper`) is the seed's Table 3 as an output.
+
+The package: :mod:`.collect` reads the study directory, :mod:`.importance` the Optuna journal, :mod:`.aggregate`
+groups replicates, :mod:`.tables` and :mod:`.paper` build the tables, :mod:`.figures` draws the PNGs and
+:mod:`.writer` writes them all.
 """
 from __future__ import annotations
 

@@ -24,8 +24,8 @@ from typing import Any, Iterable, Mapping, Sequence
 from study.report.collect import StudyData, TrialRecord
 
 __all__ = ["Stats", "ConfigAggregate", "stats", "t_quantile_975", "is_seed", "config_key", "aggregate",
-           "shared_budget", "at_round", "rank_configs", "paired_vs_control", "LAMBDA_KEY", "MODEL_KEY",
-           "MIN_CONFIGS_FOR_IMPORTANCE"]
+           "shared_budget", "at_round", "rank_configs", "paired_vs_control", "completed_and_stopped", "equal_budget",
+           "PairedDifference", "seed_of", "LAMBDA_KEY", "MODEL_KEY", "MIN_CONFIGS_FOR_IMPORTANCE"]
 
 LAMBDA_KEY = "adapt.lambda_adv_main"
 MODEL_KEY = "model.name"

@@ -79,12 +79,6 @@ class StudyData:
               and t.status not in ("failed", "diverged")]
         return sorted(ok, key=lambda t: (sign * t.metric, t.order if t.order is not None else math.inf, t.name))
 
-    def best(self) -> TrialRecord | None:
-        # Scheduler-stopped trials are scored at an early rung: the best is chosen among the others if any.
-        scored = self.scored()
-        finished = [t for t in scored if t.status == "completed"]
-        return (finished or scored or [None])[0]
-
 
 def _read_toml(path: Path) -> dict[str, Any]:
     try:

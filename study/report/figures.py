@@ -7,15 +7,11 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from study.report.aggregate import MODEL_KEY, ConfigAggregate
+from study.report.aggregate import MODEL_KEY, ConfigAggregate, is_seed
 from study.report.collect import StudyData, TrialRecord, _number
 from study.report.tables import per_class_rows
 
 _STATUS_STYLE = {"completed": ("o", 1.0), "pruned": ("x", 0.8), "stopped": ("x", 0.8), "running": ("^", 0.6)}
-
-
-def _is_seed(name: str) -> bool:
-    return name.split("@", 1)[0].rsplit(".", 1)[-1] == "seed"
 
 
 def _log_scale(name: str, values: Sequence[Any], space: Mapping[str, Any]) -> bool:
@@ -77,7 +73,7 @@ def _sensitivity(path: Path, data: StudyData, searched: Sequence[str], space: Ma
     (no point on a log axis) is a horizontal line per backbone."""
     import matplotlib.pyplot as plt
 
-    axes_names = [n for n in searched if not _is_seed(n)]
+    axes_names = [n for n in searched if not is_seed(n)]
     if not axes_names:
         return None
     cols = min(3, len(axes_names))

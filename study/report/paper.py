@@ -4,7 +4,7 @@ Rows are (backbone, λ_adv) over the *completed* trials (full budget); the colum
 (mIoU16 and mIoU13, plus mIoU19 in a 19-class study) as mean ± sd (n), the per-seed paired difference against
 the λ_adv = 0 control of the same backbone where the study has one, and the difference against the source-only
 baseline (one run; only for the backbone it was trained with). Per-class deltas against the baseline follow in a
-second table, like the seed's Table 2 difference row (https://arxiv.org/abs/1802.10349 Table 1 layout).
+second table, like the difference row of the seed's Table 2.
 """
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """Writing the report: ``report.md``, ``figures/*.png``, ``tables/*.csv`` and ``best_config.toml``."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from study.report.aggregate import (MIN_CONFIGS_FOR_IMPORTANCE, ConfigAggregate, completed_and_stopped,
