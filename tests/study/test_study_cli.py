@@ -21,7 +21,7 @@ def study_file(tmp_path, tiny_benchmark, monkeypatch):
 @pytest.mark.parametrize("overrides, message", [
     (["resources.gpu=1.5"], "whole number of GPUs"),
     (["search.params.lamda_low=0.001"], "unknown parameter of space 'lambda_lr'"),
-    (["train.data.source.root=\"/nonexistent/synth/source\""], "train.data.source.root = /nonexistent"),
+    (["train.data.source.root=\"/nonexistent/synth/source\""], "train.data.source.root = '/nonexistent"),
 ])
 def test_bad_study_is_refused_before_ray_starts(study_file, tmp_path, capsys, overrides, message):
     assert not ray.is_initialized()
