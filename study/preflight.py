@@ -77,7 +77,8 @@ def check_storage_url(url: str | None, *, source: str, key: str = "search.storag
         if files and not parent.is_dir():
             raise ConfigError(source, key, shown, f"a database file in an existing directory ({parent} does not exist)")
         return
-    if not parts.hostname or not parts.path.strip("/"):
+    has_host = bool(parts.hostname) or "host=" in parts.query  # ?host=/run/postgresql: a unix socket
+    if not has_host or not parts.path.strip("/"):
         raise ConfigError(source, key, shown, f"{_storage_allowed()} (the URL needs a host and a database name)")
     if port is not None and not 0 < port < 65536:
         raise ConfigError(source, key, shown, f"{_storage_allowed()} (port {port} out of range)")

@@ -252,3 +252,11 @@ def test_dry_run_prints_the_trial_configs_and_creates_nothing(tmp_path, tiny_ben
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "tpe.toml" in err and "lambda_low = 0" in err
     assert not storage.exists()
+
+
+@pytest.mark.parametrize("url", ["postgresql://u@/studies?host=/var/run/postgresql", "sqlite:///studies.db",
+                                 "postgresql+psycopg://u@h:5432/db", "some/dir/optuna.journal"])
+def test_good_storage_urls_pass(url):
+    from study.preflight import check_storage_url
+
+    check_storage_url(url, source="s.toml", files=False)
