@@ -23,6 +23,7 @@ import os
 import pickle
 import shlex
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,21 @@ class StudySearch(OptunaSearch):
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as fh:
             pickle.dump(self.__getstate__(), fh)
+
+    def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
+        """Ray's ``Searcher.save_to_dir`` with the temporary file outside ``checkpoint_dir``: that is Ray's driver
+        staging directory, which a background thread may be uploading at that moment; a temporary file the upload
+        listed and Ray then renamed failed the sync with FileNotFoundError (issue 12). Here the staging directory
+        only ever holds whole files under their final names (``os.replace`` within one filesystem)."""
+        final = os.path.join(checkpoint_dir, self.CKPT_FILE_TMPL.format(session_str))
+        fd, tmp = tempfile.mkstemp(prefix=".dastudy-searcher-", dir=os.path.dirname(os.path.abspath(checkpoint_dir)))
+        os.close(fd)
+        try:
+            self.save(tmp)
+            os.replace(tmp, final)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
     def restore(self, checkpoint_path: str) -> None:
         """Ray's state of the searcher at its last snapshot, into this bound searcher: which Ray trial is which

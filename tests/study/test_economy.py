@@ -199,3 +199,42 @@ def test_pruned_and_diverged_trials_leave_no_checkpoints(local_ray, tiny_benchma
     if "FAIL" in states.values():
         failed = [t for t, s in states.items() if s == "FAIL"]
         assert json.loads((home / failed[0] / "failure.json").read_text())["kind"] == "diverged"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# experiment snapshots
+
+
+def test_searcher_snapshot_never_leaves_a_temporary_file_in_the_staging_dir(tmp_path, monkeypatch):
+    """Ray uploads its driver staging directory in a background thread while the next snapshot is written; a
+    temporary file listed by the upload and renamed before it was read failed the sync (FileNotFoundError on
+    ``.<uuid>-tmp-searcher-state-*.pkl``). While the searcher state is written, the staging directory must hold
+    only whole files under their final names."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from study.search import StudySearch
+    from study.spaces import get_space, make_define_by_run, resolve_params
+
+    space = get_space("lambda_adv")
+    searcher = StudySearch(make_define_by_run(space, resolve_params(space, {})), metric="val/mIoU16", mode="max",
+                           max_t=4, study_dir=tmp_path, sampler=optuna.samplers.RandomSampler(seed=0),
+                           study_name="snap", storage=JournalStorage(JournalFileBackend(str(tmp_path / "j.journal"))))
+    searcher.suggest("a")
+    staging = tmp_path / "driver_artifacts"
+    staging.mkdir()
+    (staging / "experiment_state-x.json").write_text("{}")
+    seen_while_writing: list[list[str]] = []
+    real_save = StudySearch.save
+
+    def watched_save(self, path):
+        real_save(self, path)  # written, not yet renamed to its final name
+        seen_while_writing.append(sorted(os.listdir(staging)))  # what a concurrent upload would list now
+
+    monkeypatch.setattr(StudySearch, "save", watched_save)
+    searcher.save_to_dir(str(staging), session_str="s1")
+    searcher.save_to_dir(str(staging), session_str="s1")  # and again over the existing file
+    assert seen_while_writing == [["experiment_state-x.json"],
+                                  ["experiment_state-x.json", "searcher-state-s1.pkl"]]
+    assert sorted(os.listdir(staging)) == ["experiment_state-x.json", "searcher-state-s1.pkl"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".dastudy-searcher-")]
