@@ -96,8 +96,18 @@ class SegmentationDataset(torch.utils.data.Dataset):
         return len(self.samples)
 
     def load_pair(self, index: int):
-        """The decoded RGB image (PIL) and label map ((H, W) uint8 class indices) of one sample, unresized."""
-        return read_image(self.samples[index].image), self.load_label(index)
+        """The decoded RGB image (PIL) and label map ((H, W) uint8 class indices) of one sample, unresized.
+
+        Raises :class:`DatasetError` naming both files when their sizes differ: resizing each to the configured
+        size would silently train on labels that do not line up with the pixels."""
+        sample = self.samples[index]
+        image, label = read_image(sample.image), self.load_label(index)
+        if label.shape[:2] != (image.height, image.width):
+            raise DatasetError(f"{sample.label}: label is {label.shape[1]}x{label.shape[0]} but its image "
+                               f"{sample.image} is {image.width}x{image.height} (dataset {self.dataset_name}, "
+                               f"split {self.split!r}); `dastudy data check {self.root} --dataset "
+                               f"{self.dataset_name}` lists every such pair")
+        return image, label
 
     def _prepared(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         if index in self._cache:

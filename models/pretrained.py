@@ -58,6 +58,25 @@ class WeightsError(Exception):
     """A weight file is absent, unreadable, of another model, or has keys that no rule explains."""
 
 
+def describe_unreadable(path: str | Path, err: BaseException) -> str:
+    """What a file that torch.load refused is, in words: torch's own message for a text file is e.g. ``101``."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(512)
+    except OSError as read_err:
+        return f"{read_err.strerror or read_err}"
+    if not head:
+        return "it is empty (0 bytes), not a PyTorch checkpoint"
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return f"a damaged or incompatible PyTorch file ({type(err).__name__}: {err})"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"not a PyTorch checkpoint (unknown binary content; {type(err).__name__}: {err})"
+    first = text.splitlines()[0][:60] if text.strip() else ""
+    return f"it is a text file (first line {first!r}), not a PyTorch checkpoint"
+
+
 @dataclass(frozen=True)
 class LoadSummary:
     """What :func:`load_weights` did. File-side keys use the file's own names, model-side keys the model's.
@@ -144,7 +163,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike, *, kind: str = "auto
     try:
         obj = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle, zip and weights_only errors all mean the same thing to the user
-        raise WeightsError(f"cannot read weight file {file}: {err}") from err
+        raise WeightsError(f"cannot read weight file {file}: {describe_unreadable(file, err)}") from err
     fmt = _detect_format(obj, file) if kind == "auto" else kind
     state = _extract_state(obj, fmt, file)
     _check_compatible(model, obj, fmt, file)

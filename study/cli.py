@@ -6,16 +6,25 @@ imports (torch, Ray) happen inside the command functions so that ``dastudy --hel
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import importlib.util
 import sys
+import traceback
 
 # Order = order in --help.
 COMMAND_MODULES = ("demo", "study", "train", "data", "config", "models")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes are one line naming the option and value, plus where to read more (not the whole usage)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="dastudy",
         description="Hyperparameter studies for adversarial domain adaptation in semantic segmentation "
                     "(AdaptSegNet on DeepLabV2/V3+), on Ray Tune + Optuna with ASHA and fractional GPUs.",
@@ -24,6 +33,8 @@ def get_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"dastudy {_version()}",
                         help="print dastudy's version and exit")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full Python traceback of an error (user errors are one line without it)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         module_name = f"study.commands.{name}"
@@ -44,27 +55,66 @@ def _version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = get_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # argparse stops filling a positional list at the first option: overrides given after --out arrive here
+    # (`dastudy train-source CONFIG --out RUN optim.lr=1e-3`, the order `study run` accepts too).
+    overrides = getattr(args, "overrides", None)
+    stray = [item for item in extra if item.startswith("-") or "=" not in item]
+    if extra and isinstance(overrides, list) and not stray:
+        args.overrides = overrides + extra
+    elif extra:
+        parser.parse_args(argv)  # argparse's own one-line message for what it did not recognise
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    debug = bool(getattr(args, "debug", False))
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
         print("interrupted", file=sys.stderr)
         return 130
-    except UserError as err:
-        print(f"dastudy: error: {err}", file=sys.stderr)
-        return 2
     except Exception as err:  # the except expression is evaluated only when something was raised
-        if isinstance(err, user_errors()):
-            print(f"dastudy: error: {err}", file=sys.stderr)
-            return 2
-        raise
+        message = user_message(err)
+        if message is None:
+            raise  # a bug: the traceback is what the report needs
+        if debug:
+            traceback.print_exc()
+        print(f"dastudy: error: {message}", file=sys.stderr)
+        return 2
 
 
 class UserError(Exception):
     """An error caused by the user's input; printed without a traceback."""
+
+
+# OSErrors that are the machine's or the user's state, not a bug: one line with the path and what to do.
+_OS_HINTS = {
+    errno.EACCES: "permission denied (check the file's owner and mode, or choose another path)",
+    errno.EPERM: "operation not permitted (check the file's owner and mode, or choose another path)",
+    errno.EROFS: "read-only file system (choose a writable --out / --storage)",
+    errno.ENOSPC: "no space left on the device (free space, then resume)",
+    errno.EDQUOT: "disk quota exceeded (free space, then resume)",
+    errno.ENOENT: "no such file or directory",
+    errno.EISDIR: "is a directory, not a file",
+    errno.ENOTDIR: "is not a directory",
+    errno.EADDRNOTAVAIL: "this address does not belong to this machine (use 127.0.0.1 or one of its addresses)",
+}
+
+
+def user_message(err: BaseException) -> str | None:
+    """The one-line message for an error that is the user's input or the machine's state; None for a bug."""
+    if isinstance(err, UserError) or isinstance(err, user_errors()):
+        return str(err)
+    if isinstance(err, UnicodeDecodeError):
+        return f"a file is not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8"
+    if isinstance(err, OSError) and err.errno in _OS_HINTS:
+        where = err.filename if err.filename is not None else ""
+        if err.filename2 is not None:
+            where = f"{where} -> {err.filename2}"
+        return f"{where}: {_OS_HINTS[err.errno]}" if where else f"{_OS_HINTS[err.errno]} ({err})"
+    return None
 
 
 def user_errors() -> tuple[type[BaseException], ...]:

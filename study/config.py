@@ -54,6 +54,9 @@ def load_toml(path: str | Path, package: str = "configs", _seen: tuple[Path, ...
             data = tomllib.load(fh)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(str(path), "<file>", "", f"valid TOML ({err})") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(str(path), "<file>", f"byte {err.object[err.start:err.start + 1]!r} at offset {err.start}",
+                          "UTF-8 text (TOML files are UTF-8; re-save the file as UTF-8)") from None
     parent = data.pop("extends", None)
     if parent is None:
         return data

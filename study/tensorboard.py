@@ -260,7 +260,11 @@ def port_is_free(host: str, port: int) -> bool:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
-        except OSError:
+        except OSError as err:
+            # Not "port in use": the address is not this machine's (or not a host name at all).
+            if err.errno == 99 or isinstance(err, socket.gaierror):  # 99 = EADDRNOTAVAIL on Linux
+                raise TensorBoardError(f"--host {host}: not an address of this machine ({err.strerror or err}); "
+                                       "use 127.0.0.1, 0.0.0.0 or one of this machine's addresses") from None
             return False
     return True
 

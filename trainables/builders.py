@@ -53,8 +53,48 @@ def validate_config(cfg: TrainConfig, *, source: str = "<config>") -> None:
                               f"({err})") from None
     init = cfg.model.init_checkpoint
     if init is not None and not Path(init).is_file():
+        what = "is a directory, not a file; " if Path(init).is_dir() else "does not exist; "
         raise ConfigError(source, "model.init_checkpoint", init,
-                          "an existing dastudy checkpoint file (e.g. runs/<source run>/checkpoints/best.pt)")
+                          what + "an existing dastudy checkpoint file (e.g. runs/<source run>/checkpoints/best.pt)")
+
+
+def minimum_step_bytes(cfg: TrainConfig) -> dict[str, int]:
+    """A lower bound of the memory one training step needs per domain (bytes): tensors that must exist whatever the
+    network: the float32 image, the int64 label and the class logits upsampled to the input size with their
+    gradient. The network's own activations come on top, so a size refused here can never have fitted."""
+    per_pixel = 3 * 4 + 8 + 2 * 4 * cfg.data.num_classes
+    domains = {"source": cfg.data.source}
+    if cfg.adapt.mode != "source_only":
+        domains["target"] = cfg.data.target
+    return {name: cfg.optim.batch_size * d.size[0] * d.size[1] * per_pixel for name, d in domains.items()}
+
+
+def available_bytes(device: torch.device) -> int | None:
+    """Free memory where the step runs: the GPU's free memory, or the host's available memory (None: unknown)."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return int(psutil.virtual_memory().available)
+
+
+def check_memory(cfg: TrainConfig, device: torch.device, *, source: str = "<config>") -> None:
+    """Refuse an input size that cannot fit before anything is built (a 100000x100000 size was OOM-killed at
+    24 GB after the model and data were set up)."""
+    available = available_bytes(device)
+    if available is None:
+        return
+    needed = minimum_step_bytes(cfg)
+    if sum(needed.values()) > available:
+        name = max(needed, key=needed.get)
+        size = getattr(cfg.data, name).size
+        raise ConfigError(source, f"data.{name}.size", list(size),
+                          f"a size whose step fits in memory: at least {sum(needed.values()) / 1e9:.1f} GB are "
+                          f"needed at optim.batch_size = {cfg.optim.batch_size} (image, label and logits alone), "
+                          f"{available / 1e9:.1f} GB are available on {device}")
 
 
 def resolve_normalization(cfg: TrainConfig) -> str:

@@ -78,7 +78,9 @@ def read_checkpoint(path: str | Path, *, what: str = "checkpoint") -> dict[str, 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle/zip errors come in many types
-        raise CheckpointError(f"{what} {path} cannot be read ({type(err).__name__}: {err})") from None
+        from models.pretrained import describe_unreadable
+
+        raise CheckpointError(f"{what} {path} cannot be read: {describe_unreadable(path, err)}") from None
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{what} {path} is not a dastudy checkpoint (no 'model' entry)")
     return state

@@ -26,7 +26,7 @@ import torch
 import models
 from trainables import builders, faults
 from trainables.checkpoint import CheckpointError, atomic_save, checkpoint_meta, read_checkpoint
-from trainables.config import TrainConfig, to_dict
+from trainables.config import ConfigError, TrainConfig, to_dict
 from trainables.evaluation import evaluate_model
 from trainables.losses import GANLoss
 from trainables.reporters import JsonLinesReporter, Reporter, StopTraining
@@ -112,6 +112,7 @@ class Trainer:
         self.reporters = list(reporters)
         self.manifest: RunManifest | None = None  # set by run_training: the run directory's list of its own files
         self.device = resolve_device(cfg.runtime.device)
+        builders.check_memory(cfg, self.device)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = cfg.runtime.cudnn_benchmark
         if cfg.runtime.threads is not None:
@@ -147,6 +148,12 @@ class Trainer:
         pin = self.device.type == "cuda"
         uses_target = cfg.adapt.mode != "source_only"
         data = builders.build_train_data(cfg, normalization=self.normalization, need_target=uses_target)
+        for name, dataset in (("source", data.source), ("target", data.target if uses_target else None)):
+            if dataset is not None and len(dataset) < cfg.optim.batch_size:
+                split = getattr(cfg.data, name)
+                raise ConfigError("<config>", "optim.batch_size", cfg.optim.batch_size,
+                                  f"at most {len(dataset)}: data.{name} ({split.root}, split {split.split!r}) has "
+                                  f"{len(dataset)} items")
         stream = dict(batch_size=cfg.optim.batch_size, workers=cfg.data.workers, pin_memory=pin)
         self.streams = {"source": BatchStream(data.source, seed=derive_seed(cfg.runtime.seed, 0), name="source",
                                               **stream)}

@@ -106,7 +106,9 @@ def evaluate_checkpoint(cfg, checkpoint: str | Path, *, device: str | None = Non
     builders.validate_config(cfg)
     start = time.perf_counter()
     if not Path(checkpoint).is_file():
-        raise CheckpointError(f"checkpoint {checkpoint} does not exist")
+        raise CheckpointError(f"checkpoint {checkpoint} is a directory; give the checkpoint file (e.g. "
+                              f"{Path(checkpoint) / 'checkpoints' / 'best.pt'})" if Path(checkpoint).is_dir()
+                              else f"checkpoint {checkpoint} does not exist")
     torch_device = resolve_device(device or cfg.runtime.device)
     model = builders.build_segmentation_model(cfg)
     try:

@@ -99,6 +99,9 @@ def prepare_run_dir(run_dir: str | Path, *, resume: bool | str | Path = False, o
         raise ValueError("resume and overwrite exclude each other: resume continues a run, overwrite replaces it")
     if resume:
         checkpoint = last_checkpoint(run_dir) if resume is True else Path(resume)
+        if checkpoint.is_dir():
+            raise CheckpointError(f"cannot resume: {checkpoint} is a directory; give the checkpoint file (e.g. "
+                                  f"{checkpoint / 'checkpoints' / 'last.pt'})")
         if not checkpoint.is_file():
             raise CheckpointError(f"cannot resume: {checkpoint} does not exist"
                                   + ("" if run_dir.exists() else f" (no run directory {run_dir})"))

@@ -20,7 +20,22 @@ def _size(text: str) -> tuple[int, int]:
         width, height = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a size; write WIDTHxHEIGHT, e.g. 192x96") from None
+    if not (16 <= width <= 4096 and 16 <= height <= 4096):  # the generator's limits, checked before it starts
+        raise argparse.ArgumentTypeError(f"{text!r}: width and height must be in 16..4096 pixels")
     return width, height
+
+
+def _count(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is not allowed; use a whole number >= {minimum}")
+        return value
+    parse.__name__ = "count"
+    return parse
 
 
 def register(subparsers) -> None:
@@ -38,10 +53,10 @@ def register(subparsers) -> None:
                     "overwritten or deleted. The defaults take a few seconds on a laptop CPU.")
     synth.add_argument("out", metavar="OUT", help="folder to create (e.g. datasets/synthetic)")
     synth.add_argument("--seed", type=int, default=0, help="random seed of the scenes (default: 0)")
-    synth.add_argument("--num-source", type=int, default=400, help="source train images (default: 400)")
-    synth.add_argument("--num-source-val", type=int, default=40, help="source val images (default: 40)")
-    synth.add_argument("--num-target-train", type=int, default=300, help="target train images (default: 300)")
-    synth.add_argument("--num-target-val", type=int, default=100, help="target val images (default: 100)")
+    synth.add_argument("--num-source", type=_count(1), default=400, help="source train images (default: 400)")
+    synth.add_argument("--num-source-val", type=_count(0), default=40, help="source val images (default: 40)")
+    synth.add_argument("--num-target-train", type=_count(1), default=300, help="target train images (default: 300)")
+    synth.add_argument("--num-target-val", type=_count(1), default=100, help="target val images (default: 100)")
     synth.add_argument("--source-size", type=_size, default=(192, 112), metavar="WxH",
                        help="source image size (default: 192x112, about SYNTHIA's aspect ratio)")
     synth.add_argument("--target-size", type=_size, default=(192, 96), metavar="WxH",

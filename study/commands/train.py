@@ -68,6 +68,11 @@ def _load(args):
 
     cfg = load_train_config(args.config, args.overrides)
     validate_config(cfg, source=str(args.config))
+    if getattr(args, "command_name", None):  # training: refuse a size that cannot fit before anything is built
+        from trainables.builders import check_memory
+        from trainables.engine import resolve_device
+
+        check_memory(cfg, resolve_device(cfg.runtime.device), source=str(args.config))
     return cfg
 
 

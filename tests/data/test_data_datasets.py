@@ -83,6 +83,22 @@ def test_truncated_image_raises_naming_the_file(cityscapes_root):
         ds[1]
 
 
+@pytest.mark.parametrize("cache", [False, True])
+def test_label_of_another_size_than_its_image_is_refused_naming_both_files(cityscapes_root, cache):
+    """It used to be resized to the configured size with its image and trained on silently (issue 11)."""
+    label = cityscapes_root / "gtFine/val/frankfurt/frankfurt_000001_000019_gtFine_labelIds.png"
+    with Image.open(label) as im:
+        width, height = im.size
+        im.resize((width + 2, height), Image.NEAREST).save(label)
+    transforms = TrainPreset(size=(12, 6), hflip_prob=0.0, blur_prob=0.0) if cache else _eval()
+    ds = create_dataset("cityscapes", root=cityscapes_root, split="val", num_classes=19, transforms=transforms,
+                        cache=cache)
+    ds[0]
+    with pytest.raises(DatasetError, match=rf"{label}: label is {width + 2}x{height} but its image "
+                                           rf".*frankfurt_000001_000019_leftImg8bit.png is {width}x{height}"):
+        ds[1]
+
+
 def test_synthia_reads_channel_0_of_16bit_labels_from_lists(synthia_root):
     train = create_dataset("synthia", root=synthia_root, split="train", num_classes=19, transforms=_eval())
     val = create_dataset("synthia", root=synthia_root, split="val", num_classes=16, transforms=_eval())
