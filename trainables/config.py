@@ -220,6 +220,8 @@ class RuntimeConfig:
     threads: int | None = None  # torch intra-op CPU threads (None: torch's default, one per core)
 
     def __post_init__(self):
+        # torch.manual_seed takes a signed 64-bit integer; 1e23 (a whole float, so accepted as int) overflowed it
+        _check(0 <= self.seed < 2 ** 63, "seed", self.seed, "a whole number in 0 .. 2**63-1")
         _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), "device",
                self.device, "auto | cpu | cuda | cuda:N")
         _check(self.log_interval > 0, "log_interval", self.log_interval, "a positive integer")
