@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from study.report.aggregate import (MIN_CONFIGS_FOR_IMPORTANCE, ConfigAggregate, completed_and_stopped,
-                                    equal_budget, is_seed, paired_vs_control)
+from study.report.aggregate import (LAMBDA_KEY, MIN_CONFIGS_FOR_IMPORTANCE, MODEL_KEY, ConfigAggregate,
+                                    completed_and_stopped, equal_budget, is_seed, paired_vs_control)
 from study.report.collect import FIGURES, STATUSES, ReportError, StudyData, TrialRecord, _read_toml, _rungs, load_study
 from study.report.figures import _draw_all
 from study.report.importance import Importance, config_importances
@@ -84,7 +84,8 @@ def write_report(study_dir: str | Path, *, out_dir: str | Path | None = None) ->
     figures = _draw_all(figure_dir, data, best=best_cfg, searched=searched, importances=importance.values,
                         rungs=_rungs(data), completed=completed, space_dir=study_dir)
     table_dir = out / TABLES
-    rows_paper = paper_rows(data)
+    # the paper's table only where λ_adv or the backbone is searched (anything else would pool every trial into a row)
+    rows_paper = paper_rows(data) if {LAMBDA_KEY, MODEL_KEY} & set(searched) else []
     tables: list[Path] = []
     if rows_paper:
         table_dir.mkdir(exist_ok=True)
@@ -192,9 +193,9 @@ def _markdown(data: StudyData, *, best: TrialRecord | None, best_cfg: ConfigAggr
                      "the configuration tables above for them." if pooled else ""), "",
                   _markdown_table(h, b), "", f"CSV: [`{TABLES}/lambda_backbone.csv`]({TABLES}/lambda_backbone.csv)", ""]
         if any(r.oracle is not None for r in rows_paper):
-            lines += [f"The *oracle best-on-val* column is each trial's best evaluation of `{data.metric}`: the evaluation "
-                      "is chosen on the val images it is scored on (the seed's protocol), so it is optimistic; it is "
-                      "shown for comparison with the seed's numbers and never used for ranking.", ""]
+            lines += [f"The *oracle best-on-val* column is each trial's best evaluation of `{data.metric}`: the "
+                      "evaluation is chosen on the val images it is scored on (the seed's protocol), so it is "
+                      "optimistic; it is shown for comparison with the seed's numbers and never used for ranking.", ""]
         if data.baseline:
             h, b = per_class_delta_rows(data, rows_paper)
             lines += ["Per-class IoU difference against the source-only baseline (points; mean over seeds minus the "
@@ -202,8 +203,10 @@ def _markdown(data: StudyData, *, best: TrialRecord | None, best_cfg: ConfigAggr
                       _markdown_table(h, b), ""]
         else:
             lines += ["No `baseline/` source-only run in this study: no per-class deltas against source only.", ""]
-    else:
+    elif {LAMBDA_KEY, MODEL_KEY} & set(searched):
         lines += ["No completed trial: no table.", ""]
+    else:
+        lines += [f"The study searches neither `{LAMBDA_KEY}` nor `{MODEL_KEY}`: no table.", ""]
     lines += ["## Trials", "",
               "Ranks are budget-fair: `1, 2, …` = completed trials, `s1, s2, …` = trials stopped early, ranked "
               "among themselves; `-` = failed, diverged or running.", "", _markdown_table(header, rows), ""]

@@ -142,7 +142,8 @@ def make_study(root: Path, *, name: str = "fixture", trials=TRIALS, baseline: bo
     (study_dir / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps({"trial_data": states}))
     if baseline:
         source_only = from_dict(TrainConfig, {**to_dict(base), "adapt": {"mode": "source_only"},
-                                              "model": {**to_dict(base.model), "name": baseline_model or base.model.name}})
+                                              "model": {**to_dict(base.model),
+                                                        "name": baseline_model or base.model.name}})
         rows = [{"iteration": 10 * r, **per_class(0.45, r, 99)} for r in (1, 2, 3, 4)]
         _write_run_dir(study_dir / "baseline", source_only, rows)
         if tensorboard:
@@ -594,8 +595,8 @@ def test_lambda_backbone_table_markdown_and_csv(tmp_path):
                 assert row[f"d_{key}_vs_source_only"] == ""
         road = [finals[s]["val/IoU/road"] for s in (1, 2, 3)]
         if row["backbone"] == baseline_model:
-            assert float(row["d_IoU_road_vs_source_only"]) == pytest.approx(100 * (np.mean(road) - base["val/IoU/road"]),
-                                                                            abs=1e-4)
+            assert float(row["d_IoU_road_vs_source_only"]) == pytest.approx(
+                100 * (np.mean(road) - base["val/IoU/road"]), abs=1e-4)
         else:
             assert row["d_IoU_road_vs_source_only"] == ""
     header, *rows = _table(text, "Per-class IoU difference against the source-only baseline")
@@ -634,7 +635,8 @@ def test_sensitivity_figure_has_a_colour_per_backbone_and_readable_lambda_ticks(
     fig = kept[0]
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     for model in ("deeplabv2_tiny", "deeplabv3plus_tiny"):
-        assert f"{model}: mean ± sd over seeds" in labels and any(lb.startswith(f"{model}: λ = 0 control") for lb in labels)
+        assert f"{model}: mean ± sd over seeds" in labels
+        assert any(lb.startswith(f"{model}: λ = 0 control") for lb in labels)
     lam_ax = [ax for ax in fig.axes if ax.get_xlabel().startswith(LAMBDA)][0]
     means = [c for c in lam_ax.containers if c.get_label().endswith("mean ± sd over seeds")]
     colours = {matplotlib.colors.to_hex(c.lines[0].get_color()) for c in means}
