@@ -438,3 +438,35 @@ def test_every_trial_gets_the_study_domains_under_display_names(tmp_path, tiny_b
     assert domains["lr"] == {"low": 3e-3, "high": 5e-2, "log": True}
     assert domains["backbone"] == {"values": ["deeplabv2_tiny", "deeplabv3plus_tiny"], "log": False}
     assert domains["lr_d"]["log"] is True
+
+
+@pytest.mark.slow  # a real tiny study (shared with test_report.py: ~30 s once per session)
+def test_a_real_study_ends_with_a_view_of_display_names_and_domains(tiny_study):
+    """End to end through `dastudy study run`: the trainable writes HParams under display names with the space's
+    domains (trial context → reporter), and the end of the run builds <study>/tb with value-named runs."""
+    from tensorboard.backend.event_processing import event_accumulator
+    from tensorboard.plugins.hparams import metadata
+
+    from study.tensorboard import run_name
+
+    dimensions = list(json.loads((tiny_study / "space.json").read_text())["dimensions"])
+    links = {p.name: p for p in (tiny_study / "tb").iterdir() if p.is_symlink()}
+    trials = sorted(tiny_study.glob("trial_*"))
+    assert len(links) == len(trials) == 2
+    for trial_dir in trials:
+        params = json.loads((trial_dir / "params.json").read_text())
+        name = run_name(params, dimensions)
+        assert name.startswith("lambda_adv=") and ",lr=" in name
+        assert links[name].resolve() == (trial_dir / "run" / "tb").resolve()
+        acc = event_accumulator.EventAccumulator(str(trial_dir / "run" / "tb"))
+        acc.Reload()
+        content = acc.PluginTagToContent(metadata.PLUGIN_NAME)
+        start = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
+        lam = params["adapt.lambda_adv_main"]
+        assert start.hparams["lambda_adv"].number_value == pytest.approx(lam)
+        assert start.hparams["log10_lambda_adv"].number_value == pytest.approx(__import__("math").log10(lam))
+        assert "adapt.lambda_adv_main" not in start.hparams
+        experiment = metadata.parse_experiment_plugin_data(content[metadata.EXPERIMENT_TAG])
+        infos = {i.name: i for i in experiment.hparam_infos}
+        assert list(infos) == ["lambda_adv", "log10_lambda_adv", "lr", "log10_lr"]
+        assert infos["lambda_adv"].domain_interval.min_value == pytest.approx(1e-4)
