@@ -102,6 +102,10 @@ class StudyConfig:
     checkpoints_to_keep: int = 2  # >= 2: after a driver kill Ray may resume from the one before the latest
     # false: the checkpoints of PRUNED and FAILED trials are deleted when they end (1,000-trial studies)
     keep_pruned_checkpoints: bool = False
+    # Every k-th evaluation (and the last) carries a checkpoint. Ray snapshots its experiment state whenever a trial
+    # saved checkpoints_to_keep checkpoints since the last snapshot; k > 1 makes those snapshots k times rarer at
+    # the price of repeating up to k - 1 evaluations after a crash (issue 12).
+    checkpoint_every: int = 1
     selection: Literal["val", "holdout"] = "val"
     reuse_actors: bool = False
     description: str = ""
@@ -227,6 +231,8 @@ def _validate(cfg: StudyConfig, source: str) -> None:
     _check(cfg.max_concurrent_trials >= 1, source, "max_concurrent_trials", cfg.max_concurrent_trials,
            "a positive integer")
     _check(cfg.max_failures >= -1, source, "max_failures", cfg.max_failures, "-1 (retry forever) or >= 0")
+    _check(cfg.checkpoint_every >= 1, source, "checkpoint_every", cfg.checkpoint_every,
+           "a positive integer (evaluations per checkpoint)")
     _check(cfg.checkpoints_to_keep >= 1, source, "checkpoints_to_keep", cfg.checkpoints_to_keep,
            "a positive integer (the best k checkpoints of each trial are kept)")
     _check(cfg.train.adapt.mode != "source_only", source, "train.adapt.mode", cfg.train.adapt.mode,

@@ -38,9 +38,11 @@ __all__ = ["RAY_ENV", "StudyLocation", "locate", "configure_environment", "ray_s
 
 # Quiet, private Ray (ray-tune-optuna notes §5.4). TUNE_DISABLE_AUTO_CALLBACK_LOGGERS drops Ray's TBX logger
 # (tags ray/tune/...; the engine writes clean ones); CSV/JSON loggers are passed explicitly for dataframes.
+# Ray's warning about experiment snapshots forced less than 5 s apart stays on: snapshots are controlled by
+# checkpoint_every and checkpoints_to_keep (a snapshot is forced after that many checkpoints of one trial) and
+# TUNE_GLOBAL_CHECKPOINT_S (Ray's periodic ones, "auto": >= 10 s, <= 5 % of the driver's time).
 RAY_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
-    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
     "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
     "RAY_AIR_NEW_OUTPUT": "0",  # the legacy reporter prints nothing at verbose=0 (the new one prints a header)
@@ -186,6 +188,7 @@ def trial_context(study: StudyConfig, location: StudyLocation, init_checkpoint: 
     return TrialContext(train=to_dict(study.train), study_dir=str(location.home) if location.shared_fs else "",
                         metric=study.study_metric, init_checkpoint=init_checkpoint, gpu=study.resources.gpu,
                         metric_tags=tuple(tags), store="" if location.shared_fs else location.experiment_path,
+                        checkpoint_every=study.checkpoint_every,
                         extra={"hparam_domains": hparam_domains(study.describe_space())})
 
 

@@ -70,6 +70,7 @@ class TrialContext:
     metric_tags: tuple[str, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
     store: str = ""
+    checkpoint_every: int = 1  # every k-th evaluation (and the last) carries a checkpoint
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -173,10 +174,11 @@ class _TuneReporter(Reporter):
     """One ``tune.report`` per evaluation: scalar summaries + the latest training scalars + a full-state checkpoint;
     ``last_eval.json`` with every metric of that evaluation in the run directory."""
 
-    def __init__(self, *, metric: str, started: float, run_dir: Path | None = None):
+    def __init__(self, *, metric: str, started: float, run_dir: Path | None = None, checkpoint_every: int = 1):
         self.metric = metric
         self.started = started
         self.run_dir = run_dir
+        self.checkpoint_every = max(1, int(checkpoint_every))
         self.engine_started: float | None = None
         self.last_scalars: dict[str, float] = {}
 
@@ -204,6 +206,10 @@ class _TuneReporter(Reporter):
                 write_json_atomic(self.run_dir / LAST_EVAL_FILE, _json_safe({
                     "iteration": iteration, "time": time.time(), "finished": iteration >= trainer.total_iterations,
                     **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}}))
+        evaluation = math.ceil(iteration / trainer.cfg.eval.interval)
+        if evaluation % self.checkpoint_every and iteration < trainer.total_iterations:
+            tune.report(report)  # no checkpoint this time (checkpoint_every): no snapshot forced by it either
+            return
         with tempfile.TemporaryDirectory(prefix="dastudy-ckpt-") as tmp:
             trainer.save_checkpoint(Path(tmp) / "state.pt")
             faults.inject("checkpoint", iteration, seed=trainer.cfg.runtime.seed)  # test-only: not yet in Ray
@@ -317,7 +323,8 @@ def train_trial(config: dict[str, Any], *, context: TrialContext) -> None:
                                              hparam_domains=context.extra.get("hparam_domains")))
     except ImportError:
         pass
-    ray_reporter = _TuneReporter(metric=context.metric, started=started, run_dir=run_dir)
+    ray_reporter = _TuneReporter(metric=context.metric, started=started, run_dir=run_dir,
+                                 checkpoint_every=context.checkpoint_every)
     reporters.append(ray_reporter)
 
     trainer = Trainer(cfg, None, reporters=reporters)

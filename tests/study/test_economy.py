@@ -35,7 +35,7 @@ def test_tune_summary_keeps_headline_scalars_only():
 
 class _Trainer:
     total_iterations = 4
-    cfg = SimpleNamespace(runtime=SimpleNamespace(seed=0))
+    cfg = SimpleNamespace(runtime=SimpleNamespace(seed=0), eval=SimpleNamespace(interval=2))
 
     def save_checkpoint(self, path):
         Path(path).write_bytes(b"state")
@@ -238,3 +238,17 @@ def test_searcher_snapshot_never_leaves_a_temporary_file_in_the_staging_dir(tmp_
                                   ["experiment_state-x.json", "searcher-state-s1.pkl"]]
     assert sorted(os.listdir(staging)) == ["experiment_state-x.json", "searcher-state-s1.pkl"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".dastudy-searcher-")]
+
+
+def test_checkpoint_every_k_evaluations_and_the_last(tmp_path, monkeypatch):
+    import trainables.tune as tt
+
+    reported = []
+    monkeypatch.setattr(tt.tune, "report", lambda metrics, checkpoint=None: reported.append(checkpoint is not None))
+    trainer = _Trainer()
+    trainer.total_iterations = 10
+    reporter = tt._TuneReporter(metric="val/mIoU16", started=0.0, run_dir=tmp_path, checkpoint_every=2)
+    for iteration in (2, 4, 6, 8, 10):
+        reporter.on_evaluate(iteration, {"val/mIoU16": 0.5}, trainer)
+    assert reported == [False, True, False, True, True]  # evaluations 2 and 4, and the last (5)
+    assert json.loads((tmp_path / tt.LAST_EVAL_FILE).read_text())["iteration"] == 10  # every evaluation recorded
