@@ -122,7 +122,12 @@ def scale_trial(config: dict[str, Any], *, context: Any) -> None:
             for name, data in (("result.json", result), (LAST_EVAL_FILE, last_eval)):
                 (run_dir / f"{name}.tmp").write_text(json.dumps(data))
                 os.replace(run_dir / f"{name}.tmp", run_dir / name)
-            tune.report(summary, checkpoint=tune.Checkpoint.from_directory(tmp))
+            # as a real trial: every checkpoint_every-th evaluation and the last carry a checkpoint
+            every = max(1, int(getattr(context, "checkpoint_every", 1)))
+            if report % every and report < reports:
+                tune.report(summary)
+            else:
+                tune.report(summary, checkpoint=tune.Checkpoint.from_directory(tmp))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -130,12 +135,13 @@ def scale_trial(config: dict[str, Any], *, context: Any) -> None:
 
 
 def study_table(*, name: str, trials: int, reports: int, concurrency: int, data_root: Path,
-                sampler: str) -> dict[str, Any]:
+                sampler: str, checkpoint_every: int = 1) -> dict[str, Any]:
     """A study over the ``lambda_lr`` space with TPE (or random) + ASHA; ``reports`` evaluations per full trial."""
     roots = {d: str(data_root / d) for d in ("source", "target")}
     return {
         "name": name, "metric": "mIoU16", "mode": "max", "num_samples": trials,
         "max_concurrent_trials": concurrency, "reuse_actors": True, "checkpoints_to_keep": 2,
+        **({"checkpoint_every": checkpoint_every} if checkpoint_every != 1 else {}),
         "search": {"space": "lambda_lr", "sampler": sampler, "seed": 0, "startup_trials": 10},
         "scheduler": {"kind": "asha", "grace_period": 1, "reduction_factor": 2},
         "resources": {"cpu": 1, "gpu": 0},
@@ -220,7 +226,7 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
     for d in ("source", "target"):
         (data_root / d).mkdir(parents=True, exist_ok=True)
     table = study_table(name=args.name, trials=args.child, reports=args.reports, concurrency=args.concurrency,
-                        data_root=data_root, sampler=args.sampler)
+                        data_root=data_root, sampler=args.sampler, checkpoint_every=args.checkpoint_every)
     study = study_from_dict(table, source="benchmarks.scale")
     snapshots: list[float] = []
     stamps: list[tuple[float, float]] = []
@@ -336,7 +342,8 @@ def run_size(args: argparse.Namespace, trials: int, storage: Path) -> dict[str, 
     argv = [sys.executable, "-m", "benchmarks.scale", "--child", str(trials), "--child-out", str(out_json),
             "--storage", str(storage), "--name", name, "--reports", str(args.reports),
             "--log-lines", str(args.log_lines), "--sleep-s", str(args.sleep_s), "--concurrency",
-            str(args.concurrency), "--num-cpus", str(args.num_cpus), "--sampler", args.sampler]
+            str(args.concurrency), "--num-cpus", str(args.num_cpus), "--sampler", args.sampler,
+            "--checkpoint-every", str(args.checkpoint_every)]
     if args.per_class_in_tune:
         argv.append("--per-class-in-tune")
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
@@ -382,6 +389,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=8, help="max_concurrent_trials (default 8)")
     p.add_argument("--num-cpus", type=int, default=8, help="logical CPUs of the local Ray (1 per trial)")
     p.add_argument("--sampler", choices=("tpe", "random"), default="tpe")
+    p.add_argument("--checkpoint-every", type=int, default=1,
+                   help="the study's checkpoint_every (every k-th evaluation carries a checkpoint; default 1)")
     p.add_argument("--per-class-in-tune", action="store_true",
                    help="also send the 16 per-class IoUs to Tune in every report (the pre-issue-12 payload)")
     p.add_argument("--time-limit", type=float, default=3600, help="seconds per study before SIGINT (default 3600)")
@@ -396,7 +405,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--name", default="scale", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.trials = args.trials or [100]
-    for key in ("reports", "concurrency", "num_cpus", "repeats"):
+    for key in ("reports", "concurrency", "num_cpus", "repeats", "checkpoint_every"):
         if getattr(args, key) < 1:
             p.error(f"--{key.replace('_', '-')} must be ≥ 1")
     if any(t < 1 for t in args.trials):
