@@ -156,6 +156,12 @@ class CheckpointJanitor(Callback):
     (through Ray's storage filesystem: local, NFS or ``s3://``). A trial that failed with a retriable error
     (a crash, a lost node) keeps its checkpoints: ``dastudy study resume`` continues it from the latest one; a
     diverged/OOM trial (``failure.json``) would only fail again, so its checkpoints go.
+
+    When: not at once, but at the second experiment snapshot after the trial ended (and at the end of the study).
+    The first snapshot after the end records the trial as finished; until it is in the storage a driver killed now
+    would be resumed from an older snapshot in which the trial still runs, and Ray would restart it from the
+    checkpoint deleted here. Known limit: an upload of that snapshot still running at the second one (a slow
+    object store) leaves this window open for that long.
     """
 
     def __init__(self, *, max_t: int, finished_key: str = "finished"):
@@ -163,14 +169,37 @@ class CheckpointJanitor(Callback):
         self.finished_key = finished_key
         self.removed_bytes = 0
         self.removed_dirs = 0
+        self._snapshots = 0
+        self._pending: list[tuple[int, Any, str]] = []  # (snapshots seen when the trial ended, fs, trial path)
 
-    def _clean(self, trial) -> None:
+    def __getstate__(self) -> dict:  # pickled into tuner.pkl at the start: nothing pending then
+        return {"max_t": self.max_t, "finished_key": self.finished_key}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(**state)
+
+    def _mark(self, trial) -> None:
+        storage = getattr(trial, "storage", None)
+        if storage is not None:
+            self._pending.append((self._snapshots, storage.storage_filesystem, storage.trial_fs_path))
+
+    def _sweep(self, *, everything: bool = False) -> None:
+        due = [p for p in self._pending if everything or p[0] <= self._snapshots - 2]
+        self._pending = [p for p in self._pending if p not in due]
+        for _, fs, root in due:
+            self._clean(fs, root)
+
+    def get_state(self):
+        self._snapshots += 1  # Ray calls this while writing each experiment snapshot
+        self._sweep()
+        return None
+
+    def on_experiment_end(self, trials, **info) -> None:
+        self._sweep(everything=True)
+
+    def _clean(self, fs, root: str) -> None:
         import pyarrow.fs as pafs
 
-        storage = getattr(trial, "storage", None)
-        if storage is None:
-            return
-        fs, root = storage.storage_filesystem, storage.trial_fs_path
         try:
             entries = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
         except OSError:
@@ -202,11 +231,11 @@ class CheckpointJanitor(Callback):
         result = trial.last_result or {}
         step = int(result.get("training_iteration", 0) or 0)
         if not result.get(self.finished_key) and step < self.max_t:  # stopped early by the scheduler: PRUNED
-            self._clean(trial)
+            self._mark(trial)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         if self._final_failure(trial):
-            self._clean(trial)
+            self._mark(trial)
 
 
 # ---------------------------------------------------------------------------------------------------------

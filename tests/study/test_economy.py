@@ -252,3 +252,38 @@ def test_checkpoint_every_k_evaluations_and_the_last(tmp_path, monkeypatch):
         reporter.on_evaluate(iteration, {"val/mIoU16": 0.5}, trainer)
     assert reported == [False, True, False, True, True]  # evaluations 2 and 4, and the last (5)
     assert json.loads((tmp_path / tt.LAST_EVAL_FILE).read_text())["iteration"] == 10  # every evaluation recorded
+
+
+def test_janitor_deletes_only_ray_checkpoints_of_pruned_trials_after_a_snapshot(tmp_path):
+    """Only ``checkpoint_<n>`` directories of a PRUNED trial go, and only at the second experiment snapshot after
+    it ended (a driver killed before the first one resumes from a state in which the trial still runs, and Ray
+    would restart it from its checkpoint); completed trials keep theirs."""
+    import pyarrow.fs as pafs
+
+    from study.storage import CheckpointJanitor
+
+    def trial(name: str, result: dict):
+        root = tmp_path / name
+        for sub in ("checkpoint_000000", "checkpoint_000001"):
+            (root / sub).mkdir(parents=True)
+            (root / sub / "state.pt").write_bytes(b"x" * 1000)
+        (root / "checkpoint_notes").mkdir()  # not Ray's: kept
+        (root / "result.json").write_text("{}")
+        storage = SimpleNamespace(storage_filesystem=pafs.LocalFileSystem(), trial_fs_path=str(root))
+        return SimpleNamespace(storage=storage, last_result=result), root
+
+    janitor = CheckpointJanitor(max_t=4)
+    pruned, pruned_dir = trial("trial_p", {"training_iteration": 1})
+    done, done_dir = trial("trial_c", {"training_iteration": 4, "finished": 1.0})
+    janitor.on_trial_complete(0, [], pruned)
+    janitor.on_trial_complete(0, [], done)
+    assert janitor.get_state() is None  # the snapshot that records the trial as ended
+    assert (pruned_dir / "checkpoint_000001").is_dir()
+    janitor.get_state()
+    assert sorted(p.name for p in pruned_dir.iterdir()) == ["checkpoint_notes", "result.json"]
+    assert janitor.removed_dirs == 2 and janitor.removed_bytes == 2000
+    assert (done_dir / "checkpoint_000000").is_dir() and (done_dir / "checkpoint_000001").is_dir()
+    late, late_dir = trial("trial_l", {"training_iteration": 2})
+    janitor.on_trial_complete(0, [], late)
+    janitor.on_experiment_end([])
+    assert not list(late_dir.glob("checkpoint_0*"))
