@@ -9,7 +9,6 @@ import math
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -43,6 +42,8 @@ REVIEWED = {
         "only the log file start() created (owns_log)",
     ("study/tuner.py", "ray_session", "shutil.rmtree"): "the private Ray temp dir mkdtemp made in the same call",
     ("study/tuner.py", "_write_json", "os.replace"): "its temporary file over the study's own JSON file",
+    ("study/tuner.py", "_set_aside", "run_dir.rename"):
+        "a baseline attempt killed before its first checkpoint kept as <dir>.attempt-N (nothing deleted)",
     ("trainables/checkpoint.py", "atomic_save", "os.replace"): "its temporary file over the checkpoint",
     ("trainables/checkpoint.py", "atomic_save", "Path(tmp_name).unlink"): "its temporary file, after a failure",
     ("trainables/engine.py", "run_training", "run_dir.rmdir"):
@@ -134,28 +135,81 @@ def test_ray_token_authentication_is_only_disabled_by_tests(monkeypatch):
     assert "RAY_AUTH_MODE" not in os.environ
 
 
-def test_servers_bind_to_localhost_by_default(monkeypatch):
-    import ray
+def _listening(process) -> set[tuple[str, int]]:
+    """(address, port) of every listening TCP socket of ``process`` and its descendants, read from the OS."""
+    import psutil
 
+    found = set()
+    for proc in [process, *process.children(recursive=True)]:
+        try:
+            found |= {(c.laddr.ip, c.laddr.port) for c in proc.net_connections(kind="inet")
+                      if c.status == psutil.CONN_LISTEN}
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+LOOPBACK = {"127.0.0.1", "::1"}
+
+
+def test_server_defaults_are_localhost():
     from study import tensorboard
     from study.cli import get_parser
-    from study.tuner import ray_session
 
     args = get_parser().parse_args(["study", "tensorboard", "somewhere"])
     assert args.host == "127.0.0.1"
     for function in (tensorboard.start, tensorboard.serve):
         assert inspect.signature(function).parameters["host"].default == "127.0.0.1"
-    calls = []
-    monkeypatch.setattr(ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
-    monkeypatch.setattr(ray, "shutdown", lambda: None)
-    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+
+
+@pytest.mark.slow
+def test_tensorboard_listens_on_localhost_only(tmp_path):
+    """The sockets the started TensorBoard really opened (it was checked through its arguments before)."""
+    import psutil
+    from torch.utils.tensorboard import SummaryWriter
+
+    from study.tensorboard import start
+
+    with SummaryWriter(str(tmp_path / "trial_0" / "run" / "tb")) as writer:
+        writer.add_scalar("val/mIoU16", 0.5, 1)
+    port = _free_port()
+    board = start(tmp_path, port=port)
+    try:
+        sockets = _listening(psutil.Process(board.process.pid))
+        assert (("127.0.0.1", port) in sockets), sockets
+        assert {ip for ip, _ in sockets} <= LOOPBACK, f"TensorBoard listens beyond localhost: {sockets}"
+    finally:
+        board.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="Ray 2.60's core (GCS, raylet, workers, agents) binds its gRPC servers to "
+                   "all interfaces even with _node_ip_address=127.0.0.1; no public option limits it. Kept strict so "
+                   "that an upgrade that binds to localhost turns this into a failure to act on "
+                   "(docs/reliability.md, 'What listens on the network').")
+def test_local_ray_listens_on_localhost_only(monkeypatch):
+    import psutil
+    import ray
+
+    from study.tuner import ray_session
+    from study_helpers import TEST_RAY_ENV
+
+    for key, value in TEST_RAY_ENV.items():
+        monkeypatch.setenv(key, value)
     with ray_session(num_cpus=1):
-        pass
-    (kwargs,) = calls
-    # no dashboard; Ray's minimal one (and its agents) keep Ray's default dashboard_host 127.0.0.1
-    assert kwargs["include_dashboard"] is False and kwargs.get("dashboard_host", "127.0.0.1") == "127.0.0.1"
-    assert "RAY_AUTH_MODE" not in os.environ and "RAY_AUTH_MODE" not in str(kwargs)
+        assert ray.get(ray.remote(lambda: 1).remote()) == 1  # a worker is up too
+        sockets = _listening(psutil.Process())
+        assert sockets, "no listening socket found: the check itself is broken"
+        open_beyond = {(ip, port) for ip, port in sockets if ip not in LOOPBACK}
+        assert not open_beyond, f"the local Ray listens beyond localhost: {sorted(open_beyond)}"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def test_study_resume_help_warns_about_pickled_state(capsys):
@@ -207,14 +261,34 @@ def test_faults_fire_once_across_processes_and_only_for_their_seed(tmp_path, mon
     assert out.stdout.strip() == "went on", out.stderr
 
 
-def test_fault_hook_costs_nothing_when_unset(monkeypatch):
+@pytest.mark.parametrize("unset", ["absent", "empty"])
+def test_fault_hook_costs_nothing_when_unset(monkeypatch, unset):
+    """Unset, the hook does one environment lookup and returns: it parses nothing, claims nothing, touches no file
+    and leaves the losses it is given alone (so it may sit in the training loop)."""
+    from types import SimpleNamespace
+
     from trainables import faults
 
-    monkeypatch.delenv("DASTUDY_FAULT", raising=False)
-    start = time.perf_counter()
-    for iteration in range(100_000):
-        faults.inject("step", iteration, seed=1)
-    assert time.perf_counter() - start < 1.0  # ~0.05 s: one environment lookup per call
+    lookups = []
+
+    class Environ(dict):
+        def get(self, key, default=None):
+            lookups.append(key)
+            return super().get(key, default)
+
+    environ = Environ({} if unset == "absent" else {faults.FAULT_ENV: ""})
+    monkeypatch.setattr(faults, "os", SimpleNamespace(environ=environ))
+
+    def never(*args, **kwargs):
+        raise AssertionError("the unset fault hook did more than one lookup")
+
+    monkeypatch.setattr(faults, "parse_faults", never)
+    monkeypatch.setattr(faults, "_claim", never)
+    monkeypatch.setattr(faults, "_fire", never)
+    losses = {"loss_seg": 1.5}
+    for iteration in range(1000):
+        assert faults.inject("step", iteration, seed=1, values=losses) is None
+    assert lookups == [faults.FAULT_ENV] * 1000 and losses == {"loss_seg": 1.5}
 
 
 # ---------------------------------------------------------------------------------------------------------

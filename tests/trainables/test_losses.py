@@ -104,9 +104,28 @@ def test_iw_maxsquare_batch_is_mean_of_single_images():
 
 
 def test_iw_weights_are_detached_but_probabilities_are_not():
-    logits = torch.randn(2, 3, 4, 4, requires_grad=True)
-    iw_maxsquare_loss(logits).backward()
-    assert logits.grad is not None and logits.grad.abs().sum() > 0
+    """The gradient is that of −Σ w·p² / (B·C) with the weights w as constants (computed here independently, per
+    image, from the argmax counts) and the probabilities p differentiated."""
+    ratio = 0.2
+    logits = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    loss = iw_maxsquare_loss(logits, ratio=ratio)
+    loss.backward()
+
+    reference_logits = logits.detach().clone().requires_grad_(True)
+    prob = torch.softmax(reference_logits, dim=1)
+    batch, classes, height, width = prob.shape
+    weights = torch.empty(batch, height, width)
+    for b in range(batch):  # constants: plain numbers from the argmax of each image
+        argmax = prob[b].argmax(0).tolist()
+        flat = [c for row in argmax for c in row]
+        per_class = [1.0 / max(flat.count(c) ** ratio * (height * width) ** (1 - ratio), 1.0) for c in range(classes)]
+        weights[b] = torch.tensor([[per_class[c] for c in row] for row in argmax])
+    assert not weights.requires_grad
+    reference = -(weights[:, None] * prob ** 2).sum() / (batch * classes)
+    reference.backward()
+    torch.testing.assert_close(loss.detach(), reference.detach())
+    assert logits.grad is not None and logits.grad.abs().sum() > 0  # the probabilities carry the gradient
+    torch.testing.assert_close(logits.grad, reference_logits.grad)
 
 
 def test_target_loss_dispatch_and_unknown_name():

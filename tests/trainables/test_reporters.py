@@ -15,13 +15,23 @@ def _trainer(iteration=0):
                            describe=lambda: "adversarial | tiny")
 
 
-def test_base_reporter_hooks_are_no_ops():
+def test_base_reporter_hooks_are_no_ops(tmp_path):
+    """Every hook returns None, keeps no state, and leaves what it is given (scalars, metrics, result, trainer,
+    checkpoint file) exactly as it was."""
+    import copy
+
     reporter = Reporter()
-    reporter.on_start(_trainer())
-    reporter.on_log(1, {"train/loss_seg": 1.0})
-    reporter.on_evaluate(1, {}, _trainer())
-    reporter.on_checkpoint(1, None)
-    reporter.on_end({})
+    trainer = _trainer(iteration=3)
+    scalars, metrics, result = {"train/loss_seg": 1.0}, {"val/mIoU16": 0.5}, {"status": "completed"}
+    checkpoint = tmp_path / "last.pt"
+    checkpoint.write_bytes(b"weights")
+    before = copy.deepcopy((scalars, metrics, result, {k: v for k, v in vars(trainer).items() if k != "describe"}))
+    calls = [reporter.on_start(trainer), reporter.on_log(1, scalars), reporter.on_evaluate(1, metrics, trainer),
+             reporter.on_checkpoint(1, checkpoint), reporter.on_end(result)]
+    assert calls == [None] * 5
+    assert vars(reporter) == {}
+    assert (scalars, metrics, result, {k: v for k, v in vars(trainer).items() if k != "describe"}) == before
+    assert checkpoint.read_bytes() == b"weights" and sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
 
 
 def test_jsonl_writes_one_object_per_event_and_nan_as_null(tmp_path):
