@@ -71,7 +71,9 @@ def test_tiny_study_end_to_end(local_ray, tiny_benchmark, tmp_path, capsys):
         events = list((run / "tb").glob("events.out.tfevents.*"))
         assert events, f"{trial_dir.name}: no TensorBoard events"
         assert not list(trial_dir.glob("events.out.tfevents.*"))  # Ray's TBX logger (ray/tune/ tags) is off
-        assert list(trial_dir.glob("checkpoint_*/state.pt"))
+        # A PRUNED trial's checkpoints are removed when it ends (keep_pruned_checkpoints = false, the default).
+        assert bool(list(trial_dir.glob("checkpoint_*/state.pt"))) == bool(rows[-1].get("finished")), trial_dir.name
+        assert json.loads((run / "last_eval.json").read_text())["iteration"] == rows[-1]["iteration"]
         assert [r["training_iteration"] for r in rows] == list(range(1, len(rows) + 1))  # one report per eval
         assert [r["iteration"] for r in rows] == [2 * k for k in range(1, len(rows) + 1)]
         ot = by_dir[trial_dir.name]
