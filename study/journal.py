@@ -14,17 +14,23 @@ reader, and changes only how records are written:
   a later record is removed (the record after it is kept).
 
 A record therefore is in the journal whole, or it was never acknowledged (Optuna raised to the caller).
+
+The writers' lock is an ``flock`` on ``<journal>.flock`` (:class:`FlockJournalLock`) instead of Optuna's default
+symlink lock: a driver killed while holding that one left ``optuna.journal.lock``, a symlink to the journal's
+absolute path, and once the study had been moved the stale link could not be stat'ed, so Optuna's grace-period
+clean-up never fired and the resumed driver waited for ever. The kernel releases an ``flock`` with its holder.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from pathlib import Path
 from typing import Any
 
-from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
+from optuna.storages.journal import JournalFileBackend
 
-__all__ = ["RepairingJournalBackend", "repair_journal"]
+__all__ = ["RepairingJournalBackend", "FlockJournalLock", "repair_journal"]
 
 _RECORD_START = b'{"op_code":'  # every Optuna journal record starts with its op code (optuna/storages/journal)
 
@@ -80,12 +86,39 @@ def repair_journal(path: str | os.PathLike) -> int:
     return removed
 
 
+class FlockJournalLock:
+    """Optuna's journal-lock interface (``acquire``/``release``) on an exclusive ``flock``: released by the kernel
+    when its holder dies, and independent of where the study directory is (see the module docstring)."""
+
+    def __init__(self, journal_path: str | os.PathLike):
+        self._path = f"{journal_path}.flock"
+        self._fd: int | None = None
+
+    def __getstate__(self) -> dict:
+        return {"_path": self._path, "_fd": None}
+
+    def acquire(self) -> bool:
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # releases the flock
+
+
 class RepairingJournalBackend(JournalFileBackend):
     """``JournalFileBackend`` whose appends are whole or absent (see the module docstring)."""
 
     def __init__(self, file_path: str | os.PathLike):
-        lock = JournalFileSymlinkLock(str(file_path))
-        super().__init__(str(file_path), lock_obj=lock)
+        lock = FlockJournalLock(file_path)
+        super().__init__(str(file_path), lock_obj=lock)  # type: ignore[arg-type]  # Optuna's lock interface
         self._write_lock = lock  # Optuna's lock object, kept under a name of our own
         if os.path.getsize(self._file_path) > 0:
             lock.acquire()

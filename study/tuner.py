@@ -218,7 +218,7 @@ def build_tuner(study: StudyConfig, *, location: StudyLocation, init_checkpoint:
     define = make_define_by_run(get_space(study.search.space), study.space_params,
                                 grid=study.search.sampler == "grid", base=study.train)
     searcher = StudySearch(define, metric=metric, mode=mode, max_t=study.max_t,
-                           study_dir=location.home if location.shared_fs else "",
+                           study_dir=location.home if location.shared_fs else location.experiment_path,
                            sampler=make_sampler(study), study_name=study.name,
                            storage=optuna_storage(study, location.home))
     for key, value in (("num_samples", study.num_samples), ("metric", metric), ("mode", mode),
@@ -329,14 +329,15 @@ def prepare_baseline(study: StudyConfig, *, storage_root: Path,
     cfg = baseline_train_config(study)
     run_dir = baseline_dir(study, storage_root)
     best = run_dir / "checkpoints" / "best.pt"
-    result_file = run_dir / "result.json"
-    if result_file.is_file() and best.is_file():
-        result = json.loads(result_file.read_text())
-        if result.get("status") == "completed":
-            log(f"baseline: reusing {run_dir} ({result.get('best_metric')} = {_pct(result.get('best_value'))})")
-            return run_dir, str(best)
+    state, result = baseline_state(run_dir, cfg.optim.iterations)
+    if state == "completed":
+        log(f"baseline: reusing {run_dir} ({result.get('best_metric')} = {_pct(result.get('best_value'))})")
+        return run_dir, str(best)
     check_datasets(cfg, what="baseline")
-    resume = (run_dir / "checkpoints" / "last.pt").is_file()
+    if state == "partial":  # killed before its first checkpoint: nothing to resume, and its files block a start
+        kept = _set_aside(run_dir)
+        log(f"baseline: an interrupted attempt without a checkpoint was kept as {kept}; training again")
+    resume = state == "resumable"
     nodes = cluster_nodes()
     biggest = max(nodes, key=lambda n: (n.gpu, n.cpu))
     num_gpus = 1 if study.resources.gpu > 0 and biggest.gpu >= 1 else 0
@@ -357,11 +358,42 @@ def prepare_baseline(study: StudyConfig, *, storage_root: Path,
             log(f"baseline: {line}")
             last_line = line
     result = ray.get(ref)
-    if result.get("status") != "completed" or not best.is_file():
-        raise RuntimeError(f"baseline run {run_dir} ended {result.get('status')}: {result.get('message')}")
+    if baseline_state(run_dir, cfg.optim.iterations)[0] != "completed":
+        raise RuntimeError(f"baseline run {run_dir} ended {result.get('status')} at iteration "
+                           f"{result.get('iterations')} of {cfg.optim.iterations}: {result.get('message')}; "
+                           "rerunning the study resumes it")
     log(f"baseline: done in {result.get('wall_s', 0):.0f}s, {result.get('best_metric')} = "
         f"{_pct(result.get('best_value'))} at iteration {result.get('best_iteration')}")
     return run_dir, str(best)
+
+
+def baseline_state(run_dir: Path, iterations: int) -> tuple[str, dict[str, Any]]:
+    """``completed`` only if its result says so *and* it trained all ``iterations`` with a best checkpoint (a
+    Ctrl-C during an older baseline recorded 149 of 400 iterations as completed, and every later study reused it);
+    else ``resumable`` (``checkpoints/last.pt`` exists), ``partial`` (files but no checkpoint: killed early) or
+    ``absent``. Returns the state and the result record (``{}`` if none)."""
+    try:
+        result = json.loads((run_dir / "result.json").read_text())
+    except (OSError, ValueError):
+        result = {}
+    if (result.get("status") == "completed" and int(result.get("iterations") or 0) >= iterations
+            and (run_dir / "checkpoints" / "best.pt").is_file()):
+        return "completed", result
+    if (run_dir / "checkpoints" / "last.pt").is_file():
+        return "resumable", result
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        return "partial", result
+    return "absent", result
+
+
+def _set_aside(run_dir: Path) -> Path:
+    """Rename an unusable attempt to ``<name>.attempt-N`` (nothing is deleted)."""
+    n = 1
+    while run_dir.with_name(f"{run_dir.name}.attempt-{n}").exists():
+        n += 1
+    kept = run_dir.with_name(f"{run_dir.name}.attempt-{n}")
+    run_dir.rename(kept)
+    return kept
 
 
 def _pct(value: Any) -> str:
@@ -581,7 +613,7 @@ def resume_study(home: Path, *, address: str | None = None, num_cpus: int | None
                                    resume_errored=True, storage_filesystem=ray_filesystem(location))
         searcher, scheduler = _restored_parts(tuner)
         storage = optuna_storage(study, home)
-        searcher.bind(study_dir=home if location.shared_fs else "", storage=storage,
+        searcher.bind(study_dir=home if location.shared_fs else location.experiment_path, storage=storage,
                       sampler=resume_sampler(study, storage))
         if changes:
             searcher.bind_space(make_define_by_run(get_space(study.search.space), study.space_params,

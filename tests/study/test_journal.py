@@ -94,3 +94,19 @@ def test_a_torn_last_line_is_cut_before_the_next_append(tmp_path):
     _fill(study, 1)  # the same open storage appends: the torn tail goes first
     assert _whole(path)
     assert [t.state.name for t in _study(path).trials] == ["COMPLETE", "COMPLETE"]
+
+
+@pytest.mark.timeout(60)
+def test_a_moved_study_is_not_blocked_by_a_killed_writers_lock(tmp_path):
+    """A driver killed inside Optuna's default symlink lock left optuna.journal.lock -> <old path>/optuna.journal;
+    after a move that link cannot be stat'ed, Optuna's stale-lock clean-up never fires and the resumed driver
+    waited for ever. The journal's lock is an flock now, gone with its holder."""
+    old = tmp_path / "old"
+    old.mkdir()
+    _fill(_study(old / "optuna.journal"), 1)
+    os.symlink(old / "optuna.journal", old / "optuna.journal.lock")  # the killed writer's lock
+    new = tmp_path / "new"
+    old.rename(new)
+    study = _study(new / "optuna.journal")  # Optuna's symlink lock would spin here
+    _fill(study, 1)
+    assert [t.state.name for t in _study(new / "optuna.journal").trials] == ["COMPLETE", "COMPLETE"]

@@ -295,3 +295,17 @@ def test_resuming_does_not_draw_an_adopted_trials_parameters_again(tmp_path):
     assert resume(replayed, tmp_path / "j.journal") == lost  # the defect: drawn again, identically
     journal = tmp_path / "k.journal"
     assert resume(resume_sampler(cfg, _storage(journal)), journal) != lost
+
+
+def test_a_failed_trial_points_into_the_study_directory_not_rays_temp_dir(tmp_path, capsys):
+    """The FAILED line named Ray's driver_artifacts copy of error.txt, deleted with Ray's temp dir (issue 11)."""
+    import shlex
+
+    from study.search import StudyProgress
+
+    trial_dir = tmp_path / "my studies" / "s" / "trial_x"
+    trial = SimpleNamespace(trial_id="x", storage=SimpleNamespace(trial_fs_path=str(trial_dir)),
+                            error_file="/tmp/dastudy-0/r1/session/artifacts/driver_artifacts/trial_x/error.txt")
+    StudyProgress(metric=METRIC, mode="max", max_t=4, num_samples=1).on_trial_error(0, [], trial)
+    line = capsys.readouterr().out
+    assert "trial_x FAILED  see " + shlex.quote(str(trial_dir / "error.txt")) in line and "/tmp/dastudy" not in line

@@ -175,3 +175,61 @@ def test_four_quarter_gpu_trials_run_at_once_on_one_gpu(local_ray, tiny_benchmar
     assert len({p["pid"] for p in probes}) == 4
     # All four intervals overlap: the last one to start began before the first one ended.
     assert max(p["start"] for p in probes) < min(p["end"] for p in probes)
+
+
+# --- the study's baseline: reused only when it really finished; an interrupted one never blocks the study ------
+
+
+def _baseline_study(tiny_benchmark):
+    table = study_table(tiny_benchmark, name="with_baseline")
+    table["baseline"] = {"overrides": {"optim": {"iter_max": 8, "iter_stop": 8}}}
+    return study_from_dict(table, source="test")
+
+
+def _fake_run(run_dir: Path, *, status: str | None, iterations: int, checkpoints=("last.pt", "best.pt")) -> None:
+    (run_dir / "checkpoints").mkdir(parents=True)
+    for name in checkpoints:
+        (run_dir / "checkpoints" / name).write_bytes(b"weights")
+    (run_dir / "config.toml").write_text("name = 'source_only'\n")
+    if status is not None:
+        (run_dir / "result.json").write_text(json.dumps({"status": status, "iterations": iterations,
+                                                         "best_metric": "val/mIoU16", "best_value": 0.1}))
+
+
+def test_a_baseline_stopped_early_is_not_reused_as_completed(tiny_benchmark, tmp_path, monkeypatch):
+    """Ctrl-C during the baseline wrote result.json `completed` at iteration 149 of 400 and every later study
+    reused it (issue 11). Reused: only a run that trained all its iterations; else it is resumed."""
+    import study.tuner as tuner
+
+    study = _baseline_study(tiny_benchmark)
+    run_dir = tuner.baseline_dir(study, tmp_path)
+    _fake_run(run_dir, status="completed", iterations=3)
+    assert tuner.baseline_state(run_dir, 8)[0] == "resumable"
+
+    started = []
+    monkeypatch.setattr(tuner, "cluster_nodes", lambda: started.append("trains") or (_ for _ in ()).throw(
+        RuntimeError("stop here: the baseline would be trained")))
+    with pytest.raises(RuntimeError, match="would be trained"):
+        tuner.prepare_baseline(study, storage_root=tmp_path, log=lambda _: None)
+    assert started == ["trains"]
+
+    (run_dir / "result.json").write_text(json.dumps({"status": "completed", "iterations": 8, "best_value": 0.2}))
+    assert tuner.prepare_baseline(study, storage_root=tmp_path, log=lambda _: None) == (
+        run_dir, str(run_dir / "checkpoints" / "best.pt"))  # all 8 iterations: reused, nothing trained
+
+
+def test_a_baseline_killed_before_its_first_checkpoint_is_kept_aside_and_trained_again(
+        tiny_benchmark, tmp_path, monkeypatch):
+    """It blocked the study name for good: `FileExistsError ... pass --overwrite` (an option `study run` lacks)."""
+    import study.tuner as tuner
+
+    study = _baseline_study(tiny_benchmark)
+    run_dir = tuner.baseline_dir(study, tmp_path)
+    _fake_run(run_dir, status=None, iterations=0, checkpoints=())
+    (run_dir / "metrics.jsonl").write_text('{"iteration": 1}\n')
+    assert tuner.baseline_state(run_dir, 8)[0] == "partial"
+    monkeypatch.setattr(tuner, "cluster_nodes", lambda: (_ for _ in ()).throw(RuntimeError("stop: trains")))
+    with pytest.raises(RuntimeError, match="stop: trains"):
+        tuner.prepare_baseline(study, storage_root=tmp_path, log=lambda _: None)
+    kept = run_dir.with_name(run_dir.name + ".attempt-1")
+    assert not run_dir.exists() and (kept / "metrics.jsonl").read_text() == '{"iteration": 1}\n'  # kept, not deleted

@@ -197,3 +197,142 @@ def test_finish_message_quotes_paths_with_spaces(tmp_path):
             args = shlex.split(command)
             assert args[3] == "s 1" and args[-1] == str(tmp_path / "my studies"), args
     assert shlex.quote(str(home)) in text
+
+
+def test_restored_tuner_parts_are_reachable(tmp_path):
+    """study.tuner._restored_parts reads the searcher and scheduler from a restored Tuner through a private
+    attribute (Ray has no public accessor); this fails if a Ray upgrade moves it. They come back unbound."""
+    from ray import tune
+
+    from study.search import PersistentASHA, StudySearch, Unbound
+    from study.spaces import get_space, make_define_by_run, resolve_params
+    from study.tuner import _restored_parts
+
+    space = get_space("lambda_adv")
+    home = tmp_path / "x"
+    home.mkdir()
+    searcher = StudySearch(make_define_by_run(space, resolve_params(space, {})), metric="m", mode="max", max_t=2,
+                           study_dir=home, study_name="x",
+                           storage=optuna.storages.JournalStorage(
+                               optuna.storages.journal.JournalFileBackend(str(home / "optuna.journal"))))
+    asha = PersistentASHA(study_dir=home, time_attr="training_iteration", max_t=2)
+
+    def probe(config):
+        tune.report({"m": 1.0})
+
+    tune.Tuner(probe, tune_config=tune.TuneConfig(metric="m", mode="max", search_alg=searcher, scheduler=asha),
+               run_config=tune.RunConfig(name="x", storage_path=str(tmp_path)))
+    restored_searcher, restored_asha = _restored_parts(tune.Tuner.restore(str(home), trainable=probe))
+    assert isinstance(restored_searcher, StudySearch) and isinstance(restored_asha, PersistentASHA)
+    with pytest.raises(Unbound):
+        restored_asha.state_path
+    restored_asha.bind(study_dir=tmp_path / "moved")
+    assert restored_asha.state_path == tmp_path / "moved" / "asha_rungs.json"
+
+
+RELOCATION_DRIVER = """\
+import json, sys
+from pathlib import Path
+
+from study.study_config import study_from_dict
+from study.tuner import resume_study, run_study
+from trainables.tune import probe_trial
+
+
+def slow_probe(config, *, context):  # no torch: three reports a second apart
+    probe_trial({**config, "steps": 3, "sleep_s": 1.0}, context=context)
+
+
+if sys.argv[1] == "run":
+    study = study_from_dict(json.loads(Path(sys.argv[2]).read_text()), source=sys.argv[2])
+    run_study(study, storage=sys.argv[3], num_cpus=2, trainable=slow_probe)
+else:
+    resume_study(Path(sys.argv[2]), num_cpus=2, trainable=slow_probe)
+"""
+
+
+def _tree(root: Path) -> dict[str, str]:
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink()}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_copied_or_moved_study_resumes_where_it_is_and_writes_only_there(tiny_benchmark, tmp_path):
+    """Issue 12: a copy resumed wrote its tells into the original's journal and rewrote its asha_rungs.json
+    (the copy kept trials RUNNING for ever); a moved study crashed on the vanished asha_rungs.json. Here an
+    interrupted study of probes (no torch) is copied and the copy resumed: the original stays byte-identical;
+    then the original is moved and resumed: it finishes in its new place, and nothing appears at the old one."""
+    import shutil
+
+    table = study_table(tiny_benchmark, name="reloc", num_samples=4, max_concurrent_trials=2)
+    (tmp_path / "reloc.json").write_text(json.dumps(table))
+    (tmp_path / "driver.py").write_text(RELOCATION_DRIVER)
+    env = _env(tmp_path)
+    first = tmp_path / "first" / "studies"
+    driver = subprocess.Popen([sys.executable, str(tmp_path / "driver.py"), "run", str(tmp_path / "reloc.json"),
+                               str(first)], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+    output: list[str] = []
+    deadline = time.time() + 240
+    for line in driver.stdout:  # interrupt when the first trial completed: two of four trials left
+        output.append(line)
+        if " COMPLETE " in line or time.time() > deadline:
+            break
+    assert any(" COMPLETE " in line for line in output), "".join(output)
+    _kill_tree(driver)
+    home = first / "reloc"
+
+    def resume(where: Path) -> None:
+        done = subprocess.run([sys.executable, str(tmp_path / "driver.py"), "resume", str(where)], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=400)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        trials = optuna.load_study(study_name="reloc", storage=optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(where / "optuna.journal")))).trials
+        assert [t.state.name for t in trials] == ["COMPLETE"] * 4, [t.state.name for t in trials]
+        finished = sorted(p.parent.name for p in where.glob("trial_*/result.json")
+                          if json.loads(p.read_text().splitlines()[-1]).get("finished") == 1.0)
+        assert finished == sorted(t.user_attrs["trial_dir"] for t in trials)
+        assert json.loads((where / "provenance.json").read_text())["resumes"][-1]["home"] == str(where)
+
+    unfinished = _tree(home)
+    copy = tmp_path / "copy" / "studies" / "reloc"
+    shutil.copytree(home, copy, symlinks=True)
+    resume(copy)
+    assert _tree(home) == unfinished  # the original is byte-identical, nothing added or removed
+
+    moved = tmp_path / "moved" / "studies" / "reloc"
+    moved.parent.mkdir(parents=True)
+    home.rename(moved)
+    resume(moved)
+    assert not home.exists() and not any(first.iterdir())  # nothing recreated where the study used to be
+
+
+def test_status_reads_a_journal_torn_by_a_full_disk(tiny_benchmark, tmp_path, capsys):
+    """After ENOSPC tore the journal and a later append was glued to the tear, `study status` crashed with
+    JSONDecodeError from then on (issue 11); it repairs the journal and shows every recorded trial."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from study.cli import main
+
+    home = _study_dir(tiny_benchmark, tmp_path)
+    plain = JournalFileBackend(str(home / "optuna.journal"))
+    study = optuna.create_study(study_name="s", storage=JournalStorage(plain), direction="maximize")
+    for value in (0.1, 0.2):
+        trial = study.ask()
+        trial.suggest_float("adapt.lambda_adv_main", 1e-4, 1e-2, log=True)
+        study.tell(trial, value)
+    study.set_user_attr("k", 1)
+    record = json.loads((home / "optuna.journal").read_bytes().splitlines()[-1])
+    with open(home / "optuna.journal", "ab") as fh:
+        fh.write(b'{"op_code":6,"worker_id":"torn')  # cut by a full disk
+    plain.append_logs([record, record])  # the next driver's appends, the first glued to the tear
+    with pytest.raises(ValueError):
+        optuna.load_study(study_name="s", storage=JournalStorage(JournalFileBackend(str(home / "optuna.journal"))))
+
+    assert main(["study", "status", str(home)]) == 0
+    out = capsys.readouterr().out
+    assert "2 COMPLETE" in out and "best" in out, out
