@@ -221,13 +221,16 @@ def agreement_figure(curves: list[TrialCurve], validators: list[str], target: st
     return path
 
 
-def agreement_section(study_dir: str | Path, figures_dir: str | Path, *, target: str = DEFAULT_TARGET) -> str:
+def agreement_section(study_dir: str | Path, figures_dir: str | Path, *, target: str = DEFAULT_TARGET,
+                      relative_to: str | Path | None = None) -> str:
     """The report's markdown section on label-free validators ("" when no trial reported any ``uda/…`` score).
 
-    With target labels (``target`` reported): the agreement table and ``figures_dir/validator_agreement.png``;
-    without: which trial and checkpoint each validator would choose.
+    With target labels (``target`` reported): the agreement table and ``figures_dir/validator_agreement.png``
+    (linked relative to ``relative_to``, the folder of the markdown file; default ``study_dir``); without: which
+    trial and checkpoint each validator would choose.
     """
     study_dir, figures_dir = Path(study_dir), Path(figures_dir)
+    relative_to = Path(relative_to) if relative_to is not None else study_dir
     curves = load_curves(study_dir)
     validators = validators_in(curves)
     if not validators:
@@ -266,7 +269,7 @@ def agreement_section(study_dir: str | Path, figures_dir: str | Path, *, target:
     lines += ["", f"References: a trial picked at random has an expected regret of {_fmt(random_regret, 100)}; "
               f"always keeping the last checkpoint, {_fmt(last_regret, 100)} (ckpt)."]
     figure = agreement_figure(curves, validators, target, figures_dir / "validator_agreement.png")
-    lines += ["", f"![validators vs {target}]({os.path.relpath(figure, study_dir)})"]
+    lines += ["", f"![validators vs {target}]({os.path.relpath(figure, relative_to)})"]
     return "\n".join(lines) + "\n"
 
 

@@ -102,6 +102,11 @@ def write_report(study_dir: str | Path, *, out_dir: str | Path | None = None) ->
                      figures=figures, importance=importance, best_config=best_config, notes=tuple(notes),
                      counts=counts, optuna_states=data.optuna.states, completed=completed, stopped=stopped,
                      budget=budget, at_budget=at_budget, rows_paper=rows_paper, tables=tables)
+    from study.agreement import agreement_section
+
+    validators = agreement_section(study_dir, figure_dir, relative_to=out)  # uda/… validators (issue 14), or ""
+    if validators:
+        text = text.rstrip("\n") + "\n\n" + validators
     report = out / "report.md"
     report.write_text(text)
     return ReportSummary(

@@ -158,3 +158,8 @@ def test_ray_study_optimises_a_validator_and_reports_agreement(tiny_benchmark, t
     for name in ("snd", "entropy", "source_val", "d_confusion"):
         assert f"| `uda/{name}` |" in text
     assert (home / "figures" / "validator_agreement.png").is_file()
+    from study.report import write_report
+
+    write_report(home)  # `dastudy study report` appends the section
+    assert "## Label-free validators" in (home / "report.md").read_text()
+    assert "](figures/validator_agreement.png)" in (home / "report.md").read_text()
