@@ -57,10 +57,15 @@ def short_param(name: str) -> str:
     return param_label(name)
 
 
-def read_failure(trial_dir: Path) -> str | None:
-    path = Path(trial_dir) / FAILURE_FILE
+def read_failure(trial_dir: Path | str) -> str | None:
+    """The reason in a trial's ``failure.json``: a local directory, or one in an object store (``s3://...``,
+    where the trial writes it so that a retry on another node sees it)."""
     try:
-        return json.loads(path.read_text())["reason"]
+        if "://" in str(trial_dir):
+            from trainables.objectstore import read_bytes
+
+            return json.loads(read_bytes(f"{str(trial_dir).rstrip('/')}/{FAILURE_FILE}"))["reason"]
+        return json.loads((Path(trial_dir) / FAILURE_FILE).read_text())["reason"]
     except (OSError, ValueError, KeyError):
         return None
 
@@ -244,7 +249,7 @@ class StudySearch(OptunaSearch):
 
     def _tell_state(self, ot_trial, value, *, error: bool, iteration: int, finished: bool, trial_id: str) -> None:
         if error or not isinstance(value, (int, float)) or not math.isfinite(value):
-            reason = read_failure(Path(self._study_dir) / f"trial_{trial_id}") if self._study_dir else None
+            reason = read_failure(f"{self._study_dir.rstrip('/')}/trial_{trial_id}") if self._study_dir else None
             if reason is None:
                 reason = (f"error (see the trial's error.txt in {self._study_dir or 'the study storage'})" if error
                           else f"no finite {self.metric} reported")

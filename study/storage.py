@@ -274,8 +274,13 @@ def preflight_study(study, location, nodes, log) -> int:
         bundle = request_from_autoscaler(cpu=res.cpu, gpu=res.gpu, trials=study.max_concurrent_trials)
         log(f"cluster: no alive node can host a trial ({bundle}); asked the autoscaler for "
             f"{study.max_concurrent_trials} of them, trials wait up to {res.pending_timeout:g} s")
+    try:
+        state_bytes = checkpoint_state_bytes(study.train)
+    except Exception as err:  # a network the meta device cannot build: no estimate, no refusal
+        log(f"checkpoints: no size estimate ({type(err).__name__}: {err})")
+        return slots
     estimate = estimate_checkpoint_bytes(
-        state_bytes=checkpoint_state_bytes(study.train), kept=study.checkpoints_to_keep + 1,
+        state_bytes=state_bytes, kept=study.checkpoints_to_keep + 1,
         num_samples=study.num_samples, keep_pruned=study.keep_pruned_checkpoints, max_t=study.max_t,
         grace_period=study.scheduler.grace_period, reduction_factor=study.scheduler.reduction_factor,
         asha=study.scheduler.kind == "asha")

@@ -187,6 +187,7 @@ def test_study_in_the_bucket_resumes_on_a_new_head(s3_server, tiny_benchmark, tm
             record = json.loads(client.get_object(Bucket=BUCKET, Key=f"{prefix}{trial_dir}/failure.json")["Body"]
                                 .read())
             assert record["kind"] == "diverged"
+            assert "diverged at evaluation 2" in trial.user_attrs["fail_reason"]  # read from the bucket
     # Nothing was written into the first head's folder after the kill.
     assert {p: p.read_bytes() for p in (tmp_path / "head1" / name).rglob("*") if p.is_file()} == head1
 
