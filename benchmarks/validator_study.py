@@ -80,9 +80,13 @@ def main(argv=None) -> int:
                         help="benchmark the source-only baseline is trained on (default: --data)")
     parser.add_argument("--part", default="0/1", help="I/N: run only the grid points k with k %% N == I (parallel "
                         "processes share one study)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="only (re)write OUT/<shift>/agreement.md from the runs there")
     args = parser.parse_args(argv)
-    init = baseline(args.out, args.baseline_data or args.data)
     home = args.out / args.shift
+    if args.report_only:
+        return write_agreement(home)
+    init = baseline(args.out, args.baseline_data or args.data)
     home.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     part, parts = (int(v) for v in args.part.split("/"))
@@ -104,6 +108,15 @@ def main(argv=None) -> int:
         print(f"[{args.shift} {k + 1}/{len(grid())}] λ={lam} lr={lr} seed={seed}: {result['status']} "
               f"val/mIoU16 {metrics.get('val/mIoU16', float('nan')):.4f} in {result['wall_s']:.0f} s "
               f"(total {time.perf_counter() - start:.0f} s)", flush=True)
+    return write_agreement(home)
+
+
+def write_agreement(home: Path) -> int:
+    from study.agreement import agreement_section
+
+    text = agreement_section(home, home / "figures")
+    (home / "agreement.md").write_text(text)
+    print(text)
     return 0
 
 
