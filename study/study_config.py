@@ -50,7 +50,7 @@ class SearchConfig:
     space: str = "lambda_adv"
     sampler: Literal["tpe", "random", "grid"] = "tpe"
     seed: int = 0
-    startup_trials: int = 4  # TPE's random start; keep >= max_concurrent_trials (ray#52535)
+    startup_trials: int = 4  # TPE's random start (parallel trials: constant liar, no concurrency cap; study/tuner.py)
     params: Any = field(default_factory=dict)
     # Optuna storage URL (sqlite:///..., postgresql://...); default: a journal file inside the study directory.
     storage: str | None = None
