@@ -28,7 +28,7 @@ from ray.tune import Callback
 from trainables.objectstore import filesystem
 
 __all__ = ["STATE_FILES", "StoreSync", "push_study", "pull_study", "study_uri", "CheckpointJanitor",
-           "bind_store"]
+           "bind_store", "publish_checkpoint", "restore_from_store"]
 
 # What defines a study besides Ray's own files, relative to its home (baseline/ is uploaded recursively).
 STATE_FILES = ("study.toml", "space.json", "provenance.json", "asha_rungs.json", "optuna.journal")
@@ -288,6 +288,17 @@ def preflight_study(study, location, nodes, log) -> int:
     if location.shared_fs:
         check_checkpoint_space(estimate, location.home)
     return slots
+
+
+def publish_checkpoint(path: str | Path, uri: str) -> str:
+    """Upload the baseline's checkpoint next to the study in the store (``<study>/baseline/init.pt``) and return
+    its URI: with object storage the driver's disk is not the trials' (trainables/objectstore.local_copy)."""
+    target = f"{uri.rstrip('/')}/baseline/init{Path(path).suffix or '.pt'}"
+    fs, key = filesystem(target)
+    with open(path, "rb") as src, fs.open_output_stream(key) as out:
+        while chunk := src.read(64 << 20):
+            out.write(chunk)
+    return target
 
 
 def restore_from_store(study: str, storage: str | None) -> Path | None:

@@ -465,6 +465,10 @@ def run_study(study: StudyConfig, *, storage: str | None = None, address: str | 
         init_checkpoint, extra, baseline_run = None, {}, None
         if study.baseline is not None:
             baseline_run, init_checkpoint = prepare_baseline(study, storage_root=location.home.parent, log=log)
+            if not location.shared_fs:  # trials on other nodes read it from the store, not the driver's disk
+                from study.storage import publish_checkpoint
+
+                init_checkpoint = publish_checkpoint(init_checkpoint, location.experiment_path)
             extra["baseline"] = {"config": study.baseline.config, "run_dir": str(baseline_run),
                                  "checkpoint": init_checkpoint}
         write_study_files(study, location, extra=extra)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import os
 
-__all__ = ["filesystem", "write_bytes", "read_bytes", "exists"]
+__all__ = ["filesystem", "write_bytes", "read_bytes", "exists", "local_copy"]
 
 
 @functools.lru_cache(maxsize=8)
@@ -50,3 +50,31 @@ def exists(uri: str) -> bool:
 
     fs, path = filesystem(uri)
     return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def local_copy(uri: str, *, cache_dir: str | None = None) -> str:
+    """A local file with the object's bytes (a checkpoint every trial of a node loads): downloaded once per node
+    into ``cache_dir`` (default: the temp dir) under a name derived from the URI, written whole (rename)."""
+    import hashlib
+    import tempfile
+
+    import pyarrow.fs as pafs
+
+    directory = cache_dir or os.path.join(tempfile.gettempdir(), f"dastudy-objects-{os.getuid()}")
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    fs, key = filesystem(uri)
+    info = fs.get_file_info(key)  # size and time in the name: a new object under the same URI is fetched again
+    if info.type != pafs.FileType.File:
+        raise FileNotFoundError(f"{uri}: no such object")
+    identity = f"{uri}|{info.size}|{info.mtime_ns}"
+    path = os.path.join(directory, hashlib.sha256(identity.encode()).hexdigest()[:20] + os.path.splitext(uri)[1])
+    if not os.path.isfile(path):
+        fd, tmp = tempfile.mkstemp(prefix=".part-", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(read_bytes(uri))
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return path

@@ -95,7 +95,12 @@ def trial_train_config(context: TrialContext, config: Mapping[str, Any], *, tria
     """The validated run config of one trial (the study's base + the sampled overrides + the baseline init)."""
     data = apply_overrides(context.train, config)
     if context.init_checkpoint:
-        data = replace_path(data, "model.init_checkpoint", context.init_checkpoint)
+        init = context.init_checkpoint
+        if "://" in init:  # the baseline's checkpoint in the study's object store: one download per node
+            from trainables.objectstore import local_copy
+
+            init = local_copy(init)
+        data = replace_path(data, "model.init_checkpoint", init)
     data = replace_path(data, "name", trial_name)
     data = replace_path(data, "runtime.progress", False)
     return from_dict(TrainConfig, data, source=f"trial {trial_name} (sampled {dict(config)})")

@@ -231,3 +231,34 @@ def test_pull_study_never_overwrites_a_local_folder(s3_server, tmp_path):
         pull_study(f"s3://{BUCKET}/studies/nothing", tmp_path / "new")
     home = pull_study(uri, tmp_path / "new")
     assert (home / "study.toml").read_text() == "name = 'x'\n" and (home / "optuna.journal").is_file()
+
+
+def test_baseline_checkpoint_reaches_trials_through_the_store(s3_server, tmp_path):
+    """With object storage the baseline's checkpoint (every trial's init) is uploaded next to the study and each
+    node downloads it once; the trial's config points at that local copy."""
+    from study.storage import publish_checkpoint
+    from trainables.tune import TrialContext, trial_train_config
+    from study_helpers import tiny_train_table
+
+    best = tmp_path / "best.pt"
+    best.write_bytes(b"weights" * 1000)
+    uri = publish_checkpoint(best, f"s3://{BUCKET}/studies/b")
+    assert uri == f"s3://{BUCKET}/studies/b/baseline/init.pt"
+    client, _ = s3_server
+    assert client.get_object(Bucket=BUCKET, Key="studies/b/baseline/init.pt")["Body"].read() == best.read_bytes()
+    train = tiny_train_table(tmp_path)
+    context = TrialContext(train=train, study_dir="", metric="val/mIoU16", init_checkpoint=uri)
+    cfg = trial_train_config(context, {}, trial_name="trial_x")
+    local = Path(cfg.model.init_checkpoint)
+    assert local.is_file() and local.read_bytes() == best.read_bytes() and local != best
+    try:
+        fetched = local.stat().st_mtime_ns
+        assert trial_train_config(context, {}, trial_name="trial_y").model.init_checkpoint == str(local)
+        assert local.stat().st_mtime_ns == fetched  # a second trial on this node: not downloaded again
+        best.write_bytes(b"other weights")
+        publish_checkpoint(best, f"s3://{BUCKET}/studies/b")  # a new object under the same URI is fetched anew
+        again = Path(trial_train_config(context, {}, trial_name="trial_z").model.init_checkpoint)
+        assert again != local and again.read_bytes() == b"other weights"
+    finally:
+        for path in {local, locals().get("again", local)}:
+            path.unlink(missing_ok=True)
