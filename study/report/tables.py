@@ -71,8 +71,8 @@ def _summary_rows(data: StudyData, searched: Sequence[str]) -> list[list[str]]:
     early ranked among themselves (s1, s2, ...: scored after fewer rounds); failed/diverged/running unranked."""
     scored = data.scored()
     completed = [t for t in scored if t.status == "completed"]
-    stopped = [t for t in scored if t.status != "completed"]
-    unranked = sorted((t for t in data.trials if t not in scored), key=lambda t: t.name)
+    stopped = [t for t in scored if t.status in ("pruned", "stopped")]
+    unranked = sorted((t for t in data.trials if t not in completed and t not in stopped), key=lambda t: t.name)
     ranked = ([(str(k), t) for k, t in enumerate(completed, start=1)]
               + [(f"s{k}", t) for k, t in enumerate(stopped, start=1)] + [("-", t) for t in unranked])
     rows = []

@@ -540,6 +540,15 @@ def test_stopped_trials_are_ranked_apart_and_at_equal_budget(tmp_path):
     text = (study_dir / "report.md").read_text()
     header, *rows = _table(text, "### Stopped early by the scheduler")
     assert [r[0] for r in rows] == ["s1"] and rows[0][header.index(LAMBDA)] == "0.004"
+    # a trial still running is not ranked (its score is from an unfinished run)
+    state = study_dir / "experiment_state-2026-01-01_00-00-00.json"
+    states = json.loads(state.read_text())
+    first = json.loads(states["trial_data"][0][0])
+    states["trial_data"][0][0] = json.dumps({**first, "status": "RUNNING"})
+    state.write_text(json.dumps(states))
+    write_report(study_dir)
+    header, *rows = _table((study_dir / "report.md").read_text(), "## Trials")
+    assert {r[header.index("status")]: r[0] for r in rows} == {"completed": "1", "pruned": "s1", "running": "-"}
     # at round 2 (the last round all three reported) everyone is ranked on the same budget
     assert "at round 2, the last evaluation all 3 scored trials reached" in text
     header, *rows = _table(text, "### At equal budget")
