@@ -395,6 +395,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="also send the 16 per-class IoUs to Tune in every report (the pre-issue-12 payload)")
     p.add_argument("--time-limit", type=float, default=3600, help="seconds per study before SIGINT (default 3600)")
     p.add_argument("--repeats", type=int, default=3, help="runs of each status/report command (median)")
+    p.add_argument("--read-dir", action="append", default=[],
+                   help="only time status/report on this existing study directory (repeatable; no study is run)")
     p.add_argument("--keep", default=None, help="keep the study directories here (default: a removed temp dir)")
     p.add_argument("--out", default=None, help="results directory (default: $OUT or benchmarks/results)")
     p.add_argument("--tag", default="scale")
@@ -454,6 +456,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from benchmarks import _common as C
 
     machine = C.machine_info(__import__("torch").device("cpu"))
+    if args.read_dir:  # only the reading costs, on study directories that exist (e.g. with newer status/report code)
+        reads = []
+        for home in args.read_dir:
+            home = Path(home).resolve()
+            if not (home / "study.toml").is_file():
+                raise SystemExit(f"--read-dir {home}: not a study directory (no study.toml)")
+            reads.append({"home": str(home), **state_sizes(home), "read": read_costs(home, repeats=args.repeats)})
+        columns = ["home", "trial_dirs", "state_mb", "status_s", "status_json_s", "report_s", "cli_floor_s", "ok"]
+        shown = [{"home": Path(r["home"]).name, "trial_dirs": r["trial_dirs"],
+                  "state_mb": r["state_bytes_total"] / 1e6, "ok": all(v["ok"] for v in r["read"].values()),
+                  **{f"{k}_s": v["median_s"] for k, v in r["read"].items()}} for r in reads]
+        payload = {"machine": machine, "settings": {"read_dir": args.read_dir, "repeats": args.repeats},
+                   "reads": reads}
+        table = C.markdown_table(shown, columns)
+        json_path, md_path = C.write_report(args.out or C.default_out_dir() / "cpu", args.tag, payload, table)
+        print(f"{table}\n\nwrote {json_path} and {md_path}")
+        return payload
     rows = []
     keep = Path(args.keep).resolve() if args.keep else None
     with (C.scratch_dir("dastudy-scale-") if keep is None else _existing(keep)) as storage:

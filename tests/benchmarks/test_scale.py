@@ -59,3 +59,12 @@ def test_scale_benchmark_runs_a_small_study(tmp_path):
     home = tmp_path / "studies" / "scale-8"
     assert len(list(home.glob("trial_*/run/last_eval.json"))) == 8
     assert (home / "report.md").is_file()
+    # --read-dir: the reading costs alone, on that directory
+    again = scale.main(["--read-dir", str(home), "--repeats", "1", "--out", str(tmp_path / "out"), "--tag", "r"])
+    (read,) = again["reads"]
+    assert read["trial_dirs"] == 8 and all(v["ok"] for v in read["read"].values())
+
+
+def test_read_dir_refuses_a_directory_that_is_not_a_study(tmp_path):
+    with pytest.raises(SystemExit, match="not a study directory"):
+        scale.main(["--read-dir", str(tmp_path), "--out", str(tmp_path / "out")])
