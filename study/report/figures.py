@@ -19,9 +19,13 @@ def _log_scale(name: str, values: Sequence[Any], space: Mapping[str, Any]) -> bo
     if any(isinstance(v, Mapping) and v.get("log") for v in variants):
         return True
     numbers = [float(v) for v in values if _number(v) is not None]
-    if not numbers or min(numbers) <= 0:
+    if not numbers or min(numbers) < 0:
         return False
-    return "lambda" in name or max(numbers) / min(numbers) >= 20
+    # zeros (a λ_adv = 0 control arm) are drawn as horizontal lines, the positive values on the log axis
+    positive = [v for v in numbers if v > 0]
+    if not positive or (min(numbers) == 0 and "lambda" not in name):
+        return False
+    return "lambda" in name or max(positive) / min(positive) >= 20
 
 
 def _space_dimensions(study_dir: Path) -> Mapping[str, Any]:

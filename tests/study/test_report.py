@@ -633,6 +633,11 @@ def test_sensitivity_figure_has_a_colour_per_backbone_and_readable_lambda_ticks(
     study_dir = make_study(tmp_path, trials=PAPER + [("x", 0.002, 0.01, 1, 4, "completed", "deeplabv2_tiny", 0.5),
                                                      ("y", 0.0005, 0.01, 1, 4, "completed", "deeplabv2_tiny", 0.5)],
                            baseline=False)
+    # as a grid study writes it: the λ dimension is a list of grid values, with no "log" flag
+    space = json.loads((study_dir / "space.json").read_text())
+    space["dimensions"][LAMBDA] = [{"type": "grid", "choices": [0.0, 0.0005, 0.001, 0.002, 0.004],
+                                    "applies_to": LAMBDA, "when": []}]
+    (study_dir / "space.json").write_text(json.dumps(space))
     figures, kept = _capture(monkeypatch)
     data = load_study(study_dir)
     completed, _ = completed_and_stopped(data)
@@ -647,6 +652,7 @@ def test_sensitivity_figure_has_a_colour_per_backbone_and_readable_lambda_ticks(
         assert f"{model}: mean ± sd over seeds" in labels
         assert any(lb.startswith(f"{model}: λ = 0 control") for lb in labels)
     lam_ax = [ax for ax in fig.axes if ax.get_xlabel().startswith(LAMBDA)][0]
+    # λ_adv = 0 is in the study (the control), yet the axis is logarithmic: the control is a line, not a point
     means = [c for c in lam_ax.containers if c.get_label().endswith("mean ± sd over seeds")]
     colours = {matplotlib.colors.to_hex(c.lines[0].get_color()) for c in means}
     assert len(means) == 2 and len(colours) == 2
