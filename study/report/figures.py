@@ -82,7 +82,7 @@ def _sensitivity(path: Path, data: StudyData, searched: Sequence[str], space: Ma
         return None
     cols = min(3, len(axes_names))
     rows = math.ceil(len(axes_names) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.8 * cols, 3.9 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(max(4.8 * cols, 7.0), 3.9 * rows), squeeze=False)
     plotted = data.scored()
     failed = [t for t in data.trials if t.status in ("failed", "diverged")]
     groups = sorted({_group_of(data, t) for t in plotted} | {_group_of(data, c.trials[0]) for c in completed})
@@ -146,9 +146,9 @@ def _sensitivity(path: Path, data: StudyData, searched: Sequence[str], space: Ma
         for handle, label in zip(*ax.get_legend_handles_labels()):
             seen.setdefault(label, handle)
     if seen:  # nothing to label when every trial failed
-        fig.legend(list(seen.values()), list(seen), fontsize=8, loc="lower center", ncol=min(3, len(seen)),
+        fig.legend(list(seen.values()), list(seen), fontsize=8, loc="lower center", ncol=min(3 if cols > 1 else 2, len(seen)),
                    frameon=False)
-    legend_rows = math.ceil(len(seen) / 3) if seen else 0
+    legend_rows = math.ceil(len(seen) / (min(3 if cols > 1 else 2, len(seen)))) if seen else 0
     title = f"{data.name}: {data.metric} at each trial's last report"
     if failed:
         title += f" ({len(failed)} failed/diverged, not shown)"

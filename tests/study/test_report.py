@@ -662,6 +662,9 @@ def test_sensitivity_figure_has_a_colour_per_backbone_and_readable_lambda_ticks(
     assert [t.get_text() for t in ticks] == ["0.0005", "0.001", "0.002", "0.004"]
     renderer = fig.canvas.get_renderer()
     assert not _overlaps([t.get_window_extent(renderer) for t in ticks])
+    width, height = fig.canvas.get_width_height()
+    box = fig.legends[0].get_window_extent(renderer)  # the legend is not cut off
+    assert 0 <= box.x0 and box.x1 <= width and 0 <= box.y0 and box.y1 <= height
 
 
 def test_rung_labels_are_inside_the_figure(tmp_path, monkeypatch):
