@@ -29,6 +29,17 @@ the study directory); 2 bad input or a refusal (another driver holds the study, 
 nothing started; 130 interrupted (Ctrl-C)."""
 
 
+class _Paragraphs(argparse.HelpFormatter):
+    """Descriptions and epilogs wrapped to the terminal, paragraph by paragraph (blank lines kept)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        import textwrap
+
+        return "\n\n".join(textwrap.fill(" ".join(part.split()), width, initial_indent=indent,
+                                           subsequent_indent=indent, break_on_hyphens=False)
+                           for part in text.split("\n\n"))
+
+
 def _add_storage(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage", default=None, metavar="PATH",
                         help="where studies live (default: $DASTUDY_STORAGE or ./studies; on a multi-node cluster a "
@@ -87,7 +98,7 @@ def register(subparsers) -> None:
         epilog="Examples: dastudy study run demo --name my-demo; "
                "dastudy study run lambda_sensitivity --address auto --storage /mnt/shared/studies; "
                "dastudy study run my_study.toml num_samples=16 resources.gpu=0.25\n\n" + EXIT_STATUS,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=_Paragraphs)
     run.add_argument("preset", metavar="PRESET_OR_FILE", help="a shipped preset name or a study TOML file")
     run.add_argument("overrides", nargs=argparse.REMAINDER, metavar="KEY=VALUE",
                      help="study or train.* overrides (options may come before or after them)")
@@ -111,7 +122,7 @@ def register(subparsers) -> None:
                "pickled Python, which runs code when loaded: resume only study directories you trust (your own "
                "runs, not ones downloaded or writable by others). Checkpoints are loaded with "
                "torch.load(weights_only=True) and cannot run code.\n\n" + EXIT_STATUS,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=_Paragraphs)
     resume.add_argument("study", metavar="NAME_OR_PATH", help="a study name in the storage, or its directory")
     resume.add_argument("--address", default=None, help="Ray cluster to use ('auto' or host:port)")
     resume.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray started here")
