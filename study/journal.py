@@ -121,7 +121,10 @@ class RepairingJournalBackend(JournalFileBackend):
         super().__init__(str(file_path), lock_obj=lock)  # type: ignore[arg-type]  # Optuna's lock interface
         self._write_lock = lock  # Optuna's lock object, kept under a name of our own
         if os.path.getsize(self._file_path) > 0:
-            lock.acquire()
+            try:
+                lock.acquire()
+            except OSError:  # a read-only study (an archive, a mount): read it as it is; Optuna skips a torn tail
+                return
             try:
                 repair_journal(self._file_path)
             finally:
