@@ -290,33 +290,6 @@ def _validate(cfg: StudyConfig, source: str) -> None:
             mine, theirs = getattr(getattr(cfg.train, section), attr), getattr(getattr(base, section), attr)
             _check(mine == theirs, source, f"baseline.{key}", theirs, f"{mine!r}, the study's train.{key}")
     _check_source_only_start(cfg, source)
-    _check_source_only_start(cfg, source)
-
-
-def _check_source_only_start(cfg: StudyConfig, source: str) -> None:
-    """Adaptation starts from a source-only model (AdaptSegNet, https://arxiv.org/abs/1802.10349 §4: adaptation
-    fine-tunes the source-trained network). A study whose trials would load only the backbone's ImageNet /
-    DeepLab-init weights (``model.weights``) is refused: it measures adaptation from the wrong start, the seed's
-    silent-fallback defect (S4). A backbone without init weights (the tiny CPU models, trained from scratch) is
-    left alone: it has no pretrained start to fall back to."""
-    if cfg.baseline is not None or cfg.train.model.init_checkpoint:
-        return
-    params = cfg.space_params
-    if "models" in params:  # a space over backbones: one source-only checkpoint per backbone
-        from models import list_models
-
-        models = list(params["models"]) or [m for m in list_models(kind="segmentation") if not m.endswith("_tiny")]
-        missing = [m for m in models if (params["weights"].get(m) or cfg.train.model.weights)
-                   and m not in params["init_checkpoints"]]
-        key, value = "search.params.init_checkpoints", dict(params["init_checkpoints"])
-    else:
-        missing = [cfg.train.model.name] if cfg.train.model.weights else []
-        key, value = "train.model.init_checkpoint", None
-    _check(not missing, source, key, value,
-           f"a source-only start for {', '.join(missing)}: a [baseline] table (trained before the study), "
-           "train.model.init_checkpoint, or search.params.init_checkpoints = {model = checkpoint} for every searched "
-           "backbone (e.g. runs/synthia_source_v2/checkpoints/best.pt from `dastudy train synthia_source_v2`); "
-           "adapting from the backbone's init weights alone is refused")
 
 
 def _check_source_only_start(cfg: StudyConfig, source: str) -> None:
