@@ -134,3 +134,20 @@ def test_target_loss_dispatch_and_unknown_name():
     assert target_loss("entropy", logits).item() == pytest.approx(entropy_loss(logits).item())
     with pytest.raises(ValueError, match="maxsquare"):
         target_loss("hard", logits)
+
+
+def test_iw_ratio_reaches_the_loss_and_defaults_to_the_papers_0_2():
+    logits = torch.randn(2, 4, 3, 5, generator=torch.Generator().manual_seed(1))
+    for ratio in (0.2, 0.5):
+        assert target_loss("iw_maxsquare", logits, iw_ratio=ratio).item() == pytest.approx(
+            iw_maxsquare_loss(logits, ratio=ratio).item())
+    assert iw_maxsquare_loss(logits, ratio=0.5).item() != pytest.approx(iw_maxsquare_loss(logits, ratio=0.2).item())
+    assert target_loss("iw_maxsquare", logits).item() == pytest.approx(iw_maxsquare_loss(logits, ratio=0.2).item())
+    assert iw_maxsquare_loss(logits).item() == pytest.approx(iw_maxsquare_loss(logits, ratio=0.2).item())
+
+
+def test_iw_weight_of_a_one_pixel_image_is_one():
+    """N = N_c = 1: w = 1 / max(1, 1) = 1, so the loss is −Σ_c p_c² / C (the clamp at 1 keeps w ≤ 1, not lower)."""
+    logits = torch.tensor([[[[2.0]], [[0.0]], [[-1.0]]]])
+    prob = torch.softmax(logits, dim=1)
+    assert iw_maxsquare_loss(logits).item() == pytest.approx(-(prob ** 2).sum().item() / 3)

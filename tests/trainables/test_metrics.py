@@ -117,3 +117,37 @@ def test_table_uses_the_class_names_of_the_model():
     assert lines[1 + 4].split()[0] == "fence*" and lines[1 + 4].split()[1] == "n/a"
     assert f"{100 * metrics['val/IoU/sky']:.2f}" in lines[1 + 9]
     assert "mIoU16" in lines[-1] and "mIoU19" not in lines[-1]
+
+
+def test_iou_table_text_exactly():
+    """The whole table, character for character (wall, fence and pole are the classes mIoU13 leaves out)."""
+    names = labels.class_names(16)
+    metrics = {f"val/IoU/{n}": (i / 20 if i != 4 else math.nan) for i, n in enumerate(names)}
+    metrics.update({"val/mIoU16": 0.3125, "val/mIoU13": 0.25, "val/pixel_acc": math.nan, "other/mIoU16": 0.9})
+    expected = "\n".join([
+        "T",
+        "class             IoU %",
+        "road               0.00", "sidewalk           5.00", "building          10.00", "wall*             15.00",
+        "fence*              n/a", "pole*             25.00", "traffic_light     30.00", "traffic_sign      35.00",
+        "vegetation        40.00", "sky               45.00", "person            50.00", "rider             55.00",
+        "car               60.00", "bus               65.00", "motorcycle        70.00", "bicycle           75.00",
+        "mIoU16 31.25  mIoU13 25.00  pixel_acc n/a   (* not in mIoU13)"])
+    assert format_iou_table(metrics, 16, prefix="val/", title="T") == expected
+    assert format_iou_table(metrics, 16, prefix="val/").splitlines() == expected.splitlines()[1:]
+
+
+def test_bad_shapes_and_class_counts_are_named():
+    cm = ConfusionMatrix(16)
+    with pytest.raises(ValueError, match=r"prediction shape \(2, 3\) differs from label shape \(3, 2\)"):
+        cm.update(torch.zeros(2, 3, dtype=torch.long), torch.zeros(3, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match="num_classes = 21 is not supported; allowed: 16, 19"):
+        metrics_from_matrix([[0] * 21] * 21, 21)
+
+
+def test_counts_are_exact_integers_and_one_pixel_is_measured():
+    cm = ConfusionMatrix(16)
+    cm.update(torch.tensor([3]), torch.tensor([3]))
+    assert not cm.matrix.is_floating_point()  # float32 counts stop being exact past 2**24 pixels per cell
+    metrics = cm.compute()
+    assert metrics["pixel_acc"] == 1.0 and metrics["IoU/wall"] == 1.0
+    assert math.isnan(ConfusionMatrix(16).compute()["pixel_acc"])  # nothing counted: n/a, not 0
