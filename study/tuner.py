@@ -561,10 +561,15 @@ def _relocated_checkpoint(recorded: str | None, provenance: dict[str, Any], home
 def resume_sampler(study: StudyConfig, storage):
     """The sampler of a resumed study: a new one seeded past the trials already asked. The restored one would
     replay the random state of Ray's last snapshot, so a trial asked after that snapshot (and adopted on resume)
-    had its values drawn again, identically, for the next trial (issue 11)."""
+    had its values drawn again, identically, for the next trial (issue 11). A grid keeps its seed: the seed fixes
+    the grid's shuffled order, which maps each trial's grid id to its point (another order repeats points); its
+    points come from trial numbers and the unvisited set, not from a replayed random state."""
     from dataclasses import replace
 
     import optuna
+
+    if study.search.sampler == "grid":
+        return make_sampler(study)
 
     try:
         asked = len(optuna.load_study(study_name=study.name, storage=storage).get_trials(deepcopy=False))

@@ -309,3 +309,31 @@ def test_a_failed_trial_points_into_the_study_directory_not_rays_temp_dir(tmp_pa
     StudyProgress(metric=METRIC, mode="max", max_t=4, num_samples=1).on_trial_error(0, [], trial)
     line = capsys.readouterr().out
     assert "trial_x FAILED  see " + shlex.quote(str(trial_dir / "error.txt")) in line and "/tmp/dastudy" not in line
+
+
+def test_a_resumed_grid_keeps_its_order_and_repeats_no_point(tmp_path):
+    """The grid's seed fixes its shuffled order: a resumed grid seeded otherwise mapped the next trials' grid ids
+    to points already run (seeds [2, 3, 3, 4] instead of [1, 2, 3, 4] in the driver-kill test)."""
+    import pickle
+
+    from study.study_config import study_from_dict
+    from study.tuner import make_sampler, resume_sampler
+    from study_helpers import study_table
+
+    seeds = [1, 2, 3, 4, 5, 6]
+    cfg = study_from_dict(study_table(tmp_path, search={"space": "seeds", "sampler": "grid", "seed": 0,
+                                                        "params": {"seeds": seeds}}), source="test")
+    space = get_space("seeds")
+    define = make_define_by_run(space, cfg.space_params, grid=True, base=cfg.train)
+    first = StudySearch(define, metric=METRIC, mode="max", max_t=4, study_dir=tmp_path, study_name=cfg.name,
+                        sampler=make_sampler(cfg), storage=_storage(tmp_path / "j.journal"))
+    first.suggest("a")
+    snapshot = pickle.dumps(first)
+    first.suggest("b")  # the orphan
+    restored = pickle.loads(snapshot)
+    restored.bind(study_dir=tmp_path, storage=_storage(tmp_path / "j.journal"),
+                  sampler=resume_sampler(cfg, _storage(tmp_path / "j.journal")))
+    for trial_id in "cdefg":
+        restored.suggest(trial_id)
+    study = optuna.load_study(study_name=cfg.name, storage=_storage(tmp_path / "j.journal"))
+    assert sorted(t.params["runtime.seed"] for t in study.trials) == seeds
