@@ -9,7 +9,7 @@ from typing import Any, Mapping, Sequence
 
 from study.report.aggregate import MODEL_KEY, ConfigAggregate, is_seed
 from study.report.collect import StudyData, TrialRecord, _number
-from study.report.tables import per_class_rows
+from study.report.tables import param_label, per_class_rows
 
 _STATUS_STYLE = {"completed": ("o", 1.0), "pruned": ("x", 0.8), "stopped": ("x", 0.8), "running": ("^", 0.6)}
 
@@ -136,7 +136,7 @@ def _sensitivity(path: Path, data: StudyData, searched: Sequence[str], space: Ma
         if not numeric:
             ax.set_xticks(range(len(categories)), categories, rotation=20, fontsize=8)
             ax.set_xlim(-0.5, len(categories) - 0.5)
-        ax.set_xlabel(name + (" (log)" if log else ""))
+        ax.set_xlabel(param_label(name) + (" (log)" if log else ""))
         ax.set_ylabel(f"{data.metric} (%)")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(axes_names):]:

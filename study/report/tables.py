@@ -15,6 +15,13 @@ def _pct(value: float | None, digits: int = 2) -> str:
     return f"{100 * value:.{digits}f}"
 
 
+def param_label(name: str) -> str:
+    """A parameter's display name, the same as in status, progress lines and TensorBoard (study.spaces)."""
+    from study.spaces import param_label as label
+
+    return label(name)
+
+
 def _param_text(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
@@ -56,7 +63,8 @@ def _markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str
 
 def _summary_header(data: StudyData, searched: Sequence[str]) -> list[str]:
     final_keys = _final_keys(data)
-    return (["rank", "trial", "status", *searched, "rounds", "iteration", f"{data.metric} (selection)",
+    return (["rank", "trial", "status", *[param_label(n) for n in searched], "rounds", "iteration",
+             f"{data.metric} (selection)",
              f"best report{' (oracle)' if data.selection == 'val' else ''}"]
             + [f"{k} (final)" for k in final_keys] + ["time s"])
 
@@ -91,7 +99,7 @@ def config_rows(data: StudyData, configs: Sequence[ConfigAggregate], *, names: S
     """A seed-aggregated table: one row per configuration, mean ± sd (n) and the 95 % t-interval."""
     from study.report.paper import fmt_ci, fmt_stats
 
-    header = ["rank", *names, "seeds", f"{data.metric} mean ± sd (n)", "95 % CI"]
+    header = ["rank", *[param_label(n) for n in names], "seeds", f"{data.metric} mean ± sd (n)", "95 % CI"]
     keys = _final_keys(data) if finals else []
     header += [f"{k} mean ± sd (n)" for k in keys]
     body = []
@@ -162,7 +170,7 @@ class ReportSummary:
         if self.best_trial and self.best_score is not None:
             from study.report.paper import fmt_stats
 
-            params = ", ".join(f"{k}={_param_text(v)}" for k, v in sorted(self.best_params.items()))
+            params = ", ".join(f"{param_label(k)}={_param_text(v)}" for k, v in sorted(self.best_params.items()))
             best = (f"best configuration: {params or '(no searched parameter)'}: {self.metric} = "
                     f"{fmt_stats(self.best_score)} over seeds {list(self.best_seeds)} "
                     f"(median replicate {self.best_trial})")

@@ -11,7 +11,7 @@ from study.report.importance import Importance, config_importances
 from study.report.paper import (fmt_ci, fmt_stats, paper_csv, paper_markdown, paper_rows, per_class_delta_rows,
                                 pooled_parameters)
 from study.report.tables import (ReportSummary, _markdown_table, _param_text, _pct, _signed, _summary_header,
-                                 _summary_rows, config_rows, per_class_rows)
+                                 _summary_rows, config_rows, param_label, per_class_rows)
 
 TABLES = "tables"
 
@@ -184,7 +184,7 @@ def _markdown(data: StudyData, *, best: TrialRecord | None, best_cfg: ConfigAggr
                   "seed by seed (same seed = same initialisation and data order), then mean ± sd (n) and the 95 % "
                   "t-interval of the differences, in points of " f"`{data.metric}`.", ""]
         lines.append(_markdown_table(
-            [*names, "paired seeds", "Δ mean ± sd (n)", "95 % CI"],
+            [*[param_label(n) for n in names], "paired seeds", "Δ mean ± sd (n)", "95 % CI"],
             [[*[_param_text(d.config.params.get(n, "")) for n in names], ", ".join(map(str, d.seeds)),
               fmt_stats(d.difference, signed=True), fmt_ci(d.difference)] for d in diffs]))
         lines.append("")
@@ -225,7 +225,7 @@ def _markdown(data: StudyData, *, best: TrialRecord | None, best_cfg: ConfigAggr
     if best is None or best_cfg is None:
         lines += ["No trial reported the study metric.", ""]
     else:
-        params = ", ".join(f"`{k}` = {_param_text(v)}" for k, v in sorted(best_cfg.params.items()))
+        params = ", ".join(f"`{param_label(k)}` = {_param_text(v)}" for k, v in sorted(best_cfg.params.items()))
         lines += [f"{params or 'No searched parameter'}: {data.metric} = {fmt_stats(best_cfg.score)} over seeds "
                   f"{', '.join(map(str, best_cfg.seeds))} (95 % CI {fmt_ci(best_cfg.score)}; {best_cfg.group}). "
                   f"Its median replicate is trial `{best.name}` (Ray trial id {best.trial_id}, {best.rounds} rounds).",

@@ -498,7 +498,7 @@ def test_best_configuration_is_the_best_seed_mean_not_a_lucky_seed(tmp_path):
     assert "over seeds [1, 2, 3]" in (study_dir / "best_config.toml").read_text()
     text = (study_dir / "report.md").read_text()
     header, *rows = _table(text, "### Completed: ranked at their final evaluation")
-    assert [r[header.index(LAMBDA)] for r in rows] == ["0.002", "0.001"]
+    assert [r[header.index("lambda_adv")] for r in rows] == ["0.002", "0.001"]  # display names (param_label)
     cell = rows[0][header.index("val/mIoU13 mean ± sd (n)")]
     assert cell == f"{100 * np.mean(b):.2f} ± {100 * np.std(b, ddof=1):.2f} (3)"
     half = 4.303 * np.std(b, ddof=1) / math.sqrt(3)
@@ -539,7 +539,7 @@ def test_stopped_trials_are_ranked_apart_and_at_equal_budget(tmp_path):
     assert summary.best_trial == _trial_dir(study_dir, "c2")  # the best *completed* configuration
     text = (study_dir / "report.md").read_text()
     header, *rows = _table(text, "### Stopped early by the scheduler")
-    assert [r[0] for r in rows] == ["s1"] and rows[0][header.index(LAMBDA)] == "0.004"
+    assert [r[0] for r in rows] == ["s1"] and rows[0][header.index("lambda_adv")] == "0.004"
     # a trial still running is not ranked (its score is from an unfinished run)
     state = study_dir / "experiment_state-2026-01-01_00-00-00.json"
     states = json.loads(state.read_text())
@@ -552,12 +552,12 @@ def test_stopped_trials_are_ranked_apart_and_at_equal_budget(tmp_path):
     # at round 2 (the last round all three reported) everyone is ranked on the same budget
     assert "at round 2, the last evaluation all 3 scored trials reached" in text
     header, *rows = _table(text, "### At equal budget")
-    rows_of = {r[header.index(LAMBDA)]: r for r in rows}
+    rows_of = {r[header.index("lambda_adv")]: r for r in rows}
     at2 = {n: [json.loads(ln) for ln in (study_dir / _trial_dir(study_dir, n) / "result.json").read_text()
                .splitlines()][1]["val/mIoU13"] for n in last}
     order = sorted(at2, key=at2.get, reverse=True)
     lam = {"c1": "0.001", "c2": "0.002", "p1": "0.004"}
-    assert [r[header.index(LAMBDA)] for r in rows] == [lam[n] for n in order]
+    assert [r[header.index("lambda_adv")] for r in rows] == [lam[n] for n in order]
     assert rows_of["0.004"][header.index("val/mIoU13 mean ± sd (n)")] == f"{100 * at2['p1']:.2f} (1)"
 
 
@@ -651,7 +651,7 @@ def test_sensitivity_figure_has_a_colour_per_backbone_and_readable_lambda_ticks(
     for model in ("deeplabv2_tiny", "deeplabv3plus_tiny"):
         assert f"{model}: mean ± sd over seeds" in labels
         assert any(lb.startswith(f"{model}: λ = 0 control") for lb in labels)
-    lam_ax = [ax for ax in fig.axes if ax.get_xlabel().startswith(LAMBDA)][0]
+    lam_ax = [ax for ax in fig.axes if ax.get_xlabel().startswith("lambda_adv")][0]  # display name
     # λ_adv = 0 is in the study (the control), yet the axis is logarithmic: the control is a line, not a point
     means = [c for c in lam_ax.containers if c.get_label().endswith("mean ± sd over seeds")]
     colours = {matplotlib.colors.to_hex(c.lines[0].get_color()) for c in means}
