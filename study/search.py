@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import pickle
 import shlex
 import sys
 import tempfile
@@ -132,8 +131,13 @@ class StudySearch(OptunaSearch):
         self._space = space
 
     def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as fh:
-            pickle.dump(self.__getstate__(), fh)
+        """The searcher's bookkeeping as JSON (Ray's file name says .pkl): which Ray trial is which Optuna trial,
+        which ended, what is still to be told. Everything else comes back from ``tuner.pkl`` and ``bind``; no
+        pickle is loaded by dastudy's own code (tests/reliability/test_reliability_safety.py)."""
+        state = {"ot_trials": _trial_ids(self._ot_trials), "completed": sorted(self._completed_trials),
+                 "pending": self._pending}
+        with open(checkpoint_path, "w") as fh:
+            json.dump(state, fh)
 
     def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
         """Ray's ``Searcher.save_to_dir`` with the temporary file outside ``checkpoint_dir``: that is Ray's driver
@@ -155,13 +159,18 @@ class StudySearch(OptunaSearch):
         Optuna trial, which ended, what is still to be told. The location and the sampler stay this object's."""
         if self._ot_study is None:
             raise Unbound("StudySearch")
-        with open(checkpoint_path, "rb") as fh:
-            saved = pickle.load(fh)
-        ids = _trial_ids(saved.pop("_ot_trials", {}))
-        for key in (*_LOCATION_BOUND, "_sampler", "_ot_trial_ids"):
-            saved.pop(key, None)
-        self.__dict__.update(saved)
-        self.__dict__.setdefault("_pending", {})
+        try:
+            with open(checkpoint_path) as fh:
+                saved = json.load(fh)
+        except (UnicodeDecodeError, ValueError):  # a study from before: Ray's own (pickled) searcher state
+            keep = {key: self.__dict__[key] for key in (*_LOCATION_BOUND, "_sampler")}
+            super().restore(checkpoint_path)
+            saved = {"ot_trials": _trial_ids(self._ot_trials), "completed": sorted(self._completed_trials),
+                     "pending": getattr(self, "_pending", {})}
+            self.__dict__.update(keep)
+        ids = {tid: int(storage_id) for tid, storage_id in saved["ot_trials"].items()}
+        self._completed_trials = set(saved["completed"])
+        self._pending = dict(saved.get("pending", {}))
         self._ot_trials = {tid: optuna.trial.Trial(self._ot_study, storage_id) for tid, storage_id in ids.items()}
         self._ot_trial_ids = ids
         self._flush_pending()
@@ -223,7 +232,7 @@ class StudySearch(OptunaSearch):
 
     def _flush_pending(self) -> None:
         """Tell Optuna every trial end it has not recorded yet; one that fails (a full disk) stays pending (it is
-        in the searcher's pickled state, so a restored driver tells it) and a warning is printed."""
+        in the searcher's saved state, so a restored driver tells it) and a warning is printed."""
         for trial_id in list(self._pending):
             if trial_id not in self._ot_trials:
                 continue

@@ -36,6 +36,9 @@ REVIEWED = {
     ("study/atomic_fs.py", "AtomicLocalHandler.move", "self._fs.move"): "on Ray's behalf, inside the study",
     ("study/resources.py", "probe_storage_visibility", "marker.unlink"): "the uniquely named marker it wrote",
     ("study/search.py", "PersistentASHA._save", "os.replace"): "its temporary file over asha_rungs.json",
+    ("study/search.py", "StudySearch.save_to_dir", "os.replace"):
+        "its mkstemp file over the searcher state in Ray's driver staging directory",
+    ("study/search.py", "StudySearch.save_to_dir", "os.unlink"): "its own mkstemp file, after a failed save",
     ("study/journal.py", "repair_journal", "os.replace"):
         "the journal rewritten without a torn record (under Optuna's journal lock), from its own temporary file",
     ("study/tensorboard.py", "TensorBoardProcess.stop", "self.log_path.unlink"):
