@@ -151,3 +151,20 @@ def test_iw_weight_of_a_one_pixel_image_is_one():
     logits = torch.tensor([[[[2.0]], [[0.0]], [[-1.0]]]])
     prob = torch.softmax(logits, dim=1)
     assert iw_maxsquare_loss(logits).item() == pytest.approx(-(prob ** 2).sum().item() / 3)
+
+
+def test_one_valid_pixel_gives_its_own_cross_entropy():
+    logits = torch.tensor([[[[2.0, 0.5]], [[0.0, 1.0]]]])  # (1, 2 classes, 1, 2)
+    label = torch.tensor([[[1, 255]]])  # one valid pixel, one ignored
+    expected = -torch.log_softmax(logits[0, :, 0, 0], dim=0)[1]
+    assert segmentation_loss(logits, label).item() == pytest.approx(expected.item())
+
+
+def test_no_auxiliary_loss_when_its_weight_is_zero_and_the_default_gan_is_bce():
+    outputs = {"out": torch.randn(1, 3, 2, 2), "aux": torch.randn(1, 3, 2, 2)}
+    label = torch.zeros(1, 2, 2, dtype=torch.long)
+    assert set(multi_level_seg_loss(outputs, label, lambda_seg=0.0)) == {"loss_seg"}
+    assert set(multi_level_seg_loss(outputs, label, lambda_seg=0.1)) == {"loss_seg", "loss_seg_aux"}
+    d_logits = torch.tensor([0.3, -1.2])
+    assert GANLoss()(d_logits, 1.0).item() == pytest.approx(GANLoss("vanilla")(d_logits, 1.0).item())
+    assert GANLoss()(d_logits, 1.0).item() != pytest.approx(GANLoss("lsgan")(d_logits, 1.0).item())

@@ -151,3 +151,9 @@ def test_counts_are_exact_integers_and_one_pixel_is_measured():
     metrics = cm.compute()
     assert metrics["pixel_acc"] == 1.0 and metrics["IoU/wall"] == 1.0
     assert math.isnan(ConfusionMatrix(16).compute()["pixel_acc"])  # nothing counted: n/a, not 0
+
+
+def test_iou_table_without_prefix_and_with_a_class_missing():
+    table = format_iou_table({"IoU/road": 0.5, "mIoU16": 0.5}, 16).splitlines()
+    assert table[1] == "road              50.00" and table[2] == "sidewalk            n/a"
+    assert table[-1] == "mIoU16 50.00   (* not in mIoU13)"
