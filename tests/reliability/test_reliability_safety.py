@@ -189,7 +189,7 @@ def test_tensorboard_listens_on_localhost_only(tmp_path):
 @pytest.mark.xfail(strict=True, reason="Ray 2.60's core (GCS, raylet, workers, agents) binds its gRPC servers to "
                    "all interfaces even with _node_ip_address=127.0.0.1; no public option limits it. Kept strict so "
                    "that an upgrade that binds to localhost turns this into a failure to act on "
-                   "(docs/reliability.md, 'What listens on the network').")
+                   "(docs/reliability.md, 'Safety of loading and serving').")
 def test_local_ray_listens_on_localhost_only(monkeypatch):
     import psutil
     import ray
