@@ -60,6 +60,17 @@ REVIEWED = {
     ("trainables/rundir.py", "write_config", "os.replace"): "its temporary file over config.toml",
     ("trainables/tune.py", "train_trial", "run_dir.rename"):
         "a restarted trial keeps its earlier attempt's run/ as run.attempt-N (nothing deleted)",
+    ("study/storage.py", "CheckpointJanitor._clean", "fs.delete_dir"):
+        "Ray's own checkpoint_<n> directories (name-matched) of a PRUNED/finally failed trial, after a snapshot",
+    ("study/storage.py", "pull_study", "os.replace"): "its .part file over a file it downloads into an empty home",
+    ("study/tensorboard.py", "TensorBoardProcess.stop", "shutil.rmtree"):
+        "the private view directory start() made with mkdtemp for a read-only study",
+    ("study/tensorboard.py", "_remove_made", "path.unlink"):
+        "a symlink/file an earlier build_view listed in the view's marker, only directly inside the view",
+    ("study/tensorboard.py", "_remove_made", "shutil.rmtree"):
+        "a folder an earlier build_view listed in the view's marker, only directly inside the view",
+    ("trainables/objectstore.py", "local_copy", "os.replace"): "its mkstemp file over the node's cached download",
+    ("trainables/objectstore.py", "local_copy", "os.unlink"): "its own mkstemp file, after a failed download",
     ("data/io.py", "atomic_write_bytes", "os.replace"):
         "its temporary file over a file of a new synthetic benchmark or of `data prepare` output",
     ("data/io.py", "atomic_write_bytes", "os.unlink"): "its temporary file, after a failure",
