@@ -27,6 +27,7 @@ from typing import Any, Literal, Mapping, Sequence
 
 from study.config import load_toml, parse_overrides
 from study.spaces import SpaceError, describe_space, get_space, grid_search_space, grid_size, resolve_params
+from trainables.config import VALIDATOR_NAMES as VALIDATORS
 from trainables.config import ConfigError, TrainConfig, from_dict, merge, to_dict
 
 __all__ = ["SearchConfig", "SchedulerConfig", "ResourcesConfig", "BaselineConfig", "StudyConfig",
@@ -197,8 +198,6 @@ def study_from_dict(data: Mapping[str, Any], *, source: str, cwd: Path | None = 
         data["train"] = {**data["train"], "model": {k: v for k, v in data["train"]["model"].items()
                                                     if k != "init_checkpoint"}}
     bare = data["metric"].partition("/")[2] if isinstance(data.get("metric"), str) else None
-    from trainables.validators import VALIDATORS
-
     if isinstance(data.get("metric"), str) and data["metric"].startswith("uda/") and bare in VALIDATORS:
         # A label-free validator as the objective (trainables/validators.py): every trial reports it and keeps its
         # checkpoint by it; no target label is read for the search or the selection.
@@ -219,8 +218,6 @@ def _validate(cfg: StudyConfig, source: str) -> None:
            "letters, digits, '_', '.', '-' (a directory name; not starting with '.' or '-')")
     prefix, _, metric = cfg.metric.partition("/")
     expected = "select" if cfg.selection == "holdout" else "val"
-    from trainables.validators import VALIDATORS
-
     _check((metric in METRICS and prefix == expected) or (prefix == "uda" and metric in VALIDATORS), source,
            "metric", cfg.metric, "uda/<validator> (" + " | ".join(VALIDATORS) + ") or " +
            " | ".join(METRICS) + f" (optionally as {expected}/<name>: selection = {cfg.selection!r} reads the "

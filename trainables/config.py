@@ -20,6 +20,11 @@ __all__ = [
     "KNOWN_DATASETS",
 ]
 
+# The label-free validators (trainables/validators.py implements them). Named here, without torch, so that the
+# study layer can check a `uda/<name>` metric without importing torch (`study status` stays fast).
+ValidatorName = Literal["source_val", "entropy", "im", "bnm", "snd", "d_confusion"]
+VALIDATOR_NAMES: tuple[str, ...] = typing.get_args(ValidatorName)
+
 KNOWN_DATASETS = ("cityscapes", "synthia", "gta5")
 
 
@@ -188,7 +193,7 @@ class EvalConfig:
     # Label-free validators reported at each evaluation as uda/<name> (the `selection` validator is always added);
     # sampled on validator_images fixed target-train images × validator_pixels fixed pixels each, and on the first
     # validator_images source-val images (source_val, d_confusion).
-    validators: tuple[Literal["source_val", "entropy", "im", "bnm", "snd", "d_confusion"], ...] = ()
+    validators: tuple[ValidatorName, ...] = ()
     validator_images: int = 4  # 4 × 256: about 9 % of a 100-image evaluation at demo size (docs/performance.md)
     validator_pixels: int = 256
 

@@ -40,11 +40,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from trainables.config import VALIDATOR_NAMES
+
 __all__ = ["VALIDATORS", "TARGET_VALIDATORS", "SND_TEMPERATURE", "BNM_CHUNK", "SAMPLE_SEED", "entropy_score",
            "im_score", "bnm_score", "snd_score", "auc", "d_confusion_score", "sample_indices", "pixel_indices",
            "ValidatorSet", "build_validator_set"]
 
-VALIDATORS = ("source_val", "entropy", "im", "bnm", "snd", "d_confusion")
+VALIDATORS = VALIDATOR_NAMES  # one list: trainables/config.py names them without importing torch
 TARGET_VALIDATORS = ("entropy", "im", "bnm", "snd")  # from the target sample's softmax vectors alone
 SND_TEMPERATURE = 0.05  # Saito et al. 2021, Sec. 3: τ = 0.05 as in their classification and segmentation runs
 BNM_CHUNK = 256  # ‖P‖_*/N depends on N (≈ √(C/N) for balanced one-hot rows): a fixed chunk keeps scores comparable

@@ -239,6 +239,7 @@ def collect_trials(home: Path) -> dict[str, Any]:
                 "params": dict(t.params), "value": value,
                 "step": max(steps[-1] if steps else 0, study_cfg.max_t if t.state.name == "COMPLETE" else 0),
                 "pruned_at": t.user_attrs.get("pruned_at"), "reason": t.user_attrs.get("fail_reason"),
+                "validators": _validator_scores(home, t.user_attrs.get("trial_dir")),
             })
     scored = [t for t in trials if t["state"] in ("COMPLETE", "PRUNED") and t["value"] is not None
               and math.isfinite(t["value"])]
@@ -246,12 +247,46 @@ def collect_trials(home: Path) -> dict[str, Any]:
     pick = max if study_cfg.mode == "max" else min
     # A full run beats an early-stopped one: the best is chosen among completed trials when there are any.
     best = pick(complete or scored, key=lambda t: t["value"]) if scored else None
+    best_config = _best_configuration(complete, mode=study_cfg.mode)
     counts: dict[str, int] = {}
     for t in trials:
         counts[t["state"]] = counts.get(t["state"], 0) + 1
     return {"name": study_cfg.name, "home": str(home), "metric": study_cfg.study_metric, "mode": study_cfg.mode,
             "num_samples": study_cfg.num_samples, "max_t": study_cfg.max_t, "trials": trials, "counts": counts,
-            "best": best}
+            "best": best, "best_config": best_config}
+
+
+def _validator_scores(home: Path, trial_dir: str | None) -> dict[str, float]:
+    """The label-free validator scores (``uda/<name>``) of a trial's last evaluation, from its small
+    ``run/last_eval.json`` (never the whole log)."""
+    if not trial_dir:
+        return {}
+    try:
+        record = json.loads((home / trial_dir / "run" / "last_eval.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    metrics = record.get("metrics", record) if isinstance(record, dict) else {}
+    return {k: float(v) for k, v in sorted(metrics.items())
+            if isinstance(k, str) and k.startswith("uda/") and isinstance(v, (int, float)) and math.isfinite(v)}
+
+
+def _best_configuration(complete: list[dict[str, Any]], *, mode: str) -> dict[str, Any] | None:
+    """Seeds are replicates: the best *configuration* (searched parameters without the seed) by its mean over
+    completed trials, as the report ranks them; ``None`` when no configuration has more than one seed."""
+    from study.report.aggregate import config_key, is_seed
+
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for t in complete:
+        groups.setdefault(config_key(t["params"]), []).append(t)
+    if not groups or max(len(g) for g in groups.values()) < 2:
+        return None
+    pick = max if mode == "max" else min
+    members = pick(groups.values(), key=lambda g: sum(t["value"] for t in g) / len(g))
+    values = [t["value"] for t in members]
+    mean = sum(values) / len(values)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return {"params": {k: v for k, v in members[0]["params"].items() if not is_seed(k)}, "mean": mean, "sd": sd,
+            "n": len(values), "trials": [t["trial"] for t in members]}
 
 
 def format_trials_table(info: dict[str, Any]) -> str:
@@ -262,7 +297,9 @@ def format_trials_table(info: dict[str, Any]) -> str:
         for key in t["params"]:
             if _short(key) not in names:
                 names.append(_short(key))
-    header = ["trial", *names, f"{metric} (%)" if "mIoU" in metric else metric, "evals", "state", "note"]
+    validators = sorted({k for t in info["trials"] for k in t.get("validators", {})})
+    header = ["trial", *names, f"{metric} (%)" if "mIoU" in metric else metric, *validators, "evals", "state",
+              "note"]
     rows = []
     best = info["best"]
     for t in info["trials"]:
@@ -276,8 +313,10 @@ def format_trials_table(info: dict[str, Any]) -> str:
         if best is not None and t["number"] == best["number"]:
             note = ("best " + note).strip()
         state_text = {"FAIL": "FAILED"}.get(state, state)
+        scores = t.get("validators", {})
         rows.append([t["trial"], *(_fmt_param(params.get(n, "-")) for n in names), _fmt_metric(metric, t["value"]),
-                     f"{t['step']}/{max_t}", state_text, note])
+                     *(_fmt_metric(v, scores.get(v)) for v in validators), f"{t['step']}/{max_t}", state_text,
+                     note])
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)] if rows else [len(h) for h in header]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths).rstrip())
@@ -288,6 +327,13 @@ def format_trials_table(info: dict[str, Any]) -> str:
         params = ", ".join(f"{_short(k)} = {_fmt_param(v)}" for k, v in best["params"].items())
         lines.append(f"best {metric} = {_fmt_metric(metric, best['value'])}{' %' if 'mIoU' in metric else ''} "
                      f"({best['trial']}: {params})")
+    best_config = info.get("best_config")
+    if best_config is not None:
+        unit = " %" if "mIoU" in metric else ""
+        params = ", ".join(f"{_short(k)} = {_fmt_param(v)}" for k, v in best_config["params"].items())
+        lines.append(f"best configuration by its mean over seeds ({metric}, completed trials): "
+                     f"{_fmt_metric(metric, best_config['mean'])} ± {_fmt_metric(metric, best_config['sd'])}{unit} "
+                     f"(n = {best_config['n']}; {params or 'no searched parameter but the seed'})")
     return "\n".join(lines)
 
 
