@@ -80,8 +80,11 @@ def test_learning_rate_range_depends_on_the_backbone():
     params = resolve_params(space, {"models": ["deeplabv2_resnet101", "deeplabv2_tiny"]})
     dims = describe_space(space, params, sampler="tpe")["dimensions"]
     big, tiny = dims["optim.lr@deeplabv2_resnet101"][0], dims["optim.lr@deeplabv2_tiny"][0]
-    assert (big["low"], big["high"]) == spaces.LR_RANGES["deeplabv2_resnet101"]
-    assert (tiny["low"], tiny["high"]) == spaces.LR_RANGES["deeplabv2_tiny"]
+    # Recipe facts, not the module's own table: AdaptSegNet trains DeepLabV2-ResNet-101 at lr 2.5e-4 (SGD), so the
+    # search range must bracket it on a log scale; the from-scratch tiny CPU model needs a range of its own, higher.
+    assert big["low"] < 2.5e-4 < big["high"] and big["log"] is True
+    assert big["high"] / big["low"] >= 10  # at least a decade around the published value
+    assert tiny["low"] > big["low"] and tiny["high"] > big["high"]
     assert big["when"] == [{"model.name": "deeplabv2_resnet101"}] and big["applies_to"] == "optim.lr"
     with pytest.raises(SpaceError, match="grid"):
         grid_search_space(space, params)  # continuous and conditional: no grid
@@ -94,8 +97,11 @@ def test_backbone_choices_come_from_the_model_registry():
     default = describe_space(space, resolve_params(space, {}), sampler="tpe")["dimensions"]["model.name"][0]
     import models
 
-    expected = [m for m in models.list_models("segmentation") if not m.endswith("_tiny")]
-    assert default["choices"] == expected
+    # The published backbones of the study (DeepLabV2 and DeepLabV3+ on ResNet-101) are offered; CPU-only tiny
+    # variants and discriminators are not; and every choice is a registered segmentation model.
+    assert {"deeplabv2_resnet101", "deeplabv3plus_resnet101"} <= set(default["choices"])
+    assert not [m for m in default["choices"] if m.endswith("_tiny") or "discriminator" in m]
+    assert set(default["choices"]) <= set(models.list_models("segmentation"))
 
 
 def test_descriptions_are_json_and_name_every_dimension():
