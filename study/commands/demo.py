@@ -8,6 +8,7 @@ Re-runnable: the benchmark and the baseline are reused, and each run gets a new 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -99,8 +100,10 @@ def demo_overrides(*, data: Path, cuda: bool) -> list[str]:
     """Overrides the demo applies to its preset: the benchmark location and, with CUDA, GPU packing."""
     out = []
     if data != SYNTH_DIR:
-        for domain, sub in (("source", "source"), ("target", "target"), ("val", "target")):
-            out.append(f"train.data.{domain}.root={str(data / sub)!r}".replace("'", '"'))
+        # The trials and the source-only baseline they start from both read the benchmark given with --data.
+        for section in ("train.data", "baseline.overrides.data"):
+            for domain, sub in (("source", "source"), ("target", "target"), ("val", "target")):
+                out.append(f"{section}.{domain}.root={json.dumps(str(data / sub))}")
     if cuda:
         # Four trials share one GPU (0.25 each, memory capped per trial); more trials fit at once than on CPU.
         out += ["resources.gpu=0.25", "resources.cpu=1", "max_concurrent_trials=4", "train.runtime.device=\"auto\""]
