@@ -296,7 +296,7 @@ class PersistentASHA(ASHAScheduler):
         self._loaded = False
 
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "_study_dir"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_study_dir", "_saved_records")}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
@@ -305,6 +305,7 @@ class PersistentASHA(ASHAScheduler):
 
     def bind(self, *, study_dir: str | os.PathLike) -> None:
         self._study_dir = str(study_dir)
+        self.__dict__.pop("_saved_records", None)  # a new home gets the whole state at the next result
 
     @property
     def state_path(self) -> Path:
@@ -329,7 +330,15 @@ class PersistentASHA(ASHAScheduler):
         for trial_id, at in saved.get("stopped", {}).items():
             self._stopped.setdefault(trial_id, at)
 
+    def _records(self) -> int:
+        # Ray's brackets only ever add a (trial, value) record to a rung, once per milestone, and stops are only
+        # added too: the count of records changes exactly when the saved state would.
+        return sum(len(recorded) for b in self._brackets for _, recorded in b._rungs) + len(self._stopped)
+
     def _save(self) -> None:
+        records = self._records()
+        if records == self.__dict__.get("_saved_records"):
+            return  # nothing new: rewriting the whole file on every result was quadratic over a study
         state = {"brackets": [[[m, dict(r)] for m, r in b._rungs] for b in self._brackets],
                  "stopped": self._stopped}
         path = self.state_path
@@ -337,6 +346,7 @@ class PersistentASHA(ASHAScheduler):
         with open(tmp, "w") as fh:
             json.dump(state, fh)
         os.replace(tmp, path)
+        self._saved_records = records
 
     def on_trial_add(self, tune_controller, trial) -> None:
         self._load_once()

@@ -223,6 +223,33 @@ def test_a_trial_asha_stopped_is_stopped_again_after_a_restore(tmp_path):
     assert restored.on_trial_result(None, trial("t1"), {"training_iteration": 2, "m": 0.9}) == TrialScheduler.CONTINUE
 
 
+def test_asha_rungs_are_rewritten_only_when_a_record_is_added(tmp_path, monkeypatch):
+    """One rewrite of asha_rungs.json per new rung record or stop, not per result (a whole-file rewrite on every
+    report was quadratic over a 1,000-trial study: issue 12's scale benchmark)."""
+    import study.search
+
+    writes = []
+    real_replace = study.search.os.replace
+    monkeypatch.setattr(study.search.os, "replace", lambda a, b: (writes.append(str(b)), real_replace(a, b)))
+    trial = lambda name: SimpleNamespace(trial_id=name)  # noqa: E731
+    asha = _asha(PersistentASHA, tmp_path, study_dir=tmp_path)
+    asha.on_trial_add(None, trial("t1"))
+    asha.on_trial_result(None, trial("t1"), {"training_iteration": 1, "m": 0.9})  # rung 1 record: written
+    assert len(writes) == 1
+    for _ in range(3):  # between milestones nothing is recorded: nothing is rewritten
+        asha.on_trial_result(None, trial("t1"), {"training_iteration": 1, "m": 0.9})
+    assert len(writes) == 1
+    asha.on_trial_add(None, trial("t2"))
+    asha.on_trial_result(None, trial("t2"), {"training_iteration": 1, "m": 0.1})  # recorded and stopped: written
+    assert len(writes) == 2
+    assert json.loads((tmp_path / "asha_rungs.json").read_text())["stopped"] == {"t2": 1}
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    asha.bind(study_dir=moved)  # a new home gets the whole state at the next result, even with nothing new
+    asha.on_trial_result(None, trial("t1"), {"training_iteration": 1, "m": 0.9})
+    assert (moved / "asha_rungs.json").is_file() and len(writes) == 3
+
+
 def test_a_tell_that_hits_a_full_disk_is_kept_and_told_later(tmp_path, monkeypatch, capsys):
     import errno
     import os
