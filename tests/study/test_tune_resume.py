@@ -90,6 +90,12 @@ def test_resume_after_driver_sigkill(tiny_benchmark, tmp_path):
     study_file = write_study_file(tmp_path / "crash.toml", table)
     storage = tmp_path / "studies"
     env = _env(tmp_path)
+    # Hold the first trial that reaches iteration 7 (after its checkpoints at 2, 4, 6) until the kill, so that a
+    # trial is certainly running when the driver dies, however fast or loaded the machine is (without it the test
+    # failed both ways: 3 of 5 in a loop). The claim file makes the pause fire once: the resumed run goes on.
+    faults = tmp_path / "faults"
+    faults.mkdir()
+    env.update(DASTUDY_FAULT="pause_at:step:7", DASTUDY_FAULT_DIR=str(faults), DASTUDY_FAULT_PAUSE_S="900")
 
     driver = subprocess.Popen(_cli("study", "run", str(study_file), "--storage", str(storage), "--num-cpus", "2"),
                               cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -113,6 +119,10 @@ def test_resume_after_driver_sigkill(tiny_benchmark, tmp_path):
     # checkpoints reach checkpoints_to_keep, else every >= 10 s) a resume runs the trial again from its last
     # checkpoint to the same result (docs/reliability.md, known limits); under heavy load that window is seconds.
     _wait_until_recorded(home, done_before, timeout=60)
+    deadline = time.time() + 120
+    while not any(faults.iterdir()):  # the held trial has reached its pause
+        assert time.time() < deadline and driver.poll() is None, "no trial reached the pause:\n" + "".join(output)
+        time.sleep(0.2)
     _kill_tree(driver)
     time.sleep(1)
     snapshot = {name: ((home / name / "result.json").read_bytes(), (home / name / "run" / "metrics.jsonl").read_bytes())
