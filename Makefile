@@ -40,7 +40,7 @@ postgresql:
 	  echo "note: PostgreSQL could not be installed; the PostgreSQL storage test will be skipped"
 
 test: setup browser postgresql
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 test-quick: setup
 	$(PY) -m pytest -q -m "not slow"
