@@ -4,18 +4,14 @@ directory as the unprivileged ``postgres`` user, stopped by PID. A study runs wi
 database and none in a journal file; ``study status`` reads it back."""
 from __future__ import annotations
 
-import glob
 import os
-import pwd
 import shutil
-import socket
-import subprocess
 import tempfile
-import time
 
 import optuna
 import pytest
 
+from postgres_server import postgres_server
 from study.study_config import study_from_dict
 from study_helpers import TEST_RAY_ENV, study_table
 
@@ -24,63 +20,10 @@ ray = pytest.importorskip("ray")
 pytest.importorskip("psycopg", reason="psycopg is missing: `make test` installs it (pip extra 'postgres')")
 
 
-def _bin(name: str) -> str | None:
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}")) or ([shutil.which(name)] if shutil.which(name)
-                                                                       else [])
-    return found[-1] if found else None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def postgres_url():
-    initdb, postgres = _bin("initdb"), _bin("postgres")
-    if initdb is None or postgres is None:
-        pytest.skip("PostgreSQL is not installed (`make test` installs Debian's postgresql package with apt-get; "
-                    "it could not here)")
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses to run as root: use the package's system user
-        try:
-            pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root and there is no 'postgres' user to run the server as")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    base = tempfile.mkdtemp(prefix="dastudy-pg-", dir="/tmp")
-    data = os.path.join(base, "data")
-    if as_user:
-        shutil.chown(base, user="postgres")
-    port = _free_port()
-    subprocess.run([*as_user, initdb, "-D", data, "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8"],
-                   check=True, capture_output=True, timeout=120)
-    log = open(os.path.join(base, "server.log"), "w")
-    proc = subprocess.Popen([*as_user, postgres, "-D", data, "-p", str(port), "-k", base, "-h", "127.0.0.1",
-                             "-c", "fsync=off"], stdout=log, stderr=subprocess.STDOUT)
-    url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    try:
-        import psycopg
-
-        deadline = time.time() + 60
-        while True:
-            try:
-                psycopg.connect(url).close()
-                break
-            except psycopg.OperationalError:
-                assert proc.poll() is None and time.time() < deadline, open(os.path.join(base, "server.log")).read()
-                time.sleep(0.3)
+    with postgres_server() as (url, _):
         yield url
-    finally:
-        proc.terminate()  # SIGTERM to our server (runuser forwards it): a smart shutdown
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=30)
-        log.close()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture

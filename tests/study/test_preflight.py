@@ -267,17 +267,11 @@ def test_password_of_a_real_postgres_study_is_in_no_file(tiny_benchmark, tmp_pat
     """End to end: a study whose Optuna storage is a password-protected PostgreSQL (scram-sha-256). Nothing in the
     study directory (study.toml, provenance.json, Ray's pickled experiment and searcher state) holds the password;
     `study status` then works with the password from PGPASSWORD only."""
-    import glob
-    import os
-    import pwd
     import shutil
-    import socket
-    import subprocess
     import tempfile
-    import time
 
     ray = pytest.importorskip("ray")
-    psycopg = pytest.importorskip("psycopg", reason="psycopg is missing: `make test` installs it (extra 'postgres')")
+    from postgres_server import postgres_server
     from study.commands.study import collect_trials
     from study.preflight import PASSWORD_ENV
     from study.study_config import study_from_dict
@@ -285,74 +279,34 @@ def test_password_of_a_real_postgres_study_is_in_no_file(tiny_benchmark, tmp_pat
     from study_helpers import TEST_RAY_ENV, study_table
     from trainables.tune import probe_trial
 
-    found = {n: sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{n}")) for n in ("initdb", "postgres")}
-    if not all(found.values()):
-        pytest.skip("PostgreSQL is not installed (`make test` installs Debian's postgresql package)")
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses root
-        try:
-            pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root and there is no 'postgres' user to run the server as")
-        as_user = ["runuser", "-u", "postgres", "--"]
     secret = "h7-s3cr3t-pw"
-    base = tempfile.mkdtemp(prefix="dastudy-pgpw-", dir="/tmp")
-    with open(os.path.join(base, "pw"), "w") as fh:
-        fh.write(secret + "\n")
-    if as_user:
-        shutil.chown(base, user="postgres")
-        shutil.chown(os.path.join(base, "pw"), user="postgres")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    data = os.path.join(base, "data")
-    subprocess.run([*as_user, found["initdb"][-1], "-D", data, "-U", "postgres", "-A", "scram-sha-256",
-                    "--pwfile", os.path.join(base, "pw"), "--no-sync", "-E", "UTF8"],
-                   check=True, capture_output=True, timeout=120)
-    log = open(os.path.join(base, "server.log"), "w")
-    server = subprocess.Popen([*as_user, found["postgres"][-1], "-D", data, "-p", str(port), "-k", base,
-                               "-h", "127.0.0.1", "-c", "fsync=off"], stdout=log, stderr=subprocess.STDOUT)
-    url = f"postgresql://postgres:{secret}@127.0.0.1:{port}/postgres"
     for key, value in TEST_RAY_ENV.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv(PASSWORD_ENV, raising=False)
-    monkeypatch.setattr("sys.argv", ["dastudy", "study", "run", "s.toml", f"search.storage={url}"])
-    ray_tmp = tempfile.mkdtemp(prefix="rq", dir="/tmp")
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                psycopg.connect(url).close()
-                break
-            except psycopg.OperationalError:
-                assert server.poll() is None and time.time() < deadline, open(os.path.join(base, "server.log")).read()
-                time.sleep(0.3)
+    with postgres_server(password=secret) as (url, port):
+        import psycopg
+
+        monkeypatch.setattr("sys.argv", ["dastudy", "study", "run", "s.toml", f"search.storage={url}"])
         with pytest.raises(psycopg.OperationalError, match="password"):  # the server does check passwords
             psycopg.connect(url.replace(secret, "wrong")).close()
-        ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False, logging_level="WARNING",
-                 log_to_driver=False, object_store_memory=100 * 1024 ** 2, _temp_dir=ray_tmp)
-        table = study_table(tiny_benchmark, name="pgpw", num_samples=1, max_concurrent_trials=1,
-                            search={"space": "lambda_lr", "sampler": "tpe", "seed": 1, "startup_trials": 2,
-                                    "storage": url})
-        results, location = run_study(study_from_dict(table, source="test"), storage=str(tmp_path / "studies"),
-                                      trainable=probe_trial)
-        assert len(results) == 1 and results.num_errors == 0
-        leaks = [str(p.relative_to(location.home)) for p in location.home.rglob("*")
-                 if p.is_file() and secret.encode() in p.read_bytes()]
-        assert leaks == []
-        assert f"postgres@127.0.0.1:{port}/postgres" in (location.home / "study.toml").read_text()
-        # a later `study status` (a new process in real life): the password from the environment only
-        monkeypatch.setenv(PASSWORD_ENV, secret)
-        assert len(collect_trials(location.home)["trials"]) == 1
-    finally:
-        if ray.is_initialized():
-            ray.shutdown()
-        shutil.rmtree(ray_tmp, ignore_errors=True)
-        server.terminate()
+        ray_tmp = tempfile.mkdtemp(prefix="rq", dir="/tmp")
         try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=30)
-        log.close()
-        shutil.rmtree(base, ignore_errors=True)
+            ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False, logging_level="WARNING",
+                     log_to_driver=False, object_store_memory=100 * 1024 ** 2, _temp_dir=ray_tmp)
+            table = study_table(tiny_benchmark, name="pgpw", num_samples=1, max_concurrent_trials=1,
+                                search={"space": "lambda_lr", "sampler": "tpe", "seed": 1, "startup_trials": 2,
+                                        "storage": url})
+            results, location = run_study(study_from_dict(table, source="test"), storage=str(tmp_path / "studies"),
+                                          trainable=probe_trial)
+            assert len(results) == 1 and results.num_errors == 0
+            leaks = [str(p.relative_to(location.home)) for p in location.home.rglob("*")
+                     if p.is_file() and secret.encode() in p.read_bytes()]
+            assert leaks == []
+            assert f"postgres@127.0.0.1:{port}/postgres" in (location.home / "study.toml").read_text()
+            # a later `study status` (a new process in real life): the password from the environment only
+            monkeypatch.setenv(PASSWORD_ENV, secret)
+            assert len(collect_trials(location.home)["trials"]) == 1
+        finally:
+            if ray.is_initialized():
+                ray.shutdown()
+            shutil.rmtree(ray_tmp, ignore_errors=True)

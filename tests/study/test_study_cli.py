@@ -65,8 +65,9 @@ def test_demo_names_and_overrides(tmp_path):
     (tmp_path / "demo").mkdir()
     (tmp_path / "demo-2").mkdir()
     assert free_name("demo", tmp_path) == "demo-3"
+    # --data reaches the trials and the source-only baseline they start from
     assert demo_overrides(data=tmp_path / "d", cuda=False) == [
-        f'train.data.source.root="{tmp_path}/d/source"', f'train.data.target.root="{tmp_path}/d/target"',
-        f'train.data.val.root="{tmp_path}/d/target"']
+        f'{section}.{domain}.root="{tmp_path}/d/{sub}"' for section in ("train.data", "baseline.overrides.data")
+        for domain, sub in (("source", "source"), ("target", "target"), ("val", "target"))]
     gpu = demo_overrides(data=__import__("pathlib").Path("datasets/synth"), cuda=True)
     assert "resources.gpu=0.25" in gpu and "max_concurrent_trials=4" in gpu
