@@ -2,6 +2,9 @@
 environment of local Ray clusters started by tests."""
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -59,3 +62,24 @@ def write_study_file(path: Path, table: dict[str, Any]) -> Path:
     path.write_text(tomli_w.dumps(table))
     return path
 
+
+
+def kill_tree(proc: subprocess.Popen) -> list[int]:
+    """SIGKILL a study driver (a lost head node), then whatever it had started (raylet, workers) that survived it,
+    by PID; returns the PIDs of what it had started."""
+    import psutil
+
+    try:
+        children = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        children = []
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    _, alive = psutil.wait_procs(children, timeout=10)
+    for child in alive:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=10)
+    return [c.pid for c in children]

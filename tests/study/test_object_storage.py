@@ -19,7 +19,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from study_helpers import TEST_RAY_ENV, study_table, write_study_file
+from study_helpers import TEST_RAY_ENV, kill_tree, study_table, write_study_file
 
 ray = pytest.importorskip("ray")
 pytest.importorskip("moto", reason="moto[server] is missing: `make test` installs it (pip extra 'test')")
@@ -84,25 +84,6 @@ run_study(load_study_config(sys.argv[1]), storage=sys.argv[2], num_cpus=2, train
 """
 
 
-def _kill_tree(proc: subprocess.Popen) -> None:
-    """SIGKILL the driver (a lost head node), then what it started and left behind, by PID."""
-    import psutil
-
-    try:
-        children = psutil.Process(proc.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        children = []
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
-    _, alive = psutil.wait_procs(children, timeout=10)
-    for child in alive:
-        try:
-            child.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=10)
-
-
 @pytest.mark.slow
 def test_study_in_the_bucket_resumes_on_a_new_head(s3_server, tiny_benchmark, tmp_path, monkeypatch):
     """4 probe trials (6 evaluations, 64 KiB checkpoints), driver killed after the first trial ends, resumed
@@ -135,7 +116,7 @@ def test_study_in_the_bucket_resumes_on_a_new_head(s3_server, tiny_benchmark, tm
         ended += bool(re.search(r"trial_\w+ (COMPLETE|FAILED)", line))
     assert ended, "no trial ended in time:\n" + "".join(output)
     time.sleep(1.5)  # one more experiment snapshot
-    _kill_tree(driver)
+    kill_tree(driver)
     assert driver.returncode == -signal.SIGKILL, "".join(output)
 
     prefix = f"studies/{name}/"

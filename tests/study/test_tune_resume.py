@@ -8,7 +8,6 @@ import json
 import os
 import queue
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -16,10 +15,9 @@ import time
 from pathlib import Path
 
 import optuna
-import psutil
 import pytest
 
-from study_helpers import TEST_RAY_ENV, study_table, write_study_file
+from study_helpers import TEST_RAY_ENV, kill_tree, study_table, write_study_file
 
 NUM_SAMPLES = 4
 
@@ -33,24 +31,6 @@ def _env(tmp_path: Path) -> dict[str, str]:
     env["RAY_TMPDIR"] = str(tmp_path)
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
     return env
-
-
-def _kill_tree(proc: subprocess.Popen) -> list[int]:
-    """SIGKILL the driver, then whatever it had started (raylet, workers) that survived it, by PID."""
-    try:
-        children = psutil.Process(proc.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        children = []
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
-    _, alive = psutil.wait_procs(children, timeout=10)
-    for child in alive:
-        try:
-            child.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=10)
-    return [c.pid for c in children]
 
 
 def _terminated_in_saved_state(home: Path) -> set[str]:
@@ -123,7 +103,7 @@ def test_resume_after_driver_sigkill(tiny_benchmark, tmp_path):
     while not any(faults.iterdir()):  # the held trial has reached its pause
         assert time.time() < deadline and driver.poll() is None, "no trial reached the pause:\n" + "".join(output)
         time.sleep(0.2)
-    _kill_tree(driver)
+    kill_tree(driver)
     time.sleep(1)
     snapshot = {name: ((home / name / "result.json").read_bytes(), (home / name / "run" / "metrics.jsonl").read_bytes())
                 for name in done_before}
@@ -323,7 +303,7 @@ def test_a_copied_or_moved_study_resumes_where_it_is_and_writes_only_there(tiny_
         if " COMPLETE " in line or time.time() > deadline:
             break
     assert any(" COMPLETE " in line for line in output), "".join(output)
-    _kill_tree(driver)
+    kill_tree(driver)
     home = first / "reloc"
 
     def resume(where: Path) -> None:
