@@ -203,6 +203,23 @@ class StudySearch(OptunaSearch):
             orphan = min(orphans, key=lambda t: t.number)
             self._ot_trials[trial_id] = optuna.trial.Trial(self._ot_study, orphan._trial_id)
             self._ot_trials[trial_id].set_user_attr("adopted_from", orphan.user_attrs.get("ray_trial_id", ""))
+            self._set_aside_orphan_dir(orphan.user_attrs.get("ray_trial_id", ""))
+
+    def _set_aside_orphan_dir(self, ray_trial_id: str) -> None:
+        """The killed driver may have created the orphan's Ray trial folder (``params.json``, perhaps a first
+        result) before its snapshot; Ray will never run it again. Move it, whole, to ``superseded/`` in the study
+        so that the study's ``trial_*`` folders are exactly its trials, and nothing the killed run wrote is lost.
+        Only on a local filesystem (an object store's copy of the folder is left as it is)."""
+        if not ray_trial_id or not self._study_dir or "://" in self._study_dir:
+            return
+        old = Path(self._study_dir) / f"trial_{ray_trial_id}"
+        if not old.is_dir():
+            return
+        aside = Path(self._study_dir) / "superseded"
+        aside.mkdir(exist_ok=True)
+        target = aside / old.name
+        if not target.exists():
+            os.rename(old, target)  # same filesystem: atomic, never a copy-then-delete
 
     def _already_recorded(self, trial_id: str) -> bool:
         """True when Optuna holds a final state for this trial although Ray runs it again: the driver died between

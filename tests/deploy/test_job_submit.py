@@ -49,11 +49,12 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
-def free_port_range(width: int = 64) -> int:
-    """The first port of ``width`` consecutive ports free on 127.0.0.1 (for Ray's worker processes)."""
+def free_port_range(width: int = 64, *, avoid: tuple[int, ...] = ()) -> int:
+    """The first port of ``width`` consecutive ports free on 127.0.0.1 (for Ray's worker processes) that holds none
+    of ``avoid`` (ports already given to other Ray components, which are free now too: Ray refuses an overlap)."""
     for _ in range(50):
         base = free_ports(1)[0]
-        if base + width >= 65535:
+        if base + width >= 65535 or any(base <= port < base + width for port in avoid):
             continue
         try:
             held = []
@@ -100,7 +101,8 @@ def ray_head():
     """``ray start --head --block`` with private ports and temp dir; yields (dashboard URL, env); stops by PID."""
     tmp = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # short: unix socket paths are limited to ~107 characters
     gcs, dashboard, agent_http, agent_grpc, metrics, runtime_env, node_manager, object_manager, client = free_ports(9)
-    workers = free_port_range()
+    workers = free_port_range(avoid=(gcs, dashboard, agent_http, agent_grpc, metrics, runtime_env, node_manager,
+                                     object_manager, client))
     env = {**os.environ, **CLUSTER_ENV, "RAY_TMPDIR": tmp, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     argv = [str(BIN / "ray"), "start", "--head", "--block", f"--temp-dir={tmp}", "--node-ip-address=127.0.0.1",
             f"--port={gcs}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",

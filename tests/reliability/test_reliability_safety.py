@@ -39,6 +39,9 @@ REVIEWED = {
     ("study/search.py", "StudySearch.save_to_dir", "os.replace"):
         "its mkstemp file over the searcher state in Ray's driver staging directory",
     ("study/search.py", "StudySearch.save_to_dir", "os.unlink"): "its own mkstemp file, after a failed save",
+    ("study/search.py", "StudySearch._set_aside_orphan_dir", "os.rename"):
+        "the folder of a trial the killed driver started but Ray never recorded, moved whole into superseded/ "
+        "(nothing deleted; never over an existing folder)",
     ("study/journal.py", "repair_journal", "os.replace"):
         "the journal rewritten without a torn record (under Optuna's journal lock), from its own temporary file",
     ("study/tensorboard.py", "TensorBoardProcess.stop", "self.log_path.unlink"):

@@ -94,6 +94,21 @@ def test_a_trial_asked_before_a_driver_crash_is_adopted_not_left_running(tmp_pat
     assert trials[0].user_attrs["ray_trial_id"] == "new" and trials[0].user_attrs["adopted_from"] == "lost"
 
 
+def test_the_folder_ray_made_for_an_adopted_trial_is_moved_whole_to_superseded(tmp_path):
+    before = _searcher(tmp_path)
+    before.suggest("lost")
+    lost = tmp_path / "trial_lost"  # what the killed driver's Ray wrote before its snapshot
+    lost.mkdir()
+    (lost / "params.json").write_text('{"x": 1}')
+    (lost / "result.json").write_text('{"iteration": 1}\n')
+    after = _searcher(tmp_path)
+    after.suggest("new")
+    assert not lost.exists()
+    aside = tmp_path / "superseded" / "trial_lost"
+    assert (aside / "params.json").read_text() == '{"x": 1}' and (aside / "result.json").read_text() == '{"iteration": 1}\n'
+    assert sorted(p.name for p in tmp_path.glob("trial_*")) == []
+
+
 def _asha(cls, tmp_path, **kwargs):
     return cls(time_attr="training_iteration", metric="m", mode="max", max_t=4, grace_period=1,
                reduction_factor=2, **kwargs)
