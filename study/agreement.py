@@ -183,7 +183,7 @@ def agreement(curves: list[TrialCurve], validator: str, target: str = DEFAULT_TA
 
 
 def validators_in(curves: list[TrialCurve]) -> list[str]:
-    from trainables.validators import VALIDATORS
+    from trainables.config import VALIDATOR_NAMES as VALIDATORS  # not trainables.validators: it imports torch
 
     found = {k for c in curves for m in c.metrics for k in m if k.startswith(PREFIX)}
     order = {f"{PREFIX}{name}": i for i, name in enumerate(VALIDATORS)}
