@@ -5,7 +5,7 @@ the searcher (Optuna TPE through :class:`study.search.StudySearch`) records it, 
 experiment state. This benchmark runs real studies (``study.tuner.run_study``: TPE + ASHA, checkpoints kept by the
 study metric, the project's callbacks) whose trials only write what a real trial writes — a small checkpoint per
 report, ``run/metrics.jsonl`` with training and evaluation lines, ``run/last_eval.json``, ``run/result.json`` — and
-send Tune what a real trial sends (``trainables.tune.tune_summary``), and measures, per study size:
+send Tune what a real trial sends (``trainables.tune.tune_payload``), and measures, per study size:
 
 - driver CPU seconds per trial report (process CPU time of the driver during ``Tuner.fit`` / reports), overall and
   for the first and last tenth of the reports (flat cost: both alike);
@@ -70,7 +70,7 @@ def scale_trial(config: dict[str, Any], *, context: Any) -> None:
 
     from ray import tune
 
-    from trainables.tune import FINISHED_KEY, LAST_EVAL_FILE, RUN_SUBDIR, _trial_dir, tune_summary
+    from trainables.tune import LAST_EVAL_FILE, RUN_SUBDIR, _trial_dir, tune_payload
 
     extra = json.loads(os.environ.get(PROBE_ENV) or "{}")
     reports, log_lines = int(extra.get("reports", 4)), int(extra.get("log_lines", 20))
@@ -105,12 +105,11 @@ def scale_trial(config: dict[str, Any], *, context: Any) -> None:
             fh.write("".join(json.dumps(line) + "\n" for line in lines))
         if miou > best[1]:
             best = (iteration, miou)
-        # what a real trial sends to Tune (trainables.tune.tune_summary: no per-class IoUs), or everything
-        summary = dict(metrics) if per_class else tune_summary(metrics)
-        summary.update({k: v for k, v in lines[-2].items() if k.startswith(("train/", "lr/"))} if log_lines else {})
-        summary["iteration"] = iteration
-        if report == reports:
-            summary[FINISHED_KEY] = 1.0
+        # what a real trial sends to Tune (trainables.tune.tune_payload), or with every per-class IoU too
+        summary = tune_payload(metrics, iteration=iteration, finished=report == reports,
+                               timings={"time/setup_s": 0.0, "time/engine_s": 0.0})
+        if per_class:
+            summary.update(metrics)
         with tempfile.TemporaryDirectory(prefix="dastudy-scale-") as tmp:
             (Path(tmp) / "state.json").write_text(str(report))
             (Path(tmp) / "weights.bin").write_bytes(b"\0" * 4096)

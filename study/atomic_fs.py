@@ -12,19 +12,109 @@ previous version or the new one.
 Only for filesystem storage paths (local, or a network filesystem mounted on every node); object stores
 (``s3://``) write objects whole already. Usage: ``RunConfig(storage_path=path, storage_filesystem=
 atomic_local_filesystem())`` and the same ``storage_filesystem`` for ``Tuner.restore``/``Tuner.can_restore``.
+
+The same filesystem defers the deletion of trial checkpoints (:class:`DeferredDeletes`): Ray deletes a trial's
+checkpoint beyond ``CheckpointConfig(num_to_keep)`` at once, and to keep the stored experiment state from naming a
+deleted checkpoint it forces a full experiment snapshot every ``num_to_keep`` checkpoints of any trial
+(ray-project/ray#31613) — at 1,000 trials a 20 MB state re-encoded 463 times, the largest driver cost of a study
+(docs/performance.md). Here a deletion Ray asks for waits until two experiment snapshots have landed in the
+storage after the request: the second one was written after Ray forgot the checkpoint, so no state a resume can
+read still names it, and Ray's forced snapshots can be switched off (:func:`study.snapshots.stop_forced_snapshots`).
 """
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import sys
+import threading
 import tempfile
 
 import pyarrow
 import pyarrow.fs as pafs
 
-__all__ = ["AtomicLocalHandler", "atomic_local_filesystem", "TEMP_PREFIX"]
+__all__ = ["AtomicLocalHandler", "atomic_local_filesystem", "TEMP_PREFIX", "DeferredDeletes", "DEFERRED"]
 
 TEMP_PREFIX = ".dastudy-partial-"  # temporary siblings; one left behind means a writer was killed mid-file
+_CHECKPOINT_DIR = re.compile(r"^checkpoint_\d+$")  # Ray's trial checkpoint directories
+_STATE_FILE = re.compile(r"^experiment_state-.+\.json$")  # Ray's experiment snapshot, one per driver session
+
+
+class DeferredDeletes:
+    """Checkpoint directories Ray asked to delete, deleted once two experiment snapshots have landed after the ask.
+
+    Only in the driver process and only while enabled (the driver does it around ``Tuner.fit``); elsewhere
+    a deletion happens at once, as before. A snapshot "lands" when its ``experiment_state-*.json`` has been renamed
+    into the storage by this filesystem. Why two: the first one to land may have been written before the ask
+    (uploads run in the background) and still name the checkpoint; the upload of the second starts only after the
+    first landed and copies a state written after that. After a driver kill the pending ones stay on disk (Ray
+    has forgotten them; they cost disk, not correctness).
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.enabled = False
+        self.landed = 0
+        self.deleted = 0
+        self._pending: list[tuple[int, str]] = []  # (snapshots landed when Ray asked, checkpoint directory)
+
+    def enable(self) -> None:
+        with self._lock:
+            self.enabled, self.landed, self.deleted, self._pending = True, 0, 0, []
+
+    def disable(self) -> int:
+        """Stop deferring and keep what is pending on disk (the final state may not have landed: ``fit`` raised);
+        returns how many were pending."""
+        with self._lock:
+            count, self._pending, self.enabled = len(self._pending), [], False
+        return count
+
+    def defer(self, path: str) -> bool:
+        """True when ``path`` (a checkpoint directory) is kept for later instead of being deleted now."""
+        if not _CHECKPOINT_DIR.match(os.path.basename(os.path.normpath(path))):
+            return False
+        with self._lock:
+            if not self.enabled:
+                return False
+            self._pending.append((self.landed, path))
+            return True
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def snapshot_landed(self) -> None:
+        with self._lock:
+            self.landed += 1
+            due = [p for landed, p in self._pending if landed <= self.landed - 2]
+            self._pending = [(landed, p) for landed, p in self._pending if landed > self.landed - 2]
+        self._delete(due)
+
+    def flush(self) -> int:
+        """Delete everything pending (call when the study's final state has landed: ``Tuner.fit`` returned) and
+        stop deferring; returns how many were pending."""
+        with self._lock:
+            due = [p for _, p in self._pending]
+            self._pending, self.enabled = [], False
+        self._delete(due)
+        return len(due)
+
+    def _delete(self, paths: list[str]) -> None:
+        local = pafs.LocalFileSystem()
+        for path in paths:
+            if not os.path.isdir(path):
+                continue  # already gone (a trial directory moved aside, or removed by its owner)
+            try:
+                local.delete_dir(path)
+            except FileNotFoundError:
+                pass  # already gone (a trial directory moved aside, or removed by its owner)
+            except OSError as err:  # never let housekeeping end a study
+                print(f"warning: could not remove the old checkpoint {path}: {err}", file=sys.stderr)
+                continue
+            self.deleted += 1
+
+
+DEFERRED = DeferredDeletes()  # the driver's; worker processes never enable theirs
 
 
 class _AtomicFile:
@@ -75,6 +165,8 @@ class _AtomicFile:
             if os.path.exists(self._tmp):
                 os.unlink(self._tmp)  # our own temporary file
             raise
+        if _STATE_FILE.match(os.path.basename(self.path)):
+            DEFERRED.snapshot_landed()
 
 
 class AtomicLocalHandler(pafs.FileSystemHandler):
@@ -108,6 +200,8 @@ class AtomicLocalHandler(pafs.FileSystemHandler):
         self._fs.create_dir(path, recursive=recursive)
 
     def delete_dir(self, path):
+        if DEFERRED.defer(path):
+            return  # a checkpoint directory: deleted once no stored experiment state can name it (DeferredDeletes)
         self._fs.delete_dir(path)
 
     def delete_dir_contents(self, path, missing_dir_ok=False):

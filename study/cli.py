@@ -9,6 +9,7 @@ import argparse
 import errno
 import importlib
 import importlib.util
+import os
 import sys
 import traceback
 
@@ -75,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `dastudy study status BIG | head`: the reader left; that is not an error of ours
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's own flush at exit would raise again
+        return 0
     except Exception as err:  # the except expression is evaluated only when something was raised
         message = user_message(err)
         if message is None:

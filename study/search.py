@@ -32,6 +32,7 @@ from ray.tune import Callback
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
+from study.snapshots import SnapshotPacing
 from trainables import faults
 
 __all__ = ["StudySearch", "PersistentASHA", "Unbound", "StudyProgress", "FINISHED_KEY", "FAILURE_FILE", "read_failure",
@@ -137,7 +138,7 @@ class StudySearch(OptunaSearch):
         state = {"ot_trials": _trial_ids(self._ot_trials), "completed": sorted(self._completed_trials),
                  "pending": self._pending}
         with open(checkpoint_path, "w") as fh:
-            json.dump(state, fh)
+            fh.write(json.dumps(state))  # dumps: C encoder; dump encodes in Python, chunk by chunk
 
     def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
         """Ray's ``Searcher.save_to_dir`` with the temporary file outside ``checkpoint_dir``: that is Ray's driver
@@ -296,7 +297,7 @@ def _trial_ids(ot_trials: dict) -> dict[str, int]:
     return {tid: (t if isinstance(t, int) else t._trial_id) for tid, t in ot_trials.items()}
 
 
-class PersistentASHA(ASHAScheduler):
+class PersistentASHA(SnapshotPacing, ASHAScheduler):
     """ASHA (Li et al., https://arxiv.org/abs/1810.05934) whose rung records and stop decisions are saved in
     ``<study>/asha_rungs.json`` (the study directory given by ``bind``; never pickled, see the module docstring).
 
@@ -361,7 +362,7 @@ class PersistentASHA(ASHAScheduler):
         path = self.state_path
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         with open(tmp, "w") as fh:
-            json.dump(state, fh)
+            fh.write(json.dumps(state))  # dumps: C encoder; dump encodes in Python, chunk by chunk
         os.replace(tmp, path)
         self._saved_records = records
 

@@ -38,9 +38,10 @@ __all__ = ["RAY_ENV", "StudyLocation", "locate", "configure_environment", "ray_s
 
 # Quiet, private Ray (ray-tune-optuna notes §5.4). TUNE_DISABLE_AUTO_CALLBACK_LOGGERS drops Ray's TBX logger
 # (tags ray/tune/...; the engine writes clean ones); CSV/JSON loggers are passed explicitly for dataframes.
-# Ray's warning about experiment snapshots forced less than 5 s apart stays on: snapshots are controlled by
-# checkpoint_every and checkpoints_to_keep (a snapshot is forced after that many checkpoints of one trial) and
-# TUNE_GLOBAL_CHECKPOINT_S (Ray's periodic ones, "auto": >= 10 s, <= 5 % of the driver's time).
+# Ray's warning about experiment snapshots forced less than 5 s apart stays on. On a filesystem storage Ray's forced
+# snapshots are off (study/snapshots.py: checkpoint deletions are deferred instead); on an object store they follow
+# checkpoint_every and checkpoints_to_keep (a snapshot is forced after that many checkpoints of one trial). Ray's
+# periodic ones follow TUNE_GLOBAL_CHECKPOINT_S ("auto": >= 10 s apart, <= 5 % of the driver's time).
 RAY_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
@@ -209,7 +210,7 @@ def build_tuner(study: StudyConfig, *, location: StudyLocation, init_checkpoint:
     object store)."""
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
-    from ray.tune.schedulers import FIFOScheduler
+    from study.snapshots import StudyFIFO
 
     from study.search import PersistentASHA, StudyProgress, StudySearch, trial_dirname
 
@@ -231,7 +232,7 @@ def build_tuner(study: StudyConfig, *, location: StudyLocation, init_checkpoint:
                                    max_t=study.max_t, grace_period=study.scheduler.grace_period,
                                    reduction_factor=study.scheduler.reduction_factor)
     else:
-        scheduler = FIFOScheduler()
+        scheduler = StudyFIFO()
     trainable = wrap_trainable(study, trial_context(study, location, init_checkpoint), trainable)
     tune_config = tune.TuneConfig(
         metric=metric, mode=mode, search_alg=searcher, scheduler=scheduler, num_samples=study.num_samples,
@@ -446,6 +447,24 @@ def _preflight_cluster(study: StudyConfig, location: StudyLocation, log: Callabl
         f"(cpu {study.resources.cpu:g}, gpu {study.resources.gpu:g} each)")
 
 
+def _fit(tuner, location: StudyLocation):
+    """``Tuner.fit`` with Ray's checkpoint deletions deferred on a filesystem storage until no stored experiment
+    state can name them, so that Ray's forced snapshots can be switched off (study/snapshots.py). The ones still
+    pending when ``fit`` returns (its final state has landed) are deleted then; if ``fit`` raises they stay."""
+    from study.atomic_fs import DEFERRED
+
+    if not location.shared_fs:
+        return tuner.fit()
+    DEFERRED.enable()
+    try:
+        fitted = tuner.fit()
+    except BaseException:
+        DEFERRED.disable()
+        raise
+    DEFERRED.flush()
+    return fitted
+
+
 def run_study(study: StudyConfig, *, storage: str | None = None, address: str | None = None,
               num_cpus: int | None = None, trainable: Callable | None = None,
               log: Callable[[str], None] = print):
@@ -479,7 +498,7 @@ def run_study(study: StudyConfig, *, storage: str | None = None, address: str | 
                 f"({study.search.sampler}, seed {study.search.seed}), metric {study.study_metric} ({study.mode}), "
                 f"{study.scheduler.kind} max_t={study.max_t} -> {location.home}")
             tuner = build_tuner(study, location=location, init_checkpoint=init_checkpoint, trainable=trainable)
-            results = tuner.fit()
+            results = _fit(tuner, location)
             raise_if_pending_timeout()  # the watchdog ended the study: trials could not start
     return results, location
 
@@ -631,6 +650,6 @@ def resume_study(home: Path, *, address: str | None = None, num_cpus: int | None
             scheduler.bind(study_dir=home)
         if not location.shared_fs:
             bind_store(home, location.experiment_path)  # the restored StoreSync syncs this home
-        results = tuner.fit()
+        results = _fit(tuner, location)
         raise_if_pending_timeout()
     return results, location

@@ -175,9 +175,21 @@ def tune_summary(values: Mapping[str, Any]) -> dict[str, float]:
     return {k: v for k, v in _finite_numbers(values).items() if not _per_class(k)}
 
 
+def tune_payload(metrics: Mapping[str, Any], *, iteration: int, finished: bool,
+                 timings: Mapping[str, float] | None = None) -> dict[str, float]:
+    """What one evaluation sends to Tune: the evaluation's scalar summaries (:func:`tune_summary`), the engine
+    iteration, :data:`FINISHED_KEY` on the last one and the trial's timings. Nothing else: Ray tracks every numeric
+    key of every trial in its experiment state, which each snapshot re-encodes (issue 12); the training scalars
+    (losses, learning rates) are in ``run/metrics.jsonl`` and TensorBoard, where the report and users read them."""
+    payload = {**tune_summary(metrics), "iteration": iteration, **(timings or {})}
+    if finished:
+        payload[FINISHED_KEY] = 1.0
+    return payload
+
+
 class _TuneReporter(Reporter):
-    """One ``tune.report`` per evaluation: scalar summaries + the latest training scalars + a full-state checkpoint;
-    ``last_eval.json`` with every metric of that evaluation in the run directory."""
+    """One ``tune.report`` per evaluation (:func:`tune_payload`) with a full-state checkpoint; ``last_eval.json``
+    with every metric of that evaluation in the run directory."""
 
     def __init__(self, *, metric: str, started: float, run_dir: Path | None = None, checkpoint_every: int = 1):
         self.metric = metric
@@ -185,13 +197,9 @@ class _TuneReporter(Reporter):
         self.run_dir = run_dir
         self.checkpoint_every = max(1, int(checkpoint_every))
         self.engine_started: float | None = None
-        self.last_scalars: dict[str, float] = {}
 
     def on_start(self, trainer) -> None:
         self.engine_started = time.perf_counter()
-
-    def on_log(self, iteration: int, scalars: dict[str, float]) -> None:
-        self.last_scalars = _finite_numbers(scalars)
 
     def on_evaluate(self, iteration: int, metrics: dict[str, float], trainer) -> None:
         value = metrics.get(self.metric)
@@ -199,11 +207,9 @@ class _TuneReporter(Reporter):
             # Never report NaN: ASHA never prunes it and Optuna refuses it (the trial would stay RUNNING).
             raise TrialFailed(f"diverged at iteration {iteration}: {self.metric} = {value}")
         now = time.perf_counter()
-        report = {**self.last_scalars, **tune_summary(metrics), "iteration": iteration,
-                  "time/setup_s": (self.engine_started or now) - self.started,
-                  "time/engine_s": now - (self.engine_started or now)}
-        if iteration >= trainer.total_iterations:
-            report[FINISHED_KEY] = 1.0
+        report = tune_payload(metrics, iteration=iteration, finished=iteration >= trainer.total_iterations,
+                              timings={"time/setup_s": (self.engine_started or now) - self.started,
+                                       "time/engine_s": now - (self.engine_started or now)})
         if self.run_dir is not None:
             from trainables.rundir import write_json_atomic
 

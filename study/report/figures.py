@@ -168,14 +168,30 @@ def _learning_curves(path: Path, data: StudyData, rungs: Sequence[int]) -> Path 
         return None
     fig, ax = plt.subplots(figsize=(8, 4.8))
     cmap = plt.get_cmap("tab20")
-    for index, trial in enumerate(curves):
-        xs = [x for x, _ in trial.curve]
-        ys = [100 * y for _, y in trial.curve]
-        dashed = trial.status != "completed"
-        ax.plot(xs, ys, ls="--" if dashed else "-", lw=1.0 if dashed else 1.6, color=cmap(index % 20),
-                marker=".", ms=4, label=f"{trial.name} ({trial.status})")
-        if trial.status in ("pruned", "stopped", "failed", "diverged"):
-            ax.plot(xs[-1:], ys[-1:], marker="x", ms=8, color="black" if trial.status != "failed" else "tab:red")
+    if len(curves) <= 16:  # one labelled line per trial
+        for index, trial in enumerate(curves):
+            xs = [x for x, _ in trial.curve]
+            ys = [100 * y for _, y in trial.curve]
+            dashed = trial.status != "completed"
+            ax.plot(xs, ys, ls="--" if dashed else "-", lw=1.0 if dashed else 1.6, color=cmap(index % 20),
+                    marker=".", ms=4, label=f"{trial.name} ({trial.status})")
+    else:  # a big study: one collection per style (1,000 separate lines took 1.8 s of a 3.3 s report)
+        from matplotlib.collections import LineCollection
+
+        for dashed in (True, False):
+            group = [(i, t) for i, t in enumerate(curves) if (t.status != "completed") == dashed]
+            if group:
+                ax.add_collection(LineCollection(
+                    [[(x, 100 * y) for x, y in t.curve] for _, t in group], colors=[cmap(i % 20) for i, _ in group],
+                    linestyles="--" if dashed else "-", linewidths=0.6 if dashed else 1.2, alpha=0.6))
+        ax.autoscale_view()
+    ends = [(t.curve[-1][0], 100 * t.curve[-1][1], t.status) for t in curves
+            if t.status in ("pruned", "stopped", "failed", "diverged")]
+    for failed in (False, True):
+        points = [(x, y) for x, y, status in ends if (status == "failed") == failed]
+        if points:
+            ax.scatter([x for x, _ in points], [y for _, y in points], marker="x", s=36 if len(curves) <= 16 else 12,
+                       color="tab:red" if failed else "black", linewidths=1, zorder=3)
     for rung in rungs:
         ax.axvline(rung, color="0.5", ls=":", lw=1)
     from matplotlib.ticker import MaxNLocator

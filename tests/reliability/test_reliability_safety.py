@@ -34,6 +34,8 @@ REVIEWED = {
     ("study/atomic_fs.py", "AtomicLocalHandler.delete_file", "self._fs.delete_file"):
         "on Ray's behalf, its own files in the study (e.g. the storage check marker)",
     ("study/atomic_fs.py", "AtomicLocalHandler.move", "self._fs.move"): "on Ray's behalf, inside the study",
+    ("study/atomic_fs.py", "DeferredDeletes._delete", "local.delete_dir"):
+        "on Ray's behalf, later: only checkpoint_<n> directories Ray asked AtomicLocalHandler.delete_dir to delete",
     ("study/resources.py", "probe_storage_visibility", "marker.unlink"): "the uniquely named marker it wrote",
     ("study/search.py", "PersistentASHA._save", "os.replace"): "its temporary file over asha_rungs.json",
     ("study/search.py", "StudySearch.save_to_dir", "os.replace"):

@@ -110,3 +110,27 @@ def test_a_moved_study_is_not_blocked_by_a_killed_writers_lock(tmp_path):
     study = _study(new / "optuna.journal")  # Optuna's symlink lock would spin here
     _fill(study, 1)
     assert [t.state.name for t in _study(new / "optuna.journal").trials] == ["COMPLETE", "COMPLETE"]
+
+
+def test_records_that_create_or_end_something_are_fsynced_the_others_ride_on_them(tmp_path, monkeypatch):
+    from optuna.storages.journal._storage import JournalOperation
+
+    durable = {JournalOperation.CREATE_STUDY, JournalOperation.DELETE_STUDY, JournalOperation.CREATE_TRIAL,
+               JournalOperation.SET_TRIAL_STATE_VALUES, JournalOperation.DISCARD_TRIALS}
+    assert journal_module._DURABLE_OPS == {int(op) for op in durable}  # Optuna's codes, by name
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(journal_module.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    path = str(tmp_path / "optuna.journal")
+    study = _study(path)
+    creating = len(synced)
+    trial = study.ask()
+    trial.suggest_float("x", 0, 1)
+    trial.report(0.5, 1)
+    trial.set_user_attr("trial_dir", "trial_x")
+    assert len(synced) == creating + 1  # the trial's creation; its parameter, value and attribute were not
+    study.tell(trial, 0.5)
+    assert len(synced) == creating + 2
+    reread = optuna.load_study(study_name="j", storage=JournalStorage(RepairingJournalBackend(path))).trials[0]
+    assert reread.params == {"x": trial.params["x"]} and reread.intermediate_values == {1: 0.5}
+    assert reread.user_attrs == {"trial_dir": "trial_x"} and reread.state.name == "COMPLETE"

@@ -744,3 +744,15 @@ def test_reading_a_study_does_not_import_torch(study, tmp_path, command):
              "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', code)\n")
     out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.stdout.strip().splitlines()[-1] == "NO-TORCH 0", out.stdout[-2000:] + out.stderr[-2000:]
+
+
+def test_status_into_a_closed_pipe_exits_quietly(study):
+    """`dastudy study status BIG | head` crashed with a BrokenPipeError traceback once head had its lines."""
+    study_dir, _ = study
+    probe = ("import os, sys\nread, write = os.pipe()\nos.close(read)\nos.dup2(write, 1)\n"
+             "from study.cli import main\n"
+             f"code = main(['study', 'status', {str(study_dir)!r}])\n"
+             "sys.stderr.write(f'exit {code}\\n')\n")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stderr.strip().splitlines()[-1] == "exit 0", out.stderr[-2000:]
+    assert "Traceback" not in out.stderr

@@ -47,8 +47,6 @@ def _as_the_trainable_writes_it(study_dir: Path) -> Path:
     from trainables.config import TrainConfig
     from trainables.tensorboard import TensorBoardReporter, write_session_end
 
-    toml = study_dir / "study.toml"  # the fixture leaves iter_stop at its default, above iter_max = 40
-    toml.write_text(toml.read_text().replace("iter_max = 40\n", "iter_max = 40\niter_stop = 40\n"))
     study, _ = load_study_dir(study_dir)
     tags = trial_context(study, StudyLocation(study_dir, str(study_dir.parent), study.name), None).metric_tags
     domains = hparam_domains(json.loads((study_dir / "space.json").read_text()))

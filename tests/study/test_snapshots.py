@@ -1,0 +1,192 @@
+"""Deferred checkpoint deletion (study/atomic_fs.py) and Ray's forced snapshots switched off (study/snapshots.py)."""
+from __future__ import annotations
+
+import inspect
+import threading
+
+import pytest
+from ray.tune.execution.experiment_state import _ExperimentCheckpointManager
+from ray.tune.execution.tune_controller import TuneController
+
+from study.atomic_fs import DEFERRED, DeferredDeletes, atomic_local_filesystem
+from study.search import PersistentASHA
+from study.snapshots import StudyFIFO, stop_forced_snapshots
+
+
+@pytest.fixture
+def deferred():
+    DEFERRED.enable()
+    yield DEFERRED
+    DEFERRED.disable()
+
+
+def _checkpoint(root, n: int):
+    path = root / f"checkpoint_{n:06d}"
+    path.mkdir(parents=True)
+    (path / "state.pt").write_bytes(b"x" * 100)
+    return path
+
+
+def _land_snapshot(fs, root, text="{}"):
+    with fs.open_output_stream(str(root / "experiment_state-2026-11-28_06-00-00.json")) as out:
+        out.write(text.encode())
+
+
+def test_a_checkpoint_ray_deletes_goes_only_after_two_snapshots_have_landed(tmp_path, deferred):
+    fs = atomic_local_filesystem()
+    trial = tmp_path / "trial_a"
+    old, other = _checkpoint(trial, 1), trial / "notes"
+    other.mkdir()
+    fs.delete_dir(str(old))  # what Ray's checkpoint manager does past num_to_keep
+    fs.delete_dir(str(other))  # anything that is not a checkpoint_<n> directory goes at once
+    assert old.is_dir() and not other.exists() and deferred.pending == 1
+    _land_snapshot(fs, tmp_path)  # may have been written before Ray forgot the checkpoint
+    assert old.is_dir()
+    _land_snapshot(fs, tmp_path)  # written after: no stored state names it any more
+    assert not old.exists() and deferred.pending == 0 and deferred.deleted == 1
+    assert (tmp_path / "experiment_state-2026-11-28_06-00-00.json").read_text() == "{}"
+
+
+def test_other_files_landing_do_not_count_as_snapshots(tmp_path, deferred):
+    fs = atomic_local_filesystem()
+    old = _checkpoint(tmp_path / "trial_a", 2)
+    fs.delete_dir(str(old))
+    for name in ("search_gen_state-x.json", "searcher-state-x.pkl", "trial_a/result.json"):
+        with fs.open_output_stream(str(tmp_path / name)) as out:
+            out.write(b"{}")
+    assert old.is_dir()
+
+
+def test_flush_deletes_what_is_pending_and_disable_keeps_it(tmp_path, deferred):
+    fs = atomic_local_filesystem()
+    first, second = _checkpoint(tmp_path / "t", 1), _checkpoint(tmp_path / "t", 2)
+    fs.delete_dir(str(first))
+    assert deferred.flush() == 1 and not first.exists()
+    assert not deferred.enabled
+    fs.delete_dir(str(second))  # not deferred any more: at once
+    assert not second.exists()
+    deferred.enable()
+    third = _checkpoint(tmp_path / "t", 3)
+    fs.delete_dir(str(third))
+    assert deferred.disable() == 1 and third.is_dir()  # fit raised: the state may not have landed, keep it
+
+
+def test_without_enable_deletion_is_immediate(tmp_path):
+    assert not DEFERRED.enabled
+    path = _checkpoint(tmp_path, 4)
+    atomic_local_filesystem().delete_dir(str(path))
+    assert not path.exists()
+
+
+def test_a_checkpoint_already_gone_is_not_an_error(tmp_path, capsys):
+    queue = DeferredDeletes()
+    queue.enable()
+    assert queue.defer(str(tmp_path / "checkpoint_000001"))
+    queue.flush()
+    assert capsys.readouterr().err == "" and queue.deleted == 0
+
+
+def test_landings_from_the_upload_thread_and_deferrals_do_not_race(tmp_path, deferred):
+    fs = atomic_local_filesystem()
+    paths = [_checkpoint(tmp_path / "t", n) for n in range(40)]
+
+    def land():
+        for _ in range(20):
+            _land_snapshot(fs, tmp_path)
+
+    thread = threading.Thread(target=land)
+    thread.start()
+    for path in paths:
+        fs.delete_dir(str(path))
+    thread.join()
+    _land_snapshot(fs, tmp_path)
+    _land_snapshot(fs, tmp_path)
+    assert deferred.pending == 0 and not any(p.exists() for p in paths)
+
+
+# -- Ray's forced snapshots ------------------------------------------------------------------------------
+
+
+class _Trial:
+    pass
+
+
+def test_rays_forced_snapshot_switch_is_where_we_set_it():
+    """Fails when an upgrade of Ray moves the private attribute stop_forced_snapshots sets."""
+    manager = _ExperimentCheckpointManager(storage=None, checkpoint_period="auto", sync_every_n_trial_checkpoints=2)
+    trial = _Trial()
+    manager.on_trial_checkpoint(trial)
+    manager.on_trial_checkpoint(trial)
+    assert manager._should_force_sync_up  # Ray's behaviour: forced after num_to_keep checkpoints of one trial
+
+    manager = _ExperimentCheckpointManager(storage=None, checkpoint_period="auto", sync_every_n_trial_checkpoints=2)
+    controller = type("Controller", (), {"_checkpoint_manager": manager})()
+    assert stop_forced_snapshots(controller) is True
+    for _ in range(5):
+        manager.on_trial_checkpoint(trial)
+    assert not manager._should_force_sync_up
+    assert stop_forced_snapshots(controller) is False  # already off
+    # The controller creates the manager with num_to_keep as the switch, under the name used above.
+    source = inspect.getsource(TuneController._create_checkpoint_manager)
+    assert "sync_every_n_trial_checkpoints=self._trial_checkpoint_config.num_to_keep" in source
+    assert "self._checkpoint_manager = self._create_checkpoint_manager()" in inspect.getsource(TuneController)
+
+
+@pytest.mark.parametrize("make", [lambda tmp: StudyFIFO(),
+                                  lambda tmp: PersistentASHA(study_dir=tmp, time_attr="training_iteration",
+                                                             metric="m", mode="max", max_t=4, grace_period=1)])
+def test_the_study_schedulers_switch_forced_snapshots_off_only_when_deletions_are_deferred(tmp_path, make):
+    def controller():
+        manager = _ExperimentCheckpointManager(storage=None, checkpoint_period="auto",
+                                               sync_every_n_trial_checkpoints=2)
+        return type("Controller", (), {"_checkpoint_manager": manager})()
+
+    scheduler = make(tmp_path)
+    plain = controller()
+    scheduler.on_trial_add(plain, _TrialForScheduler("a"))  # object storage: Ray's forced snapshots stay
+    assert plain._checkpoint_manager._sync_every_n_trial_checkpoints == 2
+    DEFERRED.enable()
+    try:
+        paced = controller()
+        scheduler.on_trial_add(paced, _TrialForScheduler("b"))
+        assert paced._checkpoint_manager._sync_every_n_trial_checkpoints is None
+    finally:
+        DEFERRED.disable()
+
+
+class _TrialForScheduler:
+    def __init__(self, trial_id: str):
+        self.trial_id = trial_id
+        self.config = {}
+        self.evaluated_params = {}
+
+    def __hash__(self):
+        return hash(self.trial_id)
+
+
+
+def test_rays_metric_windows_are_where_we_drop_them():
+    """Fails when an upgrade of Ray moves the private window attributes drop_metric_windows changes."""
+    from ray.tune.experiment.trial import Trial
+
+    from study.snapshots import drop_metric_windows
+
+    trial = Trial("probe", stub=True)
+    assert trial.run_metadata._n_steps == (5, 10)
+    for step in range(1, 4):
+        trial.update_last_result({"val/mIoU16": 0.1 * step, "iteration": 100 * step, "training_iteration": step})
+    before = len(trial.run_metadata.get_json_state())
+    assert "last-5-avg" in trial.run_metadata.get_json_state()
+    assert drop_metric_windows(trial)
+    for step in range(4, 7):
+        trial.update_last_result({"val/mIoU16": 0.1 * step, "iteration": 100 * step, "training_iteration": step})
+    state = trial.run_metadata.get_json_state()
+    assert "last-5-avg" not in state and "last-10-avg" not in state
+    assert len(state) < 0.6 * before  # 3 keys: 3,097 -> 1,616 characters
+    analysis = trial.run_metadata.metric_analysis["val/mIoU16"]
+    assert analysis["max"] == pytest.approx(0.6) and analysis["min"] == pytest.approx(0.1)
+    assert analysis["last"] == pytest.approx(0.6)
+    fresh = Trial("probe", stub=True)
+    assert drop_metric_windows(fresh)  # a new trial: no windows from its first result on
+    fresh.update_last_result({"val/mIoU16": 0.5, "training_iteration": 1})
+    assert fresh.run_metadata.metric_n_steps == {"val/mIoU16": {}, "training_iteration": {}}
