@@ -57,8 +57,10 @@ class PendingWatchdog:
 
     Without it Ray keeps an infeasible trial PENDING for ever and only logs warnings (issue 12, item 2). The clock
     runs only while no trial is RUNNING: trials queued behind running ones (more concurrent trials than slots) are
-    progress, not a hang. The message names the missing resource; the driver raises :class:`PendingTimeout` with
-    it (:func:`raise_if_pending_timeout`). A PENDING trial stopped this way is ended by Ray (TERMINATED).
+    progress, not a hang. The message names the missing resource, and the callback raises :class:`PendingTimeout`
+    with it out of Ray's loop. The waiting trials stay PENDING in Ray's saved state (and RUNNING in Optuna's), so
+    that `dastudy study resume`, once the resource exists, runs them; when the study was instead ended with Ray's
+    stop-all, Ray recorded them TERMINATED without a result and a resume never ran them.
     """
 
     def __init__(self, *, timeout_s: float, request: dict[str, float], clock: Callable[[], float] = time.monotonic):
@@ -114,6 +116,10 @@ class _WatchCallback(Callback):
     def on_step_end(self, iteration, trials, **info):
         pending = next((t for t in trials if t.status == "PENDING"), None)
         self.watchdog.observe([t.status for t in trials], f"trial_{pending.trial_id}" if pending else "")
+        if self.watchdog.message is not None:
+            _TIMED_OUT.clear()
+            # Out of Ray's loop (tune.run cleans up and re-raises): the trials stay PENDING in the saved state.
+            raise PendingTimeout(self.watchdog.message)
 
 
 class _WatchStopper(Stopper):

@@ -100,12 +100,12 @@ class StudyConfig:
     num_samples: int = 8
     max_concurrent_trials: int = 2
     max_failures: int = 0
-    checkpoints_to_keep: int = 2  # >= 2: after a driver kill Ray may resume from the one before the latest
+    checkpoints_to_keep: int = 2  # per trial, the best by the study metric; Ray also keeps the latest
     # false: the checkpoints of PRUNED and FAILED trials are deleted when they end (1,000-trial studies)
     keep_pruned_checkpoints: bool = False
-    # Every k-th evaluation (and the last) carries a checkpoint. Ray snapshots its experiment state whenever a trial
-    # saved checkpoints_to_keep checkpoints since the last snapshot; k > 1 makes those snapshots k times rarer at
-    # the price of repeating up to k - 1 evaluations after a crash (issue 12).
+    # Every k-th evaluation (and the last) carries a checkpoint: less checkpoint I/O and, on an object store (where
+    # Ray forces a snapshot every checkpoints_to_keep checkpoints of a trial), k times fewer snapshots, at the price
+    # of repeating up to k - 1 evaluations after a crash (issue 12).
     checkpoint_every: int = 1
     selection: Literal["val", "holdout"] = "val"
     reuse_actors: bool = False

@@ -79,7 +79,8 @@ def _gpu_study(benchmark, **overrides):
 
 @pytest.mark.slow
 def test_a_gpu_nobody_provides_ends_the_study_at_the_deadline(cpu_only_ray, tiny_benchmark, tmp_path, capsys):
-    """About 10-20 s: Ray starts, the trial waits 3 s PENDING, the study ends with the deadline message."""
+    """About 20-40 s: Ray starts, the trial waits 3 s PENDING, the study ends with the deadline message; a resume
+    on a Ray with a GPU runs the trials that waited."""
     from study.autoscale import PendingTimeout
     from study.resources import PreflightError
     from study.tuner import run_study
@@ -98,3 +99,25 @@ def test_a_gpu_nobody_provides_ends_the_study_at_the_deadline(cpu_only_ray, tiny
     assert "asked the autoscaler" in capsys.readouterr().out
     home = tmp_path / "auto" / "needs-gpu"
     assert (home / "study.toml").is_file() and not list(home.glob("trial_*/probe.json"))  # nothing ran
+
+    # The message says "then `dastudy study resume`": once a GPU exists, the resume runs the trials that waited
+    # (Ray's stop-all had recorded them TERMINATED without a result, and a resume never ran them).
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from study.tuner import resume_study
+
+    ray.shutdown()
+    gpu_tmp = tempfile.mkdtemp(prefix="rg", dir="/tmp")
+    try:  # a GPU as a Ray resource (the probe trials do not touch a device)
+        ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, logging_level="WARNING",
+                 log_to_driver=False, object_store_memory=100 * 1024 ** 2, _temp_dir=gpu_tmp)
+        resume_study(home, trainable=probe_trial)
+    finally:
+        ray.shutdown()
+        shutil.rmtree(gpu_tmp, ignore_errors=True)
+    assert len(list(home.glob("trial_*/probe.json"))) == 2
+    trials = optuna.load_study(study_name="needs-gpu", storage=JournalStorage(
+        JournalFileBackend(str(home / "optuna.journal")))).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
