@@ -34,7 +34,15 @@ from typing import Any
 
 from optuna.storages.journal import JournalFileBackend
 
-__all__ = ["RepairingJournalBackend", "FlockJournalLock", "repair_journal"]
+__all__ = ["RepairingJournalBackend", "FlockJournalLock", "repair_journal", "RERUN_OF", "superseded_numbers"]
+
+RERUN_OF = "rerun_of"  # user attribute of an Optuna trial recording a re-run of a FAILED one (study/search.py)
+
+
+def superseded_numbers(trials) -> set[int]:
+    """Numbers of the FAIL trials a later Optuna trial re-ran to an end (``rerun_of``): views of a study leave them
+    out, since the same Ray trial completed after a `study resume`."""
+    return {int(t.user_attrs[RERUN_OF]) for t in trials if RERUN_OF in t.user_attrs}
 
 _RECORD_START = b'{"op_code":'  # every Optuna journal record starts with its op code (optuna/storages/journal)
 # Optuna's JournalOperation codes that create or end something: CREATE_STUDY, DELETE_STUDY, CREATE_TRIAL,

@@ -30,8 +30,10 @@ from typing import Any
 import optuna
 from ray.tune import Callback
 from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from study.journal import RERUN_OF
 from study.snapshots import SnapshotPacing
 from trainables import faults
 
@@ -93,9 +95,11 @@ class StudySearch(OptunaSearch):
     record (a full disk) is kept and told again at the next event or after a restore, never dropped.
     """
 
-    def __init__(self, space, *, metric: str, mode: str, max_t: int, study_dir: str | os.PathLike, **kwargs):
+    def __init__(self, space, *, metric: str, mode: str, max_t: int, study_dir: str | os.PathLike,
+                 num_samples: int | None = None, **kwargs):
         super().__init__(space, metric=metric, mode=mode, **kwargs)
         self._max_t = max_t
+        self._num_samples = num_samples
         self._study_dir = str(study_dir)
         self._pending: dict[str, dict] = {}  # trial id -> the end Optuna has not recorded yet
 
@@ -184,6 +188,8 @@ class StudySearch(OptunaSearch):
         self._flush_pending()
         if trial_id not in self._ot_trials and self._ot_study is not None:
             self._adopt_orphan(trial_id)
+            if trial_id not in self._ot_trials and self._all_asked():
+                return Searcher.FINISHED
         config = super().suggest(trial_id)
         ot_trial = self._ot_trials.get(trial_id)
         if ot_trial is not None:
@@ -205,6 +211,20 @@ class StudySearch(OptunaSearch):
             self._ot_trials[trial_id] = optuna.trial.Trial(self._ot_study, orphan._trial_id)
             self._ot_trials[trial_id].set_user_attr("adopted_from", orphan.user_attrs.get("ray_trial_id", ""))
             self._set_aside_orphan_dir(orphan.user_attrs.get("ray_trial_id", ""))
+
+    def _all_asked(self) -> bool:
+        """True when Optuna already holds ``num_samples`` trials (re-runs of a FAIL not counted twice) and none is
+        left to adopt. After a driver kill Ray's saved state can be older than trials that were asked *and ended*
+        since (snapshots come every ≥ 10 s; study/snapshots.py): their results are in Optuna and in their trial
+        folders, but Ray counts them as never created and would sample as many new trials, one Optuna trial too
+        many each (a 4-seed grid study ended with 5). The study is complete when Optuna says so."""
+        total = getattr(self, "_num_samples", None)  # None in a searcher pickled by older code: no cap
+        if not total:
+            return False
+        from study.journal import superseded_numbers
+
+        trials = self._ot_study.get_trials(deepcopy=False)
+        return len(trials) - len(superseded_numbers(trials)) >= total
 
     def _set_aside_orphan_dir(self, ray_trial_id: str) -> None:
         """The killed driver may have created the orphan's Ray trial folder (``params.json``, perhaps a first
@@ -231,6 +251,51 @@ class StudySearch(OptunaSearch):
             return False
         return self._ot_study._storage.get_trial(ot_trial._trial_id).state.is_finished()
 
+    def record_reruns(self, results) -> int:
+        """After ``fit`` of a resumed study: record each trial Optuna holds as FAIL that this run ended without error
+        (:meth:`_record_rerun`); returns how many. Needed because Ray's ``ConcurrencyLimiter`` (which
+        ``max_concurrent_trials`` puts around this searcher) passes on the end of a trial only if it suggested that
+        trial in this run, so a restored trial's end never reaches :meth:`on_trial_complete`."""
+        recorded = 0
+        for result in results:
+            trial_id = (result.metrics or {}).get("trial_id")
+            if result.error is None and trial_id and self._recorded_as_failed(trial_id):
+                self._record_rerun(trial_id, result.metrics)
+                recorded += 1
+        return recorded
+
+    def _recorded_as_failed(self, trial_id: str) -> bool:
+        ot_trial = self._ot_trials.get(trial_id)
+        return ot_trial is not None and (self._ot_study._storage.get_trial(ot_trial._trial_id).state
+                                         == optuna.trial.TrialState.FAIL)
+
+    def _record_rerun(self, trial_id: str, result: dict) -> None:
+        """A trial Optuna holds as FAIL that ``study resume`` ran again (Ray resumes errored trials from their last
+        checkpoint) and that now ended without error. Optuna never changes a finished trial, so the outcome becomes
+        a new Optuna trial with the same parameters and earlier intermediate values, ``rerun_of`` naming the failed
+        one, which ``study status`` and ``study report`` then leave out (:func:`study.journal.superseded_numbers`;
+        TPE ignores FAIL trials anyway). Before: the trial stayed FAIL although it completed."""
+        old = self._ot_study._storage.get_trial(self._ot_trials[trial_id]._trial_id)
+        value = result.get(self.metric)
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            return  # nothing better to record than the failure
+        iteration = int(result.get("training_iteration", 0) or 0)
+        complete = bool(result.get(FINISHED_KEY)) or iteration >= self._max_t
+        attrs = {k: v for k, v in old.user_attrs.items() if k != "fail_reason"}
+        attrs[RERUN_OF] = old.number
+        if not complete:
+            attrs["pruned_at"] = iteration
+        existing = [t for t in self._ot_study.get_trials(deepcopy=False)
+                    if t.user_attrs.get(RERUN_OF) == old.number]  # told before a driver kill: not twice
+        if not existing:
+            self._ot_study.add_trial(optuna.trial.create_trial(
+                params=old.params, distributions=old.distributions, value=float(value),
+                state=optuna.trial.TrialState.COMPLETE if complete else optuna.trial.TrialState.PRUNED,
+                intermediate_values={**old.intermediate_values, iteration: float(value)}, user_attrs=attrs))
+            existing = [t for t in self._ot_study.get_trials(deepcopy=False)
+                        if t.user_attrs.get(RERUN_OF) == old.number]
+        self._ot_trials[trial_id] = optuna.trial.Trial(self._ot_study, existing[-1]._trial_id)
+
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         value = result.get(self.metric)
         if isinstance(value, (int, float)) and math.isfinite(value) and not self._already_recorded(trial_id):
@@ -240,6 +305,9 @@ class StudySearch(OptunaSearch):
                 print(f"warning: could not record a result of trial {trial_id} in Optuna: {exc}", file=sys.stderr)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id in self._completed_trials and not error and self._recorded_as_failed(trial_id):
+            self._record_rerun(trial_id, result or {})
+            return
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return super().on_trial_complete(trial_id, result=result, error=error)
         self._completed_trials.add(trial_id)

@@ -218,7 +218,7 @@ def build_tuner(study: StudyConfig, *, location: StudyLocation, init_checkpoint:
     metric, mode = study.study_metric, study.mode
     define = make_define_by_run(get_space(study.search.space), study.space_params,
                                 grid=study.search.sampler == "grid", base=study.train)
-    searcher = StudySearch(define, metric=metric, mode=mode, max_t=study.max_t,
+    searcher = StudySearch(define, metric=metric, mode=mode, max_t=study.max_t, num_samples=study.num_samples,
                            study_dir=location.home if location.shared_fs else location.experiment_path,
                            sampler=make_sampler(study), study_name=study.name,
                            storage=optuna_storage(study, location.home))
@@ -652,4 +652,6 @@ def resume_study(home: Path, *, address: str | None = None, num_cpus: int | None
             bind_store(home, location.experiment_path)  # the restored StoreSync syncs this home
         results = _fit(tuner, location)
         raise_if_pending_timeout()
+        if hasattr(searcher, "record_reruns"):
+            searcher.record_reruns(results)  # failed trials this resume ran to an end
     return results, location

@@ -434,6 +434,7 @@ def probe_trial(config: dict[str, Any], *, context: TrialContext) -> None:
     steps, sleep_s = int(config.get("steps", 2)), float(config.get("sleep_s", 0.2))
     for step in range(1, steps + 1):
         time.sleep(sleep_s)
+        faults.inject("step", step)  # test-only (DASTUDY_FAULT): a probe trial can crash like a real one
         tune.report({context.metric: float(config.get("value", step)), "iteration": step,
                      "probe/waited_s": together - started, **({FINISHED_KEY: 1.0} if step == steps else {})})
     (trial_dir / "probe.json").write_text(json.dumps({

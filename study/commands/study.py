@@ -231,7 +231,12 @@ def collect_trials(home: Path) -> dict[str, Any]:
             ot_trials = ot_study.get_trials(deepcopy=False)
         except KeyError:  # no study in the storage yet
             ot_trials = []
+        from study.journal import superseded_numbers
+
+        rerun = superseded_numbers(ot_trials)
         for t in ot_trials:
+            if t.number in rerun:
+                continue  # a FAIL that `study resume` ran again to an end: the re-run is the trial's record
             steps = sorted(t.intermediate_values)
             value = t.value if t.value is not None else (t.intermediate_values[steps[-1]] if steps else None)
             trials.append({

@@ -199,6 +199,28 @@ def _failure(trial_dir: Path) -> tuple[str | None, str | None]:
     return None, None
 
 
+def _engine_only_trials(study_dir: Path, optuna_summary, metric: str, *, known: set[str]):
+    """Trials whose Ray files (``params.json``, ``result.json``) never reached the study: a driver killed within
+    Ray's snapshot interval (≥ 10 s) after a trial ended loses the copies its loggers had written locally, while the
+    trial's engine output (``run/``) and its Optuna record are complete (the resumed study does not run it again).
+    Their parameters come from Optuna, their evaluations from ``run/metrics.jsonl``, as Ray rows would have them."""
+    out = []
+    for record in getattr(optuna_summary, "records", ()):
+        trial_dir = study_dir / record.trial_dir if record.trial_dir else None
+        if trial_dir is None or record.trial_dir in known or not (trial_dir / "run" / "result.json").is_file():
+            continue
+        run_dir = trial_dir / "run"
+        evals = [r for r in _json_lines(run_dir / "metrics.jsonl") if r.get("kind") == "eval"]
+        rows = [{**{k: v for k, v in r.items() if k.startswith(("val/", "select/", "uda/"))},
+                 "iteration": r.get("iteration"), "training_iteration": index, "trial_id": trial_dir.name[6:]}
+                for index, r in enumerate(evals, start=1)]
+        if rows and _engine_status(run_dir) == "completed":
+            rows[-1]["finished"] = 1.0
+        out.append((trial_dir, dict(record.params), rows))
+        known.add(record.trial_dir)
+    return out
+
+
 def _trial_status(rows: list[dict[str, Any]], *, ray_status: str, failure_kind: str | None,
                   engine_status: str | None, max_t: int | None) -> str:
     """The rule the study's searcher tells Optuna (study.search.StudySearch): failed, else finished (the run
@@ -271,6 +293,8 @@ def load_study(study_dir: str | Path) -> StudyData:
         params = _flatten(json.loads((trial_dir / "params.json").read_text()))
         rows = _json_lines(trial_dir / "result.json")
         raw.append((trial_dir, params, rows))
+    raw += _engine_only_trials(study_dir, optuna_summary, metric, known={p.name for p in trial_dirs})
+    raw.sort(key=lambda item: item[0].name)
     searched = _searched_names(study_dir, (p for _, p, _ in raw))
     trials = []
     for trial_dir, params, rows in raw:

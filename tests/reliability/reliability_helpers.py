@@ -140,4 +140,8 @@ def reference_rows(trial_dir: Path, out: Path) -> list[dict[str, Any]]:
 
 
 def trial_seed(trial_dir: Path) -> int:
-    return int(json.loads((trial_dir / "params.json").read_text())["runtime.seed"])
+    """The run seed of a trial: from Ray's params.json, or from the engine's resolved config where Ray's files of
+    the trial never reached the study (the driver was killed within Ray's snapshot interval after the trial ended)."""
+    if (trial_dir / "params.json").is_file():
+        return int(json.loads((trial_dir / "params.json").read_text())["runtime.seed"])
+    return int(tomllib.loads((trial_dir / "run" / "config.toml").read_text())["runtime"]["seed"])

@@ -756,3 +756,23 @@ def test_status_into_a_closed_pipe_exits_quietly(study):
     out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and out.stderr.strip().splitlines()[-1] == "exit 0", out.stderr[-2000:]
     assert "Traceback" not in out.stderr
+
+
+def test_a_trial_whose_ray_files_never_came_is_read_from_its_run_and_optuna(study, tmp_path):
+    """A driver killed within Ray's snapshot interval after a trial ended leaves that trial without Ray's
+    params.json/result.json (their copies were in the dead driver's staging directory); its run/ output and its
+    Optuna record are whole, and the resumed study does not run it again. The report still shows it."""
+    study_dir, _ = study
+    copy = tmp_path / "copy"
+    shutil.copytree(study_dir, copy)
+    before = {t.name: t for t in load_study(copy).trials}
+    name = next(n for n, t in sorted(before.items()) if t.status == "completed")
+    (copy / name / "params.json").unlink()
+    (copy / name / "result.json").unlink()
+    (copy / name / "run" / "result.json").write_text(json.dumps({"status": "completed"}))
+    after = {t.name: t for t in load_study(copy).trials}
+    assert sorted(after) == sorted(before)
+    got, want = after[name], before[name]
+    assert got.status == "completed" and got.metric == pytest.approx(want.metric)
+    assert got.params == pytest.approx(want.params) and got.rounds == want.rounds
+    assert [x for x, _ in got.curve] == [x for x, _ in want.curve]

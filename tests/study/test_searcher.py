@@ -94,6 +94,35 @@ def test_a_trial_asked_before_a_driver_crash_is_adopted_not_left_running(tmp_pat
     assert trials[0].user_attrs["ray_trial_id"] == "new" and trials[0].user_attrs["adopted_from"] == "lost"
 
 
+def test_trials_asked_and_ended_after_rays_snapshot_are_not_sampled_again(tmp_path):
+    """A killed driver's Ray snapshot can predate trials that were asked and ended since; Ray then wants as many
+    new trials. Optuna holds num_samples trials already, so the searcher says the study is complete (once the
+    RUNNING orphan is adopted), instead of asking one Optuna trial too many (CI: 5 trials in a 4-seed study)."""
+    from ray.tune.search import Searcher
+
+    def searcher():
+        space = get_space("lambda_adv")
+        return StudySearch(make_define_by_run(space, resolve_params(space, {})), metric=METRIC, mode="max",
+                           max_t=4, num_samples=3, study_dir=tmp_path, study_name="unit",
+                           sampler=optuna.samplers.RandomSampler(seed=0),
+                           storage=JournalStorage(JournalFileBackend(str(tmp_path / "j.journal"))))
+
+    before = searcher()
+    before.suggest("a")  # in Ray's snapshot
+    before.suggest("b")  # asked and ended after it
+    before.on_trial_complete("b", result={METRIC: 0.4, "training_iteration": 4, "finished": 1.0})
+    lost = before.suggest("c")  # asked after it, still running at the kill
+    after = searcher()
+    after._ot_trials = {"a": before._ot_trials["a"]}  # what the snapshot knew
+    assert after.suggest("d") == lost  # the RUNNING orphan first
+    assert after.suggest("e") == Searcher.FINISHED  # b is done: no fourth trial
+    assert len(after._ot_study.trials) == 3
+    (tmp_path / "other").mkdir()
+    unlimited = _searcher(tmp_path / "other")  # num_samples unknown (a searcher pickled by older code)
+    for trial_id in "xyz":
+        assert unlimited.suggest(trial_id) != Searcher.FINISHED
+
+
 def test_the_folder_ray_made_for_an_adopted_trial_is_moved_whole_to_superseded(tmp_path):
     before = _searcher(tmp_path)
     before.suggest("lost")
@@ -107,6 +136,31 @@ def test_the_folder_ray_made_for_an_adopted_trial_is_moved_whole_to_superseded(t
     aside = tmp_path / "superseded" / "trial_lost"
     assert (aside / "params.json").read_text() == '{"x": 1}' and (aside / "result.json").read_text() == '{"iteration": 1}\n'
     assert sorted(p.name for p in tmp_path.glob("trial_*")) == []
+
+
+def test_a_failed_trial_that_a_resume_runs_to_the_end_is_recorded_and_the_failure_left_out(tmp_path):
+    from study.journal import superseded_numbers
+
+    searcher = _searcher(tmp_path)
+    sampled = searcher.suggest("a")
+    searcher.on_trial_result("a", {METRIC: 0.2, "training_iteration": 1})
+    searcher.on_trial_complete("a", result=None, error=True)  # crashed for good in the first run
+    study = searcher._ot_study
+    assert [t.state.name for t in study.trials] == ["FAIL"]
+    # `study resume` runs it again from its checkpoint (Ray's resume_errored); Optuna refuses to change a FAIL.
+    restored = _searcher(tmp_path)
+    restored._ot_trials, restored._completed_trials = dict(searcher._ot_trials), set(searcher._completed_trials)
+    restored.on_trial_result("a", {METRIC: 0.3, "training_iteration": 2})
+    restored.on_trial_complete("a", result={METRIC: 0.5, "training_iteration": 4, "finished": 1.0})
+    restored.on_trial_complete("a", result={METRIC: 0.5, "training_iteration": 4, "finished": 1.0})  # told twice
+    trials = restored._ot_study.trials
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]
+    rerun = trials[1]
+    assert rerun.value == 0.5 and rerun.params == trials[0].params and rerun.user_attrs["rerun_of"] == 0
+    assert rerun.user_attrs["ray_trial_id"] == "a" and "fail_reason" not in rerun.user_attrs
+    assert rerun.intermediate_values == {1: 0.2, 4: 0.5}
+    assert superseded_numbers(trials) == {0}
+    assert {k: rerun.params[k] for k in sampled} == sampled
 
 
 def _asha(cls, tmp_path, **kwargs):

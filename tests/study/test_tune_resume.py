@@ -358,3 +358,40 @@ def test_status_reads_a_journal_torn_by_a_full_disk(tiny_benchmark, tmp_path, ca
     assert main(["study", "status", str(home)]) == 0
     out = capsys.readouterr().out
     assert "2 COMPLETE" in out and "best" in out, out
+
+
+@pytest.mark.slow
+def test_a_trial_that_crashed_and_completes_on_resume_is_complete_in_status(tiny_benchmark, tmp_path, monkeypatch):
+    """A trial that crashed for good (max_failures = 0) is FAIL in Optuna and makes `study run` exit 3; `study resume`
+    runs it again and it completes. It stayed FAIL in Optuna (a finished trial cannot change) and in `study status`;
+    now the re-run is recorded as an Optuna trial of its own (`rerun_of`) and the failure is left out."""
+    from study.commands.study import collect_trials, exit_status
+    from study.study_config import study_from_dict
+    from study.tuner import resume_study, run_study
+    from trainables.tune import probe_trial
+
+    for key, value in TEST_RAY_ENV.items():
+        monkeypatch.setenv(key, value)
+    faults = tmp_path / "faults"
+    faults.mkdir()
+    monkeypatch.setenv("DASTUDY_FAULT", "crash_at:step:1")  # the first probe step of one trial, once
+    monkeypatch.setenv("DASTUDY_FAULT_DIR", str(faults))
+    table = study_table(tiny_benchmark, name="rerun", num_samples=2, max_concurrent_trials=1, max_failures=0,
+                        scheduler={"kind": "fifo"})
+    study = study_from_dict(table, source="test")
+    _, location = run_study(study, storage=str(tmp_path / "studies"), num_cpus=2, trainable=probe_trial)
+    info = collect_trials(location.home)
+    assert info["counts"] == {"COMPLETE": 1, "FAIL": 1} and exit_status(info) == 3
+
+    resume_study(location.home, num_cpus=2, trainable=probe_trial)
+    info = collect_trials(location.home)
+    assert info["counts"] == {"COMPLETE": 2} and exit_status(info) == 0
+    assert len(info["trials"]) == 2 and sorted(t["trial"] for t in info["trials"]) == sorted(
+        p.name for p in location.home.glob("trial_*"))
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    trials = optuna.load_study(study_name="rerun", storage=JournalStorage(
+        JournalFileBackend(str(location.home / "optuna.journal")))).trials
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE", "COMPLETE"]
+    assert trials[2].user_attrs["rerun_of"] == trials[0].number and trials[2].params == trials[0].params
