@@ -110,8 +110,9 @@ def test_a_gpu_nobody_provides_ends_the_study_at_the_deadline(cpu_only_ray, tiny
 
     ray.shutdown()
     gpu_tmp = tempfile.mkdtemp(prefix="rg", dir="/tmp")
-    try:  # a GPU as a Ray resource (the probe trials do not touch a device)
-        ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, logging_level="WARNING",
+    try:  # GPUs as a Ray resource (the probe trials touch no device); two, so that both waiting probes start
+        # together (a probe waits up to 60 s for the study's max_concurrent_trials probes to have started)
+        ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False, logging_level="WARNING",
                  log_to_driver=False, object_store_memory=100 * 1024 ** 2, _temp_dir=gpu_tmp)
         resume_study(home, trainable=probe_trial)
     finally:
