@@ -87,13 +87,25 @@ class PendingWatchdog:
         if self.since is None:
             self.since = now
         elif now - self.since >= self.timeout_s:
-            self.message = self.describe(now - self.since, pending_name)
+            missing = self.missing()
+            if not missing:
+                # Some node has what the trial needs: it waits its turn (Ray still starting a worker on a busy
+                # machine, or other jobs holding the resources), which is not a study that cannot start. (CI: a
+                # resumed study with a 3 s deadline ended "no node provides CPU / GPU" on a cluster that had both.)
+                self.since = now
+                return
+            self.message = self.describe(now - self.since, pending_name, missing)
             _TIMED_OUT[:] = [self.message]
 
-    def describe(self, waited: float, pending_name: str) -> str:
+    def missing(self) -> list[str]:
+        """The requested resources no alive node of the cluster has enough of (now)."""
         import ray
 
-        missing = _missing(self.request, ray.nodes()) or sorted(self.request)
+        return _missing(self.request, ray.nodes())
+
+    def describe(self, waited: float, pending_name: str, missing: Sequence[str]) -> str:
+        import ray
+
         wanted = ", ".join(f"{k} = {v:g}" for k, v in self.request.items())
         totals = ray.cluster_resources()
         have = ", ".join(f"{totals.get(k, 0):g} {k}" for k in self.request)

@@ -28,7 +28,9 @@ def test_watchdog_clock_runs_only_while_nothing_runs(monkeypatch):
 
     clock = _Clock()
     dog = autoscale.PendingWatchdog(timeout_s=10, request={"CPU": 1.0, "GPU": 1.0}, clock=clock)
-    monkeypatch.setattr(dog, "describe", lambda waited, name: f"waited {waited:.0f} for {name}")
+    monkeypatch.setattr(dog, "describe", lambda waited, name, missing: f"waited {waited:.0f} for {name}")
+    missing = ["GPU"]
+    monkeypatch.setattr(dog, "missing", lambda: list(missing))
     dog.observe(["PENDING"], "trial_a")
     clock.now = 9
     dog.observe(["PENDING"], "trial_a")
@@ -41,7 +43,15 @@ def test_watchdog_clock_runs_only_while_nothing_runs(monkeypatch):
     clock.now = 39
     dog.observe(["TERMINATED", "PENDING"], "trial_b")
     assert dog.message is None
+    missing.clear()  # at the deadline the cluster has a GPU: the trial waits its turn, the clock restarts
     clock.now = 40
+    dog.observe(["TERMINATED", "PENDING"], "trial_b")
+    assert dog.message is None
+    missing.append("GPU")  # the node went away
+    clock.now = 49
+    dog.observe(["TERMINATED", "PENDING"], "trial_b")
+    assert dog.message is None
+    clock.now = 50
     dog.observe(["TERMINATED", "PENDING"], "trial_b")
     assert dog.message == "waited 10 for trial_b" and dog.stopper().stop_all()
     with pytest.raises(autoscale.PendingTimeout, match="waited 10 for trial_b"):
