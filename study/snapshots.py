@@ -11,18 +11,23 @@ dastudy's storage filesystem defers those deletions until no stored state can na
 (:class:`study.atomic_fs.DeferredDeletes`), which makes the forced snapshots unnecessary; :func:`stop_forced_snapshots`
 then switches them off. Object-store storage keeps Ray's behaviour (its deletions are not deferred).
 
-Each snapshot re-encodes every trial's metadata, so its size matters as much as its count: :func:`drop_metric_windows`
-removes the last-5/last-10 value windows Ray keeps for every numeric key of every trial (38 % of the state).
+Each snapshot re-encodes every trial's metadata, so its size matters as much as its count: :func:`lean_run_metadata`
+stores only what is read back (no analysis of Ray's bookkeeping keys, no last-5/last-10 windows, checkpoint metrics
+cut to the summaries, no checkpoints of a trial whose files :func:`forget_checkpoints` says are deleted).
 """
 from __future__ import annotations
 
+import copy
+import json
 from typing import Any
 
 from ray.tune.schedulers import FIFOScheduler
+from ray.tune.trainable.metadata import _TrainingRunMetadata  # private: see lean_run_metadata
+from ray.tune.utils.serialization import TuneFunctionEncoder
 
 from study.atomic_fs import DEFERRED
 
-__all__ = ["stop_forced_snapshots", "drop_metric_windows", "SnapshotPacing", "StudyFIFO"]
+__all__ = ["stop_forced_snapshots", "lean_run_metadata", "forget_checkpoints", "SnapshotPacing", "StudyFIFO"]
 
 
 def stop_forced_snapshots(controller: Any) -> bool:
@@ -40,37 +45,117 @@ def stop_forced_snapshots(controller: Any) -> bool:
     return was_on
 
 
-def drop_metric_windows(trial: Any) -> bool:
-    """Stop Ray keeping, for every numeric key this trial reports, its last 5 and last 10 values and their means
-    (``metric_n_steps``, ``last-5-avg``/``last-10-avg``) in the experiment state; True when done.
+def _analysed(key: str) -> bool:
+    """Keys whose max/min/avg/last Ray keeps per trial: the evaluation summaries (``val/…``, ``uda/…``,
+    ``select/…``), not Ray's own bookkeeping (``done``, ``time_this_iter_s``, …) nor dastudy's ``time/…``."""
+    return "/" in key and not key.startswith("time/")
 
-    They were ~460 bytes per key and trial, 38 % of a 1,000-trial state that every snapshot re-encodes
-    (docs/performance.md, "Scale"); only ``ResultGrid.get_best_result(scope="last-5-avg"|"last-10-avg")`` reads
-    them, which dastudy never calls (min/max/avg/last stay). Ray 2.60 builds the windows from a constructor
-    argument of its private ``_TrainingRunMetadata(n_steps=(5, 10))`` with no way to pass another (the size
-    problem is ray-project/ray#11233), so this sets that private attribute here and nowhere else;
-    ``tests/study/test_snapshots.py::test_rays_metric_windows_are_where_we_drop_them`` fails if an upgrade
-    moves it. A restored trial's saved windows are dropped too."""
+
+# What Ray reads from a checkpoint's metrics when it restores a trial from it (Trainable.restore,
+# StorageContext._update_checkpoint_index), and dastudy's iteration and finished flag.
+_RESTORE_KEYS = frozenset({"training_iteration", "time_total_s", "timesteps_total", "episodes_total",
+                           "checkpoint_dir_name", "iteration", "finished"})
+
+
+class LeanRunMetadata(_TrainingRunMetadata):
+    """Ray's per-trial run metadata as the experiment snapshot stores it, without what nobody reads back:
+    max/min/avg/last only for the evaluation summaries (:func:`_analysed`; no last-5/last-10 windows), the
+    checkpoints' metrics cut to the summaries and :data:`_RESTORE_KEYS`, no checkpoint at all once
+    :func:`forget_checkpoints` was called (its files are deleted), compact JSON. In memory nothing changes but the
+    analysis: the ResultGrid of a finished ``fit`` still has every checkpoint with its metrics."""
+
+    def update_metric(self, metric, value, step=1):
+        if not _analysed(metric):
+            return
+        analysis = self.metric_analysis.get(metric)
+        if analysis is None:
+            self.metric_analysis[metric] = {"max": value, "min": value, "avg": value, "last": value}
+        else:
+            step = step or 1
+            analysis["max"] = max(value, analysis["max"])
+            analysis["min"] = min(value, analysis["min"])
+            analysis["avg"] = (value + (step - 1) * analysis["avg"]) / step
+            analysis["last"] = value
+        self.invalidate_cache()
+
+    def get_json_state(self) -> str:
+        if self._cached_json is None:
+            skip = ("_cached_json", "_n_steps", "metric_n_steps", "forget_checkpoints")
+            data = {k: v for k, v in self.__dict__.items() if k not in skip}
+            data["checkpoint_manager"] = _lean_checkpoint_manager(
+                self.checkpoint_manager, forget=bool(self.__dict__.get("forget_checkpoints")))
+            self._cached_json = json.dumps(data, separators=(",", ":"), cls=TuneFunctionEncoder)
+        return self._cached_json
+
+
+def _lean_checkpoint_manager(manager: Any, *, forget: bool) -> Any:
+    """A shallow copy of Ray's checkpoint manager of one trial for the snapshot: the retained checkpoint results
+    with their metrics cut down (each was a full copy of the trial's result, Ray's bookkeeping and config
+    included), or none when the trial's checkpoints were deleted. The two private attributes are Ray 2.60's
+    ``_CheckpointManager`` fields; ``tests/study/test_snapshots.py::test_rays_checkpoint_manager_fields_are_where_
+    we_cut_them`` fails if an upgrade moves them, and without them the manager is stored whole."""
+    if manager is None or not all(hasattr(manager, a) for a in ("_checkpoint_results", "_latest_checkpoint_result")):
+        return manager
+    lean = copy.copy(manager)
+    if forget:
+        lean._checkpoint_results, lean._latest_checkpoint_result = [], None
+        return lean
+    score = getattr(getattr(manager, "checkpoint_config", None), "checkpoint_score_attribute", None)
+    cut: dict[int, Any] = {}  # the latest result is usually one of the retained ones: keep it one object
+
+    def slim(result: Any) -> Any:
+        if result is None or not isinstance(getattr(result, "metrics", None), dict):
+            return result
+        if id(result) not in cut:
+            cut[id(result)] = copy.copy(result)
+            cut[id(result)].metrics = {k: v for k, v in result.metrics.items()
+                                       if _analysed(k) or k in _RESTORE_KEYS or k == score}
+        return cut[id(result)]
+
+    lean._checkpoint_results = [slim(r) for r in manager._checkpoint_results]
+    lean._latest_checkpoint_result = slim(manager._latest_checkpoint_result)
+    return lean
+
+
+def lean_run_metadata(trial: Any) -> bool:
+    """Give this trial a :class:`LeanRunMetadata` (built from its current one); True when it has one.
+
+    Each snapshot stores every trial's run metadata, and most of it was never read back: at 1,000 trials the
+    analysis of Ray's bookkeeping keys, the last-5/last-10 windows (ray-project/ray#11233), a full result copy
+    per retained checkpoint and the checkpoints of pruned trials whose files were deleted made 6.5 of the 10.7 MB
+    (docs/performance.md, "Scale"). Ray 2.60 has no public way to change what it stores, so this subclasses its
+    private ``ray.tune.trainable.metadata._TrainingRunMetadata``, here and nowhere else;
+    ``tests/study/test_snapshots.py::test_rays_run_metadata_is_what_we_subclass`` fails if an upgrade changes it.
+    A restored trial (plain metadata again) is converted when it is added back."""
     metadata = getattr(trial, "run_metadata", None)
-    if metadata is None or not hasattr(metadata, "_n_steps") or not isinstance(
-            getattr(metadata, "metric_n_steps", None), dict):
+    if isinstance(metadata, LeanRunMetadata):
+        return True
+    if not isinstance(metadata, _TrainingRunMetadata) or not isinstance(metadata.metric_analysis, dict):
         return False
-    if metadata._n_steps or metadata.metric_n_steps:
-        metadata._n_steps = ()
-        metadata.metric_n_steps = {}
-        for analysis in getattr(metadata, "metric_analysis", {}).values():
-            for key in [k for k in analysis if str(k).startswith("last-")]:
-                del analysis[key]
-        metadata.invalidate_cache()
+    lean = LeanRunMetadata.__new__(LeanRunMetadata)
+    state = dict(metadata.__dict__)
+    state["metric_analysis"] = {k: {s: v for s, v in a.items() if not str(s).startswith("last-")}
+                                for k, a in metadata.metric_analysis.items() if _analysed(k) and isinstance(a, dict)}
+    state.update(metric_n_steps={}, _n_steps=(), _cached_json=None)
+    lean.__dict__.update(state)
+    trial.run_metadata = lean
     return True
 
 
+def forget_checkpoints(trial: Any) -> None:
+    """From now on the snapshots store no checkpoint of this trial: dastudy deletes its checkpoints (a pruned
+    trial, or one failed for good; study/storage.py ``CheckpointJanitor``), so no stored state should name them.
+    The trial keeps them in memory (Ray finishes with them as before)."""
+    if lean_run_metadata(trial):
+        trial.run_metadata.forget_checkpoints = True  # Ray's __setattr__ drops the cached JSON
+
+
 class SnapshotPacing:
-    """Scheduler mix-in: when a trial is added (the only hook that is given Ray's controller), drop its metric
-    windows and, if this driver defers checkpoint deletions (a filesystem storage), stop the forced snapshots."""
+    """Scheduler mix-in: when a trial is added (the only hook that is given Ray's controller), give it lean run
+    metadata (:func:`lean_run_metadata`) and, if this driver defers checkpoint deletions (a filesystem storage), stop the forced snapshots."""
 
     def on_trial_add(self, tune_controller, trial) -> None:
-        drop_metric_windows(trial)
+        lean_run_metadata(trial)
         if DEFERRED.enabled:
             stop_forced_snapshots(tune_controller)
         super().on_trial_add(tune_controller, trial)  # type: ignore[misc]  # the scheduler's own

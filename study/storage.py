@@ -179,9 +179,14 @@ class CheckpointJanitor(Callback):
         self.__init__(**state)
 
     def _mark(self, trial) -> None:
+        from study.snapshots import forget_checkpoints
+
         storage = getattr(trial, "storage", None)
         if storage is not None:
             self._pending.append((self._snapshots, storage.storage_filesystem, storage.trial_fs_path))
+            # The snapshot that records the trial as ended no longer names its checkpoints: a TERMINATED or
+            # finally FAILED trial is never restored from one, and the files go two snapshots later.
+            forget_checkpoints(trial)
 
     def _sweep(self, *, everything: bool = False) -> None:
         due = [p for p in self._pending if everything or p[0] <= self._snapshots - 2]

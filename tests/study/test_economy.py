@@ -290,3 +290,41 @@ def test_janitor_deletes_only_ray_checkpoints_of_pruned_trials_after_a_snapshot(
     janitor.on_trial_complete(0, [], late)
     janitor.on_experiment_end([])
     assert not list(late_dir.glob("checkpoint_0*"))
+
+
+def test_janitor_makes_the_next_snapshot_forget_the_checkpoints_it_will_delete(tmp_path):
+    """A pruned trial's checkpoints leave the stored state when the trial ends (its files go two snapshots later);
+    a completed trial's stay."""
+    import pyarrow.fs as pafs
+    from ray.train import Checkpoint
+    from ray.train._internal.checkpoint_manager import _CheckpointManager
+    from ray.train._internal.session import _TrainingResult
+    from ray.tune.experiment.trial import Trial
+
+    from study.snapshots import lean_run_metadata
+    from study.storage import CheckpointJanitor
+
+    def trial(name: str, result: dict) -> Trial:
+        (tmp_path / name / "checkpoint_000000").mkdir(parents=True)
+        made = Trial("probe", stub=True)
+        lean_run_metadata(made)
+        made.run_metadata.checkpoint_manager = _CheckpointManager(None)
+        made.run_metadata.checkpoint_manager.register_checkpoint(_TrainingResult(
+            Checkpoint.from_directory(str(tmp_path / name / "checkpoint_000000")), result))
+        made.update_last_result(result)
+        made.storage = SimpleNamespace(storage_filesystem=pafs.LocalFileSystem(), trial_fs_path=str(tmp_path / name))
+        return made
+
+    def stored_checkpoint(made: Trial):
+        restored = Trial("probe", stub=True)
+        restored.restore_run_metadata(made.run_metadata.get_json_state())
+        return restored.checkpoint
+
+    janitor = CheckpointJanitor(max_t=4)
+    pruned = trial("trial_p", {"training_iteration": 1, "val/mIoU16": 0.1})
+    done = trial("trial_c", {"training_iteration": 4, "val/mIoU16": 0.5, "finished": 1.0})
+    assert stored_checkpoint(pruned) is not None
+    janitor.on_trial_complete(0, [], pruned)
+    janitor.on_trial_complete(0, [], done)
+    assert stored_checkpoint(pruned) is None and (tmp_path / "trial_p" / "checkpoint_000000").is_dir()
+    assert stored_checkpoint(done).path == str(tmp_path / "trial_c" / "checkpoint_000000")

@@ -165,28 +165,78 @@ class _TrialForScheduler:
 
 
 
-def test_rays_metric_windows_are_where_we_drop_them():
-    """Fails when an upgrade of Ray moves the private window attributes drop_metric_windows changes."""
-    from ray.tune.experiment.trial import Trial
+def _full_result(step: int) -> dict:
+    """What Ray makes of one dastudy report: the payload plus Ray's bookkeeping and the trial's config."""
+    return {"val/mIoU16": 0.1 * step, "val/mIoU13": 0.2 * step, "iteration": 100 * step, "time/engine_s": 1.5 * step,
+            "training_iteration": step, "time_total_s": 2.0 * step, "time_this_iter_s": 2.0, "done": False,
+            "should_checkpoint": True, "checkpoint_dir_name": f"checkpoint_{step - 1:06d}", "trial_id": "abc",
+            "hostname": "node-1", "pid": 4242, "config": {"adapt.lambda_adv_main": 0.001}}
 
-    from study.snapshots import drop_metric_windows
+
+def test_rays_run_metadata_is_what_we_subclass():
+    """Fails when an upgrade of Ray changes the private run metadata lean_run_metadata subclasses: the snapshot
+    keeps max/min/avg/last of the summaries only, as compact JSON that Ray's own loader reads back."""
+    from ray.tune.experiment.trial import Trial
+    from ray.tune.trainable.metadata import _TrainingRunMetadata
+
+    from study.snapshots import LeanRunMetadata, lean_run_metadata
 
     trial = Trial("probe", stub=True)
-    assert trial.run_metadata._n_steps == (5, 10)
-    for step in range(1, 4):
-        trial.update_last_result({"val/mIoU16": 0.1 * step, "iteration": 100 * step, "training_iteration": step})
-    before = len(trial.run_metadata.get_json_state())
-    assert "last-5-avg" in trial.run_metadata.get_json_state()
-    assert drop_metric_windows(trial)
-    for step in range(4, 7):
-        trial.update_last_result({"val/mIoU16": 0.1 * step, "iteration": 100 * step, "training_iteration": step})
+    assert type(trial.run_metadata) is _TrainingRunMetadata and trial.run_metadata._n_steps == (5, 10)
+    trial.update_last_result(_full_result(1))
+    plain = len(trial.run_metadata.get_json_state())
+    assert lean_run_metadata(trial) and isinstance(trial.run_metadata, LeanRunMetadata)
+    assert set(trial.run_metadata.metric_analysis) == {"val/mIoU16", "val/mIoU13"}  # converted: Ray's keys gone
+    for step in range(2, 7):
+        trial.update_last_result(_full_result(step))
     state = trial.run_metadata.get_json_state()
-    assert "last-5-avg" not in state and "last-10-avg" not in state
-    assert len(state) < 0.6 * before  # 3 keys: 3,097 -> 1,616 characters
-    analysis = trial.run_metadata.metric_analysis["val/mIoU16"]
-    assert analysis["max"] == pytest.approx(0.6) and analysis["min"] == pytest.approx(0.1)
-    assert analysis["last"] == pytest.approx(0.6)
-    fresh = Trial("probe", stub=True)
-    assert drop_metric_windows(fresh)  # a new trial: no windows from its first result on
-    fresh.update_last_result({"val/mIoU16": 0.5, "training_iteration": 1})
-    assert fresh.run_metadata.metric_n_steps == {"val/mIoU16": {}, "training_iteration": {}}
+    assert len(state) < 0.5 * plain  # 1,592 characters after six results; Ray's own: 6,492 after one, 7,622 after six
+    analysis = trial.run_metadata.metric_analysis
+    assert set(analysis) == {"val/mIoU16", "val/mIoU13"}
+    assert analysis["val/mIoU16"]["max"] == pytest.approx(0.6) and analysis["val/mIoU16"]["min"] == pytest.approx(0.1)
+    assert analysis["val/mIoU16"]["avg"] == pytest.approx(0.35)  # (0.1 + ... + 0.6) / 6, Ray's running mean
+    assert analysis["val/mIoU13"]["last"] == pytest.approx(1.2)
+    assert "last-5-avg" not in state and "\n" not in state and "metric_n_steps" not in state
+    restored = Trial("probe", stub=True)
+    restored.restore_run_metadata(state)  # Ray's loader: plain metadata again, the same values
+    assert restored.run_metadata.metric_analysis == analysis
+    assert restored.run_metadata.last_result["hostname"] == "node-1"  # last_result is stored whole
+    assert lean_run_metadata(restored)  # added back on resume: lean again, and it keeps counting
+    restored.update_last_result(_full_result(7))
+    assert restored.run_metadata.metric_analysis["val/mIoU16"]["max"] == pytest.approx(0.7)
+
+
+def test_rays_checkpoint_manager_fields_are_where_we_cut_them(tmp_path):
+    """Fails when an upgrade of Ray moves the checkpoint manager's private fields: the snapshot keeps the retained
+    checkpoints with their metrics cut to the summaries and what a restore reads; after forget_checkpoints none."""
+    from ray.train import Checkpoint, CheckpointConfig
+    from ray.train._internal.checkpoint_manager import _CheckpointManager
+    from ray.train._internal.session import _TrainingResult
+    from ray.tune.experiment.trial import Trial
+
+    from study.snapshots import forget_checkpoints, lean_run_metadata
+
+    trial = Trial("probe", stub=True)
+    assert lean_run_metadata(trial)
+    manager = _CheckpointManager(CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="val/mIoU16",
+                                                  checkpoint_score_order="max"))
+    trial.run_metadata.checkpoint_manager = manager
+    for step, score in ((1, 0.3), (2, 0.1), (3, 0.2)):
+        path = tmp_path / f"checkpoint_{step - 1:06d}"
+        path.mkdir()
+        manager.register_checkpoint(_TrainingResult(Checkpoint.from_directory(str(path)),
+                                                    {**_full_result(step), "val/mIoU16": score}))
+    restored = Trial("probe", stub=True)
+    restored.restore_run_metadata(trial.run_metadata.get_json_state())
+    kept = restored.run_metadata.checkpoint_manager._checkpoint_results
+    assert [r.checkpoint.path for r in kept] == [str(tmp_path / "checkpoint_000002"), str(tmp_path / "checkpoint_000000")]
+    assert kept[0] is restored.run_metadata.checkpoint_manager._latest_checkpoint_result  # one object, as in Ray
+    assert set(kept[1].metrics) == {"val/mIoU16", "val/mIoU13", "iteration", "training_iteration", "time_total_s",
+                                    "checkpoint_dir_name"}
+    assert restored.checkpoint.path == str(tmp_path / "checkpoint_000002")  # what a resume restores from
+    assert set(manager._checkpoint_results[0].metrics) == set(_full_result(3))  # in memory: untouched
+    forget_checkpoints(trial)
+    gone = Trial("probe", stub=True)
+    gone.restore_run_metadata(trial.run_metadata.get_json_state())
+    assert gone.run_metadata.checkpoint_manager._checkpoint_results == [] and gone.checkpoint is None
+    assert trial.checkpoint.path == str(tmp_path / "checkpoint_000002")  # this driver still has it
