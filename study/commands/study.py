@@ -449,13 +449,22 @@ def _resume(args: argparse.Namespace) -> int:
     return _summarize(location, args.storage)
 
 
+def _cpus() -> int:
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def _report(args: argparse.Namespace) -> int:
     from study.cli import UserError
     from study.report import ReportError, write_report
 
     home = study_home(args.study, args.storage)
     try:
-        summary = write_report(home, out_dir=args.out)
+        summary = write_report(home, out_dir=args.out, workers=_cpus())  # the figures at once (issue 12: ≤ 3 s)
     except ReportError as err:
         raise UserError(str(err)) from None
     if args.json:

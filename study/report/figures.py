@@ -253,24 +253,74 @@ def _importance_figure(path: Path, data: StudyData, importances: Mapping[str, fl
 
 def _draw_all(figure_dir: Path, data: StudyData, *, best: ConfigAggregate | TrialRecord | None,
               searched: Sequence[str], importances: Mapping[str, float], rungs: Sequence[int],
-              completed: Sequence[ConfigAggregate] = (), space_dir: Path | None = None) -> dict[str, Path]:
+              completed: Sequence[ConfigAggregate] = (), space_dir: Path | None = None,
+              workers: int = 1) -> dict[str, Path]:
+    """Draw the report's figures into ``figure_dir``; ``workers`` > 1 draws them in forked processes at once
+    (see :func:`_fork_safe`)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
     space = _space_dimensions(space_dir if space_dir is not None else figure_dir.parent)
-    out: dict[str, Path] = {}
+    jobs: list[tuple[str, Any]] = [  # in this order two workers share the work about evenly
+        ("sensitivity", lambda p: _sensitivity(p, data, searched, space, completed)),
+        ("learning_curves", lambda p: _learning_curves(p, data, rungs)),
+        ("importance", lambda p: _importance_figure(p, data, importances)),
+        ("per_class_iou", lambda p: _per_class_figure(p, data, best)),
+    ]
     with plt.style.context("default"), matplotlib.rc_context({"svg.hashsalt": "dastudy", "path.simplify": True}):
-        for key, draw in (
-            ("sensitivity", lambda p: _sensitivity(p, data, searched, space, completed)),
-            ("learning_curves", lambda p: _learning_curves(p, data, rungs)),
-            ("per_class_iou", lambda p: _per_class_figure(p, data, best)),
-            ("importance", lambda p: _importance_figure(p, data, importances)),
-        ):
-            path = draw(figure_dir / f"{key}.png")
-            if path is not None:
-                out[key] = path
-    return out
+        drawn = _run_jobs(jobs, figure_dir, workers=workers if _fork_safe() else 1)
+    shown = ("sensitivity", "learning_curves", "per_class_iou", "importance")  # the report's order
+    return {key: figure_dir / f"{key}.png" for key in shown if drawn.get(key)}
 
 
+def _fork_safe() -> bool:
+    """Forking is safe here only in a process with one Python thread and without Ray's (gRPC) threads, i.e. the
+    ``dastudy study report`` command; anything else draws in its own process."""
+    import sys
+    import threading
+
+    return threading.active_count() == 1 and not any(m in sys.modules for m in ("ray", "grpc", "torch"))
+
+
+def _run_jobs(jobs: Sequence[tuple[str, Any]], figure_dir: Path, *, workers: int) -> dict[str, bool]:
+    """Run ``draw(path)`` of each job; job *i* goes to worker *i* mod ``workers``, worker 0 being this process.
+    A forked worker tells which of its figures it drew through a pipe; a figure it did not report (it crashed) is
+    drawn here afterwards, so an error surfaces as it would without workers. Figures are identical either way:
+    a worker is a fork of this process, with the same data and matplotlib settings."""
+    import os
+    import sys
+
+    def draw(key: str, job: Any) -> bool:
+        return job(figure_dir / f"{key}.png") is not None
+
+    workers = max(1, min(int(workers), len(jobs)))
+    children: list[tuple[int, int, list[tuple[str, Any]]]] = []
+    if workers > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    for w in range(1, workers):
+        mine = [job for i, job in enumerate(jobs) if i % workers == w]
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the worker: draw, report, leave without running the parent's exit handlers
+            code = 0
+            try:
+                os.close(read_fd)
+                lines = [f"{key}\t{int(draw(key, job))}\n" for key, job in mine]
+                os.write(write_fd, "".join(lines).encode())
+            except BaseException:  # noqa: BLE001 - anything: the parent draws it again and shows the error
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(write_fd)
+        children.append((pid, read_fd, mine))
+    drawn = {key: draw(key, job) for i, (key, job) in enumerate(jobs) if i % workers == 0}
+    for pid, read_fd, mine in children:
+        with os.fdopen(read_fd, "rb") as pipe:
+            told = dict(line.split("\t") for line in pipe.read().decode().splitlines() if "\t" in line)
+        os.waitpid(pid, 0)
+        for key, job in mine:
+            drawn[key] = told[key] == "1" if key in told else draw(key, job)
+    return drawn

@@ -80,7 +80,8 @@ def _summary_rows(data: StudyData, searched: Sequence[str]) -> list[list[str]]:
     scored = data.scored()
     completed = [t for t in scored if t.status == "completed"]
     stopped = [t for t in scored if t.status in ("pruned", "stopped")]
-    unranked = sorted((t for t in data.trials if t not in completed and t not in stopped), key=lambda t: t.name)
+    ranked_ids = {id(t) for t in (*completed, *stopped)}  # by identity: comparing records field by field was O(n²)
+    unranked = sorted((t for t in data.trials if id(t) not in ranked_ids), key=lambda t: t.name)
     ranked = ([(str(k), t) for k, t in enumerate(completed, start=1)]
               + [(f"s{k}", t) for k, t in enumerate(stopped, start=1)] + [("-", t) for t in unranked])
     rows = []

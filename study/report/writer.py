@@ -54,9 +54,10 @@ def _best_config(study_dir: Path, out_dir: Path, data: StudyData, best: TrialRec
     return path, None
 
 
-def write_report(study_dir: str | Path, *, out_dir: str | Path | None = None) -> ReportSummary:
+def write_report(study_dir: str | Path, *, out_dir: str | Path | None = None, workers: int = 1) -> ReportSummary:
     """Write ``report.md``, ``figures/*.png``, ``tables/*.csv`` and ``best_config.toml`` into ``out_dir``
-    (default: the study directory; another directory leaves a read-only study archive untouched)."""
+    (default: the study directory; another directory leaves a read-only study archive untouched). ``workers`` > 1
+    draws the figures in that many processes at once where forking is safe (the ``study report`` command)."""
     study_dir = Path(study_dir)
     data = load_study(study_dir)
     if not data.trials:
@@ -82,7 +83,7 @@ def write_report(study_dir: str | Path, *, out_dir: str | Path | None = None) ->
     figure_dir = out / FIGURES
     figure_dir.mkdir(exist_ok=True)
     figures = _draw_all(figure_dir, data, best=best_cfg, searched=searched, importances=importance.values,
-                        rungs=_rungs(data), completed=completed, space_dir=study_dir)
+                        rungs=_rungs(data), completed=completed, space_dir=study_dir, workers=workers)
     table_dir = out / TABLES
     # the paper's table only where λ_adv or the backbone is searched (anything else would pool every trial into a row)
     rows_paper = paper_rows(data) if {LAMBDA_KEY, MODEL_KEY} & set(searched) else []

@@ -163,3 +163,20 @@ def test_ray_study_optimises_a_validator_and_reports_agreement(tiny_benchmark, t
     write_report(home)  # `dastudy study report` appends the section
     assert "## Label-free validators" in (home / "report.md").read_text()
     assert "](figures/validator_agreement.png)" in (home / "report.md").read_text()
+
+
+def test_no_validator_is_decided_from_last_eval_without_reading_the_logs(tmp_path, monkeypatch):
+    """A study without validators: each run's last_eval.json says so, and no training log is parsed (issue 12:
+    the logs of 1,000 trials took 0.5 s of `study report`). A run with a uda/ score there still gets its section."""
+    from pathlib import Path
+
+    study = write_study(tmp_path / "study")
+    for name in TRIALS:
+        (study / name / "run" / "last_eval.json").write_text(json.dumps({"iteration": 30, "val/mIoU16": 0.2}))
+    read = []
+    real = Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: read.append(self.name) or real(self, *a, **k))
+    assert agreement_section(study, study / "figures") == ""
+    assert "metrics.jsonl" not in read and read.count("last_eval.json") == 3
+    (study / "trial_b" / "run" / "last_eval.json").write_text(json.dumps({"iteration": 30, "uda/snd": 0.6}))
+    assert "| `uda/snd` |" in agreement_section(study, study / "figures")
