@@ -303,7 +303,13 @@ def _run_jobs(jobs: Sequence[tuple[str, Any]], figure_dir: Path, *, workers: int
     for w in range(1, workers):
         mine = [job for i, job in enumerate(jobs) if i % workers == w]
         read_fd, write_fd = os.pipe()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:  # no process to spare (a ulimit): draw these here like the rest
+            os.close(read_fd)
+            os.close(write_fd)
+            children.append((-1, -1, mine))
+            continue
         if pid == 0:  # the worker: draw, report, leave without running the parent's exit handlers
             code = 0
             try:
@@ -316,11 +322,20 @@ def _run_jobs(jobs: Sequence[tuple[str, Any]], figure_dir: Path, *, workers: int
                 os._exit(code)
         os.close(write_fd)
         children.append((pid, read_fd, mine))
-    drawn = {key: draw(key, job) for i, (key, job) in enumerate(jobs) if i % workers == 0}
+    try:
+        drawn = {key: draw(key, job) for i, (key, job) in enumerate(jobs) if i % workers == 0}
+    except BaseException:
+        for pid, read_fd, _ in children:  # reap the workers before the error goes up
+            if pid > 0:
+                os.close(read_fd)
+                os.waitpid(pid, 0)
+        raise
     for pid, read_fd, mine in children:
-        with os.fdopen(read_fd, "rb") as pipe:
-            told = dict(line.split("\t") for line in pipe.read().decode().splitlines() if "\t" in line)
-        os.waitpid(pid, 0)
+        told: dict[str, str] = {}
+        if pid > 0:
+            with os.fdopen(read_fd, "rb") as pipe:
+                told = dict(line.split("\t") for line in pipe.read().decode().splitlines() if "\t" in line)
+            os.waitpid(pid, 0)
         for key, job in mine:
             drawn[key] = told[key] == "1" if key in told else draw(key, job)
     return drawn
