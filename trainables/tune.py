@@ -30,6 +30,7 @@ from ray import tune
 from trainables import faults
 from trainables.config import TrainConfig, from_dict, merge, replace_path
 from trainables.reporters import JsonLinesReporter, Reporter
+from trainables.staging import staging_prefix, sweep_stale_staging
 
 __all__ = ["TrialContext", "TrialFailed", "train_trial", "oom_reason", "FINAL_FAILURES", "apply_overrides",
            "trial_train_config", "estimate_gpu_memory_gib", "gpu_share", "run_baseline", "FINISHED_KEY",
@@ -221,7 +222,7 @@ class _TuneReporter(Reporter):
         if evaluation % self.checkpoint_every and iteration < trainer.total_iterations:
             tune.report(report)  # no checkpoint this time (checkpoint_every): no snapshot forced by it either
             return
-        with tempfile.TemporaryDirectory(prefix="dastudy-ckpt-") as tmp:
+        with tempfile.TemporaryDirectory(prefix=staging_prefix()) as tmp:  # trainables/staging.py
             trainer.save_checkpoint(Path(tmp) / "state.pt")
             faults.inject("checkpoint", iteration, seed=trainer.cfg.runtime.seed)  # test-only: not yet in Ray
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(tmp))
@@ -300,6 +301,7 @@ def _is_oom(err: BaseException) -> bool:
 def train_trial(config: dict[str, Any], *, context: TrialContext) -> None:
     """The Ray function trainable of a study (source-only or adversarial, as the run config says)."""
     started = time.perf_counter()
+    sweep_stale_staging()  # checkpoints that killed trials left in this node's temp folder
     trial_dir = _trial_dir(context)
     previous = _final_failure(trial_dir, context)
     if previous is not None:  # a retry of a divergence / OOM would only repeat it

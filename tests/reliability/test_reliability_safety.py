@@ -75,6 +75,9 @@ REVIEWED = {
     ("study/tensorboard.py", "_remove_made", "shutil.rmtree"):
         "a folder an earlier build_view listed in the view's marker, only directly inside the view",
     ("trainables/objectstore.py", "local_copy", "os.replace"): "its mkstemp file over the node's cached download",
+    ("trainables/staging.py", "sweep_stale_staging", "shutil.rmtree"):
+        "a checkpoint staging folder dastudy-ckpt-<pid>-* in the temp folder: this user's, not a link, untouched "
+        "for an hour, its process gone",
     ("trainables/objectstore.py", "local_copy", "os.unlink"): "its own mkstemp file, after a failed download",
     ("data/io.py", "atomic_write_bytes", "os.replace"):
         "its temporary file over a file of a new synthetic benchmark or of `data prepare` output",
