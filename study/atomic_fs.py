@@ -33,10 +33,10 @@ import tempfile
 import pyarrow
 import pyarrow.fs as pafs
 
-__all__ = ["AtomicLocalHandler", "atomic_local_filesystem", "TEMP_PREFIX", "DeferredDeletes", "DEFERRED"]
+__all__ = ["AtomicLocalHandler", "atomic_local_filesystem", "TEMP_PREFIX", "CHECKPOINT_DIR", "DeferredDeletes", "DEFERRED"]
 
 TEMP_PREFIX = ".dastudy-partial-"  # temporary siblings; one left behind means a writer was killed mid-file
-_CHECKPOINT_DIR = re.compile(r"^checkpoint_\d+$")  # Ray's trial checkpoint directories
+CHECKPOINT_DIR = re.compile(r"^checkpoint_\d+$")  # Ray's trial checkpoint directories (also study/storage.py)
 _STATE_FILE = re.compile(r"^experiment_state-.+\.json$")  # Ray's experiment snapshot, one per driver session
 
 
@@ -71,7 +71,7 @@ class DeferredDeletes:
 
     def defer(self, path: str) -> bool:
         """True when ``path`` (a checkpoint directory) is kept for later instead of being deleted now."""
-        if not _CHECKPOINT_DIR.match(os.path.basename(os.path.normpath(path))):
+        if not CHECKPOINT_DIR.match(os.path.basename(os.path.normpath(path))):
             return False
         with self._lock:
             if not self.enabled:

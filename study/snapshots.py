@@ -65,18 +65,8 @@ class LeanRunMetadata(_TrainingRunMetadata):
     analysis: the ResultGrid of a finished ``fit`` still has every checkpoint with its metrics."""
 
     def update_metric(self, metric, value, step=1):
-        if not _analysed(metric):
-            return
-        analysis = self.metric_analysis.get(metric)
-        if analysis is None:
-            self.metric_analysis[metric] = {"max": value, "min": value, "avg": value, "last": value}
-        else:
-            step = step or 1
-            analysis["max"] = max(value, analysis["max"])
-            analysis["min"] = min(value, analysis["min"])
-            analysis["avg"] = (value + (step - 1) * analysis["avg"]) / step
-            analysis["last"] = value
-        self.invalidate_cache()
+        if _analysed(metric):  # Ray's own update; with _n_steps = () it keeps no windows
+            super().update_metric(metric, value, step)
 
     def get_json_state(self) -> str:
         if self._cached_json is None:

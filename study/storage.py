@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Any, Iterable
 
 from ray.tune import Callback
 
+from study.atomic_fs import CHECKPOINT_DIR  # Ray's checkpoint_<n> directories: nothing else is touched
 from trainables.objectstore import filesystem
 
 __all__ = ["STATE_FILES", "StoreSync", "push_study", "pull_study", "study_uri", "CheckpointJanitor",
@@ -143,7 +143,6 @@ class StoreSync(Callback):
 # ---------------------------------------------------------------------------------------------------------
 # checkpoint volume
 
-_CHECKPOINT_DIR = re.compile(r"^checkpoint_\d+$")  # Ray's trial checkpoint directories, nothing else is touched
 FINAL_FAILURES = ("diverged", "oom", "resources")  # as trainables.tune: a retry would repeat them
 
 
@@ -210,7 +209,7 @@ class CheckpointJanitor(Callback):
         except OSError:
             return
         for entry in entries:
-            if entry.type != pafs.FileType.Directory or not _CHECKPOINT_DIR.match(entry.base_name):
+            if entry.type != pafs.FileType.Directory or not CHECKPOINT_DIR.match(entry.base_name):
                 continue
             try:
                 files = fs.get_file_info(pafs.FileSelector(entry.path, recursive=True))

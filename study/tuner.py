@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from study.config import dump_toml, load_toml
-from study.resources import (PreflightError, check_cluster_resources, check_datasets, check_storage_shared,
+from study.resources import (PreflightError, check_datasets, check_storage_shared,
                              cluster_nodes, describe_nodes, is_uri, private_tmpdir)
 from study.spaces import get_space, grid_search_space, label_optuna_study, make_define_by_run
 from study.study_config import StudyConfig, baseline_train_config, study_from_dict, study_to_dict

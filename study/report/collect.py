@@ -199,7 +199,7 @@ def _failure(trial_dir: Path) -> tuple[str | None, str | None]:
     return None, None
 
 
-def _engine_only_trials(study_dir: Path, optuna_summary, metric: str, *, known: set[str]):
+def _engine_only_trials(study_dir: Path, optuna_summary, *, known: set[str]):
     """Trials whose Ray files (``params.json``, ``result.json``) never reached the study: a driver killed within
     Ray's snapshot interval (≥ 10 s) after a trial ended loses the copies its loggers had written locally, while the
     trial's engine output (``run/``) and its Optuna record are complete (the resumed study does not run it again).
@@ -293,7 +293,7 @@ def load_study(study_dir: str | Path) -> StudyData:
         params = _flatten(json.loads((trial_dir / "params.json").read_text()))
         rows = _json_lines(trial_dir / "result.json")
         raw.append((trial_dir, params, rows))
-    raw += _engine_only_trials(study_dir, optuna_summary, metric, known={p.name for p in trial_dirs})
+    raw += _engine_only_trials(study_dir, optuna_summary, known={p.name for p in trial_dirs})
     raw.sort(key=lambda item: item[0].name)
     searched = _searched_names(study_dir, (p for _, p, _ in raw))
     trials = []
