@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,9 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-import psutil
-
-from study_helpers import TEST_RAY_ENV
+from study_helpers import TEST_RAY_ENV, kill_tree  # noqa: F401  (re-exported for the reliability tests)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -58,33 +55,6 @@ def wait_for_file(path: Path, driver: subprocess.Popen, log: Path, *, timeout: f
             raise AssertionError(f"{path.name} did not appear within {timeout:.0f}s:\n" + log_tail(log))
         time.sleep(0.1)
     return time.monotonic() - start
-
-
-def descendants(pid: int) -> list[psutil.Process]:
-    try:
-        return psutil.Process(pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
-
-
-def kill_tree(driver: subprocess.Popen, *, grace: float = 5.0) -> dict[str, Any]:
-    """SIGKILL the driver, as a crash or a lost head node would; then, after ``grace`` seconds, whatever it had
-    started that is still alive (Ray's dashboard/runtime-env agents notice a dead raylet only after about a
-    minute), by PID. Returns what was found."""
-    children = descendants(driver.pid)
-    if driver.poll() is None:
-        os.kill(driver.pid, signal.SIGKILL)
-    driver.wait(timeout=30)
-    _, alive = psutil.wait_procs(children, timeout=grace)
-    names = []
-    for proc in alive:
-        try:
-            names.append(proc.name())
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=10)
-    return {"descendants": len(children), "lingering": names}
 
 
 def optuna_trials(home: Path, name: str) -> list:

@@ -64,22 +64,26 @@ def write_study_file(path: Path, table: dict[str, Any]) -> Path:
 
 
 
-def kill_tree(proc: subprocess.Popen) -> list[int]:
-    """SIGKILL a study driver (a lost head node), then whatever it had started (raylet, workers) that survived it,
-    by PID; returns the PIDs of what it had started."""
+def kill_tree(driver: subprocess.Popen, *, grace: float = 2.0) -> dict[str, Any]:
+    """SIGKILL a study driver, as a crash or a lost head node would; then, after ``grace`` seconds, whatever it
+    had started that is still alive (Ray's dashboard/runtime-env agents notice a dead raylet only after about a
+    minute, so waiting longer only costs test time), by PID. Returns how many it had started and which lingered."""
     import psutil
 
     try:
-        children = psutil.Process(proc.pid).children(recursive=True)
+        children = psutil.Process(driver.pid).children(recursive=True)
     except psutil.NoSuchProcess:
         children = []
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
-    _, alive = psutil.wait_procs(children, timeout=10)
-    for child in alive:
+    if driver.poll() is None:
+        os.kill(driver.pid, signal.SIGKILL)
+    driver.wait(timeout=30)
+    _, alive = psutil.wait_procs(children, timeout=grace)
+    names = []
+    for proc in alive:
         try:
-            child.kill()
+            names.append(proc.name())
+            proc.kill()
         except psutil.NoSuchProcess:
             pass
     psutil.wait_procs(alive, timeout=10)
-    return [c.pid for c in children]
+    return {"descendants": len(children), "lingering": names}
