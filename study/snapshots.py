@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 from typing import Any
 
 from ray.tune.schedulers import FIFOScheduler
@@ -55,14 +56,22 @@ def _analysed(key: str) -> bool:
 # StorageContext._update_checkpoint_index), and dastudy's iteration and finished flag.
 _RESTORE_KEYS = frozenset({"training_iteration", "time_total_s", "timesteps_total", "episodes_total",
                            "checkpoint_dir_name", "iteration", "finished"})
+# ... and from a restored trial's last result: whether it ended, and which trial it is (the ResultGrid of a resumed
+# study, ``StudySearch.record_reruns``, the janitor's PRUNED test).
+_LAST_RESULT_KEYS = _RESTORE_KEYS | {"done", "trial_id"}
+
+
+def _cut(metrics: dict, keep: frozenset, score: str | None) -> dict:
+    return {k: v for k, v in metrics.items() if _analysed(k) or k in keep or k == score}
 
 
 class LeanRunMetadata(_TrainingRunMetadata):
     """Ray's per-trial run metadata as the experiment snapshot stores it, without what nobody reads back:
-    max/min/avg/last only for the evaluation summaries (:func:`_analysed`; no last-5/last-10 windows), the
-    checkpoints' metrics cut to the summaries and :data:`_RESTORE_KEYS`, no checkpoint at all once
-    :func:`forget_checkpoints` was called (its files are deleted), compact JSON. In memory nothing changes but the
-    analysis: the ResultGrid of a finished ``fit`` still has every checkpoint with its metrics."""
+    max/min/avg/last only for the evaluation summaries (:func:`_analysed`; no last-5/last-10 windows), the last
+    result and the checkpoints' metrics cut to the summaries and what a restore reads (no config, host, pid, date
+    or timings: ~0.5 kB a trial), no checkpoint at all once :func:`forget_checkpoints` was called (its files are
+    deleted; the flag itself is stored, so that a resume knows), compact JSON. In memory nothing changes but the
+    analysis: the ResultGrid of a finished ``fit`` still has every checkpoint and the whole last result."""
 
     def update_metric(self, metric, value, step=1):
         if _analysed(metric):  # Ray's own update; with _n_steps = () it keeps no windows
@@ -70,8 +79,11 @@ class LeanRunMetadata(_TrainingRunMetadata):
 
     def get_json_state(self) -> str:
         if self._cached_json is None:
-            skip = ("_cached_json", "_n_steps", "metric_n_steps", "forget_checkpoints")
+            skip = ("_cached_json", "_n_steps", "metric_n_steps")
             data = {k: v for k, v in self.__dict__.items() if k not in skip}
+            score = _score_attribute(self.checkpoint_manager)
+            if isinstance(self.last_result, dict):
+                data["last_result"] = _cut(self.last_result, _LAST_RESULT_KEYS, score)
             data["checkpoint_manager"] = _lean_checkpoint_manager(
                 self.checkpoint_manager, forget=bool(self.__dict__.get("forget_checkpoints")))
             self._cached_json = json.dumps(data, separators=(",", ":"), cls=TuneFunctionEncoder)
@@ -90,7 +102,7 @@ def _lean_checkpoint_manager(manager: Any, *, forget: bool) -> Any:
     if forget:
         lean._checkpoint_results, lean._latest_checkpoint_result = [], None
         return lean
-    score = getattr(getattr(manager, "checkpoint_config", None), "checkpoint_score_attribute", None)
+    score = _score_attribute(manager)
     cut: dict[int, Any] = {}  # the latest result is usually one of the retained ones: keep it one object
 
     def slim(result: Any) -> Any:
@@ -98,13 +110,16 @@ def _lean_checkpoint_manager(manager: Any, *, forget: bool) -> Any:
             return result
         if id(result) not in cut:
             cut[id(result)] = copy.copy(result)
-            cut[id(result)].metrics = {k: v for k, v in result.metrics.items()
-                                       if _analysed(k) or k in _RESTORE_KEYS or k == score}
+            cut[id(result)].metrics = _cut(result.metrics, _RESTORE_KEYS, score)
         return cut[id(result)]
 
     lean._checkpoint_results = [slim(r) for r in manager._checkpoint_results]
     lean._latest_checkpoint_result = slim(manager._latest_checkpoint_result)
     return lean
+
+
+def _score_attribute(manager: Any) -> str | None:
+    return getattr(getattr(manager, "checkpoint_config", None), "checkpoint_score_attribute", None)
 
 
 def lean_run_metadata(trial: Any) -> bool:
@@ -142,13 +157,29 @@ def forget_checkpoints(trial: Any) -> None:
 
 class SnapshotPacing:
     """Scheduler mix-in: when a trial is added (the only hook that is given Ray's controller), give it lean run
-    metadata (:func:`lean_run_metadata`) and, if this driver defers checkpoint deletions (a filesystem storage), stop the forced snapshots."""
+    metadata (:func:`lean_run_metadata`) and, if this driver defers checkpoint deletions (a filesystem storage),
+    stop the forced snapshots. A trial restored by a resume also gets the deletions a killed driver left pending
+    (:func:`study.storage.remove_orphaned_checkpoints`), and if it runs again, its checkpoints are stored again."""
 
     def on_trial_add(self, tune_controller, trial) -> None:
         lean_run_metadata(trial)
         if DEFERRED.enabled:
             stop_forced_snapshots(tune_controller)
+        _finish_pending_deletions(trial)
         super().on_trial_add(tune_controller, trial)  # type: ignore[misc]  # the scheduler's own
+
+
+def _finish_pending_deletions(trial: Any) -> None:
+    from study.storage import remove_orphaned_checkpoints
+
+    dirs, size = remove_orphaned_checkpoints(trial)
+    if dirs:
+        print(f"resume: removing {dirs} checkpoint folder(s) ({size / 2**20:.1f} MiB) of "
+              f"{getattr(trial.storage, 'trial_dir_name', trial)} that the saved state no longer names "
+              "(deletions a stopped driver left pending)", file=sys.stderr)
+    metadata = getattr(trial, "run_metadata", None)
+    if getattr(metadata, "forget_checkpoints", False) and getattr(trial, "status", None) != "TERMINATED":
+        metadata.forget_checkpoints = False  # resumed (resume_errored): its new checkpoints are kept as any
 
 
 class StudyFIFO(SnapshotPacing, FIFOScheduler):

@@ -64,8 +64,10 @@ REVIEWED = {
     ("trainables/rundir.py", "write_config", "os.replace"): "its temporary file over config.toml",
     ("trainables/tune.py", "train_trial", "run_dir.rename"):
         "a restarted trial keeps its earlier attempt's run/ as run.attempt-N (nothing deleted)",
-    ("study/storage.py", "CheckpointJanitor._clean", "fs.delete_dir"):
-        "Ray's own checkpoint_<n> directories (name-matched) of a PRUNED/finally failed trial, after a snapshot",
+    ("study/storage.py", "remove_checkpoint_dirs", "fs.delete_dir"):
+        "Ray's own checkpoint_<n> directories (name-matched) directly in a trial's directory: of a PRUNED/finally "
+        "failed trial after a snapshot (CheckpointJanitor), or on resume those the restored state no longer names "
+        "and that are older than its newest (remove_orphaned_checkpoints)",
     ("study/storage.py", "pull_study", "os.replace"): "its .part file over a file it downloads into an empty home",
     ("study/tensorboard.py", "TensorBoardProcess.stop", "shutil.rmtree"):
         "the private view directory start() made with mkdtemp for a read-only study",

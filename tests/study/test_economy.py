@@ -328,3 +328,60 @@ def test_janitor_makes_the_next_snapshot_forget_the_checkpoints_it_will_delete(t
     janitor.on_trial_complete(0, [], done)
     assert stored_checkpoint(pruned) is None and (tmp_path / "trial_p" / "checkpoint_000000").is_dir()
     assert stored_checkpoint(done).path == str(tmp_path / "trial_c" / "checkpoint_000000")
+
+
+def test_resume_finishes_the_deletions_a_killed_driver_left_pending(tmp_path, capsys):
+    """A driver killed with checkpoint deletions pending (Ray's num_to_keep ones deferred by DeferredDeletes, the
+    janitor's two snapshots away) left them on disk for good; when the resume adds each trial restored from the
+    saved state, the checkpoint folders that state no longer names and nothing will read go: all of a trial the
+    janitor had marked, the ones older than the newest named otherwise. Anything else stays."""
+    import pyarrow.fs as pafs
+    from ray.train import Checkpoint, CheckpointConfig
+    from ray.train._internal.checkpoint_manager import _CheckpointManager
+    from ray.train._internal.session import _TrainingResult
+    from ray.tune.experiment.trial import Trial
+
+    from study.snapshots import StudyFIFO, forget_checkpoints, lean_run_metadata
+
+    def killed_run(name: str, *, on_disk: range, kept: tuple[int, ...], forget: bool = False) -> str:
+        """The trial as the killed driver last saved it; returns that saved run metadata."""
+        root = tmp_path / name
+        for index in on_disk:
+            (root / f"checkpoint_{index:06d}").mkdir(parents=True)
+            (root / f"checkpoint_{index:06d}" / "state.pt").write_bytes(b"x" * 100)
+        (root / "checkpoint_notes").mkdir(parents=True)  # not Ray's: kept whatever happens
+        made = Trial("probe", stub=True)
+        lean_run_metadata(made)
+        made.run_metadata.checkpoint_manager = manager = _CheckpointManager(CheckpointConfig(num_to_keep=len(kept) or None))
+        for index in kept:
+            manager.register_checkpoint(_TrainingResult(
+                Checkpoint.from_directory(str(root / f"checkpoint_{index:06d}")), {"training_iteration": index + 1}))
+        if forget:
+            forget_checkpoints(made)
+        return made.run_metadata.get_json_state()
+
+    def resumed(name: str, saved: str, status: str) -> tuple[Trial, list[str]]:
+        trial = Trial("probe", stub=True)
+        trial.restore_run_metadata(saved)  # as Ray restores it: plain metadata from the saved JSON
+        trial.storage = SimpleNamespace(storage_filesystem=pafs.LocalFileSystem(),
+                                        trial_fs_path=str(tmp_path / name), trial_dir_name=name)
+        trial.set_status(status)
+        StudyFIFO().on_trial_add(SimpleNamespace(), trial)
+        return trial, sorted(p.name for p in (tmp_path / name).iterdir())
+
+    # num_to_keep = 2: Ray had deleted 0-2 (deferred, lost with the driver); 5 was written after the last snapshot
+    trial, left = resumed("trial_a", killed_run("trial_a", on_disk=range(6), kept=(3, 4)), "PENDING")
+    assert left == ["checkpoint_000003", "checkpoint_000004", "checkpoint_000005", "checkpoint_notes"]
+    assert trial.checkpoint.path == str(tmp_path / "trial_a" / "checkpoint_000004")  # what it resumes from
+    assert "removing 3 checkpoint folder(s) (0.0 MiB) of trial_a" in capsys.readouterr().err
+    # pruned: the janitor had marked it (the saved state names none of its checkpoints), the deletion was pending
+    trial, left = resumed("trial_p", killed_run("trial_p", on_disk=range(2), kept=(1,), forget=True), "TERMINATED")
+    assert left == ["checkpoint_notes"] and trial.run_metadata.forget_checkpoints
+    # finally failed, and resume_errored runs it again: its old checkpoints go, its new ones will be stored
+    trial, left = resumed("trial_f", killed_run("trial_f", on_disk=range(2), kept=(1,), forget=True), "PENDING")
+    assert left == ["checkpoint_notes"] and not trial.run_metadata.forget_checkpoints
+    assert '"forget_checkpoints":false' in trial.run_metadata.get_json_state()
+    assert capsys.readouterr().err.count("removing 2 checkpoint folder(s)") == 2
+    # a trial that never saved a checkpoint through Ray (killed before it recorded one): nothing to decide
+    trial, left = resumed("trial_n", killed_run("trial_n", on_disk=range(1), kept=()), "PENDING")
+    assert left == ["checkpoint_000000", "checkpoint_notes"] and capsys.readouterr().err == ""

@@ -141,6 +141,11 @@ def test_resume_after_driver_sigkill(tiny_benchmark, tmp_path):
                    and (json.loads((d / "run" / "provenance.json").read_text())["resumes"]
                         or list(d.glob("run.attempt-*")))]
     assert interrupted, "no trial was interrupted by the kill"
+    # No checkpoint deletion the killed driver left pending stays behind (study/storage.py
+    # remove_orphaned_checkpoints): each trial keeps what checkpoints_to_keep = 1 keeps, its best and its latest.
+    for trial_dir in trial_dirs:
+        kept = sorted(p.name for p in trial_dir.glob("checkpoint_*"))
+        assert 1 <= len(kept) <= 2, (trial_dir.name, kept)
     provenance = json.loads((home / "provenance.json").read_text())
     assert len(provenance["resumes"]) == 1
     assert "of 4 trials (4 COMPLETE)" in resumed.stdout
