@@ -28,7 +28,8 @@ from ray.tune.utils.serialization import TuneFunctionEncoder
 
 from study.atomic_fs import DEFERRED
 
-__all__ = ["stop_forced_snapshots", "lean_run_metadata", "forget_checkpoints", "SnapshotPacing", "StudyFIFO"]
+__all__ = ["stop_forced_snapshots", "lean_run_metadata", "idle_syncer", "forget_checkpoints", "SnapshotPacing",
+           "StudyFIFO"]
 
 
 def stop_forced_snapshots(controller: Any) -> bool:
@@ -147,6 +148,28 @@ def lean_run_metadata(trial: Any) -> bool:
     return True
 
 
+def idle_syncer(trial: Any) -> bool:
+    """Give the trial's storage context a syncer of its own that holds no sync command; True when it did.
+
+    Ray copies the experiment's storage context into each trial shallowly, so every trial shares the driver's
+    syncer, and each trial record in a snapshot pickles that syncer with the driver's last upload command inside
+    (its staging path, its target: 0.5 kB a trial, ~0.5 MB at 1,000 trials, and paths of a driver that may be long
+    gone on a resume). The trial's own copy is what its worker syncs artifacts with (a worker never retries a command
+    it did not start). ``_current_cmd`` is a private field of Ray 2.60's ``_BackgroundSyncer``, set here and nowhere
+    else; ``tests/study/test_snapshots.py::test_rays_syncer_command_is_where_we_clear_it`` fails if it moves, and
+    without it the syncer stays shared as in Ray."""
+    storage = getattr(trial, "storage", None)
+    syncer = getattr(storage, "syncer", None)
+    if syncer is None or not hasattr(syncer, "_current_cmd"):
+        return False
+    own = copy.copy(syncer)  # through Ray's __getstate__: no running process either
+    own._current_cmd = None
+    storage.syncer = own
+    if hasattr(trial, "invalidate_json_state"):
+        trial.invalidate_json_state()
+    return True
+
+
 def forget_checkpoints(trial: Any) -> None:
     """From now on the snapshots store no checkpoint of this trial: dastudy deletes its checkpoints (a pruned
     trial, or one failed for good; study/storage.py ``CheckpointJanitor``), so no stored state should name them.
@@ -157,12 +180,14 @@ def forget_checkpoints(trial: Any) -> None:
 
 class SnapshotPacing:
     """Scheduler mix-in: when a trial is added (the only hook that is given Ray's controller), give it lean run
-    metadata (:func:`lean_run_metadata`) and, if this driver defers checkpoint deletions (a filesystem storage),
-    stop the forced snapshots. A trial restored by a resume also gets the deletions a killed driver left pending
-    (:func:`study.storage.remove_orphaned_checkpoints`), and if it runs again, its checkpoints are stored again."""
+    metadata (:func:`lean_run_metadata`) and a syncer of its own (:func:`idle_syncer`), and, if this driver defers
+    checkpoint deletions (a filesystem storage), stop the forced snapshots. A trial restored by a resume also gets
+    the deletions a killed driver left pending (:func:`study.storage.remove_orphaned_checkpoints`), and if it runs
+    again, its checkpoints are stored again."""
 
     def on_trial_add(self, tune_controller, trial) -> None:
         lean_run_metadata(trial)
+        idle_syncer(trial)
         if DEFERRED.enabled:
             stop_forced_snapshots(tune_controller)
         _finish_pending_deletions(trial)

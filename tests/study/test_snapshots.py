@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import threading
 
 import pytest
@@ -244,3 +245,45 @@ def test_rays_checkpoint_manager_fields_are_where_we_cut_them(tmp_path):
     gone.restore_run_metadata(trial.run_metadata.get_json_state())
     assert gone.run_metadata.checkpoint_manager._checkpoint_results == [] and gone.checkpoint is None
     assert trial.checkpoint.path == str(tmp_path / "checkpoint_000002")  # this driver still has it
+
+
+def test_rays_syncer_command_is_where_we_clear_it(tmp_path):
+    """Fails when an upgrade of Ray moves the private field idle_syncer clears: Ray's trials share the driver's
+    syncer (a shallow copy of the experiment's storage context), so each trial record pickled the driver's last
+    upload command; with a syncer of its own, the trial's record holds none, and the driver's syncs never reach it."""
+    from ray import cloudpickle
+    from ray.train import SyncConfig
+    from ray.train._internal.storage import StorageContext
+    from ray.tune.experiment.trial import Trial
+
+    from study.snapshots import idle_syncer
+
+    experiment = StorageContext(storage_path=str(tmp_path / "studies"), experiment_dir_name="s",
+                                sync_config=SyncConfig(), storage_filesystem=atomic_local_filesystem())
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    (staging / "searcher-state.pkl").write_bytes(b"x")
+
+    def driver_sync() -> None:  # what Ray's experiment snapshot does with the driver's staging directory
+        assert experiment.syncer.sync_up(local_dir=str(staging), remote_dir=experiment.experiment_fs_path)
+        experiment.syncer.wait()
+
+    def stored_storage(record: str):  # the trial's storage context as the snapshot has it
+        value = json.loads(record)["storage"]
+        return cloudpickle.loads(bytes.fromhex(value["value"] if isinstance(value, dict) else value))
+
+    trial = Trial("probe", stub=True, storage=experiment)
+    assert trial.storage.syncer is experiment.syncer  # Ray's sharing
+    driver_sync()
+    shared = trial.get_json_state()[0]
+    assert stored_storage(shared).syncer._current_cmd is not None
+    assert str(staging).encode().hex() in shared  # the driver's staging path, in every trial's record
+
+    assert idle_syncer(trial) and trial.storage.syncer is not experiment.syncer
+    driver_sync()
+    own = trial.get_json_state()[0]
+    restored = stored_storage(own)
+    assert restored.syncer._current_cmd is None and str(staging).encode().hex() not in own
+    assert len(own) < len(shared) - 400  # hex-encoded: 2,649 -> 2,211 characters here
+    assert experiment.syncer._current_cmd is not None  # the driver's own syncer works as before
+    assert restored.experiment_fs_path == trial.storage.experiment_fs_path
