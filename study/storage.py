@@ -227,10 +227,6 @@ class CheckpointJanitor(Callback):
             self._mark(trial)
 
 
-# ---------------------------------------------------------------------------------------------------------
-# what the driver adds to a study (study/tuner.py calls these)
-
-
 def remove_checkpoint_dirs(fs, root: str, keep: Callable[[int], bool] = lambda index: False) -> tuple[int, int]:
     """Delete the ``checkpoint_<n>`` directories directly inside ``root`` (a trial's directory, through Ray's
     storage filesystem) whose ``n`` is not kept; nothing else. Returns (directories, bytes)."""
@@ -283,13 +279,16 @@ def remove_orphaned_checkpoints(trial) -> tuple[int, int]:
         if CHECKPOINT_DIR.match(name):
             named.add(checkpoint_index(name))
     if metadata.__dict__.get("forget_checkpoints"):
-        keep = None
-    elif named:
-        newest = max(named)
-        keep = lambda index: index in named or index > newest  # noqa: E731
-    else:
+        return remove_checkpoint_dirs(storage.storage_filesystem, storage.trial_fs_path)
+    if not named:  # a new trial, or one Ray has no checkpoint of: nothing to decide (and no listing)
         return 0, 0
-    return remove_checkpoint_dirs(storage.storage_filesystem, storage.trial_fs_path, keep or (lambda index: False))
+    newest = max(named)
+    return remove_checkpoint_dirs(storage.storage_filesystem, storage.trial_fs_path,
+                                  keep=lambda index: index in named or index > newest)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# what the driver adds to a study (study/tuner.py calls these)
 
 
 def study_callbacks(study, location) -> tuple[list[Callback], Any]:
