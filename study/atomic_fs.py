@@ -33,7 +33,8 @@ import tempfile
 import pyarrow
 import pyarrow.fs as pafs
 
-__all__ = ["AtomicLocalHandler", "atomic_local_filesystem", "TEMP_PREFIX", "CHECKPOINT_DIR", "DeferredDeletes", "DEFERRED"]
+__all__ = ["AtomicLocalHandler", "atomic_local_filesystem", "TEMP_PREFIX", "CHECKPOINT_DIR", "DeferredDeletes",
+           "DEFERRED"]
 
 TEMP_PREFIX = ".dastudy-partial-"  # temporary siblings; one left behind means a writer was killed mid-file
 CHECKPOINT_DIR = re.compile(r"^checkpoint_\d+$")  # Ray's trial checkpoint directories (also study/storage.py)

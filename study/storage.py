@@ -278,7 +278,7 @@ def remove_orphaned_checkpoints(trial) -> tuple[int, int]:
         name = os.path.basename(str(getattr(getattr(result, "checkpoint", None), "path", "")).rstrip("/"))
         if CHECKPOINT_DIR.match(name):
             named.add(checkpoint_index(name))
-    if metadata.__dict__.get("forget_checkpoints"):
+    if getattr(metadata, "forget_checkpoints", False):
         return remove_checkpoint_dirs(storage.storage_filesystem, storage.trial_fs_path)
     if not named:  # a new trial, or one Ray has no checkpoint of: nothing to decide (and no listing)
         return 0, 0

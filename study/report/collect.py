@@ -212,7 +212,8 @@ def _engine_only_trials(study_dir: Path, optuna_summary, *, known: set[str]):
         run_dir = trial_dir / "run"
         evals = [r for r in _json_lines(run_dir / "metrics.jsonl") if r.get("kind") == "eval"]
         rows = [{**{k: v for k, v in r.items() if k.startswith(("val/", "select/", "uda/"))},
-                 "iteration": r.get("iteration"), "training_iteration": index, "trial_id": trial_dir.name.removeprefix("trial_")}
+                 "iteration": r.get("iteration"), "training_iteration": index,
+                 "trial_id": trial_dir.name.removeprefix("trial_")}
                 for index, r in enumerate(evals, start=1)]
         if rows and _engine_status(run_dir) == "completed":
             rows[-1]["finished"] = 1.0

@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from study_helpers import TEST_RAY_ENV, kill_tree  # noqa: F401  (re-exported for the reliability tests)
+from study_helpers import TEST_RAY_ENV, kill_tree
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from reliability_helpers import (fault_env, kill_tree, log_tail, metrics_rows, optuna_trials, reference_rows,
-                                 start_driver, trial_seed, wait_for_file)
-from study_helpers import study_table, write_study_file
+from reliability_helpers import (fault_env, log_tail, metrics_rows, optuna_trials, reference_rows, start_driver,
+                                 trial_seed, wait_for_file)
+from study_helpers import kill_tree, study_table, write_study_file
 
 SEEDS = [1, 2, 3, 4]
 KILL_DELAY_S = 1.0  # after the claim file appears (the other trial keeps running meanwhile)

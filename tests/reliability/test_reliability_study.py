@@ -142,7 +142,7 @@ def test_all_trials_ran_with_stable_memory_and_no_leftover_process(loaded_study)
     assert study["left"] == [], f"processes left after the driver exited: {study['left']}"
     # 4 trials at a time; actors of failed attempts linger for a moment while Ray tears them down
     assert info["max_concurrent_ray_workers"] <= 4 + 4, info
-    # memory: no growth with the number of trials (measured: a few MiB over the whole study)
+    # memory: no growth with the number of trials (measured: +7 to +20 MiB from the first quarter to nine tenths)
     assert info["rss_at_nine_tenths_mib"] - info["rss_after_first_quarter_mib"] < 150, info
     assert info["peak_rss_mib"] < 2048, info
     assert list(study["cwd"].iterdir()) == []  # nothing written outside the study storage

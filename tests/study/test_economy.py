@@ -352,7 +352,8 @@ def test_resume_finishes_the_deletions_a_killed_driver_left_pending(tmp_path, ca
         (root / "checkpoint_notes").mkdir(parents=True)  # not Ray's: kept whatever happens
         made = Trial("probe", stub=True)
         lean_run_metadata(made)
-        made.run_metadata.checkpoint_manager = manager = _CheckpointManager(CheckpointConfig(num_to_keep=len(kept) or None))
+        manager = _CheckpointManager(CheckpointConfig(num_to_keep=len(kept) or None))
+        made.run_metadata.checkpoint_manager = manager
         for index in kept:
             manager.register_checkpoint(_TrainingResult(
                 Checkpoint.from_directory(str(root / f"checkpoint_{index:06d}")), {"training_iteration": index + 1}))

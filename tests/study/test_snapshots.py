@@ -234,7 +234,8 @@ def test_rays_checkpoint_manager_fields_are_where_we_cut_them(tmp_path):
     restored = Trial("probe", stub=True)
     restored.restore_run_metadata(trial.run_metadata.get_json_state())
     kept = restored.run_metadata.checkpoint_manager._checkpoint_results
-    assert [r.checkpoint.path for r in kept] == [str(tmp_path / "checkpoint_000002"), str(tmp_path / "checkpoint_000000")]
+    assert [r.checkpoint.path for r in kept] == [str(tmp_path / "checkpoint_000002"),
+                                                 str(tmp_path / "checkpoint_000000")]
     assert kept[0] is restored.run_metadata.checkpoint_manager._latest_checkpoint_result  # one object, as in Ray
     assert set(kept[1].metrics) == {"val/mIoU16", "val/mIoU13", "iteration", "training_iteration", "time_total_s",
                                     "checkpoint_dir_name"}
