@@ -102,8 +102,10 @@ def configure_environment() -> None:
 
 @contextlib.contextmanager
 def ray_session(*, address: str | None = None, num_cpus: int | None = None,
-                num_gpus: int | None = None) -> Iterator[None]:
+                num_gpus: int | None = None) -> Iterator[str | None]:
     """Start a private local Ray (``address=None``) or connect to a cluster; shut down only what we started.
+    Yields the private Ray temp dir of a local Ray (None otherwise): a killed driver leaves it behind, with the
+    files Ray had not yet copied into the study (study/driver_files.py).
 
     A local cluster gets a short private temp dir (unix socket paths are limited to ~107 characters) and is
     stopped by ``ray.shutdown()``; ``ray stop`` is never used (it kills every Ray process on the machine).
@@ -117,7 +119,7 @@ def ray_session(*, address: str | None = None, num_cpus: int | None = None,
     job_env = {key: value for key, value in RAY_ENV.items() if key not in os.environ}
     configure_environment()
     if ray.is_initialized():
-        yield
+        yield None
         return
     kwargs: dict[str, Any] = dict(include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     tmp = None
@@ -128,7 +130,7 @@ def ray_session(*, address: str | None = None, num_cpus: int | None = None,
         kwargs.update(address=address, runtime_env={"env_vars": job_env} if job_env else None)
     ray.init(**kwargs)
     try:
-        yield
+        yield tmp
     finally:
         ray.shutdown()
         if tmp is not None:
@@ -479,9 +481,9 @@ def run_study(study: StudyConfig, *, storage: str | None = None, address: str | 
     from study.preflight import check_study, mask_secrets
 
     check_study(study, trials=trainable is None)
-    with ray_session(address=address, num_cpus=num_cpus):
+    with ray_session(address=address, num_cpus=num_cpus) as ray_temp_dir:
         _preflight_cluster(study, location, log)
-        init_checkpoint, extra, baseline_run = None, {}, None
+        init_checkpoint, extra, baseline_run = None, {"ray_temp_dir": ray_temp_dir}, None
         if study.baseline is not None:
             baseline_run, init_checkpoint = prepare_baseline(study, storage_root=location.home.parent, log=log)
             if not location.shared_fs:  # trials on other nodes read it from the store, not the driver's disk
@@ -597,6 +599,16 @@ def resume_sampler(study: StudyConfig, storage):
     return make_sampler(replace(study, search=replace(study.search, seed=study.search.seed + asked)))
 
 
+def _recover_driver_files(home: Path, provenance: dict[str, Any], log: Callable[[str], None]) -> None:
+    """Ray's files of trials a killed driver of this study had not yet copied into it (study/driver_files.py)."""
+    from study.driver_files import driver_temp_dirs, recover_driver_files
+
+    for found in recover_driver_files(home, driver_temp_dirs(provenance)):
+        log(f"resume: recovered {found.files} file(s) of Ray's (params.json, result.json, ...) for "
+            f"{len(found.trials)} trial(s) that ended after the stopped driver's last snapshot "
+            f"({', '.join(found.trials)}), from {found.staging}; that driver's Ray temp dir stays, with its logs")
+
+
 def resume_study(home: Path, *, address: str | None = None, num_cpus: int | None = None,
                  trainable: Callable | None = None, allow_changed_space: bool = False,
                  log: Callable[[str], None] = print):
@@ -623,7 +635,7 @@ def resume_study(home: Path, *, address: str | None = None, num_cpus: int | None
                            "space")
     location = StudyLocation(home=home, ray_storage=_relocated_storage(provenance, home), name=study.name)
     with study_lock(home, command=" ".join(mask_secrets(a) for a in sys.argv)), \
-            ray_session(address=address, num_cpus=num_cpus):
+            ray_session(address=address, num_cpus=num_cpus) as ray_temp_dir:
         if not tune.Tuner.can_restore(location.experiment_path, storage_filesystem=ray_filesystem(location)):
             raise FileNotFoundError(f"{location.experiment_path}: no Ray experiment state (tuner.pkl) to resume; "
                                     "the study was interrupted before its first trial started")
@@ -631,9 +643,12 @@ def resume_study(home: Path, *, address: str | None = None, num_cpus: int | None
         init_checkpoint = _relocated_checkpoint((provenance.get("baseline") or {}).get("checkpoint"), provenance,
                                                 home)
         context = trial_context(study, location, init_checkpoint)
+        if location.shared_fs:
+            _recover_driver_files(home, provenance, log)
         provenance.setdefault("resumes", []).append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                                      "command": [mask_secrets(a) for a in sys.argv],
                                                      "versions": _versions(), "home": str(home),
+                                                     "hostname": platform.node(), "ray_temp_dir": ray_temp_dir,
                                                      **({"space_changes": changes} if changes else {})})
         _write_json(home / "provenance.json", provenance)
         log(f"study {study.name}: resuming from {location.home}")

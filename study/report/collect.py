@@ -203,6 +203,8 @@ def _engine_only_trials(study_dir: Path, optuna_summary, *, known: set[str]):
     """Trials whose Ray files (``params.json``, ``result.json``) never reached the study: a driver killed within
     Ray's snapshot interval (≥ 10 s) after a trial ended loses the copies its loggers had written locally, while the
     trial's engine output (``run/``) and its Optuna record are complete (the resumed study does not run it again).
+    A resume on the driver's machine recovers those copies (study/driver_files.py); on another machine or an object
+    store it cannot.
     Their parameters come from Optuna, their evaluations from ``run/metrics.jsonl``, as Ray rows would have them."""
     out = []
     for record in getattr(optuna_summary, "records", ()):
