@@ -605,7 +605,7 @@ def _recover_driver_files(home: Path, provenance: dict[str, Any], log: Callable[
 
     for found in recover_driver_files(home, driver_temp_dirs(provenance)):
         log(f"resume: recovered {found.files} file(s) of Ray's (params.json, result.json, ...) for "
-            f"{len(found.trials)} trial(s) that ended after the stopped driver's last snapshot "
+            f"{len(found.trials)} trial(s) that started after the stopped driver's last snapshot "
             f"({', '.join(found.trials)}), from {found.staging}; that driver's Ray temp dir stays, with its logs")
 
 

@@ -141,11 +141,7 @@ def test_resume_after_driver_sigkill(tiny_benchmark, tmp_path):
     for name in unsynced:  # recovered from the killed driver's staging directory, or superseded whole
         assert ("resume: recovered" in resumed.stdout and name in resumed.stdout
                 and ((home / name / "params.json").is_file() or (home / "superseded" / name).is_dir())), name
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    trials = optuna.load_study(study_name="crash",
-                               storage=JournalStorage(JournalFileBackend(str(home / "optuna.journal")))).trials
+    trials = optuna.load_study(study_name="crash", storage=optuna_storage_of(home)).trials
     assert len(trials) == NUM_SAMPLES
     assert [t.state.name for t in trials] == ["COMPLETE"] * NUM_SAMPLES
     assert sorted(t.user_attrs["trial_dir"] for t in trials) == [p.name for p in trial_dirs]
@@ -174,6 +170,62 @@ def test_resume_after_driver_sigkill(tiny_benchmark, tmp_path):
     provenance = json.loads((home / "provenance.json").read_text())
     assert len(provenance["resumes"]) == 1
     assert "of 4 trials (4 COMPLETE)" in resumed.stdout
+
+
+@pytest.mark.slow
+def test_resume_recovers_the_ray_files_of_trials_that_ran_between_snapshots(tiny_benchmark, tmp_path):
+    """Ray saves its state when the study starts and then (TUNE_GLOBAL_CHECKPOINT_S=600) not again before the
+    kill, so the trials that started meanwhile have their Ray files only in the killed driver's staging directory:
+    the resume copies them in (study/driver_files.py) and the study ends with every trial's files and Optuna
+    record. Without the recovery the study ended with folders that had only ``run/``."""
+    table = study_table(tiny_benchmark, name="gap", num_samples=3, max_concurrent_trials=2,
+                        scheduler={"kind": "fifo"}, checkpoints_to_keep=1)
+    table["train"]["optim"].update(iter_max=4, iter_stop=4)  # evaluations at 2 and 4
+    study_file = write_study_file(tmp_path / "gap.toml", table)
+    storage = tmp_path / "studies"
+    faults = tmp_path / "faults"
+    faults.mkdir()
+    env = {**_env(tmp_path), "TUNE_GLOBAL_CHECKPOINT_S": "600", "DASTUDY_FAULT": "pause_at:step:3",
+           "DASTUDY_FAULT_DIR": str(faults), "DASTUDY_FAULT_PAUSE_S": "900"}
+    log = tmp_path / "run.log"
+    with log.open("w") as out:
+        driver = subprocess.Popen(_cli("study", "run", str(study_file), "--storage", str(storage),
+                                       "--num-cpus", "2"), cwd=tmp_path, env=env, stdout=out,
+                                  stderr=subprocess.STDOUT)
+    deadline = time.time() + 240
+    # the two trials beside the held one have completed
+    while log.read_text().count(" COMPLETE ") < 2 or not any(faults.iterdir()):
+        assert time.time() < deadline and driver.poll() is None, log.read_text()
+        time.sleep(0.2)
+    kill_tree(driver)
+    home = storage / "gap"
+    without = sorted(p.name for p in home.glob("trial_*") if not (p / "params.json").exists())
+    assert without, _listing(home)  # the situation this test is about
+
+    resumed = subprocess.run(_cli("study", "resume", "gap", "--storage", str(storage), "--num-cpus", "2"),
+                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "resume: recovered" in resumed.stdout, resumed.stdout[-3000:]
+    trial_dirs = sorted(p for p in home.glob("trial_*") if (p / "params.json").is_file())
+    assert len(trial_dirs) == 3 and not [p for p in home.glob("trial_*") if p not in trial_dirs], _listing(home)
+    from study.report.collect import load_study
+
+    trials = optuna.load_study(study_name="gap", storage=optuna_storage_of(home)).trials
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3
+    assert sorted(t.user_attrs["trial_dir"] for t in trials) == [p.name for p in trial_dirs]
+    for trial_dir in trial_dirs:
+        rows = [json.loads(x) for x in (trial_dir / "result.json").read_text().splitlines() if x.strip()]
+        assert [r["iteration"] for r in rows] == [2, 4] and rows[-1]["finished"] == 1.0, trial_dir.name
+    reported = {t.name: t for t in load_study(home).trials}
+    assert sorted(reported) == [p.name for p in trial_dirs]
+    assert {t.name: t.metric for t in reported.values()} == {t.user_attrs["trial_dir"]: t.value for t in trials}
+
+
+def optuna_storage_of(home: Path):
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    return JournalStorage(JournalFileBackend(str(home / "optuna.journal")))
 
 
 # --- changed space, exit codes, relocation ------------------------------------------------------------------
