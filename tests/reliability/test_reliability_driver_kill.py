@@ -59,7 +59,8 @@ def _readable_state(home: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_study_survives_driver_kills_at_trial_start_checkpoint_and_evaluation(tiny_benchmark, tmp_path):
+def test_study_survives_driver_kills_at_trial_start_checkpoint_and_evaluation(tiny_benchmark, tmp_path,
+                                                                              remove_driver_temp_dirs):
     table = study_table(tiny_benchmark, name="kills", num_samples=len(SEEDS), max_failures=1,
                         scheduler={"kind": "fifo"},
                         search={"space": "seeds", "sampler": "grid", "seed": 0, "params": {"seeds": SEEDS}})
@@ -67,6 +68,7 @@ def test_study_survives_driver_kills_at_trial_start_checkpoint_and_evaluation(ti
     (tmp_path / "faults").mkdir()
     storage = str(tmp_path / "studies")
     home = tmp_path / "studies" / "kills"
+    remove_driver_temp_dirs(home)
     resume = ["study", "resume", "kills", "--storage", storage, "--num-cpus", "2"]
     sessions = []
 

@@ -85,12 +85,14 @@ run_study(load_study_config(sys.argv[1]), storage=sys.argv[2], num_cpus=2, train
 
 
 @pytest.mark.slow
-def test_study_in_the_bucket_resumes_on_a_new_head(s3_server, tiny_benchmark, tmp_path, monkeypatch):
+def test_study_in_the_bucket_resumes_on_a_new_head(s3_server, tiny_benchmark, tmp_path, monkeypatch,
+                                                   remove_driver_temp_dirs):
     """4 probe trials (6 evaluations, 64 KiB checkpoints), driver killed after the first trial ends, resumed
     from the bucket into an empty folder: measured 160-175 s on the 2 shared cores at load 10-15 (most of it Ray
     start-up, restore and moto under load)."""
     client, aws = s3_server
     name, storage = "s3study", f"s3://{BUCKET}/studies"
+    remove_driver_temp_dirs(tmp_path / "head1" / name)  # the killed driver's local home
     table = study_table(tiny_benchmark, name=name, num_samples=4, max_concurrent_trials=2, max_failures=1,
                         checkpoints_to_keep=8, scheduler={"kind": "fifo"},
                         search={"space": "lambda_lr", "sampler": "tpe", "seed": 3, "startup_trials": 2})

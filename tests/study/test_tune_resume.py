@@ -69,7 +69,7 @@ def _listing(home: Path) -> str:
 
 
 @pytest.mark.slow
-def test_resume_after_driver_sigkill(tiny_benchmark, tmp_path):
+def test_resume_after_driver_sigkill(tiny_benchmark, tmp_path, remove_driver_temp_dirs):
     table = study_table(tiny_benchmark, name="crash", num_samples=NUM_SAMPLES, max_concurrent_trials=2,
                         scheduler={"kind": "fifo"},
                         # One checkpoint kept: these tiny trials report several in the ~10 s between Ray's snapshots,
@@ -79,6 +79,7 @@ def test_resume_after_driver_sigkill(tiny_benchmark, tmp_path):
     table["train"]["optim"].update(iter_max=12, iter_stop=12)  # 6 evaluations per trial
     study_file = write_study_file(tmp_path / "crash.toml", table)
     storage = tmp_path / "studies"
+    remove_driver_temp_dirs(storage / "crash")
     env = _env(tmp_path)
     # Hold the first trial that reaches iteration 7 (after its checkpoints at 2, 4, 6) until the kill, so that a
     # trial is certainly running when the driver dies, however fast or loaded the machine is (without it the test
@@ -173,7 +174,8 @@ def test_resume_after_driver_sigkill(tiny_benchmark, tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_recovers_the_ray_files_of_trials_that_ran_between_snapshots(tiny_benchmark, tmp_path):
+def test_resume_recovers_the_ray_files_of_trials_that_ran_between_snapshots(tiny_benchmark, tmp_path,
+                                                                            remove_driver_temp_dirs):
     """Ray saves its state when the study starts and then (TUNE_GLOBAL_CHECKPOINT_S=600) not again before the
     kill, so the trials that started meanwhile have their Ray files only in the killed driver's staging directory:
     the resume copies them in (study/driver_files.py) and the study ends with every trial's files and Optuna
@@ -183,6 +185,7 @@ def test_resume_recovers_the_ray_files_of_trials_that_ran_between_snapshots(tiny
     table["train"]["optim"].update(iter_max=4, iter_stop=4)  # evaluations at 2 and 4
     study_file = write_study_file(tmp_path / "gap.toml", table)
     storage = tmp_path / "studies"
+    remove_driver_temp_dirs(storage / "gap")
     faults = tmp_path / "faults"
     faults.mkdir()
     env = {**_env(tmp_path), "TUNE_GLOBAL_CHECKPOINT_S": "600", "DASTUDY_FAULT": "pause_at:step:3",
