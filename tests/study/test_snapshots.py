@@ -259,8 +259,10 @@ def test_rays_syncer_command_is_where_we_clear_it(tmp_path):
 
     from study.snapshots import idle_syncer
 
+    # sync_artifacts (object-store studies): the trial keeps a syncer, its own (without it, it has none: below)
     experiment = StorageContext(storage_path=str(tmp_path / "studies"), experiment_dir_name="s",
-                                sync_config=SyncConfig(), storage_filesystem=atomic_local_filesystem())
+                                sync_config=SyncConfig(sync_artifacts=True),
+                                storage_filesystem=atomic_local_filesystem())
     staging = tmp_path / "staging"
     staging.mkdir()
     (staging / "searcher-state.pkl").write_bytes(b"x")
@@ -288,3 +290,58 @@ def test_rays_syncer_command_is_where_we_clear_it(tmp_path):
     assert len(own) < len(shared) - 400  # hex-encoded: 2,649 -> 2,211 characters here
     assert experiment.syncer._current_cmd is not None  # the driver's own syncer works as before
     assert restored.experiment_fs_path == trial.storage.experiment_fs_path
+    assert restored.sync_config == SyncConfig(sync_artifacts=True) and type(restored.sync_config) is SyncConfig
+
+
+def test_without_artifact_sync_a_trial_has_no_syncer_and_ray_never_asks_for_it(tmp_path):
+    """Fails when an upgrade of Ray uses a trial's syncer without ``sync_artifacts`` (a filesystem study): then
+    idle_syncer must keep one. Ray's persist_artifacts is the only user of a trial's syncer in Ray 2.60."""
+    from ray import cloudpickle
+    from ray.train import SyncConfig
+    from ray.train._internal.storage import StorageContext
+    from ray.tune.experiment.trial import Trial
+
+    from study.snapshots import idle_syncer
+
+    experiment = StorageContext(storage_path=str(tmp_path / "studies"), experiment_dir_name="s",
+                                sync_config=SyncConfig(), storage_filesystem=atomic_local_filesystem())
+    trial = Trial("probe", stub=True, storage=experiment)
+    before = len(trial.get_json_state()[0])
+    assert idle_syncer(trial) and trial.storage.syncer is None and experiment.syncer is not None
+    after = trial.get_json_state()[0]
+    assert len(after) < before - 300, (before, len(after))  # syncer gone, sync config compact: 2,211 -> 1,823
+    value = json.loads(after)["storage"]
+    restored = cloudpickle.loads(bytes.fromhex(value["value"] if isinstance(value, dict) else value))
+    assert restored.syncer is None and type(restored.sync_config) is SyncConfig
+    trial.storage.trial_dir_name = "trial_probe"
+    # what a worker calls after each report: returns before the syncer (and the working directory) without
+    # sync_artifacts
+    trial.storage.persist_artifacts(force=True)
+    trial.storage.persist_artifacts(force=False)
+
+
+def test_compact_objects_rebuild_as_rays_own():
+    """Fails when an upgrade of Ray moves the private fields of its resource request that compact reads, or when
+    a compact object stops unpickling as Ray's own (equal, same type, same hash)."""
+    from ray import cloudpickle
+    from ray.train import CheckpointConfig, SyncConfig
+    from ray.tune.execution.placement_groups import PlacementGroupFactory
+
+    from study.snapshots import compact
+
+    for obj in (SyncConfig(), SyncConfig(sync_artifacts=True, sync_period=60),
+                CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="val/mIoU16", checkpoint_score_order="min"),
+                PlacementGroupFactory([{"CPU": 1}]), PlacementGroupFactory([{"CPU": 2, "GPU": 0.25}]),
+                PlacementGroupFactory([{}, {"CPU": 1, "GPU": 1}], strategy="SPREAD")):
+        lean = compact(obj)
+        assert isinstance(lean, type(obj)) and compact(lean) is lean
+        assert len(cloudpickle.dumps(lean)) < len(cloudpickle.dumps(obj))
+        back = cloudpickle.loads(cloudpickle.dumps(lean))
+        assert type(back) is type(obj) and back == obj, (back, obj)
+        if isinstance(obj, PlacementGroupFactory):
+            assert hash(back) == hash(obj) == hash(lean) and lean == obj
+            assert (back.head_bundle_is_empty, back.bundles, back.strategy, back.required_resources) == (
+                obj.head_bundle_is_empty, obj.bundles, obj.strategy, obj.required_resources)
+    extra = PlacementGroupFactory([{"CPU": 1}], "PACK", lifetime="detached")
+    assert compact(extra) is extra  # arguments compact does not carry: left whole
+    assert compact({"a": 1}) == {"a": 1} and compact(SyncConfig) is SyncConfig
