@@ -415,13 +415,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 COLUMNS = ["trials", "reports", "snapshots", "driver_cpu_s_per_report", "driver_cpu_s_per_report_first_tenth",
-           "driver_cpu_s_per_report_last_tenth", "driver_peak_rss_mib", "state_mb", "snapshot_s_total",
+           "driver_cpu_s_per_report_last_tenth", "driver_peak_rss_mib", "experiment_state_mb", "state_mb",
+           "snapshot_s_total",
            "snapshot_s_max", "status_s", "report_s", "cli_floor_s", "fit_wall_s"]
 
 
 def _table_row(row: Mapping[str, Any]) -> dict[str, Any]:
     read = row["read"]
-    return {**row, "state_mb": row["state_bytes_total"] / 1e6, "status_s": read["status"]["median_s"],
+    return {**row, "state_mb": row["state_bytes_total"] / 1e6,
+            "experiment_state_mb": (row.get("newest_experiment_state_bytes") or 0) / 1e6,
+            "status_s": read["status"]["median_s"],
             "report_s": read["report"]["median_s"], "cli_floor_s": read["cli_floor"]["median_s"],
             "fit_wall_s": row["driver_fit_wall_s"]}
 
@@ -439,6 +442,10 @@ def goals(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         out["cost_ratio_largest_vs_smallest"] = big["driver_cpu_s_per_report"] / small["driver_cpu_s_per_report"]
     if big is not None:
         out["largest_study_trials"] = big["trials"]
+        # the "experiment state" is what Ray encodes at each snapshot; the other is every state file,
+        # the Optuna journal (1.8 MB at 1,000 trials) included
+        if big.get("newest_experiment_state_bytes") is not None:
+            out["experiment_state_le_5MB_at_largest"] = big["newest_experiment_state_bytes"] <= 5e6
         out["state_le_5MB_at_largest"] = big["state_bytes_total"] <= 5e6
         out["report_le_3s_at_largest"] = big["read"]["report"]["ok"] and big["read"]["report"]["median_s"] <= 3
         out["status_le_1s_at_largest"] = big["read"]["status"]["ok"] and big["read"]["status"]["median_s"] <= 1

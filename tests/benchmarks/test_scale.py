@@ -12,21 +12,25 @@ import pytest
 from benchmarks import scale
 
 
-def _row(trials, *, cost, state_bytes, status_s=0.5, report_s=1.0, ok=True):
+def _row(trials, *, cost, state_bytes, experiment_bytes=None, status_s=0.5, report_s=1.0, ok=True):
     read = {name: {"median_s": value, "ok": ok} for name, value in (("status", status_s), ("report", report_s))}
     return {"trials_requested": trials, "trials": trials, "driver_cpu_s_per_report": cost,
-            "state_bytes_total": state_bytes, "read": read}
+            "state_bytes_total": state_bytes, "newest_experiment_state_bytes": experiment_bytes, "read": read}
 
 
 def test_goals_follow_the_issue_thresholds():
-    good = scale.goals([_row(100, cost=0.02, state_bytes=1e6), _row(1000, cost=0.03, state_bytes=4e6)])
+    good = scale.goals([_row(100, cost=0.02, state_bytes=1e6),
+                        _row(1000, cost=0.03, state_bytes=4e6, experiment_bytes=3e6)])
     assert good == {"cost_per_report_le_0.1s": True, "cost_ratio_largest_vs_smallest": pytest.approx(1.5),
-                    "largest_study_trials": 1000, "state_le_5MB_at_largest": True, "report_le_3s_at_largest": True,
-                    "status_le_1s_at_largest": True}
+                    "largest_study_trials": 1000, "experiment_state_le_5MB_at_largest": True,
+                    "state_le_5MB_at_largest": True, "report_le_3s_at_largest": True, "status_le_1s_at_largest": True}
     bad = scale.goals([_row(100, cost=0.02, state_bytes=1e6),
-                       _row(1000, cost=0.2, state_bytes=28e6, status_s=2.0, report_s=28.8)])
-    assert not any(bad[k] for k in ("cost_per_report_le_0.1s", "state_le_5MB_at_largest",
-                                    "report_le_3s_at_largest", "status_le_1s_at_largest"))
+                       _row(1000, cost=0.2, state_bytes=28e6, experiment_bytes=20e6, status_s=2.0, report_s=28.8)])
+    assert not any(bad[k] for k in ("cost_per_report_le_0.1s", "experiment_state_le_5MB_at_largest",
+                                    "state_le_5MB_at_largest", "report_le_3s_at_largest", "status_le_1s_at_largest"))
+    # Ray's state under 5 MB, the Optuna journal beside it over: one goal met, the other not
+    split = scale.goals([_row(1000, cost=0.02, state_bytes=6.7e6, experiment_bytes=4.8e6)])
+    assert split["experiment_state_le_5MB_at_largest"] is True and split["state_le_5MB_at_largest"] is False
     failed_report = scale.goals([_row(1000, cost=0.01, state_bytes=1e6, report_s=0.1, ok=False)])
     assert failed_report["report_le_3s_at_largest"] is False  # a fast crash is not a fast report
 
