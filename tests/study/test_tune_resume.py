@@ -367,7 +367,8 @@ def _tree(root: Path) -> dict[str, str]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_a_copied_or_moved_study_resumes_where_it_is_and_writes_only_there(tiny_benchmark, tmp_path):
+def test_a_copied_or_moved_study_resumes_where_it_is_and_writes_only_there(tiny_benchmark, tmp_path,
+                                                                           remove_driver_temp_dirs):
     """Issue 12: a copy resumed wrote its tells into the original's journal and rewrote its asha_rungs.json
     (the copy kept trials RUNNING for ever); a moved study crashed on the vanished asha_rungs.json. Here an
     interrupted study of probes (no torch) is copied and the copy resumed: the original stays byte-identical;
@@ -407,6 +408,7 @@ def test_a_copied_or_moved_study_resumes_where_it_is_and_writes_only_there(tiny_
     unfinished = _tree(home)
     copy = tmp_path / "copy" / "studies" / "reloc"
     shutil.copytree(home, copy, symlinks=True)
+    remove_driver_temp_dirs(copy)  # its provenance names the killed driver's (the original is moved below)
     resume(copy)
     assert _tree(home) == unfinished  # the original is byte-identical, nothing added or removed
 
