@@ -354,7 +354,8 @@ if sys.argv[1] == "run":
     study = study_from_dict(json.loads(Path(sys.argv[2]).read_text()), source=sys.argv[2])
     run_study(study, storage=sys.argv[3], num_cpus=2, trainable=slow_probe)
 else:
-    resume_study(Path(sys.argv[2]), num_cpus=2, trainable=slow_probe)
+    resume_study(Path(sys.argv[2]), num_cpus=2, trainable=slow_probe,
+                 allow_changed_space="--allow-changed-space" in sys.argv)
 """
 
 
@@ -372,10 +373,16 @@ def test_a_copied_or_moved_study_resumes_where_it_is_and_writes_only_there(tiny_
     """Issue 12: a copy resumed wrote its tells into the original's journal and rewrote its asha_rungs.json
     (the copy kept trials RUNNING for ever); a moved study crashed on the vanished asha_rungs.json. Here an
     interrupted study of probes (no torch) is copied and the copy resumed: the original stays byte-identical;
-    then the original is moved and resumed: it finishes in its new place, and nothing appears at the old one."""
+    then the original is moved and resumed: it finishes in its new place, and nothing appears at the old one.
+    The moved study is resumed with its λ_adv range edited and ``--allow-changed-space``: the trials asked after
+    the kill come from the new range (5 trials, 2 at a time: at least one is still to be asked at the kill)."""
     import shutil
+    import tomllib
 
-    table = study_table(tiny_benchmark, name="reloc", num_samples=4, max_concurrent_trials=2)
+    import tomli_w
+
+    samples = 5
+    table = study_table(tiny_benchmark, name="reloc", num_samples=samples, max_concurrent_trials=2)
     (tmp_path / "reloc.json").write_text(json.dumps(table))
     (tmp_path / "driver.py").write_text(RELOCATION_DRIVER)
     env = _env(tmp_path)
@@ -393,17 +400,20 @@ def test_a_copied_or_moved_study_resumes_where_it_is_and_writes_only_there(tiny_
     kill_tree(driver)
     home = first / "reloc"
 
-    def resume(where: Path) -> None:
-        done = subprocess.run([sys.executable, str(tmp_path / "driver.py"), "resume", str(where)], cwd=tmp_path,
-                              env=env, capture_output=True, text=True, timeout=400)
+    def resume(where: Path, *extra: str) -> list:
+        done = subprocess.run([sys.executable, str(tmp_path / "driver.py"), "resume", str(where), *extra],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        trials = optuna.load_study(study_name="reloc", storage=optuna.storages.JournalStorage(
-            optuna.storages.journal.JournalFileBackend(str(where / "optuna.journal")))).trials
-        assert [t.state.name for t in trials] == ["COMPLETE"] * 4, [t.state.name for t in trials]
+        trials = optuna.load_study(study_name="reloc", storage=optuna_storage_of(where)).trials
+        assert [t.state.name for t in trials] == ["COMPLETE"] * samples, [t.state.name for t in trials]
         finished = sorted(p.parent.name for p in where.glob("trial_*/result.json")
                           if json.loads(p.read_text().splitlines()[-1]).get("finished") == 1.0)
         assert finished == sorted(t.user_attrs["trial_dir"] for t in trials)
         assert json.loads((where / "provenance.json").read_text())["resumes"][-1]["home"] == str(where)
+        return trials
+
+    asked_before = len(optuna.load_study(study_name="reloc", storage=optuna_storage_of(home)).trials)
+    assert asked_before < samples
 
     unfinished = _tree(home)
     copy = tmp_path / "copy" / "studies" / "reloc"
@@ -415,8 +425,18 @@ def test_a_copied_or_moved_study_resumes_where_it_is_and_writes_only_there(tiny_
     moved = tmp_path / "moved" / "studies" / "reloc"
     moved.parent.mkdir(parents=True)
     home.rename(moved)
-    resume(moved)
+    study_toml = tomllib.loads((moved / "study.toml").read_text())
+    study_toml["search"]["params"] = {**study_toml["search"].get("params", {}), "lambda_low": 0.02,
+                                      "lambda_high": 0.05}  # was 1e-4 .. 1e-2
+    (moved / "study.toml").write_text(tomli_w.dumps(study_toml))
+    trials = resume(moved, "--allow-changed-space")
     assert not home.exists() and not any(first.iterdir())  # nothing recreated where the study used to be
+    lambdas = [t.params["adapt.lambda_adv_main"] for t in sorted(trials, key=lambda t: t.number)]
+    assert all(1e-4 <= x <= 1e-2 for x in lambdas[:asked_before]), lambdas  # asked before: kept as they ran
+    assert lambdas[asked_before:] and all(0.02 <= x <= 0.05 for x in lambdas[asked_before:]), (asked_before,
+                                                                                                 lambdas)
+    changes = json.loads((moved / "provenance.json").read_text())["resumes"][-1]["space_changes"]
+    assert any("adapt.lambda_adv_main" in c for c in changes), changes
 
 
 def test_status_reads_a_journal_torn_by_a_full_disk(tiny_benchmark, tmp_path, capsys):
