@@ -155,7 +155,9 @@ def lean_run_metadata(trial: Any) -> bool:
 
 
 def idle_syncer(trial: Any) -> bool:
-    """Give the trial's storage context a syncer of its own that holds no sync command; True when it did.
+    """Give the trial's storage context a syncer of its own that holds no sync command, or none at all where
+    artifacts are not synced (Ray never uses a trial's syncer then), and a :func:`compact` sync config; True when
+    it did.
 
     Ray copies the experiment's storage context into each trial shallowly, so every trial shares the driver's
     syncer, and each trial record in a snapshot pickles that syncer with the driver's last upload command inside

@@ -32,6 +32,8 @@ def remove_driver_temp_dirs():
     dirs its drivers recorded in ``provenance.json`` are removed. A killed driver leaves its own behind
     (study/tuner.py ``ray_session``), which the resume reads (study/driver_files.py), so it stays until the test
     ends; without this every local ``make test`` left ~6 in ``/tmp/dastudy-<uid>``."""
+    from study.driver_files import driver_temp_dirs
+
     homes: list[Path] = []
     yield homes.append
     ours = Path(tempfile.gettempdir()) / f"dastudy-{os.getuid()}"
@@ -40,8 +42,7 @@ def remove_driver_temp_dirs():
             provenance = json.loads((Path(home) / "provenance.json").read_text())
         except (OSError, ValueError):
             continue
-        for driver in [provenance, *provenance.get("resumes", [])]:
-            temp_dir = Path(driver.get("ray_temp_dir") or "/nonexistent")
+        for temp_dir in map(Path, driver_temp_dirs(provenance)):
             if temp_dir.parent == ours and temp_dir.is_dir():  # only what private_tmpdir made
                 shutil.rmtree(temp_dir, ignore_errors=True)
 

@@ -287,7 +287,9 @@ def test_rays_syncer_command_is_where_we_clear_it(tmp_path):
     own = trial.get_json_state()[0]
     restored = stored_storage(own)
     assert restored.syncer._current_cmd is None and str(staging).encode().hex() not in own
-    assert len(own) < len(shared) - 400  # hex-encoded: 2,649 -> 2,211 characters here
+    # at least the hex-encoded staging path less (2,649 -> 2,211 characters with pytest's default tmp_path; the
+    # saving grows with the path, so a fixed number of characters failed under a short --basetemp)
+    assert len(own) <= len(shared) - len(str(staging).encode().hex())
     assert experiment.syncer._current_cmd is not None  # the driver's own syncer works as before
     assert restored.experiment_fs_path == trial.storage.experiment_fs_path
     assert restored.sync_config == SyncConfig(sync_artifacts=True) and type(restored.sync_config) is SyncConfig
