@@ -57,6 +57,17 @@ def _valid(line: bytes) -> bool:
         return False
 
 
+def _plainly_whole(data: bytes) -> bool:
+    """True when every line of ``data`` starts with a record start and holds no other one, and the last line
+    ends: then no write was torn, whatever its length. Counting record starts alone is not enough: a write torn
+    within its first bytes (``{"op_co``) and glued by Optuna's writer to the next record makes one line with one
+    record start, which Optuna cannot parse (issue 20, item 10). JSON escapes quotes and newlines inside strings,
+    so a record start can only begin a record."""
+    lines = data.count(b"\n")
+    return (data.endswith(b"\n") and data.startswith(_RECORD_START)
+            and data.count(b"\n" + _RECORD_START) == lines - 1 and data.count(_RECORD_START) == lines)
+
+
 def repair_journal(path: str | os.PathLike) -> int:
     """Make ``path`` a sequence of whole records; returns the number of bytes removed (0: it was whole).
 
@@ -68,8 +79,8 @@ def repair_journal(path: str | os.PathLike) -> int:
         data = path.read_bytes()
     except FileNotFoundError:
         return 0
-    if not data or (data.endswith(b"\n") and data.count(_RECORD_START) == data.count(b"\n")):
-        return 0  # the common case, without parsing: one record start per line, nothing torn
+    if not data or _plainly_whole(data):
+        return 0  # the common case, without parsing
     lines = data.split(b"\n")
     lines.pop()  # b"" when the file ends with a newline, else a torn last record (dropped)
     fixed: list[bytes] = []
@@ -93,12 +104,22 @@ def repair_journal(path: str | os.PathLike) -> int:
             os.fsync(fh.fileno())
         return removed
     tmp = path.with_name(path.name + ".repair-tmp")
+    # fsync before the rename: else a power cut can leave the journal's name on an empty or partial file
     with open(tmp, "wb") as fh:
         fh.write(body)
         fh.flush()
         os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    os.replace(tmp, path)  # readers see the old file or the whole new one, never a half-written one
+    _fsync_dir(path.parent)  # the rename itself survives a power cut
     return removed
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class FlockJournalLock:

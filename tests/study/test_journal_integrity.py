@@ -1,0 +1,172 @@
+"""The study's Optuna state cannot tear or miscount (issue 20, item 10): a write torn within its first bytes is
+repaired, the repaired journal is durable before it replaces the old one, storages that would lose the study are
+refused, a re-run of a failed trial is not counted twice toward ``num_samples``, and orphans are adopted oldest
+first. Each test here failed against a mutant that every other fast test let through."""
+from __future__ import annotations
+
+import json
+import os
+
+import optuna
+import pytest
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+
+from study import journal as journal_module
+from study.journal import RERUN_OF, RepairingJournalBackend, repair_journal
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+METRIC = "val/mIoU16"
+
+
+def _study(path, name="j"):
+    return optuna.create_study(study_name=name, storage=JournalStorage(RepairingJournalBackend(path)),
+                               load_if_exists=True, sampler=optuna.samplers.RandomSampler(seed=0))
+
+
+def _fill(study, n):
+    for _ in range(n):
+        trial = study.ask()
+        study.tell(trial, trial.suggest_float("x", 0, 1))
+
+
+def _study_attr_record(tmp_path) -> dict:
+    """A record that sets a study attribute, as Optuna's own writer produces it."""
+    other = tmp_path / "other.journal"
+    optuna.create_study(study_name="j", storage=JournalStorage(JournalFileBackend(str(other)))).set_user_attr("k", 1)
+    return json.loads(other.read_bytes().splitlines()[-1])
+
+
+def _torn_at_the_front(tmp_path):
+    """Two whole trials, then a write torn after 7 bytes, glued by Optuna's writer to the two records after it."""
+    path = tmp_path / "optuna.journal"
+    _fill(_study(path), 2)
+    whole = path.read_bytes()
+    with open(path, "ab") as fh:
+        fh.write(b'{"op_co')
+    record = _study_attr_record(tmp_path)
+    JournalFileBackend(str(path)).append_logs([record, record])
+    return path, whole
+
+
+def test_a_write_torn_in_its_first_bytes_is_repaired(tmp_path):
+    """One line with one record start (``{"op_co{"op_code":...}``): the old fast path counted record starts
+    against lines, found them equal and never repaired it; every open then failed with JSONDecodeError."""
+    path, whole = _torn_at_the_front(tmp_path)
+    lines = path.read_bytes().splitlines()
+    assert path.read_bytes().count(journal_module._RECORD_START) == len(lines)  # what fooled the fast path
+    with pytest.raises(json.JSONDecodeError):  # Optuna alone cannot read it
+        optuna.load_study(study_name="j", storage=JournalStorage(JournalFileBackend(str(path))))
+
+    repaired = _study(path)
+    assert [t.state.name for t in repaired.trials] == ["COMPLETE"] * 2
+    assert repaired.user_attrs == {"k": 1}  # the record glued to the tear is kept
+    data = path.read_bytes()
+    assert data.startswith(whole) and all(isinstance(json.loads(x), dict) for x in data.splitlines())
+    assert repair_journal(path) == 0
+    optuna.load_study(study_name="j", storage=JournalStorage(JournalFileBackend(str(path))))  # Optuna reads it
+
+
+@pytest.mark.parametrize("tear", [b"{", b'{"op_co', b'{"op_code":6,"wor', b'{"op_code":6,"worker_id":"x"}'])
+def test_the_fast_path_takes_only_whole_journals(tmp_path, tear):
+    path = tmp_path / "optuna.journal"
+    _fill(_study(path), 1)
+    assert journal_module._plainly_whole(path.read_bytes())
+    record = json.dumps(_study_attr_record(tmp_path), separators=(",", ":")).encode()
+    torn = path.read_bytes() + tear + record + b"\n" + record + b"\n"
+    assert not journal_module._plainly_whole(torn)
+    path.write_bytes(torn)
+    # the torn write goes (even a whole record that lost its newline: its write failed, so it was never
+    # acknowledged), the two records after it stay
+    assert repair_journal(path) == len(tear)
+    assert all(isinstance(json.loads(x), dict) for x in path.read_bytes().splitlines())
+
+
+def test_the_repaired_journal_is_fsynced_before_it_replaces_the_old_one(tmp_path, monkeypatch):
+    """Without the fsync a power cut after ``os.replace`` can leave the journal's name on an empty file; without
+    the directory's fsync the rename itself can be lost."""
+    path, _ = _torn_at_the_front(tmp_path)
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        return real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", f"{src} -> {dst}"))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(journal_module.os, "fsync", fsync)
+    monkeypatch.setattr(journal_module.os, "replace", replace)
+    assert repair_journal(path) > 0
+    tmp = f"{path}.repair-tmp"
+    assert events == [("fsync", tmp), ("replace", f"{tmp} -> {path}"), ("fsync", str(tmp_path))], events
+
+
+@pytest.mark.parametrize("url, allowed", [
+    ("sqlite:///:memory:", "in-memory database would lose the study"),
+    ("sqlite://", "in-memory database would lose the study"),
+    ("studies/optuna.db", ".journal"),
+    ("/srv/studies/optuna.jsonl", ".journal"),
+])
+def test_storages_that_lose_or_misread_the_study_are_refused(tmp_path, url, allowed):
+    """An in-memory SQLite database is gone with the driver; a file path without ``.journal`` is not a journal
+    (an SQLite file given as a path would be opened as one). Refused when the study file is read, naming the
+    file, the key, the value and what is allowed."""
+    from trainables.config import ConfigError
+    from study.study_config import study_from_dict
+    from study_helpers import study_table
+
+    table = study_table(tmp_path, name="s")
+    table["search"]["storage"] = url
+    with pytest.raises(ConfigError) as err:
+        study_from_dict(table, source="s.toml")
+    message = str(err.value)
+    assert "s.toml" in message and "search.storage" in message and url in message and allowed in message
+
+
+# ---------------------------------------------------------------------------------------------------------
+# counting and adopting (study/search.py)
+
+
+def _searcher(tmp_path, num_samples=None):
+    from study.search import StudySearch
+    from study.spaces import get_space, make_define_by_run, resolve_params
+
+    space = get_space("lambda_adv")
+    return StudySearch(make_define_by_run(space, resolve_params(space, {})), metric=METRIC, mode="max", max_t=4,
+                       num_samples=num_samples, study_dir=tmp_path, study_name="unit",
+                       sampler=optuna.samplers.RandomSampler(seed=0),
+                       storage=JournalStorage(JournalFileBackend(str(tmp_path / "j.journal"))))
+
+
+def test_a_rerun_of_a_failed_trial_is_not_counted_twice_toward_num_samples(tmp_path):
+    """Three samples: one COMPLETE, one FAIL that a resume re-ran to the end (a second Optuna trial with
+    ``rerun_of``). Two distinct trials exist; the third must still be asked, not the study declared complete."""
+    from ray.tune.search import Searcher
+
+    searcher = _searcher(tmp_path, num_samples=3)
+    searcher.suggest("a")
+    searcher.on_trial_complete("a", result={METRIC: 0.4, "training_iteration": 4, "finished": 1.0})
+    searcher.suggest("b")
+    searcher.on_trial_complete("b", result=None, error=True)
+    searcher.on_trial_complete("b", result={METRIC: 0.5, "training_iteration": 4, "finished": 1.0})  # the re-run
+    trials = searcher._ot_study.trials
+    assert [(t.state.name, t.user_attrs.get(RERUN_OF)) for t in trials] == [
+        ("COMPLETE", None), ("FAIL", None), ("COMPLETE", 1)]
+    assert searcher.suggest("c") != Searcher.FINISHED  # the third sample
+    assert searcher.suggest("d") == Searcher.FINISHED  # and no fourth
+
+
+def test_orphans_are_adopted_oldest_first(tmp_path):
+    """Two trials asked after Ray's last snapshot, both RUNNING at the kill: the first new Ray trial takes the
+    older one, the next the younger; each keeps its sampled values."""
+    before = _searcher(tmp_path, num_samples=4)
+    first, second = before.suggest("lost1"), before.suggest("lost2")
+    assert first != second
+    after = _searcher(tmp_path, num_samples=4)
+    assert after.suggest("new1") == first
+    assert after.suggest("new2") == second
+    adopted = {t.number: t.user_attrs["adopted_from"] for t in after._ot_study.trials}
+    assert adopted == {0: "lost1", 1: "lost2"}
