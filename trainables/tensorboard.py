@@ -24,7 +24,7 @@ import numpy as np
 __all__ = [
     "TensorBoardReporter", "prediction_panel", "default_metric_tags", "write_session_end",
     "STATUS_BY_RESULT", "PRUNED_TAG", "FAILED_TAG", "STATUS_TAG", "PARAM_LABELS", "param_label",
-    "experiment_summary", "with_log_columns", "write_hparams_session",
+    "experiment_summary", "write_hparams_session", "percent_tag", "LAYOUT", "write_layout",
 ]
 
 # One display name per searched TrainConfig key, used by every view of a study (status, progress lines, report,
@@ -52,6 +52,38 @@ def param_label(name: str) -> str:
     form (``model.weights``), never its last component alone (``model.name`` is not ``name``)."""
     key = str(name).split("@", 1)[0]
     return PARAM_LABELS.get(key) or _SHORT.get(key) or key
+
+def percent_tag(key: str) -> str | None:
+    """The TensorBoard tag of an IoU metric, shown in percent with the unit in its name (``val/mIoU16`` →
+    ``val/mIoU16 (%)``, ``val/IoU/road`` → ``val/IoU/road (%)``), as the report and the CLI show it; None for any
+    other key (losses, learning rates, ``uda/…`` validators keep their own scale and name)."""
+    last = str(key).split("/")
+    if len(last) >= 2 and (last[1].startswith("mIoU") or last[1] == "IoU") and not key.endswith("(%)"):
+        return f"{key} (%)"
+    return None
+
+
+def _mean_chart(mean: str) -> list:
+    return ["Multiline", [rf"^(val|select)/{mean} \(%\)$"]]
+
+
+# Custom scalars (one row per category, its charts side by side), written into every run's own event file (the
+# plugin merges the layouts of all runs, so no extra run is needed to hold it). Each mIoU on a chart of its own:
+# mIoU13 and mIoU16 differ by three classes and by ~5 points, so one chart would compare unlike numbers.
+LAYOUT = {
+    "mIoU (%)": {f"{mean} (%)": _mean_chart(mean) for mean in ("mIoU16", "mIoU13", "mIoU19")},
+    "losses (G | D)": {
+        "generator: adversarial losses": ["Multiline", [r"^train/loss_adv_.*"]],
+        "discriminator: losses": ["Multiline", [r"^train/loss_d_.*"]],
+        "segmentation losses": ["Multiline", [r"^train/loss_seg.*"]],
+    },
+}
+
+
+def write_layout(writer: Any) -> None:
+    """The custom-scalars layout into ``writer``'s own event file."""
+    writer.add_custom_scalars(LAYOUT)
+
 
 PRUNED_TAG = "trial/pruned"  # 1.0 when the scheduler (or the user) stopped the run early
 FAILED_TAG = "trial/failed"  # 1.0 when the run diverged or raised
@@ -189,64 +221,39 @@ def _session_end_summary(status_name: str):
     return Summary(value=[Summary.Value(tag=metadata.SESSION_END_INFO_TAG, metadata=SummaryMetadata(plugin_data=plugin))])
 
 
-def _log_column(name: str) -> str:
-    return f"log10_{name}"
-
-
-def with_log_columns(hparams: Mapping[str, Any], domains: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """``hparams`` plus ``log10_<name>`` for every log-scaled domain with a positive value.
-
-    TensorBoard's HParams views always open numeric columns on a linear axis (its dashboard has no per-column
-    default; "Logarithmic" is a click per column), which squeezes λ_adv = 5e-4..4e-3 against its top end in
-    the parallel coordinates: the log10 column is the same value on an evenly spread axis."""
-    out = dict(hparams)
-    for name, domain in domains.items():
-        value = hparams.get(name)
-        if domain.get("log") and _is_number(value) and value > 0:
-            out[_log_column(name)] = float(np.log10(value))
-    return out
-
-
 def experiment_summary(domains: Mapping[str, Mapping[str, Any]], metric_tags: Sequence[str]):
     """The HParams experiment (the table's columns) with a declared domain per hyperparameter.
 
     ``domains``: ``{name: {"low": a, "high": b, "log": bool}}`` (an interval) or ``{name: {"values": [...],
-    "log": bool}}`` (discrete numbers, strings or bools), in column order; every log domain also gets its
-    ``log10_<name>`` column. TensorBoard keeps one experiment for all runs (the first it finds), so every run of a
-    study writes this same one."""
+    "log": bool}}`` (discrete numbers, strings or bools), in column order: one column per parameter. The HParams
+    dashboard has no per-column default scale (every numeric axis opens linear), so a log-searched parameter says
+    so in its column's description (shown as the column's tooltip): click "Logarithmic" for that axis in the
+    Parallel Coordinates view. TensorBoard keeps one experiment for all runs (the first it finds), so every run of
+    a study writes this same one."""
     from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
     from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 
     infos = []
-
-    def interval(name: str, low: float, high: float) -> None:
-        infos.append(api_pb2.HParamInfo(name=name, type=api_pb2.DATA_TYPE_FLOAT64,
-                                        domain_interval=api_pb2.Interval(min_value=low, max_value=high)))
-
     for name, domain in domains.items():
-        log = bool(domain.get("log"))
+        info = api_pb2.HParamInfo(name=name, display_name=name)
+        if domain.get("log"):
+            info.description = ("searched on a log scale: choose Logarithmic for this axis in Parallel "
+                                "Coordinates (TensorBoard opens every axis linear)")
         if "values" not in domain:
-            low, high = float(domain["low"]), float(domain["high"])
-            interval(name, low, high)
-            if log and low > 0:
-                interval(_log_column(name), float(np.log10(low)), float(np.log10(high)))
-            continue
-        values = [_hparam_value(v) for v in domain["values"]]
-        info = api_pb2.HParamInfo(name=name)
-        if all(isinstance(v, (int, float)) for v in values):
             info.type = api_pb2.DATA_TYPE_FLOAT64
-            info.domain_discrete.extend([float(v) for v in values])
+            info.domain_interval.CopyFrom(api_pb2.Interval(min_value=float(domain["low"]),
+                                                           max_value=float(domain["high"])))
         else:
-            info.type = api_pb2.DATA_TYPE_STRING
-            info.domain_discrete.extend([str(v) for v in values])
+            values = [_hparam_value(v) for v in domain["values"]]
+            if all(isinstance(v, (int, float)) for v in values):
+                info.type = api_pb2.DATA_TYPE_FLOAT64
+                info.domain_discrete.extend([float(v) for v in values])
+            else:
+                info.type = api_pb2.DATA_TYPE_STRING
+                info.domain_discrete.extend([str(v) for v in values])
         infos.append(info)
-        positive = [v for v in values if isinstance(v, (int, float)) and v > 0]
-        if log and positive:  # a λ = 0 control arm has no log10 (its row leaves the column empty)
-            log_info = api_pb2.HParamInfo(name=_log_column(name), type=api_pb2.DATA_TYPE_FLOAT64)
-            log_info.domain_discrete.extend([float(np.log10(v)) for v in positive])
-            infos.append(log_info)
     experiment = api_pb2.Experiment(hparam_infos=infos, metric_infos=[
-        api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag)) for tag in metric_tags])
+        api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag), display_name=tag) for tag in metric_tags])
     content = plugin_data_pb2.HParamsPluginData(experiment=experiment, version=metadata.PLUGIN_DATA_VERSION)
     plugin = SummaryMetadata.PluginData(plugin_name=metadata.PLUGIN_NAME, content=content.SerializeToString())
     return Summary(value=[Summary.Value(tag=metadata.EXPERIMENT_TAG, metadata=SummaryMetadata(plugin_data=plugin))])
@@ -259,8 +266,7 @@ def write_hparams_session(writer: Any, hparams: Mapping[str, Any], *, metric_tag
 
     values = {name: _hparam_value(value) for name, value in sorted(hparams.items())}
     values = {name: value for name, value in values.items() if value is not None}
-    if domains:
-        values = with_log_columns(values, domains)
+    metric_tags = tuple(dict.fromkeys(percent_tag(tag) or tag for tag in metric_tags))
     experiment, session_start, _success_end = hparams_summaries(values, {tag: 0.0 for tag in metric_tags})
     if domains:
         experiment = experiment_summary(domains, metric_tags)
@@ -279,7 +285,8 @@ class TensorBoardReporter:
         metric_tags: scalar tags shown as metric columns (default: :func:`default_metric_tags` of the run).
         panel_every: write the prediction panels at every ``panel_every``-th evaluation.
         hparam_domains: the searched space as HParams domains (see :func:`experiment_summary`): the table's
-            columns are then these names (each log domain with its ``log10_`` column) with their ranges.
+            columns are then these names (one per parameter; a log domain says so in its description) with
+            their ranges.
     """
 
     def __init__(self, logdir: str | Path, *, hparams: Mapping[str, Any] | None = None,
@@ -311,6 +318,7 @@ class TensorBoardReporter:
         self._last_iteration = resumed_at
         if cfg is not None:
             self._writer.add_text("run/config", _config_markdown(cfg), 0)
+        write_layout(self._writer)
         if self.hparams is not None:
             self._write_session_start(cfg)
         self._writer.flush()
@@ -366,8 +374,10 @@ class TensorBoardReporter:
     def _add_scalars(self, iteration: int, values: Mapping[str, Any]) -> None:
         for tag, value in values.items():
             if _is_number(value):
-                # Non-finite values are kept: a diverging loss must be visible as such.
-                self._writer.add_scalar(tag, float(value), int(iteration))
+                # Non-finite values are kept: a diverging loss must be visible as such. IoUs in percent, as
+                # everywhere else (the unit is in the tag).
+                shown = percent_tag(tag)
+                self._writer.add_scalar(shown or tag, 100 * float(value) if shown else float(value), int(iteration))
 
     def _add_panels(self, iteration: int, trainer: Any) -> None:
         samples = list(getattr(trainer, "last_eval_samples", None) or ())

@@ -87,11 +87,13 @@ def test_scalars_images_and_hparams_in_one_run(tmp_path):
                           "data.size": [64, 32]})
     acc = _accumulator(logdir)
     tags = acc.Tags()
-    assert {"train/loss_seg", "train/loss_adv_main", "lr/backbone", "val/mIoU16", "val/mIoU13",
-            "val/IoU/road", "select/mIoU16", "trial/pruned", "trial/failed"} <= set(tags["scalars"])
-    assert not [t for t in tags["scalars"] if t.startswith("ray/") or t == "note"]
-    assert [e.step for e in acc.Scalars("val/mIoU16")] == [10, 20, 30]
-    assert acc.Scalars("val/mIoU16")[-1].value == pytest.approx(0.30)
+    # IoUs in percent with the unit in the tag (as in the report and the CLI); no fraction-valued twin
+    assert {"train/loss_seg", "train/loss_adv_main", "lr/backbone", "val/mIoU16 (%)", "val/mIoU13 (%)",
+            "val/IoU/road (%)", "select/mIoU16 (%)", "trial/pruned", "trial/failed"} <= set(tags["scalars"])
+    assert not [t for t in tags["scalars"] if t.startswith("ray/") or t == "note" or t.endswith("IoU16")]
+    assert [e.step for e in acc.Scalars("val/mIoU16 (%)")] == [10, 20, 30]
+    assert acc.Scalars("val/mIoU16 (%)")[-1].value == pytest.approx(30.0)
+    assert acc.Scalars("lr/backbone")[-1].value == pytest.approx(2.5e-4)  # not an IoU: its own scale
     assert acc.Scalars("train/loss_seg")[0].value == pytest.approx(0.1)
     assert acc.Scalars("trial/pruned")[-1].value == 0.0
 
@@ -113,7 +115,7 @@ def test_scalars_images_and_hparams_in_one_run(tmp_path):
     assert start.hparams["model.multi_level"].string_value == "true"
     assert start.hparams["data.size"].string_value == "[64, 32]"
     experiment = hparams_metadata.parse_experiment_plugin_data(content[hparams_metadata.EXPERIMENT_TAG])
-    assert [m.name.tag for m in experiment.metric_infos] == ["val/mIoU16", "trial/pruned"]
+    assert [m.name.tag for m in experiment.metric_infos] == ["val/mIoU16 (%)", "trial/pruned"]
     assert {h.name for h in experiment.hparam_infos} == {"adapt.lambda_adv_main", "optim.lr",
                                                          "model.multi_level", "data.size"}
     end = hparams_metadata.parse_session_end_info_plugin_data(content[hparams_metadata.SESSION_END_INFO_TAG])
@@ -123,7 +125,7 @@ def test_scalars_images_and_hparams_in_one_run(tmp_path):
     mux = plugin_event_multiplexer.EventMultiplexer().AddRunsFromDirectory(str(tmp_path))
     mux.Reload()
     assert list(mux.Runs()) == ["trial_a/tb"]
-    assert "val/mIoU16" in mux.PluginRunToTagToContent("scalars")["trial_a/tb"]
+    assert "val/mIoU16 (%)" in mux.PluginRunToTagToContent("scalars")["trial_a/tb"]
     assert list(mux.PluginRunToTagToContent(hparams_metadata.PLUGIN_NAME)) == ["trial_a/tb"]
 
 
@@ -150,15 +152,16 @@ def test_without_hparams_no_session_and_default_metric_tags(tmp_path):
     acc = _accumulator(tmp_path / "plain")
     assert hparams_metadata.PLUGIN_NAME not in acc.Tags().get("plugins", {}) or \
         not acc.PluginTagToContent(hparams_metadata.PLUGIN_NAME)
-    assert "val/mIoU16" in acc.Tags()["scalars"]
+    assert "val/mIoU16 (%)" in acc.Tags()["scalars"]
 
     reporter = TensorBoardReporter(tmp_path / "holdout", hparams={"seed": 3})
     reporter.on_start(_trainer([], selection="holdout"))
     reporter.close()
     content = _accumulator(tmp_path / "holdout").PluginTagToContent(hparams_metadata.PLUGIN_NAME)
     experiment = hparams_metadata.parse_experiment_plugin_data(content[hparams_metadata.EXPERIMENT_TAG])
-    assert [m.name.tag for m in experiment.metric_infos] == ["val/mIoU16", "val/mIoU13", "select/mIoU16",
-                                                             "select/mIoU13", "trial/pruned"]
+    assert [m.name.tag for m in experiment.metric_infos] == ["val/mIoU16 (%)", "val/mIoU13 (%)",
+                                                             "select/mIoU16 (%)", "select/mIoU13 (%)",
+                                                             "trial/pruned"]
 
 
 def test_session_end_written_afterwards_for_a_killed_trial(tmp_path):
@@ -170,7 +173,7 @@ def test_session_end_written_afterwards_for_a_killed_trial(tmp_path):
     write_session_end(tmp_path, "pruned", iteration=5)
     acc = _accumulator(tmp_path)
     assert acc.Scalars("trial/pruned")[-1].value == 1.0
-    assert acc.Scalars("val/mIoU16")[-1].value == pytest.approx(0.1)
+    assert acc.Scalars("val/mIoU16 (%)")[-1].value == pytest.approx(10.0)
     assert hparams_metadata.SESSION_END_INFO_TAG not in acc.PluginTagToContent(hparams_metadata.PLUGIN_NAME)
 
     # resumed later (dastudy study resume) and finished: the session closes as a success, pruned goes back to 0
@@ -182,7 +185,8 @@ def test_session_end_written_afterwards_for_a_killed_trial(tmp_path):
     content = acc.PluginTagToContent(hparams_metadata.PLUGIN_NAME)
     end = hparams_metadata.parse_session_end_info_plugin_data(content[hparams_metadata.SESSION_END_INFO_TAG])
     assert end.status == api_pb2.STATUS_SUCCESS
-    assert acc.Scalars("trial/pruned")[-1].value == 0.0 and acc.Scalars("val/mIoU16")[-1].value == pytest.approx(0.3)
+    assert acc.Scalars("trial/pruned")[-1].value == 0.0
+    assert acc.Scalars("val/mIoU16 (%)")[-1].value == pytest.approx(30.0)
     with pytest.raises(ValueError, match="status"):
         write_session_end(tmp_path, "exploded")
 
@@ -214,7 +218,8 @@ def test_resume_drops_what_the_interrupted_run_logged_after_its_checkpoint(tmp_p
     second.on_evaluate(30, {"val/mIoU16": 0.5}, trainer)
     second.on_end({"status": "completed", "iterations": 30})
     acc = _accumulator(tmp_path)
-    assert [(e.step, round(e.value, 3)) for e in acc.Scalars("val/mIoU16")] == [(10, 0.1), (20, 0.2), (30, 0.5)]
+    assert [(e.step, round(e.value, 3)) for e in acc.Scalars("val/mIoU16 (%)")] == [(10, 10.0), (20, 20.0),
+                                                                                    (30, 50.0)]
 
 
 def test_bad_panel_every():
@@ -233,13 +238,13 @@ def test_with_the_real_engine(make_config, tmp_path):
     assert result["status"] == "completed"
     acc = _accumulator(run_dir / "tb")
     scalars = set(acc.Tags()["scalars"])
-    assert {"train/loss_seg", "train/loss_adv_main", "train/loss_d_main", "lr/backbone", "val/mIoU16",
-            "val/mIoU13", "val/IoU/road", "trial/pruned"} <= scalars
+    assert {"train/loss_seg", "train/loss_adv_main", "train/loss_d_main", "lr/backbone", "val/mIoU16 (%)",
+            "val/mIoU13 (%)", "val/IoU/road (%)", "trial/pruned"} <= scalars
     assert not [t for t in scalars if t.startswith("ray/")]
-    assert [e.step for e in acc.Scalars("val/mIoU16")] == [2, 4]
+    assert [e.step for e in acc.Scalars("val/mIoU16 (%)")] == [2, 4]
     evals = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     last_eval = [r for r in evals if r["kind"] == "eval"][-1]
-    assert acc.Scalars("val/mIoU13")[-1].value == pytest.approx(last_eval["val/mIoU13"], rel=1e-6)
+    assert acc.Scalars("val/mIoU13 (%)")[-1].value == pytest.approx(100 * last_eval["val/mIoU13"], rel=1e-6)
     panels = [t for t in acc.Tags()["images"] if t.startswith("val/panel")]
     assert panels
     image = acc.Images(panels[0])[-1]
@@ -249,9 +254,9 @@ def test_with_the_real_engine(make_config, tmp_path):
     assert end.status == api_pb2.STATUS_SUCCESS
 
 
-def test_declared_domains_give_typed_columns_with_log10_companions(tmp_path):
-    """The study's space as HParams domains: intervals (λ, lr log-uniform), a discrete seed and backbone; each
-    log domain gets a log10_ column (TensorBoard opens every numeric axis linear); constants are no columns."""
+def test_declared_domains_give_one_typed_column_per_parameter(tmp_path):
+    """The study's space as HParams domains: intervals (λ, lr log-uniform), a discrete seed and backbone; one
+    column per parameter (no log10_ twin), a log domain says so in its description; constants are no columns."""
     domains = {"lambda_adv": {"low": 1e-4, "high": 1e-2, "log": True},
                "lr": {"values": [0.01, 0.02], "log": True},
                "seed": {"values": [1, 2, 3], "log": False},
@@ -264,28 +269,40 @@ def test_declared_domains_give_typed_columns_with_log10_companions(tmp_path):
     content = _accumulator(tmp_path).PluginTagToContent(hparams_metadata.PLUGIN_NAME)
     experiment = hparams_metadata.parse_experiment_plugin_data(content[hparams_metadata.EXPERIMENT_TAG])
     infos = {h.name: h for h in experiment.hparam_infos}
-    assert list(infos) == ["lambda_adv", "log10_lambda_adv", "lr", "log10_lr", "seed", "backbone"]
+    assert list(infos) == ["lambda_adv", "lr", "seed", "backbone"]
     assert (infos["lambda_adv"].domain_interval.min_value, infos["lambda_adv"].domain_interval.max_value) == (
         1e-4, 1e-2)
-    assert (infos["log10_lambda_adv"].domain_interval.min_value,
-            infos["log10_lambda_adv"].domain_interval.max_value) == pytest.approx((-4.0, -2.0))
     assert list(infos["lr"].domain_discrete) == [0.01, 0.02]
-    assert list(infos["log10_lr"].domain_discrete) == pytest.approx([-2.0, np.log10(0.02)])
+    assert "Logarithmic" in infos["lambda_adv"].description and "Logarithmic" in infos["lr"].description
+    assert not infos["seed"].description and not infos["backbone"].description
     assert list(infos["seed"].domain_discrete) == [1.0, 2.0, 3.0] and infos["seed"].type == api_pb2.DATA_TYPE_FLOAT64
     assert infos["backbone"].type == api_pb2.DATA_TYPE_STRING
-    assert [m.name.tag for m in experiment.metric_infos] == ["val/mIoU16", "trial/pruned"]
+    assert [m.name.tag for m in experiment.metric_infos] == ["val/mIoU16 (%)", "trial/pruned"]
     start = hparams_metadata.parse_session_start_info_plugin_data(content[hparams_metadata.SESSION_START_INFO_TAG])
-    assert start.hparams["log10_lambda_adv"].number_value == pytest.approx(-3.0)
-    assert start.hparams["log10_lr"].number_value == pytest.approx(np.log10(0.02))
-    assert "log10_seed" not in start.hparams  # only log domains get one
-    # a λ = 0 control on the grid: the log10 column covers the positive values, the control row leaves it empty
-    control = tmp_path / "control"
-    reporter = TensorBoardReporter(control, metric_tags=("val/mIoU16",), hparams={"lambda_adv": 0.0},
-                                   hparam_domains={"lambda_adv": {"values": [0.0, 0.001, 0.01], "log": True}})
-    reporter.on_start(_trainer([]))
-    reporter.close()
-    content = _accumulator(control).PluginTagToContent(hparams_metadata.PLUGIN_NAME)
-    experiment = hparams_metadata.parse_experiment_plugin_data(content[hparams_metadata.EXPERIMENT_TAG])
-    assert list(experiment.hparam_infos[1].domain_discrete) == pytest.approx([-3.0, -2.0])
-    start = hparams_metadata.parse_session_start_info_plugin_data(content[hparams_metadata.SESSION_START_INFO_TAG])
-    assert set(start.hparams) == {"lambda_adv"}
+    assert set(start.hparams) == {"lambda_adv", "lr", "seed", "backbone", "model.multi_level"}
+    assert start.hparams["lambda_adv"].number_value == pytest.approx(1e-3)
+
+
+def test_custom_scalars_layout_in_the_run_itself_with_one_chart_per_miou(tmp_path):
+    """The layout lives in the trial's own event file (no extra run holds it), and mIoU13 and mIoU16 are never
+    on one chart: each chart's regex matches one mean's tags only."""
+    import re
+
+    from tensorboard.plugins.custom_scalar import layout_pb2
+    from tensorboard.plugins.custom_scalar import metadata as cs_metadata
+
+    _run(tmp_path / "trial", hparams={"optim.lr": 1e-3}, samples=1)
+    acc = _accumulator(tmp_path / "trial")
+    assert cs_metadata.CONFIG_SUMMARY_TAG in acc.Tags()["tensors"]
+    layout = layout_pb2.Layout()
+    layout.ParseFromString(acc.Tensors(cs_metadata.CONFIG_SUMMARY_TAG)[0].tensor_proto.string_val[0])
+    scalars = acc.Tags()["scalars"]
+    charts = {chart.title: [t for t in scalars if any(re.search(r, t) for r in chart.multiline.tag)]
+              for category in layout.category for chart in category.chart}
+    assert charts["mIoU16 (%)"] == ["val/mIoU16 (%)", "select/mIoU16 (%)"] or \
+        sorted(charts["mIoU16 (%)"]) == ["select/mIoU16 (%)", "val/mIoU16 (%)"]
+    assert charts["mIoU13 (%)"] == ["val/mIoU13 (%)"]
+    assert layout.category[0].title == "mIoU (%)"  # the study's metric first, the losses after
+    mux = plugin_event_multiplexer.EventMultiplexer().AddRunsFromDirectory(str(tmp_path))
+    mux.Reload()
+    assert list(mux.Runs()) == ["trial"]
