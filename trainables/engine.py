@@ -27,6 +27,7 @@ import models
 from trainables import builders, faults
 from trainables.checkpoint import CheckpointError, atomic_save, checkpoint_meta, read_checkpoint
 from trainables.config import ConfigError, TrainConfig, to_dict
+from trainables.device import resolve_device  # re-exported: callers import it from the engine
 from trainables.evaluation import evaluate_model
 from trainables.losses import GANLoss
 from trainables.reporters import JsonLinesReporter, Reporter, StopTraining
@@ -60,14 +61,6 @@ class TrainingDiverged(RuntimeError):
     def __reduce__(self):
         # Pickled by Ray to the driver: rebuild from the fields, not from the formatted message (see ConfigError).
         return type(self), (self.iteration, self.name, self.value, self.detail), self.__dict__
-
-
-def resolve_device(spec: str) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if spec.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"runtime.device = {spec!r} but torch sees no CUDA device; use 'auto' or 'cpu'")
-    return torch.device(spec)
 
 
 def make_optimizer(cls: type[torch.optim.Optimizer], params, **kwargs) -> torch.optim.Optimizer:
@@ -279,6 +272,8 @@ class Trainer:
         for level, d_optimizer in self.d_optimizers.items():
             scalars[f"lr/d_{level}"] = d_optimizer.param_groups[0]["lr"]
         scalars["time/step_s"] = (time.perf_counter() - self._interval_start) / self._pending_count
+        if self.device.type == "cuda":  # what a trial's share of a GPU must hold (fractional-GPU sizing)
+            scalars["mem/peak_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
         self._reset_pending()
         self._notify("on_log", self.iteration, scalars)
 

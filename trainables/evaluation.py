@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable
 import torch
 import torch.nn.functional as F
 
+from trainables.device import resolve_device
 from trainables.losses import upsample
 from trainables.metrics import ConfusionMatrix
 
@@ -101,7 +102,6 @@ def evaluate_checkpoint(cfg, checkpoint: str | Path, *, device: str | None = Non
     from models.pretrained import WeightsError, load_weights
     from trainables import builders
     from trainables.checkpoint import CheckpointError
-    from trainables.engine import resolve_device
 
     builders.validate_config(cfg)
     start = time.perf_counter()
