@@ -18,7 +18,7 @@ source_val     mIoU (``eval.select_metric``) on the first        one forward pas
                ``eval.validator_images`` source-val images
 entropy        −mean_i H(p_i)                                   O(N·C) on the target sample's forward passes
 im             H(mean_i p_i) − mean_i H(p_i)                    O(N·C)
-bnm            mean over fixed chunks of ‖P_k‖_* / |chunk|      one C-wide SVD per 256 rows
+bnm            ‖P‖_* / N over the whole sample                  one C×C eigendecomposition (of PᵀP)
 snd            mean_i H(softmax_{j≠i}(cos(p_i, p_j) / 0.05))    O(N²·C) (row chunks of 1024: O(1024·N) memory)
 d_confusion    1 − |2·AUC − 1| of D_main on target vs source     one D forward per sampled image (both domains)
 =============  ===============================================  ==================================================
@@ -41,15 +41,16 @@ import torch
 import torch.nn.functional as F
 
 from trainables.config import VALIDATOR_NAMES
+from trainables.evaluation import predict
+from trainables.metrics import ConfusionMatrix
 
-__all__ = ["VALIDATORS", "TARGET_VALIDATORS", "SND_TEMPERATURE", "BNM_CHUNK", "SAMPLE_SEED", "entropy_score",
+__all__ = ["VALIDATORS", "TARGET_VALIDATORS", "SND_TEMPERATURE", "SAMPLE_SEED", "entropy_score",
            "im_score", "bnm_score", "snd_score", "auc", "d_confusion_score", "sample_indices", "pixel_indices",
            "ValidatorSet", "build_validator_set"]
 
 VALIDATORS = VALIDATOR_NAMES  # one list: trainables/config.py names them without importing torch
 TARGET_VALIDATORS = ("entropy", "im", "bnm", "snd")  # from the target sample's softmax vectors alone
 SND_TEMPERATURE = 0.05  # Saito et al. 2021, Sec. 3: τ = 0.05 as in their classification and segmentation runs
-BNM_CHUNK = 256  # ‖P‖_*/N depends on N (≈ √(C/N) for balanced one-hot rows): a fixed chunk keeps scores comparable
 SND_CHUNK = 1024
 SAMPLE_SEED = 2021  # fixed, not runtime.seed: every trial of a study scores the same images and pixels
 
@@ -71,15 +72,23 @@ def im_score(probs: torch.Tensor) -> torch.Tensor:
     return _entropy_rows(probs.mean(dim=0, keepdim=True))[0] - _entropy_rows(probs).mean()
 
 
-def bnm_score(probs: torch.Tensor, *, chunk: int = BNM_CHUNK) -> torch.Tensor:
-    """Batch nuclear norm ‖P‖_* / N (Cui et al., CVPR 2020, https://arxiv.org/abs/2003.12237): high for predictions
-    that are both confident and diverse. Averaged over consecutive chunks of ``chunk`` rows (rows past the last full
-    chunk are left out; fewer than ``chunk`` rows form one chunk) so that the score does not depend on N."""
-    probs = probs.float()
-    size = min(chunk, probs.shape[0])
-    count = probs.shape[0] // size
-    blocks = probs[: count * size].reshape(count, size, probs.shape[1])
-    return torch.linalg.svdvals(blocks).sum(dim=1).mean() / size
+def bnm_score(probs: torch.Tensor) -> torch.Tensor:
+    """Batch nuclear norm ‖P‖_* / N over the whole sample (Cui et al., CVPR 2020, https://arxiv.org/abs/2003.12237):
+    high for predictions that are both confident and diverse.
+
+    The whole N×C matrix, not chunks of rows: the sample is built image by image, so a chunk of
+    ``validator_pixels`` rows is one image and a per-chunk norm scores each image's own class diversity (a
+    16-class image scores 0.25, a one-class image 0.0625, for the same global class balance); the norm of the whole
+    sample scores the diversity of the sample (0.0625 for both). ‖P‖_* is the sum of the square roots of the
+    eigenvalues of the C×C Gram matrix PᵀP (the squared singular values of P), so memory does not grow with N and
+    nothing needs chunking; the Gram matrix is accumulated in float64 (the square root of an eigenvalue near zero
+    would amplify float32 rounding). ‖P‖_*/N depends on N (√(C/N) for balanced one-hot rows): N is the study's
+    fixed sample (``validator_images`` × ``validator_pixels``), so scores compare across its trials and
+    checkpoints, not across samples of other sizes."""
+    probs = probs.double()
+    gram = probs.T @ probs
+    nuclear = torch.linalg.eigvalsh(gram).clamp_min(0.0).sqrt().sum()
+    return (nuclear / probs.shape[0]).float()
 
 
 def snd_score(probs: torch.Tensor, *, temperature: float = SND_TEMPERATURE, chunk: int = SND_CHUNK) -> torch.Tensor:
@@ -178,8 +187,6 @@ class ValidatorSet:
         Scores accumulate on the device and are read with one host sync at the end (plus the source-val confusion
         matrix, read once). The model (and D) are put in eval mode for the pass and restored afterwards.
         """
-        from trainables.metrics import ConfusionMatrix
-
         modules = [m for m in (model, discriminator) if m is not None]
         modes = [m.training for m in modules]
         for m in modules:
@@ -237,8 +244,6 @@ class ValidatorSet:
     @staticmethod
     def _probs(model, image: torch.Tensor, autocast) -> torch.Tensor:
         """Softmax of the main output at the input size (what D_main saw in training)."""
-        from trainables.evaluation import predict
-
         return F.softmax(predict(model, image, tuple(image.shape[-2:]), autocast=autocast).float(), dim=1)
 
     @staticmethod

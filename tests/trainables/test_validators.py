@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from trainables import validators as V
 from trainables.config import ConfigError, TrainConfig, from_dict
@@ -39,13 +40,60 @@ def test_im_hand_values():
     assert V.im_score(probs).item() == pytest.approx(expected, rel=1e-6)
 
 
-def test_bnm_hand_values_and_chunks():
+def test_bnm_hand_values():
     # identity 2×2: singular values 1, 1 → 2 / 2; all-0.5: rank one with σ = ‖P‖_F = 1 → 1 / 2
     assert V.bnm_score(ONE_HOT).item() == pytest.approx(1.0)
     assert V.bnm_score(UNIFORM).item() == pytest.approx(0.5)
-    # chunks of 2 rows: [I; uniform] → mean(1, 0.5); a third partial chunk is left out
-    stacked = torch.cat([ONE_HOT, UNIFORM, torch.tensor([[1.0, 0.0]])])
-    assert V.bnm_score(stacked, chunk=2).item() == pytest.approx(0.75)
+    # [I; uniform] as one matrix: PᵀP = [[1.5, 0.5], [0.5, 1.5]], eigenvalues 2 and 1 → (√2 + 1) / 4
+    stacked = torch.cat([ONE_HOT, UNIFORM])
+    assert V.bnm_score(stacked).item() == pytest.approx((math.sqrt(2) + 1) / 4, rel=1e-6)
+    # a rotation of the columns' space does not matter: it agrees with the SVD of the whole matrix
+    probs = torch.softmax(torch.randn(300, 5, generator=torch.Generator().manual_seed(0)), dim=1)
+    assert V.bnm_score(probs).item() == pytest.approx(torch.linalg.svdvals(probs.double()).sum().item() / 300,
+                                                      rel=1e-6)
+
+
+CLASSES, IMAGES, SIDE = 16, 16, 16  # 16 images of 16 × 16 = 256 pixels: the issue's 256 pixels per image
+
+
+class ClassImages(torch.utils.data.Dataset):
+    """Images whose first channel holds each pixel's class: ``mixed`` = every image holds all 16 classes (16 pixels
+    each), else image k holds class k only. Both have the same global class balance (256 pixels per class)."""
+
+    def __init__(self, mixed: bool):
+        self.mixed = mixed
+
+    def __len__(self):
+        return IMAGES
+
+    def __getitem__(self, index):
+        if self.mixed:
+            classes = torch.arange(SIDE * SIDE).remainder(CLASSES).reshape(SIDE, SIDE)
+        else:
+            classes = torch.full((SIDE, SIDE), index)
+        return {"image": classes.float()[None].repeat(3, 1, 1), "label": "not read", "name": str(index)}
+
+
+class Oracle(torch.nn.Module):
+    """Predicts the class in the image's first channel with a softmax of 1 − O(e^-50) (one-hot to float32)."""
+
+    def forward(self, image):
+        logits = 50.0 * F.one_hot(image[:, 0].long(), CLASSES).permute(0, 3, 1, 2).float()
+        return {"out": logits}
+
+
+@pytest.mark.parametrize("mixed", [True, False])
+def test_bnm_scores_the_whole_sample_not_each_image(mixed):
+    """Issue 18: rows are gathered image by image, so a chunk of 256 rows was one image, and BNM scored each image's
+    class diversity: 0.25 for images that hold all 16 classes (16 rows per class: PᵀP = 16·I, σ = 4, ‖P‖_* = 64,
+    64/256), 0.0625 for one-class images (one σ = √256 = 16, 16/256). Over the whole sample both hold 256 rows of
+    each class: PᵀP = 256·I, σ = 16 for each of the 16 classes, ‖P‖_* = 256, N = 4096 → 0.0625 for both."""
+    vset = V.ValidatorSet(["bnm", "im"], target=ClassImages(mixed), source_val=None, images=IMAGES,
+                          pixels=SIDE * SIDE, num_classes=CLASSES, select_metric="mIoU16",
+                          device=torch.device("cpu"))
+    scores = vset.score(Oracle(), lambda ds: torch.utils.data.DataLoader(ds, batch_size=4))
+    assert scores["uda/bnm"] == pytest.approx(256 / 4096, rel=1e-5)
+    assert scores["uda/im"] == pytest.approx(math.log(16), rel=1e-5)  # same global balance: H(mean) = log 16
 
 
 def test_snd_hand_values():
