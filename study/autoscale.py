@@ -2,32 +2,69 @@
 
 ``resources.autoscaling = true`` (KubeRay with a GPU worker group from 0 replicas, ``ray up`` with worker types):
 the launch check accepts a request no live node can host and asks the autoscaler for it
-(:func:`request_from_autoscaler`, ``ray.autoscaler.sdk.request_resources``). On any cluster,
+(:func:`request_from_autoscaler`, ``ray.autoscaler.sdk.request_resources``), and withdraws the request when the
+study ends, fails or is interrupted (:func:`autoscaler_request_released`). On any cluster,
 :class:`PendingWatchdog` ends a study whose trials stay PENDING for ``resources.pending_timeout`` seconds with a
 message naming the missing resource, instead of Ray waiting for ever (issue 12).
 """
 from __future__ import annotations
 
+import contextlib
+import sys
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from ray.tune import Callback
 from ray.tune.stopper import Stopper
 
 from study.resources import PendingTimeout
 
-__all__ = ["request_from_autoscaler", "PendingWatchdog", "raise_if_pending_timeout"]
+__all__ = ["request_from_autoscaler", "release_autoscaler_request", "autoscaler_request_released",
+           "PendingWatchdog", "raise_if_pending_timeout"]
+
+
+_REQUESTED: list[dict[str, float]] = []  # the bundle this driver asked the autoscaler for, until it is released
 
 
 def request_from_autoscaler(*, cpu: float, gpu: float, trials: int) -> dict[str, float]:
     """Ask the cluster's autoscaler for room for ``trials`` trials at once (``ray.autoscaler.sdk.request_resources``:
     it scales up to fit the bundles and keeps them until the next request; a cluster without an autoscaler ignores
-    it). Returns the bundle asked for."""
+    it). Returns the bundle asked for. The request outlives the driver unless it is withdrawn, so the GPU nodes of
+    a long-lived cluster (a RayCluster, `ray up`) would stay up after the study: the driver's Ray session releases
+    it (:func:`autoscaler_request_released`, around everything the study does)."""
     from ray.autoscaler.sdk import request_resources
 
     bundle = {"CPU": float(cpu), **({"GPU": float(gpu)} if gpu else {})}
     request_resources(bundles=[dict(bundle) for _ in range(max(1, trials))])
+    _REQUESTED[:] = [bundle]
     return bundle
+
+
+def release_autoscaler_request() -> bool:
+    """Withdraw this driver's request (an empty one replaces it: Ray keeps only the latest), so that the
+    autoscaler may remove the nodes it added once they idle. Returns whether there was one. A failure (the
+    cluster already gone) is reported on stderr, never raised: it must not hide why the study ended."""
+    if not _REQUESTED:
+        return False
+    bundle = _REQUESTED.pop()
+    try:
+        from ray.autoscaler.sdk import request_resources
+
+        request_resources(bundles=[])
+    except Exception as err:  # noqa: BLE001 - reported; the study's own outcome (or exception) goes on
+        print(f"warning: could not withdraw the autoscaler request for {bundle} ({type(err).__name__}: {err}); "
+              "it stays until the next request on this cluster (`ray status` shows it)", file=sys.stderr)
+    return True
+
+
+@contextlib.contextmanager
+def autoscaler_request_released() -> Iterator[None]:
+    """A scope (the driver's connection to Ray) at whose end, however it ends (the study done, an exception,
+    Ctrl-C), a request made inside it is withdrawn; only SIGKILL skips it."""
+    try:
+        yield
+    finally:
+        release_autoscaler_request()
 
 
 def _missing(request: dict[str, float], nodes: Sequence[dict[str, Any]]) -> list[str]:

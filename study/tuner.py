@@ -109,7 +109,8 @@ def ray_session(*, address: str | None = None, num_cpus: int | None = None,
 
     A local cluster gets a short private temp dir (unix socket paths are limited to ~107 characters) and is
     stopped by ``ray.shutdown()``; ``ray stop`` is never used (it kills every Ray process on the machine).
-    An already initialised Ray (a test session) is used as it is.
+    An already initialised Ray (a test session) is used as it is. A request made to the autoscaler during the
+    session is withdrawn at its end, however it ends (study/autoscale.py).
     """
     import ray
 
@@ -118,8 +119,11 @@ def ray_session(*, address: str | None = None, num_cpus: int | None = None,
     # ("Failed to merge the Job's runtime env"; tests/deploy/test_job_submit.py).
     job_env = {key: value for key, value in RAY_ENV.items() if key not in os.environ}
     configure_environment()
+    from study.autoscale import autoscaler_request_released  # an autoscaler request ends with the session
+
     if ray.is_initialized():
-        yield None
+        with autoscaler_request_released():
+            yield None
         return
     kwargs: dict[str, Any] = dict(include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     tmp = None
@@ -130,7 +134,8 @@ def ray_session(*, address: str | None = None, num_cpus: int | None = None,
         kwargs.update(address=address, runtime_env={"env_vars": job_env} if job_env else None)
     ray.init(**kwargs)
     try:
-        yield tmp
+        with autoscaler_request_released():  # withdrawn while still connected: done, failed or interrupted
+            yield tmp
     finally:
         ray.shutdown()
         if tmp is not None:

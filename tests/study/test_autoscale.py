@@ -59,6 +59,94 @@ def test_watchdog_clock_runs_only_while_nothing_runs(monkeypatch):
     autoscale.raise_if_pending_timeout()  # reported once
 
 
+class _Sdk:
+    """Stands in for ``ray.autoscaler.sdk.request_resources``: records each request (the latest replaces the one
+    before, as in Ray)."""
+
+    def __init__(self, fail_on_release: bool = False):
+        self.calls: list[list[dict]] = []
+        self.fail_on_release = fail_on_release
+
+    def __call__(self, num_cpus=None, bundles=None):
+        assert num_cpus is None
+        if not bundles and self.fail_on_release:
+            raise ConnectionError("GCS gone")
+        self.calls.append(list(bundles))
+
+    @property
+    def outstanding(self) -> list[dict]:
+        return self.calls[-1] if self.calls else []
+
+
+@pytest.fixture
+def sdk(monkeypatch):
+    import ray.autoscaler.sdk
+
+    from study import autoscale
+
+    fake = _Sdk()
+    monkeypatch.setattr(ray.autoscaler.sdk, "request_resources", fake)
+    monkeypatch.setattr(autoscale, "_REQUESTED", [])
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)  # ray_session uses "the running Ray": starts none
+    return fake
+
+
+class _Failed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("ending", ["done", "exception", "ctrl-c"])
+def test_the_autoscaler_request_is_withdrawn_when_the_session_ends(sdk, ending):
+    """Issue 20, item 4: ``request_resources`` persists until the next request, so the GPU nodes of a long-lived
+    cluster stayed up after the study. The driver's Ray session withdraws it however the study ends."""
+    from study.autoscale import request_from_autoscaler
+    from study.tuner import ray_session
+
+    raised = {"done": None, "exception": _Failed, "ctrl-c": KeyboardInterrupt}[ending]
+    try:
+        with ray_session(address="auto"):
+            assert request_from_autoscaler(cpu=4, gpu=0.25, trials=2) == {"CPU": 4.0, "GPU": 0.25}
+            assert sdk.outstanding == [{"CPU": 4.0, "GPU": 0.25}] * 2  # asked for while the study runs
+            if raised is not None:
+                raise raised()
+    except (_Failed, KeyboardInterrupt) as err:
+        assert type(err) is raised  # the study's own exception, not one of the release
+    assert sdk.calls == [[{"CPU": 4.0, "GPU": 0.25}] * 2, []] and sdk.outstanding == []
+
+
+def test_a_session_that_connects_withdraws_the_request_before_it_disconnects(sdk, monkeypatch):
+    """When the driver itself connects (``ray.init``), the request is withdrawn while it still can be, before
+    ``ray.shutdown``, also when the study raised."""
+    from study.autoscale import request_from_autoscaler
+    from study.tuner import ray_session
+
+    events: list[str] = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kwargs: events.append("init"))
+    monkeypatch.setattr(ray, "shutdown", lambda: events.append(f"shutdown, request {sdk.outstanding}"))
+    with pytest.raises(_Failed):
+        with ray_session(address="10.0.0.1:6379"):
+            request_from_autoscaler(cpu=2, gpu=1, trials=1)
+            raise _Failed()
+    assert events == ["init", "shutdown, request []"]
+
+
+def test_a_session_that_asked_nothing_releases_nothing_and_a_failed_release_hides_nothing(sdk, capsys):
+    from study.autoscale import release_autoscaler_request, request_from_autoscaler
+    from study.tuner import ray_session
+
+    with ray_session(address="auto"):
+        pass
+    assert sdk.calls == []  # another driver's request on the same cluster is left alone
+    sdk.fail_on_release = True
+    with pytest.raises(_Failed):
+        with ray_session(address="auto"):
+            request_from_autoscaler(cpu=1, gpu=1, trials=1)
+            raise _Failed()
+    assert "could not withdraw the autoscaler request for {'CPU': 1.0, 'GPU': 1.0}" in capsys.readouterr().err
+    assert release_autoscaler_request() is False  # reported once, not retried at every later session
+
+
 def test_fixed_cluster_refuses_autoscaling_cluster_accepts():
     from study.resources import NodeInfo, PreflightError, check_cluster_resources
 
