@@ -4,13 +4,19 @@ session per trial) and the source-only baseline side by side.
 What TensorBoard is pointed at is a *view* of the study, ``<study>/tb/`` (:func:`build_view`; the trial
 directories stay as Ray wrote them):
 
-- one entry per trial named by its searched values, ``lambda_adv=0.001,lr=0.01,seed=1``, a relative symlink to
-  ``trial_<id>/run/tb``: run names that say what the run is, short enough for the HParams table;
+- one entry per trial named by its trial label (:func:`study.labels.trial_label`, ``#6 λ=0.0291 lr=0.0429
+  seed=1``: the Optuna trial number and the searched values, as in the CLI, the report and optuna-dashboard), a
+  relative symlink to ``trial_<id>/run/tb``;
 - ``baseline``: the source-only baseline as its own HParams row (λ_adv = 0, its lr and seed) with its selected
   checkpoint's metrics at step 0, where every trial starts from it, so it shares the trials' x-axis instead of
-  stretching it to its own length; its full curves are under ``baseline/…`` tags, one group in the Scalars tab
-  (its ``select/*`` charts no longer sit between the trials' charts);
-- a custom-scalars layout: the generator's adversarial losses and the discriminator's losses side by side.
+  stretching it to its own length; its full curves are under ``z_baseline/…`` tags: one group that sorts after
+  every trial group (TensorBoard orders tag groups by name; ``baseline/`` opened the page on 43 baseline charts);
+- the custom-scalars layout (one chart per mIoU, the losses) travels in every run's own events, and in the
+  baseline run for trials written before it did: no run exists only to hold it.
+
+IoUs are shown in percent with the unit in the tag (``val/mIoU16 (%)``). ``serve`` prints a Time Series link that
+opens with smoothing 0 (TensorBoard's default 0.6 bends curves of a handful of evaluations; the ``smoothing`` query
+parameter sets the slider) and the study metric's charts pinned on top (``pinnedCards``).
 
 ``serve`` starts TensorBoard as a child process (``python -m tensorboard.main``) bound to 127.0.0.1 unless told
 otherwise, waits until it answers, prints the URL and stops it on Ctrl-C. The child is terminated on every exit
@@ -33,24 +39,17 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from study.cli import UserError
+from trainables.tensorboard import LAYOUT
 
 __all__ = ["TensorBoardError", "TensorBoardProcess", "event_files", "start", "serve", "port_is_free",
-           "build_view", "hparam_domains", "run_name", "VIEW_DIR", "LAYOUT"]
+           "build_view", "hparam_domains", "run_name", "VIEW_DIR", "LAYOUT", "BASELINE_PREFIX", "study_url"]
 
 EVENTS_GLOB = "events.out.tfevents.*"
 VIEW_DIR = "tb"
 VIEW_MARKER = ".dastudy-view.json"  # what the last build_view made (and only that is replaced by the next one)
-# Custom scalars: one row per category; the charts of a category sit side by side.
-LAYOUT = {
-    "losses (G | D)": {
-        "generator: adversarial losses": ["Multiline", [r"^train/loss_adv_.*"]],
-        "discriminator: losses": ["Multiline", [r"^train/loss_d_.*"]],
-    },
-    "segmentation": {
-        "segmentation losses": ["Multiline", [r"^train/loss_seg.*"]],
-        "val mIoU": ["Multiline", [r"^val/mIoU\d+$"]],
-    },
-}
+# The baseline's own curves: a tag group whose name sorts after every trial group (run, select, train, trial, uda,
+# val), so that Scalars and Time Series open on the trials' metrics.
+BASELINE_PREFIX = "z_baseline"
 
 
 def hparam_domains(description: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -79,16 +78,26 @@ def hparam_domains(description: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _fmt_value(value: Any) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
+def run_name(params: Mapping[str, Any], dimensions: Sequence[str], number: int | None = None,
+             fallback: str = "") -> str:
+    """The trial's run name: its label (:func:`study.labels.trial_label`), ``#6 λ=0.0291 lr=0.0429 seed=1``;
+    a ``/`` in a value would make a sub-directory, so it becomes ``_``."""
+    from study.labels import trial_label
+
+    return trial_label(number, params, dimensions, fallback=fallback).replace("/", "_")
 
 
-def run_name(params: Mapping[str, Any], dimensions: Sequence[str]) -> str:
-    """``lambda_adv=0.001,lr=0.01,seed=1``: the searched values of one trial, in the space's order."""
-    from study.spaces import param_label
+def _optuna_numbers(study_dir: Path) -> dict[str, int]:
+    """Trial directory → Optuna trial number, from the study's journal (empty without one)."""
+    try:
+        import tomllib
 
-    parts = [f"{param_label(n)}={_fmt_value(params[n])}" for n in dimensions if n in params]
-    return ",".join(parts).replace("/", "_")
+        name = str(tomllib.loads((study_dir / "study.toml").read_text()).get("name", study_dir.name))
+    except (OSError, ValueError):
+        name = study_dir.name
+    from study.report.importance import read_optuna
+
+    return dict(read_optuna(study_dir, name).order)
 
 
 def _trial_params(trial_dir: Path) -> dict[str, Any]:
@@ -136,32 +145,22 @@ def build_view(study_dir: str | Path, *, view: str | Path | None = None) -> Path
     def free(name: str, fallback: str) -> str:
         return name if name and name not in made and not os.path.lexists(view / name) else fallback
 
-    for trial_dir in sorted(study_dir.glob("trial_*")):
+    numbers = _optuna_numbers(study_dir)
+    for trial_dir in sorted(study_dir.glob("trial_*"), key=lambda d: (numbers.get(d.name, 1 << 30), d.name)):
         tb = trial_dir / "run" / "tb"
         if not tb.is_dir():
             continue
-        name = free(run_name(_trial_params(trial_dir), dimensions), "")
-        name = name or free(f"{run_name(_trial_params(trial_dir), dimensions)},{trial_dir.name}".lstrip(","),
-                            trial_dir.name)
+        label = run_name(_trial_params(trial_dir), dimensions, numbers.get(trial_dir.name),
+                         fallback=trial_dir.name)
+        name = free(label, "") or free(f"{label} {trial_dir.name}", trial_dir.name)
         target = os.path.relpath(tb, view) if view.resolve().is_relative_to(study_dir) else str(tb)
         (view / name).symlink_to(target, target_is_directory=True)
         made.append(name)
     if (study_dir / "baseline").is_dir() and not os.path.lexists(view / "baseline"):
         if _write_baseline_run(study_dir, view / "baseline", description):
             made.append("baseline")
-    layout = view / "layout"
-    if not os.path.lexists(layout):
-        _write_layout(layout)
-        made.append("layout")
     (view / VIEW_MARKER).write_text(json.dumps({"made": made}, indent=1) + "\n")
     return view
-
-
-def _write_layout(logdir: Path) -> None:
-    from torch.utils.tensorboard import SummaryWriter
-
-    with SummaryWriter(str(logdir)) as writer:
-        writer.add_custom_scalars(LAYOUT)
 
 
 def _nested(table: Mapping[str, Any], dotted: str) -> Any:
@@ -180,8 +179,8 @@ def _write_baseline_run(study_dir: Path, dest: Path, description: Mapping[str, A
 
     from study.spaces import param_label
     from study.tuner import StudyLocation, load_study_dir, trial_context
-    from trainables.tensorboard import (PRUNED_TAG, default_metric_tags, write_hparams_session,
-                                        write_session_end)
+    from trainables.tensorboard import (PRUNED_TAG, default_metric_tags, percent_tag, write_hparams_session,
+                                        write_layout, write_session_end)
 
     base = study_dir / "baseline"
     records = []
@@ -229,13 +228,17 @@ def _write_baseline_run(study_dir: Path, dest: Path, description: Mapping[str, A
                   evals[-1][1] if evals else {})
     with SummaryWriter(str(dest)) as writer:
         write_hparams_session(writer, hparams, metric_tags=tags, domains=hparam_domains(description))
+        write_layout(writer)  # for trials written before their runs carried it
         # The trials start from the checkpoint the baseline selected: its metrics at their step 0.
         for tag in tags:
             if tag in chosen:
-                writer.add_scalar(tag, float(chosen[tag]), 0)
+                shown = percent_tag(tag)
+                writer.add_scalar(shown or tag, (100 if shown else 1) * float(chosen[tag]), 0)
         for record, values in numbers:
             for tag, value in values.items():
-                writer.add_scalar(f"baseline/{tag}", float(value), int(record["iteration"]))
+                shown = percent_tag(tag)
+                writer.add_scalar(f"{BASELINE_PREFIX}/{shown or tag}", (100 if shown else 1) * float(value),
+                                  int(record["iteration"]))
         status = result.get("status", "completed")
         write_session_end(writer, status if status in ("completed", "failed", "diverged") else "stopped",
                           iteration=0)
@@ -393,15 +396,41 @@ def start(study_dir: str | Path, *, host: str = "127.0.0.1", port: int = 6006, t
         raise
 
 
+def _metric(study_dir: Path) -> str:
+    import tomllib
+
+    try:
+        metric = tomllib.loads((study_dir / "study.toml").read_text()).get("metric")
+    except (OSError, ValueError):
+        metric = None
+    return metric if isinstance(metric, str) else "val/mIoU16"
+
+
+def study_url(url: str, metric: str) -> str:
+    """The Time Series page with smoothing 0 and the study metric's charts pinned on top: ``smoothing`` and
+    ``pinnedCards`` are TensorBoard's own query parameters (the link a user gets from its "share" state)."""
+    import urllib.parse
+
+    from trainables.tensorboard import percent_tag
+
+    first = percent_tag(metric) or metric
+    mean = first.split("/", 1)[-1]
+    tags = list(dict.fromkeys([first, f"val/{mean}", f"select/{mean}"]))
+    pinned = json.dumps([{"plugin": "scalars", "tag": t} for t in tags], separators=(",", ":"))
+    query = urllib.parse.urlencode({"smoothing": "0", "pinnedCards": pinned})
+    return f"{url}?{query}#timeseries"
+
+
 def serve(study_dir: str | Path, *, host: str = "127.0.0.1", port: int = 6006) -> int:
     """Serve the study in TensorBoard until Ctrl-C (or SIGTERM); returns TensorBoard's exit code."""
     study_dir = Path(study_dir)
     board = start(study_dir, host=host, port=port)
-    runs = [p for p in board.logdir.iterdir() if p.is_dir() and p.name != "layout"] \
-        if board.logdir != study_dir.resolve() else \
+    runs = [p for p in board.logdir.iterdir() if p.is_dir()] if board.logdir != study_dir.resolve() else \
         sorted({p.parent for p in event_files(study_dir)})
-    print(f"TensorBoard for study {study_dir.name} ({len(runs)} runs): {board.url}", flush=True)
-    print(f"  hyperparameters: {board.hparams_url}   scalars: {board.url}#timeseries", flush=True)
+    print(f"TensorBoard for study {study_dir.name} ({len(runs)} runs): {study_url(board.url, _metric(study_dir))}",
+          flush=True)
+    print(f"  hyperparameters: {board.hparams_url}", flush=True)
+    print("  (curves unsmoothed: a few evaluations per trial; the Settings slider brings smoothing back)", flush=True)
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"  note: bound to {host}, reachable from other machines", flush=True)
     print("Ctrl-C to stop.", flush=True)

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -95,10 +96,15 @@ def _post(url: str, body: dict) -> dict:
         return json.loads(response.read())
 
 
+def _label(number: int, lam: float, lr: float, seed: int) -> str:
+    return f"#{number} λ={lam:.3g} lr={lr:.3g} seed={seed}"
+
+
 def _run_names(study_dir: Path) -> dict[str, tuple]:
-    """Each trial's view name, from its sampled values (λ, lr, seed as in test_report.TRIALS)."""
-    return {f"lambda_adv={lam:.3g},lr={lr:.3g},seed={seed}": (name, lam, lr, seed, rounds, fate)
-            for name, lam, lr, seed, rounds, fate in TRIALS}
+    """Each trial's view name: its trial label, the Optuna trial number (make_study adds trials in TRIALS' order)
+    and the sampled values (λ, lr, seed as in test_report.TRIALS)."""
+    return {_label(k, lam, lr, seed): (name, lam, lr, seed, rounds, fate)
+            for k, (name, lam, lr, seed, rounds, fate) in enumerate(TRIALS)}
 
 
 @pytest.mark.slow  # starts a TensorBoard server: not in the -m 'not slow' loop
@@ -113,7 +119,7 @@ def test_start_lists_every_trial_run_and_stops_cleanly(study_dir):
         assert board.logdir == study_dir.resolve() / "tb"
         runs = json.loads(_get(board.url + "data/runs"))
         # run names carry the searched values; the trial directories stay as Ray wrote them
-        assert sorted(runs) == sorted([*named, "baseline", "layout"])
+        assert sorted(runs) == sorted([*named, "baseline"])  # no run exists only to hold the layout
         assert all((study_dir / "tb" / name).is_symlink() for name in named)
         assert sorted(p.name for p in study_dir.glob("trial_*/run/tb")) == ["tb"] * len(TRIALS)
         assert not port_is_free("127.0.0.1", port)
@@ -126,42 +132,54 @@ def test_start_lists_every_trial_run_and_stops_cleanly(study_dir):
         assert sorted(by_run) == sorted([*named, "baseline"])
         expected_status = {"completed": "STATUS_SUCCESS", "pruned": "STATUS_UNKNOWN", "failed": "STATUS_FAILURE",
                            "diverged": "STATUS_FAILURE"}
-        for (name, lam, lr, seed, rounds, fate), trial_dir in zip(TRIALS, sorted(study_dir.glob("trial_*"))):
-            group = by_run[f"lambda_adv={lam:.3g},lr={lr:.3g},seed={seed}"]
+        for k, ((name, lam, lr, seed, rounds, fate), trial_dir) in enumerate(
+                zip(TRIALS, sorted(study_dir.glob("trial_*")))):
+            group = by_run[_label(k, lam, lr, seed)]
             assert group["sessions"][0]["status"] == expected_status[fate], name
-            assert group["hparams"] == pytest.approx({"lambda_adv": lam, "log10_lambda_adv": math.log10(lam),
-                                                      "lr": lr, "log10_lr": math.log10(lr), "seed": float(seed)})
+            # one column per parameter: no log10_ twin
+            assert group["hparams"] == pytest.approx({"lambda_adv": lam, "lr": lr, "seed": float(seed)})
             values = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
             last = json.loads((trial_dir / "result.json").read_text().splitlines()[-1])
-            assert values["val/mIoU13"] == pytest.approx(last["val/mIoU13"], rel=1e-6)  # float32 in events
+            # percent, with the unit in the column's name (float32 in events)
+            assert values["val/mIoU13 (%)"] == pytest.approx(100 * last["val/mIoU13"], rel=1e-6)
             assert values["trial/pruned"] == (1.0 if fate == "pruned" else 0.0)
         # the baseline's own row: no adversarial term, its lr and seed, its metrics where the trials start
         base = by_run["baseline"]
-        assert base["hparams"] == pytest.approx({"lambda_adv": 0.0, "lr": 2.5e-4, "log10_lr": math.log10(2.5e-4),
-                                                 "seed": float(TrainConfig().runtime.seed)})  # no log10 of 0
-        last_eval = [json.loads(line) for line in (study_dir / "baseline" / "metrics.jsonl").read_text().splitlines()
-                     if '"eval"' in line][-1]
+        assert base["hparams"] == pytest.approx({"lambda_adv": 0.0, "lr": 2.5e-4,
+                                                 "seed": float(TrainConfig().runtime.seed)})
+        evals = [json.loads(line) for line in (study_dir / "baseline" / "metrics.jsonl").read_text().splitlines()
+                 if '"eval"' in line]
+        try:  # the checkpoint the baseline selected (its best.pt, where the trials start), else its last one
+            best = json.loads((study_dir / "baseline" / "result.json").read_text())["best_iteration"]
+            start_eval = [r for r in evals if r["iteration"] == best][-1]
+        except FileNotFoundError:
+            start_eval = evals[-1]
         values = {m["name"]["tag"]: m for m in base["metricValues"]}
-        assert values["val/mIoU13"]["value"] == pytest.approx(last_eval["val/mIoU13"], rel=1e-6)
-        assert values["val/mIoU13"]["trainingStep"] == 0
-        # declared domains: intervals for the log-uniform dimensions (and their log10 columns), seeds discrete
+        assert values["val/mIoU13 (%)"]["value"] == pytest.approx(100 * start_eval["val/mIoU13"], rel=1e-6)
+        assert values["val/mIoU13 (%)"]["trainingStep"] == 0
+        # declared domains: intervals for the log-uniform dimensions (the log scale in the description)
         experiment = _post(board.url + "data/plugin/hparams/experiment", {"experimentName": ""})
         infos = {i["name"]: i for i in experiment["hparamInfos"]}
-        assert sorted(infos) == ["lambda_adv", "log10_lambda_adv", "log10_lr", "lr", "seed"]
+        assert sorted(infos) == ["lambda_adv", "lr", "seed"]
         assert infos["lambda_adv"]["domainInterval"] == {"minValue": 1e-4, "maxValue": 1e-2}
-        assert infos["log10_lambda_adv"]["domainInterval"] == pytest.approx({"minValue": -4.0, "maxValue": -2.0})
+        assert "Logarithmic" in infos["lambda_adv"]["description"]
         assert infos["seed"]["domainDiscrete"] == [1, 2, 3]
         # the baseline's curves do not stretch the trials' x-axis: under its own tags, the shared ones at step 0
         tags = json.loads(_get(board.url + "data/plugin/scalars/tags"))
-        assert "val/mIoU13" in tags["baseline"] and "baseline/val/mIoU13" in tags["baseline"]
-        assert not any(t.startswith("baseline/") for run in named for t in tags[run])
-        steps = json.loads(_get(board.url + "data/plugin/scalars/scalars?run=baseline&tag=val/mIoU13"))
+        assert "val/mIoU13 (%)" in tags["baseline"] and "z_baseline/val/mIoU13 (%)" in tags["baseline"]
+        assert not any(t.startswith("z_baseline/") for run in named for t in tags[run])
+        steps = json.loads(_get(board.url + "data/plugin/scalars/scalars?" + urllib.parse.urlencode(
+            {"run": "baseline", "tag": "val/mIoU13 (%)"})))
         assert [row[1] for row in steps] == [0]
-        # the custom-scalars layout puts G and D losses side by side
+        # the baseline's group sorts after every trial group (TensorBoard lists groups by name)
+        groups = {t.split("/", 1)[0] for run in named for t in tags[run]}
+        assert groups and all(g < "z_baseline" and g.lower() < "z_baseline" for g in groups)
+        # the custom-scalars layout: G and D losses side by side, one chart per mIoU
         layout = json.loads(_get(board.url + "data/plugin/custom_scalars/layout"))
         charts = {c["title"]: c for cat in layout["category"] for c in cat["chart"]}
         assert charts["generator: adversarial losses"]["multiline"]["tag"] == [r"^train/loss_adv_.*"]
         assert charts["discriminator: losses"]["multiline"]["tag"] == [r"^train/loss_d_.*"]
+        assert charts["mIoU13 (%)"]["multiline"]["tag"] != charts["mIoU16 (%)"]["multiline"]["tag"]
     finally:
         board.stop()
     assert board.process.poll() is not None
@@ -177,7 +195,7 @@ def test_view_names_runs_by_their_values_and_replaces_only_what_it_made(study_di
     view = build_view(study)
     assert view == study / VIEW_DIR
     made = sorted(p.name for p in view.iterdir() if not p.name.startswith("."))
-    assert made == sorted([*_run_names(study_dir), "baseline", "layout"])
+    assert made == sorted([*_run_names(study_dir), "baseline"])
     for name in _run_names(study_dir):
         assert (view / name).resolve().parent.parent.parent == study  # -> trial_<id>/run/tb
         assert not Path(os.readlink(view / name)).is_absolute()  # the study directory can move
@@ -187,11 +205,12 @@ def test_view_names_runs_by_their_values_and_replaces_only_what_it_made(study_di
     assert (view / "notes.txt").read_text() == "mine"
     assert sorted(p.name for p in view.iterdir() if not p.name.startswith(".")) == sorted([*made, "notes.txt"])
     assert not (view / "baseline" / "keep").exists()
-    # two trials with the same values keep distinct names (the second gets its directory name)
+    # a trial Optuna never numbered (same values as trial #0) is named by its directory in place of the number
     twin = study / "trial_zzz_twin"
     shutil.copytree(sorted(study.glob("trial_*"))[0], twin)
     build_view(study)
-    assert any(p.name.endswith(",trial_zzz_twin") for p in view.iterdir())
+    lam, lr, seed = TRIALS[0][1:4]
+    assert (view / f"trial_zzz_twin λ={lam:.3g} lr={lr:.3g} seed={seed}").resolve() == (twin / "run" / "tb").resolve()
     # not a study directory: no view
     assert build_view(tmp_path / "nothing") is None
 
@@ -207,8 +226,7 @@ def test_read_only_study_gets_a_private_view_that_is_removed(study_dir, tmp_path
     board = start(study, port=free_port())
     try:
         assert board.logdir != study / VIEW_DIR and board.logdir.is_dir()
-        assert sorted(json.loads(_get(board.url + "data/runs"))) == sorted([*_run_names(study_dir), "baseline",
-                                                                            "layout"])
+        assert sorted(json.loads(_get(board.url + "data/runs"))) == sorted([*_run_names(study_dir), "baseline"])
     finally:
         board.stop()
     assert not board.logdir.exists()
@@ -403,12 +421,11 @@ def test_hparams_page_in_a_real_browser(tiny_study, tmp_path):
     assert f"Number of matching session groups: {len(trials) + baseline_rows}" in lines
     table = lines[lines.index("Show Metrics") + 1:lines.index("Color by")]
     columns = table[:min(table.index(run) for run in trials)]
-    assert set(columns) == {"lambda_adv", "log10_lambda_adv", "lr", "log10_lr", "val/mIoU13", "val/mIoU16",
-                            "trial/pruned"}
+    assert set(columns) == {"lambda_adv", "lr", "val/mIoU13 (%)", "val/mIoU16 (%)", "trial/pruned"}
     for run, trial in trials.items():
         row = dict(zip(columns, table[table.index(run) + 1:table.index(run) + 1 + len(columns)]))
-        assert row["val/mIoU13"] == _table_value(trial.metric), (run, row)  # the trial's last val/mIoU13
-        assert row["val/mIoU16"] == _table_value(trial.final["val/mIoU16"]), (run, row)
+        assert row["val/mIoU13 (%)"] == _table_value(100 * trial.metric), (run, row)  # its last val/mIoU13
+        assert row["val/mIoU16 (%)"] == _table_value(100 * trial.final["val/mIoU16"]), (run, row)
         assert row["trial/pruned"] == _table_value(1.0 if trial.status == "pruned" else 0.0), (run, row)
 
     data = shot.read_bytes()
@@ -451,10 +468,13 @@ def test_a_real_study_ends_with_a_view_of_display_names_and_domains(tiny_study):
     links = {p.name: p for p in (tiny_study / "tb").iterdir() if p.is_symlink()}
     trials = sorted(tiny_study.glob("trial_*"))
     assert len(links) == len(trials) == 2
+    from study.report import load_study
+
+    numbers = {t.name: t.order for t in load_study(tiny_study).trials}
     for trial_dir in trials:
         params = json.loads((trial_dir / "params.json").read_text())
-        name = run_name(params, dimensions)
-        assert name.startswith("lambda_adv=") and ",lr=" in name
+        name = run_name(params, dimensions, numbers[trial_dir.name])
+        assert name.startswith(f"#{numbers[trial_dir.name]} λ=") and " lr=" in name
         assert links[name].resolve() == (trial_dir / "run" / "tb").resolve()
         acc = event_accumulator.EventAccumulator(str(trial_dir / "run" / "tb"))
         acc.Reload()
@@ -462,9 +482,8 @@ def test_a_real_study_ends_with_a_view_of_display_names_and_domains(tiny_study):
         start = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
         lam = params["adapt.lambda_adv_main"]
         assert start.hparams["lambda_adv"].number_value == pytest.approx(lam)
-        assert start.hparams["log10_lambda_adv"].number_value == pytest.approx(__import__("math").log10(lam))
         assert "adapt.lambda_adv_main" not in start.hparams
         experiment = metadata.parse_experiment_plugin_data(content[metadata.EXPERIMENT_TAG])
         infos = {i.name: i for i in experiment.hparam_infos}
-        assert list(infos) == ["lambda_adv", "log10_lambda_adv", "lr", "log10_lr"]
+        assert list(infos) == ["lambda_adv", "lr"]
         assert infos["lambda_adv"].domain_interval.min_value == pytest.approx(1e-4)
