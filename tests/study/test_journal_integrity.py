@@ -170,3 +170,25 @@ def test_orphans_are_adopted_oldest_first(tmp_path):
     assert after.suggest("new2") == second
     adopted = {t.number: t.user_attrs["adopted_from"] for t in after._ot_study.trials}
     assert adopted == {0: "lost1", 1: "lost2"}
+
+
+def test_a_trial_killed_between_ask_and_its_parameters_is_adopted_and_sampled_from_the_space_now(tmp_path):
+    """The window behind the flaky relocation test (issue 20, item 11): Optuna's ``ask`` writes the trial, the
+    define-by-run space then writes its parameters. A driver killed in between leaves a RUNNING trial with no
+    parameters; the resume adopts it (no extra trial) and draws its values from the space it samples now, the
+    edited one after ``--allow-changed-space``. A trial killed after its parameters keeps them."""
+    from study.spaces import get_space, make_define_by_run, resolve_params
+
+    before = _searcher(tmp_path, num_samples=3)
+    kept = before.suggest("drawn")["adapt.lambda_adv_main"]  # parameters written before the kill
+    before._ot_study.ask()  # the next trial: asked, killed before the space drew its values
+    assert [t.params for t in before._ot_study.trials][1] == {}
+    after = _searcher(tmp_path, num_samples=3)
+    space = get_space("lambda_adv")
+    after.bind_space(make_define_by_run(space, resolve_params(space, {"lambda_low": 0.02, "lambda_high": 0.05})))
+    first, second = after.suggest("new1"), after.suggest("new2")
+    assert first["adapt.lambda_adv_main"] == kept  # the older orphan first, its parameters replayed
+    assert 0.02 <= second["adapt.lambda_adv_main"] <= 0.05  # the parameter-less one, from the edited range
+    adopted = [t.user_attrs.get("adopted_from") for t in after._ot_study.trials]
+    assert adopted == ["drawn", ""]  # "": killed before Ray named it
+    assert len(after._ot_study.trials) == 2  # adopted, not asked anew

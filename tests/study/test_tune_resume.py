@@ -412,8 +412,16 @@ def test_a_copied_or_moved_study_resumes_where_it_is_and_writes_only_there(tiny_
         assert json.loads((where / "provenance.json").read_text())["resumes"][-1]["home"] == str(where)
         return trials
 
-    asked_before = len(optuna.load_study(study_name="reloc", storage=optuna_storage_of(home)).trials)
-    assert asked_before < samples
+    # The λ each trial had drawn at the kill. A trial can be in the journal without one: Optuna's ask() writes
+    # the trial (RUNNING) and the define-by-run space then writes its parameters, so a kill in between leaves a
+    # trial with no parameters. The resume adopts it (study/search.py _adopt_orphan) and draws its values then,
+    # from the edited range: right, and the reason counting every trial asked made this test flaky (issue 20,
+    # item 11: 2 failures in 8 runs, the third trial from the new range).
+    key = "adapt.lambda_adv_main"
+    drawn = {t.number: t.params[key] for t in optuna.load_study(study_name="reloc",
+                                                                storage=optuna_storage_of(home)).trials
+             if key in t.params}
+    assert len(drawn) < samples
 
     unfinished = _tree(home)
     copy = tmp_path / "copy" / "studies" / "reloc"
@@ -431,10 +439,11 @@ def test_a_copied_or_moved_study_resumes_where_it_is_and_writes_only_there(tiny_
     (moved / "study.toml").write_text(tomli_w.dumps(study_toml))
     trials = resume(moved, "--allow-changed-space")
     assert not home.exists() and not any(first.iterdir())  # nothing recreated where the study used to be
-    lambdas = [t.params["adapt.lambda_adv_main"] for t in sorted(trials, key=lambda t: t.number)]
-    assert all(1e-4 <= x <= 1e-2 for x in lambdas[:asked_before]), lambdas  # asked before: kept as they ran
-    assert lambdas[asked_before:] and all(0.02 <= x <= 0.05 for x in lambdas[asked_before:]), (asked_before,
-                                                                                                 lambdas)
+    lambdas = {t.number: t.params[key] for t in trials}
+    assert {n: lambdas[n] for n in drawn} == drawn, (drawn, lambdas)  # drawn before the kill: kept as they ran
+    assert all(1e-4 <= x <= 1e-2 for x in drawn.values()), drawn
+    later = {n: x for n, x in lambdas.items() if n not in drawn}
+    assert later and all(0.02 <= x <= 0.05 for x in later.values()), (drawn, lambdas)
     changes = json.loads((moved / "provenance.json").read_text())["resumes"][-1]["space_changes"]
     assert any("adapt.lambda_adv_main" in c for c in changes), changes
 
