@@ -139,10 +139,13 @@ class StudySearch(OptunaSearch):
         """The searcher's bookkeeping as JSON (Ray's file name says .pkl): which Ray trial is which Optuna trial,
         which ended, what is still to be told. Everything else comes back from ``tuner.pkl`` and ``bind``; no
         pickle is loaded by dastudy's own code (tests/reliability/test_reliability_safety.py)."""
-        state = {"ot_trials": _trial_ids(self._ot_trials), "completed": sorted(self._completed_trials),
-                 "pending": self._pending}
         with open(checkpoint_path, "w") as fh:
-            fh.write(json.dumps(state))  # dumps: C encoder; dump encodes in Python, chunk by chunk
+            fh.write(json.dumps(self.state_dict()))  # dumps: C encoder; dump encodes in Python, chunk by chunk
+
+    def state_dict(self) -> dict:
+        """What :meth:`save` writes (JSON-ready); :class:`study.replicates.ReplicateSearch` nests it in its own."""
+        return {"ot_trials": _trial_ids(self._ot_trials), "completed": sorted(self._completed_trials),
+                "pending": self._pending}
 
     def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
         """Ray's ``Searcher.save_to_dir`` with the temporary file outside ``checkpoint_dir``: that is Ray's driver
@@ -173,6 +176,12 @@ class StudySearch(OptunaSearch):
             saved = {"ot_trials": _trial_ids(self._ot_trials), "completed": sorted(self._completed_trials),
                      "pending": getattr(self, "_pending", {})}
             self.__dict__.update(keep)
+        self.load_state_dict(saved)
+
+    def load_state_dict(self, saved: dict) -> None:
+        """Restore what :meth:`state_dict` returned into this bound searcher, then tell Optuna what is pending."""
+        if self._ot_study is None:
+            raise Unbound("StudySearch")
         ids = {tid: int(storage_id) for tid, storage_id in saved["ot_trials"].items()}
         self._completed_trials = set(saved["completed"])
         self._pending = dict(saved.get("pending", {}))
@@ -304,7 +313,10 @@ class StudySearch(OptunaSearch):
             except OSError as exc:  # a full disk: this intermediate value is not recorded; the trial goes on
                 print(f"warning: could not record a result of trial {trial_id} in Optuna: {exc}", file=sys.stderr)
 
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False, *,
+                          failed_dir: str | None = None) -> None:
+        """Ray's end of a trial (``failed_dir``: the trial directory holding ``failure.json`` when it is not
+        ``trial_<trial_id>``, i.e. a failed replicate of a configuration; study/replicates.py)."""
         if trial_id in self._completed_trials and not error and self._recorded_as_failed(trial_id):
             self._record_rerun(trial_id, result or {})
             return
@@ -314,6 +326,8 @@ class StudySearch(OptunaSearch):
         self._pending[trial_id] = {"value": (result or {}).get(self.metric), "error": error,
                                    "iteration": int((result or {}).get("training_iteration", 0) or 0),
                                    "finished": bool((result or {}).get(FINISHED_KEY))}
+        if failed_dir:
+            self._pending[trial_id]["trial_dir"] = failed_dir
         self._flush_pending()
 
     def _flush_pending(self) -> None:
@@ -344,7 +358,9 @@ class StudySearch(OptunaSearch):
 
     def _tell_state(self, ot_trial, value, *, error: bool, iteration: int, finished: bool, trial_id: str) -> None:
         if error or not isinstance(value, (int, float)) or not math.isfinite(value):
-            reason = read_failure(f"{self._study_dir.rstrip('/')}/trial_{trial_id}") if self._study_dir else None
+            # a configuration run on several seeds names the replicate that failed (study/replicates.py)
+            where = self._pending.get(trial_id, {}).get("trial_dir") or f"trial_{trial_id}"
+            reason = read_failure(f"{self._study_dir.rstrip('/')}/{where}") if self._study_dir else None
             if reason is None:
                 reason = (f"error (see the trial's error.txt in {self._study_dir or 'the study storage'})" if error
                           else f"no finite {self.metric} reported")

@@ -55,6 +55,9 @@ class SearchConfig:
     params: Any = field(default_factory=dict)
     # Optuna storage URL (sqlite:///..., postgresql://...); default: a journal file inside the study directory.
     storage: str | None = None
+    # Replicates: every configuration the sampler proposes runs once per seed (runtime.seed); Optuna is told the
+    # replicate mean once per configuration and num_samples counts configurations (study/replicates.py).
+    seeds: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,16 @@ class StudyConfig:
         """The reported key the search optimises: ``val/<name>`` or ``select/<name>`` (``metric`` itself once
         loaded: a bare name in a file is prefixed according to ``selection``)."""
         return self.metric
+
+    @property
+    def replicates(self) -> int:
+        """Seeds each configuration runs on (1 without ``search.seeds``)."""
+        return len(self.search.seeds or ()) or 1
+
+    @property
+    def num_trials(self) -> int:
+        """Ray trials the study runs: ``num_samples`` configurations × their replicates."""
+        return self.num_samples * self.replicates
 
     @property
     def max_t(self) -> int:
@@ -262,6 +275,7 @@ def _validate(cfg: StudyConfig, source: str) -> None:
         describe_space(space, params, sampler=search.sampler, base=cfg.train)
     except SpaceError as err:
         raise ConfigError(source, "search", search.space, str(err)) from None
+    _check_seeds(cfg, source)
     # scheduler
     sched, n_evals = cfg.scheduler, n_evaluations(cfg.train)
     if sched.max_t is not None:
@@ -287,6 +301,25 @@ def _validate(cfg: StudyConfig, source: str) -> None:
             mine, theirs = getattr(getattr(cfg.train, section), attr), getattr(getattr(base, section), attr)
             _check(mine == theirs, source, f"baseline.{key}", theirs, f"{mine!r}, the study's train.{key}")
     _check_source_only_start(cfg, source)
+
+
+def _check_seeds(cfg: StudyConfig, source: str) -> None:
+    """``search.seeds``: distinct run seeds (torch.manual_seed takes 0 .. 2**64 - 1), and not also a searched
+    dimension: the seed is either a replicate of every configuration or a parameter, never both."""
+    seeds = cfg.search.seeds
+    if seeds is None:
+        return
+    _check(len(seeds) >= 1 and all(0 <= s < 2 ** 64 for s in seeds), source, "search.seeds", list(seeds),
+           "a non-empty list of integers >= 0 (run seeds; every configuration runs once per seed)")
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    _check(not repeated, source, "search.seeds", list(seeds),
+           f"distinct seeds ({', '.join(map(str, repeated))} repeated: a replicate counted twice)")
+    searched = [name for name, dims in cfg.describe_space()["dimensions"].items()
+                if any(d["applies_to"] == "runtime.seed" for d in dims)]
+    _check(not searched, source, "search.seeds", list(seeds),
+           f"no search.seeds while search.space {cfg.search.space!r} also searches runtime.seed (dimension "
+           f"{', '.join(searched)}): declare the replicates once, with search.seeds and a space without seeds "
+           "(e.g. lambda_adv instead of lambda_seeds), or drop search.seeds")
 
 
 def _check_source_only_start(cfg: StudyConfig, source: str) -> None:

@@ -234,7 +234,17 @@ def build_tuner(study: StudyConfig, *, location: StudyLocation, init_checkpoint:
                        ("sampler_seed", study.search.seed), ("max_t", study.max_t)):
         searcher._ot_study.set_user_attr(key, value)
     label_optuna_study(searcher._ot_study, metric=metric, param_names=list(study.describe_space()["dimensions"]))
-    if study.scheduler.kind == "asha":
+    seeds = study.search.seeds
+    if seeds:  # replicates: one Optuna trial per configuration, one Ray trial per (configuration, seed)
+        from study.replicates import ReplicateASHA, ReplicateSearch
+
+        searcher._ot_study.set_user_attr("replicate_seeds", list(seeds))
+        searcher = ReplicateSearch(searcher, seeds=seeds)
+    if study.scheduler.kind == "asha" and seeds:  # a configuration's seeds promoted or stopped together
+        scheduler = ReplicateASHA(replicates=len(seeds), study_dir=location.home, max_t=study.max_t,
+                                  grace_period=study.scheduler.grace_period,
+                                  reduction_factor=study.scheduler.reduction_factor)
+    elif study.scheduler.kind == "asha":
         scheduler = PersistentASHA(study_dir=location.home, time_attr="training_iteration",
                                    max_t=study.max_t, grace_period=study.scheduler.grace_period,
                                    reduction_factor=study.scheduler.reduction_factor)
@@ -242,7 +252,7 @@ def build_tuner(study: StudyConfig, *, location: StudyLocation, init_checkpoint:
         scheduler = StudyFIFO()
     trainable = wrap_trainable(study, trial_context(study, location, init_checkpoint), trainable)
     tune_config = tune.TuneConfig(
-        metric=metric, mode=mode, search_alg=searcher, scheduler=scheduler, num_samples=study.num_samples,
+        metric=metric, mode=mode, search_alg=searcher, scheduler=scheduler, num_samples=study.num_trials,
         max_concurrent_trials=study.max_concurrent_trials, reuse_actors=study.reuse_actors,
         trial_name_creator=trial_dirname, trial_dirname_creator=trial_dirname)
     from study.storage import study_callbacks
@@ -256,7 +266,7 @@ def build_tuner(study: StudyConfig, *, location: StudyLocation, init_checkpoint:
         sync_config=None if location.shared_fs else tune.SyncConfig(sync_artifacts=True),
         verbose=0,
         callbacks=[CSVLoggerCallback(), JsonLoggerCallback(),
-                   StudyProgress(metric=metric, mode=mode, max_t=study.max_t, num_samples=study.num_samples),
+                   StudyProgress(metric=metric, mode=mode, max_t=study.max_t, num_samples=study.num_trials),
                    *extra_callbacks], stop=stopper)
     return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
 
