@@ -81,16 +81,38 @@ else
     fi
 fi
 
+# 0. fractional GPUs through Ray (issue 20): a real `dastudy study run` of the adversarial trainable, 4 trials at
+# 0.25 GPU against 1 trial at 1 GPU. The GPU machine has no Ray or Optuna: they travel in .whl/ (made on the CPU
+# machine by benchmarks/device_wheels.sh: Ray without its Java jars, RLlib and LLM packages, as one tar.xz, and the
+# pure-Python wheels Ray Tune and Optuna need), unpacked into a private site folder here.
+if [ -d .whl ] && ! "$PY" -c "import ray, optuna" 2>/dev/null; then
+    SITE="$WORK/site"
+    log "installing Ray and Optuna from .whl into $SITE"
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" .whl/*.whl >>"$LOG" 2>&1
+    for t in .whl/*.tar.xz; do tar -xJf "$t" -C "$SITE" >>"$LOG" 2>&1; done
+    export PYTHONPATH="$PYTHONPATH:$SITE"
+    log "ray $("$PY" -c 'import ray; print(ray.__version__)' 2>>"$LOG"), optuna $("$PY" -c 'import optuna; print(optuna.__version__)' 2>>"$LOG")"
+fi
+if "$PY" -c "import ray, optuna, png, tomli_w" 2>/dev/null; then
+    [ -f datasets/synth/manifest.json ] || "$PY" -m study.cli data synth datasets/synth >>"$LOG" 2>&1
+    HAS_DATA=1
+    if [ "$DEVICE" = cpu ]; then RAY_ARGS=(--device cpu --rehearsal); else RAY_ARGS=(--device cuda); fi
+    run ray_fractional "${RAY_LIMIT:-330}" benchmarks.ray_fractional --data datasets/synth "${RAY_ARGS[@]}"
+    cat "$WORK/ray_fractional.log" >>"$LOG" 2>/dev/null
+else
+    log "skip ray_fractional: Ray, Optuna, pypng or tomli-w missing (carry .whl)"
+fi
+
 STEP=(benchmarks.step --device "$DEVICE" --ref-batch 1 "${STEP_SIZE[@]}")
-# 1. the published AdaptSegNet step: reference (fp32 eager, batch 1) vs the engine, in the same process
+# 1. packing (the goal not met yet, so first after Ray): four processes of the bf16 step on one device vs one process
+run step_bf16cl_b1_procs4 150 benchmarks.step --device "$DEVICE" "${STEP_SIZE[@]}" --precision bf16 \
+    --channels-last --batch 1 --no-reference --procs 4
+# 2. the published AdaptSegNet step: reference (fp32 eager, batch 1) vs the engine, in the same process
 run step_fp32_b1 100 "${STEP[@]}" --precision fp32 --batch 1
 run step_bf16cl_b1 100 "${STEP[@]}" --precision bf16 --channels-last --batch 1
 run step_bf16cl_b4 120 "${STEP[@]}" --precision bf16 --channels-last --batch 4
 # no host sync inside the step between log intervals; what the batch copies cost (prefetch decision)
 run sync_check 60 benchmarks.sync_check --device "$DEVICE" "${SYNC_SIZE[@]}" --precision bf16 --channels-last --batch 4
-# 2. packing: four processes of the bf16 step on one device vs one process
-run step_bf16cl_b1_procs4 150 benchmarks.step --device "$DEVICE" "${STEP_SIZE[@]}" --precision bf16 \
-    --channels-last --batch 1 --no-reference --procs 4
 # 3. evaluation throughput: 1024x512 inputs, logits upsampled to 2048x1024 labels (goal: 500 images <= 10 s)
 run evaluate_bf16cl 90 benchmarks.evaluate --device "$DEVICE" "${EVAL_SIZE[@]}" --precision bf16 --channels-last \
     --decode 4
