@@ -124,6 +124,11 @@ class StoreSync(Callback):
         pass
 
     def _push(self) -> None:
+        from study.lease import lease_lost
+
+        if lease_lost():  # another driver holds the study now (study/lease.py): its files are not ours to replace
+            print("warning: the study files are no longer uploaded: this driver lost its lease", file=sys.stderr)
+            return
         if not _BOUND:
             print("warning: the study files are not synchronised with the store (no bind_store)", file=sys.stderr)
             return

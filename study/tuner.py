@@ -496,7 +496,10 @@ def run_study(study: StudyConfig, *, storage: str | None = None, address: str | 
     from study.preflight import check_study, mask_secrets
 
     check_study(study, trials=trainable is None)
-    with ray_session(address=address, num_cpus=num_cpus) as ray_temp_dir:
+    from study.lease import hold_study  # one driver per study wherever it lives; refuses an existing remote study
+
+    with hold_study(location, study, command=" ".join(mask_secrets(a) for a in sys.argv), new=True), \
+            ray_session(address=address, num_cpus=num_cpus) as ray_temp_dir:
         _preflight_cluster(study, location, log)
         init_checkpoint, extra, baseline_run = None, {"ray_temp_dir": ray_temp_dir}, None
         if study.baseline is not None:
@@ -649,7 +652,10 @@ def resume_study(home: Path, *, address: str | None = None, num_cpus: int | None
                            "the file, or pass --allow-changed-space to sample the remaining trials from the new "
                            "space")
     location = StudyLocation(home=home, ray_storage=_relocated_storage(provenance, home), name=study.name)
+    from study.lease import hold_study
+
     with study_lock(home, command=" ".join(mask_secrets(a) for a in sys.argv)), \
+            hold_study(location, study, command=" ".join(mask_secrets(a) for a in sys.argv)), \
             ray_session(address=address, num_cpus=num_cpus) as ray_temp_dir:
         if not tune.Tuner.can_restore(location.experiment_path, storage_filesystem=ray_filesystem(location)):
             raise FileNotFoundError(f"{location.experiment_path}: no Ray experiment state (tuner.pkl) to resume; "

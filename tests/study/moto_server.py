@@ -1,0 +1,55 @@
+"""moto's standalone S3 server for tests: started on 127.0.0.1 on a free port with its own process, stopped by PID;
+nothing reaches a real cloud. Skips the test where moto[server] or boto3 is missing, with the reason."""
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def moto_server(log_dir: Path, bucket: str) -> Iterator[dict[str, str]]:
+    """Yields the standard AWS variables that point boto3, pyarrow and Ray at the server, with ``bucket`` made."""
+    pytest.importorskip("moto", reason="moto[server] is missing: `make test` installs it (pip extra 's3-test')")
+    boto3 = pytest.importorskip("boto3", reason="boto3 is missing: `make test` installs it with moto[server]")
+    port = free_port()
+    log_path = Path(log_dir) / "moto.log"
+    log = log_path.open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT)
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert proc.poll() is None and time.time() < deadline, log_path.read_text()
+                time.sleep(0.2)
+        boto3.session.Session().client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                                       aws_access_key_id="testing", aws_secret_access_key="testing"
+                                       ).create_bucket(Bucket=bucket)
+        yield env
+    finally:
+        proc.send_signal(signal.SIGTERM)  # our own server, by PID
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=15)
+        log.close()

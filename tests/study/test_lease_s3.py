@@ -1,0 +1,209 @@
+"""One writer per study on an object store (study/lease.py), against moto's S3 server (tests/study/moto_server.py):
+drivers racing for a study's lease, each with its own client, get exactly one winner every round whatever the
+start order; a second driver is refused with one line naming the holder; a dead driver's lease is taken over after
+its ttl and not before; the heartbeat keeps a live one; a driver whose lease was taken is told; `study run` on a
+study that already exists in the store is refused before anything is written."""
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from moto_server import moto_server
+from study.lease import Heartbeat, Holder, LeaseTiming, ObjectStoreLease, hold_study, lease_lost
+from study.lock import StudyLocked
+
+BUCKET = "dastudy-lease"
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def s3_env(tmp_path_factory):
+    with moto_server(tmp_path_factory.mktemp("moto"), BUCKET) as env:
+        saved = {key: os.environ.get(key) for key in [*env, "AWS_ENDPOINT_URL_S3"]}
+        os.environ.update(env)
+        os.environ.pop("AWS_ENDPOINT_URL_S3", None)
+        try:
+            yield env
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
+@pytest.fixture
+def prefix(request, s3_env) -> str:
+    return f"s3://{BUCKET}/{request.node.name}"
+
+
+def _client():
+    import boto3
+
+    return boto3.session.Session().client("s3")  # one per driver: sessions are not shared across threads
+
+
+def _lease(uri: str, command: str, timing: LeaseTiming = LeaseTiming()) -> ObjectStoreLease:
+    return ObjectStoreLease(uri, Holder(command=command), timing, client=_client())
+
+
+def _race(leases: list, order: list[int], jitter: list[float]) -> dict[int, str]:
+    """Every lease's ``acquire`` at once (a barrier, then each one's jitter); ``{index: "won" | refusal}``."""
+    barrier = threading.Barrier(len(leases))
+    outcome: dict[int, str] = {}
+
+    def driver(index: int) -> None:
+        barrier.wait()
+        time.sleep(jitter[index])
+        try:
+            leases[index].acquire()
+            outcome[index] = "won"
+        except StudyLocked as err:
+            outcome[index] = str(err)
+
+    threads = [threading.Thread(target=driver, args=(i,)) for i in order]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return outcome
+
+
+def test_drivers_racing_for_one_study_have_exactly_one_winner_every_round(prefix):
+    rng = random.Random(20)
+    for round_ in range(6):
+        drivers = 2 + round_ % 3  # 2, 3 or 4 drivers
+        leases = [_lease(f"{prefix}/demo", f"dastudy study run demo #{round_}.{i}") for i in range(drivers)]
+        order = rng.sample(range(drivers), drivers)
+        jitter = [0.0 if round_ % 2 else rng.uniform(0, 0.02) for _ in range(drivers)]  # all at once, or staggered
+        outcome = _race(leases, order, jitter)
+        winners = [i for i, result in outcome.items() if result == "won"]
+        assert len(outcome) == drivers and len(winners) == 1, (round_, outcome)
+        winner = leases[winners[0]]
+        for i, refusal in outcome.items():
+            if i != winners[0]:
+                assert winner.holder.command in refusal and f"pid {os.getpid()}" in refusal, refusal
+                assert "\n" not in refusal and "heartbeat" in refusal and "run the command again" in refusal
+        winner.release()
+        assert winner.read() is None  # released: the next round starts from nothing
+
+
+def test_a_dead_drivers_lease_is_taken_over_after_its_ttl_and_not_before(prefix):
+    timing = LeaseTiming(ttl_s=3, heartbeat_s=1)
+    dead = _lease(f"{prefix}/demo", "the dead driver", timing)
+    dead.acquire()  # and never renewed: its process is gone
+    with pytest.raises(StudyLocked, match="the dead driver"):
+        _lease(f"{prefix}/demo", "second", timing).acquire()
+    time.sleep(timing.ttl_s + 2)  # the store's clock has one-second steps
+    # Two drivers take it over at once: one wins, the other is refused naming it.
+    takers = [_lease(f"{prefix}/demo", f"taker {i}", timing) for i in range(2)]
+    outcome = _race(takers, [0, 1], [0.0, 0.0])
+    assert sorted(outcome.values()).count("won") == 1, outcome
+    winner = takers[[i for i, r in outcome.items() if r == "won"][0]]
+    assert winner.read()[0]["token"] == winner.holder.token
+    from study.lease import LeaseLost
+
+    with pytest.raises(LeaseLost, match=winner.holder.command):
+        dead.renew()  # had it been only paused, it learns at its next renewal that it lost the study
+    dead.release()  # and does not delete the new holder's lease
+    assert winner.read()[0]["token"] == winner.holder.token
+
+
+def test_the_heartbeat_keeps_a_live_drivers_lease_past_its_ttl(prefix):
+    timing = LeaseTiming(ttl_s=2, heartbeat_s=0.5)
+    live = _lease(f"{prefix}/demo", "the live driver", timing)
+    live.acquire()
+    lost: list[str] = []
+    with Heartbeat([live], timing, on_lost=lost.append) as beat:
+        time.sleep(3 * timing.ttl_s)
+        with pytest.raises(StudyLocked, match="the live driver") as refused:
+            _lease(f"{prefix}/demo", "second", timing).acquire()
+        assert beat.beats >= 6 and not lost
+    age = float(str(refused.value).split("heartbeat ")[1].split(" s ago")[0])
+    assert age <= timing.heartbeat_s + 1.5, refused.value  # renewed within a beat (and the store's 1-s clock)
+    live.release()
+    _lease(f"{prefix}/demo", "after", timing).acquire()  # released at the end: no wait for the ttl
+
+
+def test_a_driver_whose_lease_was_taken_is_told_and_stops_uploading(prefix):
+    timing = LeaseTiming(ttl_s=2, heartbeat_s=0.5)
+    first = _lease(f"{prefix}/demo", "first", timing)
+    first.acquire()
+    lost: list[str] = []
+    with Heartbeat([first], timing, on_lost=lost.append):
+        # Another driver that judged the lease expired (e.g. this one was partitioned from the store) replaced it.
+        first.client.put_object(Bucket=BUCKET, Key=first.key, Body=b'{"host": "other", "pid": 7, "token": "x"}')
+        deadline = time.time() + 5
+        while not lost and time.time() < deadline:
+            time.sleep(0.1)
+    assert lost and "taken over by pid 7 on other" in lost[0], lost
+    assert lease_lost()
+
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from types import SimpleNamespace
+from study.lease import hold_study
+from study.lock import StudyLocked
+location = SimpleNamespace(shared_fs=False, home=Path(sys.argv[2]), experiment_path=sys.argv[1])
+study = SimpleNamespace(name="demo", search=SimpleNamespace(storage=None))
+try:
+    with hold_study(location, study, command="driver " + sys.argv[3], new=True):
+        print("holding", flush=True)
+        time.sleep(float(sys.argv[4]))
+except StudyLocked as err:
+    print("refused:", err, flush=True)
+"""
+
+
+def test_two_driver_processes_started_together_one_runs_the_other_is_refused(prefix, tmp_path):
+    """Separate processes, as two pods: each its own interpreter, client and connections."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for round_ in range(2):
+        order = [0, 1] if round_ % 2 == 0 else [1, 0]  # which one is started first
+        procs = [subprocess.Popen([sys.executable, "-c", HOLD, f"{prefix}/demo", str(tmp_path), f"{round_}.{i}", "3"],
+                                  stdout=subprocess.PIPE, text=True, env=env) for i in order]
+        lines = [proc.communicate(timeout=60)[0].strip() for proc in procs]
+        assert sorted(line.split()[0] for line in lines) == ["holding", "refused:"], lines
+        refusal = next(line for line in lines if line.startswith("refused:"))
+        holder = procs[[line.startswith("holding") for line in lines].index(True)]
+        assert f"pid {holder.pid} " in refusal and len(refusal.splitlines()) == 1, refusal
+
+
+def test_study_run_on_a_study_that_exists_in_the_store_is_refused_before_anything_is_written(prefix, tmp_path,
+                                                                                           tiny_benchmark):
+    from study.study_config import study_from_dict
+    from study.tuner import run_study
+    from study_helpers import study_table
+
+    client = _client()
+    key = f"{prefix.split('/', 3)[3]}/demo/study.toml"
+    client.put_object(Bucket=BUCKET, Key=key, Body=b"# another head's study\n")
+    study = study_from_dict(study_table(tiny_benchmark, name="demo"), source="test")
+    os.environ["DASTUDY_HOME"] = str(tmp_path / "home")  # this head has no local copy
+    try:
+        with pytest.raises(FileExistsError, match="already holds a study .study.toml.; continue it with `dastudy "
+                                                  "study resume s3://"):
+            run_study(study, storage=prefix)
+    finally:
+        os.environ.pop("DASTUDY_HOME")
+    listed = client.list_objects_v2(Bucket=BUCKET, Prefix=key.rpartition("/")[0])
+    assert [o["Key"] for o in listed["Contents"]] == [key]  # nothing written; the lease went with the refusal
+    assert not (tmp_path / "home").exists()
+    client.delete_object(Bucket=BUCKET, Key=key)
+    client.put_object(Bucket=BUCKET, Key=key.replace("study.toml", "tuner.pkl"), Body=b"ray")
+    location = SimpleNamespace(shared_fs=False, home=tmp_path, experiment_path=f"{prefix}/demo")
+    with pytest.raises(FileExistsError, match=r"\(tuner.pkl\)"):
+        with hold_study(location, study, new=True):
+            pass
+    with hold_study(location, study):  # a resume holds it
+        pass
