@@ -54,11 +54,9 @@ def _ray_schema() -> dict:
 
 
 def _containers(spec: dict) -> list[dict]:
-    """Every container of a RayCluster spec (head and worker groups)."""
-    out = list(spec["headGroupSpec"]["template"]["spec"]["containers"])
-    for group in spec["workerGroupSpecs"]:
-        out += group["template"]["spec"]["containers"]
-    return out
+    """Every container of a RayCluster spec (head and worker groups, init containers too)."""
+    pods = [spec["headGroupSpec"]["template"]["spec"]] + [g["template"]["spec"] for g in spec["workerGroupSpecs"]]
+    return [c for pod in pods for c in pod["containers"] + pod.get("initContainers", [])]
 
 
 def _sbatch_lines() -> list[str]:
@@ -142,24 +140,121 @@ def test_kuberay_head_hosts_no_trials_and_gpu_workers_scale_from_zero():
     assert spec["entrypointNumCpus"] == 0  # the driver fits on the 0-CPU head
 
 
-def test_kuberay_pods_mount_the_shared_claim_and_carry_the_token():
+KUBERAY_VERSION = "v1.7.0"  # the CRD schemas vendored in tests/deploy/schemas/ (SOURCE.md there)
+SCHEMAS = Path(__file__).parent / "schemas" / f"kuberay-{KUBERAY_VERSION}"
+TOKEN_SECRET = "dastudy-ray-token"
+IMAGE_UID = 1000  # deploy/Dockerfile: USER 1000
+
+
+def _strict(schema):
+    """A CRD's structural schema as ``kubectl apply`` checks it (server-side field validation, strict since
+    Kubernetes 1.27): an object with ``properties`` refuses fields it does not list. CEL rules
+    (``x-kubernetes-validations``) are not checked here."""
+    if isinstance(schema, dict):
+        out = {key: _strict(value) for key, value in schema.items()}
+        if ("properties" in out and "additionalProperties" not in out
+                and not out.get("x-kubernetes-preserve-unknown-fields")):
+            out["additionalProperties"] = False
+        return out
+    if isinstance(schema, list):
+        return [_strict(x) for x in schema]
+    return schema
+
+
+def _crd_schema(kind: str) -> dict:
+    import gzip
+
+    path = SCHEMAS / f"ray.io_{kind.lower()}s.v1.json.gz"
+    return _strict(json.loads(gzip.decompress(path.read_bytes())))
+
+
+def _kuberay_pods(cluster: dict) -> list[tuple[str, dict]]:
+    """(group, pod spec) of the head and of every worker group."""
+    return [("head", cluster["headGroupSpec"]["template"]["spec"])] + [
+        (g["groupName"], g["template"]["spec"]) for g in cluster["workerGroupSpecs"]]
+
+
+@pytest.mark.parametrize("name", ["rayjob", "raycluster"])
+def test_kuberay_manifests_validate_against_kuberays_crd_schema(name):
+    manifest = _yaml(f"kuberay/{name}.yaml")
+    jsonschema.validate(manifest, _crd_schema(manifest["kind"]))
+    header = (DEPLOY / "kuberay" / f"{name}.yaml").read_text().split("\napiVersion:", 1)[0]
+    assert f"KubeRay {KUBERAY_VERSION}" in header  # the version the manifest was checked against, named
+
+
+@pytest.mark.parametrize("breakage", ["misspelt_field", "unknown_auth_mode", "replicas_as_string", "pod_typo"])
+def test_the_crd_check_rejects_a_broken_manifest(breakage):
+    """The validation above can fail: KubeRay's schema refuses what the API server would refuse."""
+    job = copy.deepcopy(_yaml("kuberay/rayjob.yaml"))
+    cluster = job["spec"]["rayClusterSpec"]
+    if breakage == "misspelt_field":
+        cluster["authOption"] = cluster.pop("authOptions")
+    elif breakage == "unknown_auth_mode":
+        cluster["authOptions"]["mode"] = "tokens"
+    elif breakage == "replicas_as_string":
+        cluster["workerGroupSpecs"][0]["replicas"] = "0"
+    else:
+        cluster["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["resource"] = {}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(job, _crd_schema("RayJob"))
+
+
+def test_kuberay_token_auth_is_kuberays_own():
+    """``spec.authOptions`` (mode token, the Secret named): the operator then gives the token to the autoscaler
+    sidecar, its job-status calls and the submitter. Hand-wired RAY_AUTH_* env left the autoscaler without it:
+    the GPU group never scaled up from 0 and the RayJob was marked Failed (issue 20, item 1)."""
+    job = _yaml("kuberay/rayjob.yaml")
+    cluster = job["spec"]["rayClusterSpec"]
+    assert cluster["authOptions"] == {"mode": "token", "secretName": TOKEN_SECRET}
+    version = tuple(int(x) for x in cluster["rayVersion"].split("."))
+    assert version >= (2, 52), "KubeRay refuses authOptions.mode token below Ray 2.52"
+    assert "submitterPodTemplate" not in job["spec"]  # KubeRay's default submitter: the head's image, the token
+    for _group, pod in _kuberay_pods(cluster):
+        for container in pod["containers"] + pod.get("initContainers", []):
+            names = {e["name"] for e in container.get("env", [])}
+            assert not names & {"RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"}, container["name"]
+    for name in ("rayjob", "raycluster"):  # the Secret the headers create has the key KubeRay reads
+        text = (DEPLOY / "kuberay" / f"{name}.yaml").read_text()
+        assert f"kubectl create secret generic {TOKEN_SECRET} --from-literal=auth_token=" in text, name
+
+
+def test_kuberay_pods_have_what_ray_and_the_study_need():
+    """Pod-level settings a KubeRay user relies on: the shared claim in every pod, a memory-backed /dev/shm for
+    Ray's object store, uid 1000 with fsGroup for the shared volume, GPU limits equal to requests on GPU groups
+    only, and KubeRay's own health probes (a probe of ours would replace them)."""
     pvc = _yaml("kuberay/pvc.yaml")
     assert pvc["kind"] == "PersistentVolumeClaim" and pvc["spec"]["accessModes"] == ["ReadWriteMany"]
     cluster = _yaml("kuberay/rayjob.yaml")["spec"]["rayClusterSpec"]
-    pod_specs = [cluster["headGroupSpec"]["template"]["spec"]] + [g["template"]["spec"]
-                                                                   for g in cluster["workerGroupSpecs"]]
-    for pod in pod_specs:
-        claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]
-                  if "persistentVolumeClaim" in v}
+    # KubeRay >= 1.6 probes /api/healthz over HTTP from Ray 2.53 on (no wget in the pod; token auth lets it pass)
+    assert tuple(int(x) for x in cluster["rayVersion"].split(".")) >= (2, 53)
+    gpu_groups = 0
+    for group, pod in _kuberay_pods(cluster):
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        security = pod["securityContext"]
+        assert (security["runAsUser"], security["fsGroup"]) == (IMAGE_UID, IMAGE_UID), group
         (container,) = pod["containers"]
+        assert "livenessProbe" not in container and "readinessProbe" not in container, group
         mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
-        assert claims[mounts["/mnt/shared"]] == pvc["metadata"]["name"]
-        env = {e["name"]: e for e in container["env"]}
-        assert env["RAY_AUTH_MODE"]["value"] == "token"  # Ray 2.60's token auth stays on
-        assert "secretKeyRef" in env["RAY_AUTH_TOKEN"]["valueFrom"]
-        assert env["DASTUDY_STORAGE"]["value"] == STORAGE
-    submitter = _yaml("kuberay/rayjob.yaml")["spec"]["submitterPodTemplate"]["spec"]["containers"][0]
-    assert {e["name"] for e in submitter["env"]} >= {"RAY_AUTH_MODE", "RAY_AUTH_TOKEN"}
+        claim = volumes[mounts["/mnt/shared"]]["persistentVolumeClaim"]["claimName"]
+        assert claim == pvc["metadata"]["name"], group
+        shm = volumes[mounts["/dev/shm"]]["emptyDir"]
+        assert shm["medium"] == "Memory" and shm["sizeLimit"], group
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["DASTUDY_STORAGE"] == STORAGE and env["TORCH_HOME"].startswith("/mnt/shared/"), group
+        resources = container["resources"]
+        gpus = resources["limits"].get("nvidia.com/gpu")
+        assert resources["requests"].get("nvidia.com/gpu") == gpus, group  # Kubernetes: GPU requests == limits
+        if gpus is not None:
+            gpu_groups += 1
+            assert int(gpus) == GPUS_PER_WORKER and any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
+            assert int(container["resources"]["limits"]["cpu"]) == CPUS_PER_WORKER
+    assert gpu_groups == 1
+    # the head's init step: creates the studies' folder and fails the pod, saying why, if uid 1000 cannot write it
+    (init,) = cluster["headGroupSpec"]["template"]["spec"]["initContainers"]
+    script = init["command"][-1]
+    assert "/mnt/shared/studies" in script and "exit 1" in script
+    assert subprocess.run(["bash", "-n", "-c", script], capture_output=True).returncode == 0
+    assert {m["mountPath"] for m in init["volumeMounts"]} == {"/mnt/shared"}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -168,8 +263,7 @@ def test_kuberay_pods_mount_the_shared_claim_and_carry_the_token():
 
 def test_every_manifest_runs_the_same_image():
     version = _version()
-    images = {"rayjob submitter": _yaml("kuberay/rayjob.yaml")["spec"]["submitterPodTemplate"]["spec"]
-              ["containers"][0]["image"], "ray up": _yaml("ray-up/cluster.yaml")["docker"]["image"]}
+    images = {"ray up": _yaml("ray-up/cluster.yaml")["docker"]["image"]}
     for name in ("rayjob", "raycluster"):
         data = _yaml(f"kuberay/{name}.yaml")
         spec = data["spec"].get("rayClusterSpec", data["spec"])
