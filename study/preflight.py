@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+import shlex
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from study.spaces import (SPACES, SpaceError, _walk, get_space, grid_points, grid_search_space, param_label,
@@ -29,7 +30,8 @@ from study.study_config import StudyConfig, baseline_train_config
 from trainables.config import ConfigError, TrainConfig, to_dict
 
 __all__ = ["TrialPlan", "Preflight", "check_study", "trial_plans", "check_storage_url", "redact_url",
-           "mask_secrets", "connect_url", "check_dataset_splits", "format_plan", "STORAGE_SCHEMES",
+           "mask_secrets", "connect_url", "check_dataset_splits", "format_plan", "Problem", "diagnose",
+           "resource_problems", "check_overrides_apply", "SPACE_KNOBS", "STORAGE_SCHEMES",
            "PASSWORD_ENV"]
 
 # Optuna's RDBStorage takes SQLAlchemy URLs; these are the databases it supports (a "+driver" suffix is allowed).
@@ -231,74 +233,315 @@ def _origin(key: str, params: Mapping[str, Any], constants: Mapping[str, Any]) -
 
 
 # ---------------------------------------------------------------------------------------------------------
+# overrides the space would overwrite
+
+# The [search.params] entries that set what a space samples for a run-config key (study/spaces.py); a key absent
+# here is named with the space's parameter list instead. tests/study/test_user_path.py checks that every key a
+# shipped space samples is listed.
+SPACE_KNOBS: dict[str, tuple[str, ...]] = {
+    "adapt.lambda_adv_main": ("lambda_low", "lambda_high", "lambda_grid"),
+    "adapt.lambda_adv_aux": ("lambda_aux_low", "lambda_aux_high", "lambda_aux_grid"),
+    "optim.lr": ("lr_low", "lr_high", "lr_grid"),
+    "adapt.lr_d": ("lr_d_low", "lr_d_high", "lr_d_grid"),
+    "adapt.gan": ("gans",),
+    "adapt.target_loss": ("target_losses",),
+    "adapt.lambda_target": ("lambda_target_low", "lambda_target_high", "lambda_target_grid"),
+    "runtime.seed": ("seeds",),
+    "model.name": ("models",),
+    "model.weights": ("weights",),
+    "model.init_checkpoint": ("init_checkpoints",),
+}
+
+
+def check_overrides_apply(study: StudyConfig, overrides: Sequence[str], *, source: str) -> None:
+    """Refuse a ``train.KEY=VALUE`` override that no trial would use: the search space sets ``KEY`` in every
+    trial (``train.optim.lr=1e-3`` while lr is sampled), which would pass silently and run the space's values.
+    The :class:`SpaceError` names the space parameter that wins, its range, and the ``search.params`` entries to
+    change instead."""
+    space = get_space(study.search.space)
+    branches = _walk(space, study.space_params, grid=study.search.sampler == "grid", base=study.train)
+    if not branches:
+        return
+    always = set.intersection(*({split_qualifier(n) for n in calls} | set(consts)
+                                for _forced, calls, consts in branches))
+    dims = study.describe_space()["dimensions"]
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        if not key.startswith("train.") or key[len("train."):] not in always:
+            continue
+        target = key[len("train."):]
+        sampled = [(name, d) for name, variants in dims.items() for d in variants if d["applies_to"] == target]
+        if sampled:
+            how = "; ".join(f"as {param_label(name)}: " + (f"{'log-uniform' if d.get('log') else 'uniform'} [{d['low']:.3g}, "
+                                          f"{d['high']:.3g}]" if d["type"] == "float" else
+                                          f"one of {', '.join(_fmt(c) for c in d['choices'])}")
+                            for name, d in sampled)
+            what = f"samples {target} in every trial ({how})"
+        else:
+            what = f"sets {target} in every trial"
+        knobs = [k for k in SPACE_KNOBS.get(target, ()) if k in study.space_params]
+        instead = (" / ".join(f"search.params.{k}" for k in knobs) if knobs else
+                   f"the [search.params] of space {space.name!r} ({', '.join(sorted(study.space_params))})")
+        raise SpaceError(f"{source}: {item} would be ignored: space {space.name!r} {what}; change the space "
+                         f"instead ({instead}), or choose a space without {target} (`dastudy study presets`)")
+
+
+# ---------------------------------------------------------------------------------------------------------
 # datasets
 
 
 def check_dataset_splits(train: TrainConfig, *, source: str, prefix: str = "train") -> None:
     """Every split a run reads exists and holds images (an existing but empty root fails here, not in a trial)."""
+    for key in ("source", "target", "val"):
+        err = _split_error(train, key, source=source, prefix=prefix)
+        if err is not None:
+            raise err
+
+
+def _split_error(train: TrainConfig, key: str, *, source: str, prefix: str) -> ConfigError | None:
+    """The :class:`ConfigError` for domain ``key`` of ``train`` whose split is missing or empty, else None."""
     import data
 
-    for key in ("source", "target", "val"):
-        domain = getattr(train.data, key)
-        if domain is None:
-            continue
-        try:
-            data.create_dataset(domain.dataset, root=domain.root, split=domain.split,
-                                num_classes=train.data.num_classes, transforms=None, max_items=1)
-        except (data.DatasetError, ValueError) as err:
-            hint = " (`dastudy data synth` or `dastudy demo` creates the synthetic benchmark)" \
-                if "synth" in str(domain.root) else " (`dastudy data check ROOT --dataset NAME` says what is missing)"
-            raise ConfigError(source, f"{prefix}.data.{key}.root", domain.root,
-                              f"a {domain.dataset} dataset folder whose split {domain.split!r} holds images: "
-                              f"{err}{hint}") from None
+    domain = getattr(train.data, key)
+    if domain is None:
+        return None
+    try:
+        data.create_dataset(domain.dataset, root=domain.root, split=domain.split,
+                            num_classes=train.data.num_classes, transforms=None, max_items=1)
+    except (data.DatasetError, ValueError) as err:
+        hint = " (`dastudy data synth` or `dastudy demo` creates the synthetic benchmark)" \
+            if _synthetic(domain.root) else " (`dastudy data check ROOT --dataset NAME` says what is missing)"
+        return ConfigError(source, f"{prefix}.data.{key}.root", domain.root,
+                           f"a {domain.dataset} dataset folder whose split {domain.split!r} holds images: "
+                           f"{err}{hint}")
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------------
 # all together
 
 
+@dataclass(frozen=True)
+class Problem:
+    """One thing that stops a real run, as the dry-run lists it: ``what`` is wrong (short), the command or
+    setting that ``fix``-es it, and the ``error`` the real run raises for it (the full one-line message)."""
+
+    what: str
+    fix: str
+    error: Exception
+
+    def line(self) -> str:
+        return f"{self.what}; fix: {self.fix}"
+
+
 def check_study(study: StudyConfig, *, source: str | None = None, trials: bool = True,
                 home: Path | None = None) -> Preflight:
     """Run every pre-launch check (see the module docstring); nothing is created. ``home``: the study directory
     that must not exist yet; ``trials=False`` checks only the storage URL (a test trainable that ignores the run
-    config and reads no data)."""
+    config and reads no data). Raises the first problem :func:`diagnose` finds."""
+    pre, problems = diagnose(study, source=source, trials=trials, home=home)
+    if problems:
+        raise problems[0].error
+    return pre
+
+
+def diagnose(study: StudyConfig, *, source: str | None = None, trials: bool = True,
+             home: Path | None = None) -> tuple[Preflight, list[Problem]]:
+    """The checks of :func:`check_study`, every one of them: the plan and *all* problems found, in the order a
+    real run meets them, each once (a missing weight file shared by 15 grid points is one problem). A space
+    that cannot be resolved at all still raises (there is no plan to show)."""
     from trainables.builders import validate_config
 
     source = source or getattr(study, "source", None) or f"study {study.name!r}"
+    found = _Found()
+    add = found.add
     if home is not None and Path(home).exists():
-        raise FileExistsError(f"study directory {home} already exists; continue it with "
-                              f"`dastudy study resume {study.name}` or choose another --name")
-    check_storage_url(study.search.storage, source=source)
+        add(Problem(f"study directory {home} exists (a real run never overwrites a study)",
+                    f"dastudy study resume {study.name}, or --name ANOTHER",
+                    FileExistsError(f"study directory {home} already exists; continue it with "
+                                    f"`dastudy study resume {study.name}` or choose another --name")),
+            ("home", str(home)))
+    try:
+        check_storage_url(study.search.storage, source=source)
+    except ConfigError as err:
+        add(Problem(f"search.storage = {redact_url(str(study.search.storage))!r} cannot be opened",
+                    "search.storage=PATH.journal, sqlite:///PATH.db or postgresql://USER@HOST/DB", err),
+            ("storage", ""))
     if not trials:
-        return Preflight(study, (), False)
+        return Preflight(study, (), False), found.problems
     try:
         plans, exhaustive = trial_plans(study, source=source)
     except SpaceError as err:
         raise ConfigError(source, "search.params", study.search.space, str(err)) from None
     for plan in plans:
         shown = ", ".join(f"{k}={_fmt(v)}" for k, v in plan.params.items())
-        try:
-            validate_config(plan.config, source=f"{source} [trial {shown}]")
-        except ConfigError as err:
-            raise ConfigError(err.source, _origin(err.key, plan.params, plan.constants), err.value,
-                              err.allowed) from None
-    seen: set[tuple[str, str, str]] = set()
-    for plan in plans:
-        splits = {(d.dataset, d.root, d.split) for d in (plan.config.data.source, plan.config.data.target,
-                                                        plan.config.data.val) if d is not None}
-        if not splits <= seen:
-            check_dataset_splits(plan.config, source=source)
-            seen |= splits
+        cfg = plan.config
+        while True:  # a missing weight file does not hide the missing checkpoint behind it
+            try:
+                validate_config(cfg, source=f"{source} [trial {shown}]")
+                break
+            except ConfigError as err:
+                wrapped = ConfigError(err.source, _origin(err.key, plan.params, plan.constants), err.value,
+                                      err.allowed)
+                add(_config_problem(err.key, wrapped, cfg), (err.key, repr(err.value)))
+                if err.key not in ("model.weights", "model.init_checkpoint"):
+                    break
+                field = err.key.split(".", 1)[1]
+                cfg = replace(cfg, model=replace(cfg.model, **{field: None}))
+    _dataset_problems([p.config for p in plans], source=source, prefix="train", found=found)
     if study.baseline is not None:
         base_source = f"{source} [baseline {study.baseline.config or '[train] as source_only'}]"
         base = baseline_train_config(study)
-        validate_config(base, source=base_source)
-        check_dataset_splits(base, source=base_source, prefix="baseline")
-    return Preflight(study, tuple(plans), exhaustive)
+        try:
+            validate_config(base, source=base_source)
+        except ConfigError as err:
+            add(_config_problem(err.key, err, base, prefix="baseline"), (err.key, repr(err.value)))
+        _dataset_problems([base], source=base_source, prefix="baseline", found=found)
+    return Preflight(study, tuple(plans), exhaustive), found.problems
 
 
-def format_plan(pre: Preflight) -> str:
-    """The dry-run printout: what the study would launch, with the resolved values of the keys that vary."""
+class _Found:
+    """Problems in the order found, each identity (kind, value) once."""
+
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+        self.seen: set[tuple[str, str]] = set()
+
+    def add(self, problem: Problem | None, key: tuple[str, str]) -> None:
+        if key not in self.seen:
+            self.seen.add(key)
+            if problem is not None:
+                self.problems.append(problem)
+
+
+def _dataset_problems(configs: list[TrainConfig], *, source: str, prefix: str, found: _Found) -> None:
+    """One problem per missing dataset root (not one per split of it), one per missing or empty split."""
+    for cfg in configs:
+        for key in ("source", "target", "val"):
+            domain = getattr(cfg.data, key)
+            if domain is None:
+                continue
+            root_missing = not Path(domain.root).is_dir()
+            ident = ("dataset", f"{domain.dataset}:{domain.root}" + ("" if root_missing else f":{domain.split}"))
+            if ident in found.seen:
+                continue
+            err = _split_error(cfg, key, source=source, prefix=prefix)
+            if err is None:
+                found.add(None, ident)
+                continue
+            name = domain.dataset
+            root = _shown(domain.root)
+            if _synthetic(domain.root):
+                fix = f"dastudy data synth {shlex.quote(_shown(Path(domain.root).parent))}"
+            else:
+                fix = f"get {name} (docs/data.md), then: dastudy data check {shlex.quote(root)} --dataset {name}"
+            what = (f"dataset {name}: no folder {root}" if root_missing else
+                    f"dataset {name}: split {domain.split!r} of {root} holds no images")
+            found.add(Problem(what, fix, err), ident)
+
+
+def _synthetic(root: str | Path) -> bool:
+    """The embedded synthetic benchmark's folders (``dastudy data synth OUT`` writes OUT/source, OUT/target)."""
+    return Path(root).parent.name in ("synth", "synthetic") or "synthetic" in Path(root).parts
+
+
+def _shown(path: str | Path) -> str:
+    """A path as the user would type it: relative to the working directory when it lies below it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _config_problem(key: str, err: ConfigError, cfg: TrainConfig, *, prefix: str = "train") -> Problem:
+    """A short line and a fix for a run config :func:`~trainables.builders.validate_config` refused."""
+    if key == "model.weights":
+        return Problem(f"weights {err.value!r} ({cfg.model.name}): not found", _weights_fix(str(err.value)), err)
+    if key == "model.init_checkpoint":
+        return Problem(f"checkpoint {_shown(str(err.value))} ({cfg.model.name}): "
+                       f"{'a directory' if Path(str(err.value)).is_dir() else 'no such file'}",
+                       _checkpoint_fix(Path(str(err.value)), err.key), err)
+    return Problem(f"{err.key} = {err.value!r} is not valid", f"{err.key}=<{err.allowed[:80]}>", err)
+
+
+def _weights_fix(weights: str) -> str:
+    """The command that puts named weights (``imagenet``, ``deeplab_init``) in torch's hub cache; nothing is
+    downloaded at run time (models/pretrained.py)."""
+    from models.pretrained import NAMED_WEIGHTS
+
+    if weights not in NAMED_WEIGHTS:
+        return f"put the file at {weights}, or name an existing one in search.params.weights / train.model.weights"
+    import torch
+
+    cache = Path(torch.hub.get_dir()) / "checkpoints"
+    # the first published file that is still online ("offline since ..." marks the ones that are not)
+    file, url = next(((f, u) for f, u in NAMED_WEIGHTS[weights] if " " not in u), NAMED_WEIGHTS[weights][0])
+    return f"curl -L --create-dirs -o {shlex.quote(str(cache / file))} {url.split()[0]}"
+
+
+def _checkpoint_fix(path: Path, key: str) -> str:
+    """The ``dastudy train-source`` / ``adapt`` command that writes ``runs/<config>/checkpoints/best.pt`` when
+    ``<config>`` is a shipped config; otherwise where to point the key."""
+    from study.config import load_train_config, shipped_names
+
+    run = path.parent.parent
+    if path.parent.name == "checkpoints" and run.name in shipped_names("configs"):
+        mode = load_train_config(run.name).adapt.mode
+        command = "dastudy train-source" if mode == "source_only" else "dastudy adapt"
+        default = Path.cwd() / "runs" / run.name  # the command's default --out
+        out = "" if run.resolve() == default.resolve() else f" --out {shlex.quote(str(run))}"
+        return f"{command} {run.name}{out}"
+    return f"train that run first, or set search.params.init_checkpoints / train.{key} to an existing checkpoint"
+
+
+def resource_problems(study: StudyConfig, home: Path, nodes: list | None, *,
+                      where: str) -> tuple[list[Problem], list[str]]:
+    """What the real run checks once Ray runs (study/storage.py:preflight_study), against ``nodes`` (this
+    machine, or the cluster of ``--address``): a trial fits on a node (a GPU request without a GPU), and the
+    checkpoints fit on the study's filesystem. Returns the problems and the notes to print."""
+    from study.resources import (PreflightError, check_checkpoint_space, check_cluster_resources,
+                                 estimate_checkpoint_bytes)
+
+    problems: list[Problem] = []
+    notes: list[str] = []
+    res = study.resources
+    if nodes is not None:
+        try:
+            slots = check_cluster_resources(cpu=res.cpu, gpu=res.gpu, nodes=nodes, autoscaling=res.autoscaling)
+            notes.append(f"{where}: {slots} trial(s) fit at once (cpu {res.cpu:g}, gpu {res.gpu:g} each)"
+                         if slots else f"{where}: no node hosts a trial now; the autoscaler would be asked")
+        except PreflightError as err:
+            if res.gpu > 0 and sum(n.gpu for n in nodes) == 0:
+                what = f"resources.gpu = {res.gpu:g} but {where} has no GPU"
+                fix = "resources.gpu=0 (CPU trials), or --address a Ray cluster with GPUs"
+            else:
+                what = f"no node of {where} hosts a trial of cpu {res.cpu:g}, gpu {res.gpu:g}"
+                fix = "lower resources.cpu / resources.gpu, or --address a larger cluster"
+            problems.append(Problem(what, fix, err))
+    try:
+        from trainables.tune import checkpoint_state_bytes
+
+        state_bytes = checkpoint_state_bytes(study.train)
+    except Exception as err:  # a network the meta device cannot build: no estimate (as the real run)
+        notes.append(f"checkpoints: no size estimate ({type(err).__name__}: {err})")
+        return problems, notes
+    estimate = estimate_checkpoint_bytes(
+        state_bytes=state_bytes, kept=study.checkpoints_to_keep + 1, num_samples=study.num_samples,
+        keep_pruned=study.keep_pruned_checkpoints, max_t=study.max_t, grace_period=study.scheduler.grace_period,
+        reduction_factor=study.scheduler.reduction_factor, asha=study.scheduler.kind == "asha")
+    notes.append(estimate.describe())
+    try:
+        check_checkpoint_space(estimate, home)
+    except PreflightError as err:
+        problems.append(Problem(f"checkpoints need about {estimate.total / 2 ** 30:.1f} GiB, more than is free "
+                                f"under {home.parent}",
+                                "--storage on a larger filesystem, or lower num_samples / checkpoints_to_keep", err))
+    return problems, notes
+
+
+def format_plan(pre: Preflight, problems: Sequence[Problem] = (), notes: Sequence[str] = ()) -> str:
+    """The dry-run printout: what the study would launch, with the resolved values of the keys that vary, the
+    ``notes`` (resources, checkpoint volume), then every problem with its fix."""
     study = pre.study
     lines = [f"study {study.name}: {study.num_samples} trial(s), space {study.search.space!r} "
              f"({study.search.sampler}, seed {study.search.seed}), metric {study.study_metric} ({study.mode}), "
@@ -336,14 +579,24 @@ def format_plan(pre: Preflight) -> str:
         lines.append(f"trial configs (grid of {len(pre.plans)}, {study.num_samples} launched in the sampler's "
                      "order):")
     header = ["#", *varying]
-    rows = [[str(i + 1), *(_fmt(f.get(k, "-")) for k in varying)] for i, f in enumerate(flat)]
+    rows = [[str(i + 1), *(_cell(f.get(k, "-")) for k in varying)] for i, f in enumerate(flat)]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
     lines.append("")
-    lines.append("all pre-launch checks passed (configs, model names, weight and checkpoint files, datasets, "
-                 "storage URL); nothing was created")
+    lines += list(notes)
+    if problems:
+        lines.append(f"{len(problems)} problem(s); a real run would not start until each is fixed:")
+        lines += [f"  {i}. {p.line()}" for i, p in enumerate(problems, 1)]
+        lines.append("nothing was created")
+    else:
+        lines.append("all pre-launch checks passed (configs, model names, weight and checkpoint files, datasets, "
+                     "storage URL, resources); nothing was created")
     return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    return _shown(value) if isinstance(value, str) and value.startswith("/") else _fmt(value)
 
 
 def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -55,8 +55,11 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
                         help="CPUs of the local Ray started here (default: all); ignored with --address")
     _add_storage(parser)
     parser.add_argument("--dry-run", action="store_true",
-                        help="run every pre-launch check and print the trial configs (grid) or the space (TPE, "
-                             "random) with their resolved values, then exit; starts no Ray, creates nothing")
+                        help="print the trial configs (grid) or the space (TPE, random) with their resolved values, "
+                             "then run every check of a real run (weights, checkpoints, datasets, GPUs and CPUs of "
+                             "this machine or of --address, checkpoint disk space, study directory) and list every "
+                             "problem with its fix; exit 0 if a real run would start, 2 if not. Starts no Ray, "
+                             "creates nothing")
 
 
 def split_overrides(args: argparse.Namespace, add_options) -> argparse.Namespace:
@@ -245,6 +248,7 @@ def collect_trials(home: Path) -> dict[str, Any]:
                 "step": max(steps[-1] if steps else 0, study_cfg.max_t if t.state.name == "COMPLETE" else 0),
                 "pruned_at": t.user_attrs.get("pruned_at"), "reason": t.user_attrs.get("fail_reason"),
                 "validators": _validator_scores(home, t.user_attrs.get("trial_dir")),
+                "curve": [[int(k), float(v)] for k, v in sorted(t.intermediate_values.items())],
             })
     scored = [t for t in trials if t["state"] in ("COMPLETE", "PRUNED") and t["value"] is not None
               and math.isfinite(t["value"])]
@@ -252,7 +256,7 @@ def collect_trials(home: Path) -> dict[str, Any]:
     pick = max if study_cfg.mode == "max" else min
     # A full run beats an early-stopped one: the best is chosen among completed trials when there are any.
     best = pick(complete or scored, key=lambda t: t["value"]) if scored else None
-    best_config = _best_configuration(complete, mode=study_cfg.mode)
+    best_config = _best_configuration(trials, mode=study_cfg.mode)
     counts: dict[str, int] = {}
     for t in trials:
         counts[t["state"]] = counts.get(t["state"], 0) + 1
@@ -275,23 +279,33 @@ def _validator_scores(home: Path, trial_dir: str | None) -> dict[str, float]:
             if isinstance(k, str) and k.startswith("uda/") and isinstance(v, (int, float)) and math.isfinite(v)}
 
 
-def _best_configuration(complete: list[dict[str, Any]], *, mode: str) -> dict[str, Any] | None:
-    """Seeds are replicates: the best *configuration* (searched parameters without the seed) by its mean over
-    completed trials, as the report ranks them; ``None`` when no configuration has more than one seed."""
-    from study.report.aggregate import config_key, is_seed
+_STATUS_OF = {"COMPLETE": "completed", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running",
+              "WAITING": "running"}
 
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for t in complete:
-        groups.setdefault(config_key(t["params"]), []).append(t)
-    if not groups or max(len(g) for g in groups.values()) < 2:
+
+def _best_configuration(trials: list[dict[str, Any]], *, mode: str) -> dict[str, Any] | None:
+    """The best *configuration* (searched parameters without the seed) by the report's own rule
+    (:func:`study.report.aggregate.choose_best`: at least two replicates at the budget it is ranked at, completed
+    configurations first, else at the budget all scored trials reached); ``None`` when no configuration has two
+    replicates at one budget. ``trials``: the status rows (``curve``: the Optuna intermediate values, if known)."""
+    from study.report.aggregate import choose_best, is_seed
+    from study.report.collect import TrialRecord
+
+    records = []
+    for t in trials:
+        value = t.get("value")
+        curve = tuple(t.get("curve") or ((t.get("step") or 0, value),) if value is not None else ())
+        records.append(TrialRecord(
+            name=str(t["trial"]), trial_id=str(t["trial"]), params=dict(t["params"]),
+            status=_STATUS_OF.get(t["state"], "failed"), rounds=int(t.get("step") or 0), iteration=None,
+            metric=value, final={}, curve=tuple((int(x), float(y)) for x, y in curve if y is not None),
+            time_s=None, run_dir=None, order=t.get("number")))
+    config = choose_best(records, mode).config
+    if config is None:
         return None
-    pick = max if mode == "max" else min
-    members = pick(groups.values(), key=lambda g: sum(t["value"] for t in g) / len(g))
-    values = [t["value"] for t in members]
-    mean = sum(values) / len(values)
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-    return {"params": {k: v for k, v in members[0]["params"].items() if not is_seed(k)}, "mean": mean, "sd": sd,
-            "n": len(values), "trials": [t["trial"] for t in members]}
+    return {"params": {k: v for k, v in config.params.items() if not is_seed(k)}, "mean": config.score.mean,
+            "sd": config.score.sd, "n": config.score.n, "trials": [t.name for t in config.trials],
+            "seeds": list(config.seeds), "budget": config.group}
 
 
 def format_trials_table(info: dict[str, Any]) -> str:
@@ -331,14 +345,19 @@ def format_trials_table(info: dict[str, Any]) -> str:
     if best is not None:
         params = ", ".join(f"{_short(k)} = {_fmt_param(v)}" for k, v in best["params"].items())
         lines.append(f"best {metric} = {_fmt_metric(metric, best['value'])}{' %' if 'mIoU' in metric else ''} "
-                     f"({best['trial']}: {params})")
+                     f"({best['trial']}: {params}; one trial, not a configuration)")
     best_config = info.get("best_config")
     if best_config is not None:
         unit = " %" if "mIoU" in metric else ""
         params = ", ".join(f"{_short(k)} = {_fmt_param(v)}" for k, v in best_config["params"].items())
-        lines.append(f"best configuration by its mean over seeds ({metric}, completed trials): "
+        budget = best_config.get("budget", "completed")
+        lines.append(f"best configuration by its mean over seeds ({metric}, "
+                     f"{'completed trials' if budget == 'completed' else budget + ', all scored trials'}): "
                      f"{_fmt_metric(metric, best_config['mean'])} ± {_fmt_metric(metric, best_config['sd'])}{unit} "
                      f"(n = {best_config['n']}; {params or 'no searched parameter but the seed'})")
+    elif best is not None:
+        lines.append("best configuration: none (no configuration has 2 or more replicates at one budget; a single "
+                     "run is not ranked)")
     return "\n".join(lines)
 
 
@@ -427,14 +446,53 @@ def _run(args: argparse.Namespace) -> int:
 
     args = split_overrides(args, _run_options)
     study_cfg = load_study_config(args.preset, args.overrides, name=args.name)
-    if args.dry_run:
-        from study.preflight import check_study, format_plan
-        from study.tuner import locate
+    from study.preflight import check_overrides_apply
 
-        print(format_plan(check_study(study_cfg, home=locate(study_cfg.name, args.storage).home)))
-        return 0
+    check_overrides_apply(study_cfg, args.overrides, source=str(args.preset))
+    if args.dry_run:
+        return _dry_run(study_cfg, args)
     _, location = run_study(study_cfg, storage=args.storage, address=args.address, num_cpus=args.num_cpus)
     return _summarize(location, args.storage)
+
+
+def _dry_run(study_cfg, args: argparse.Namespace) -> int:
+    """Every check of a real run, all problems at once (each with its fix) after the trial plan; exit 0 when a
+    real run would start, 2 when it would not. Creates nothing and starts no Ray (``--address``: connects)."""
+    from study.preflight import diagnose, format_plan, resource_problems
+    from study.tuner import locate
+
+    home = locate(study_cfg.name, args.storage).home
+    pre, problems = diagnose(study_cfg, home=home)
+    nodes, where, notes = _dry_run_nodes(args)
+    found, more_notes = resource_problems(study_cfg, home, nodes, where=where)
+    print(format_plan(pre, [*problems, *found], [*notes, *more_notes]))
+    return 2 if problems or found else 0
+
+
+def _dry_run_nodes(args: argparse.Namespace):
+    """The nodes a real run would get: those of the ``--address`` cluster (connected to, then disconnected),
+    or this machine as the local Ray started by ``study run`` would see it (``--num-cpus``, the GPUs CUDA shows)."""
+    import os
+
+    from study.resources import NodeInfo, cluster_nodes, describe_nodes
+
+    if args.address:
+        from study.tuner import ray_session
+
+        try:
+            with ray_session(address=args.address) as _:
+                nodes = cluster_nodes()
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            return None, f"the cluster at {args.address}", [f"cluster {args.address}: not reachable "
+                                                             f"({type(err).__name__}: {err})"]
+        return nodes, f"the cluster at {args.address}", [f"cluster {args.address}: {describe_nodes(nodes)}"]
+    import torch
+
+    cpus = args.num_cpus or _cpus()
+    gpus = torch.cuda.device_count()  # honours CUDA_VISIBLE_DEVICES, as Ray's own GPU detection does
+    node = NodeInfo(node_id="local", address="this machine", cpu=float(cpus), gpu=float(gpus))
+    where = "this machine"
+    return [node], where, [f"{where}: {describe_nodes([node])} (a local Ray; --address checks a cluster)"]
 
 
 @as_user_errors

@@ -1,0 +1,291 @@
+"""The user's path through `study run --dry-run` (issue 19): every preset dry-runs on a bare clone and lists every
+problem with its fix; the dry run checks what the real run checks; overrides the space would ignore are refused;
+every command the presets and docs tell the user to run parses as written."""
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from study.cli import get_parser, main
+from study.config import shipped_names
+
+REPO = Path(__file__).resolve().parents[2]
+PRESETS = shipped_names("presets")
+
+
+@pytest.fixture
+def bare(tmp_path, monkeypatch):
+    """A bare clone's situation: an empty working directory, no weights in torch's hub cache, no GPU, no Ray."""
+    import ray
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+
+    def refused(*args, **kwargs):
+        raise AssertionError("a dry run must not start Ray")
+
+    monkeypatch.setattr(ray, "init", refused)
+    return tmp_path
+
+
+def _problems(out: str) -> list[str]:
+    return [line.strip() for line in out.splitlines() if re.match(r"\s+\d+\. ", line)]
+
+
+def _fix_commands(problems: list[str]) -> list[list[str]]:
+    out = []
+    for line in problems:
+        fix = line.split("; fix: ", 1)[1]
+        for part in fix.split(", then: ") if ", then: " in fix else [fix]:
+            if part.startswith("dastudy "):
+                out.append(shlex.split(part.split(", or ")[0])[1:])
+    return out
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_dry_runs_on_a_bare_clone(preset, bare, capsys):
+    code = main(["study", "run", preset, "--dry-run", "--storage", str(bare / "studies")])
+    captured = capsys.readouterr()
+    assert captured.err == ""  # no one-line refusal: the plan and then the problems
+    out = captured.out
+    assert out.startswith(f"study {preset}: ")
+    assert "trial configs (grid of" in out or "space (each trial samples):" in out
+    problems = _problems(out)
+    assert code == 2 and problems, out  # nothing of a real run exists here
+    assert f"{len(problems)} problem(s); a real run would not start" in out
+    # short: the problem in a few words (the long explanation is the real run's), then the fix (a command whose
+    # paths and URL take what they take)
+    assert all("; fix: " in line and len(line.split("; fix: ")[0]) < 110 for line in problems), problems
+    assert len(set(problems)) == len(problems)  # each problem once, not once per grid point
+    kinds = " ".join(problems)
+    assert "dataset " in kinds  # a bare clone has no datasets
+    if preset != "demo":  # the real presets: weights, source-only checkpoints and a GPU
+        assert "weights 'imagenet'" in kinds and "checkpoint runs/" in kinds and "has no GPU" in kinds
+        assert "dastudy train-source " in kinds
+    for argv in _fix_commands(problems):  # each fix that is a dastudy command parses as written
+        _parses(argv)
+    assert not (bare / "studies").exists() and not (bare / "runs").exists()
+
+
+def test_dry_run_passes_when_a_real_run_would_start(tmp_path, tiny_benchmark, monkeypatch, capsys):
+    import torch
+
+    from study_helpers import study_table, write_study_file
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    path = write_study_file(tmp_path / "s.toml", study_table(tiny_benchmark))
+    argv = ["study", "run", str(path), "--dry-run", "--storage", str(tmp_path / "studies")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "all pre-launch checks passed" in out and _problems(out) == []
+    assert "this machine: 1 node" in out and "checkpoints: about" in out
+    # the same resources the real run checks: a whole GPU on a machine without one fails the dry run
+    assert main([*argv, "resources.gpu=1"]) == 2
+    out = capsys.readouterr().out
+    assert _problems(out) == ["1. resources.gpu = 1 but this machine has no GPU; fix: resources.gpu=0 (CPU trials), "
+                              "or --address a Ray cluster with GPUs"]
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert main([*argv, "resources.gpu=1"]) == 0
+    capsys.readouterr()
+    # an existing study directory: the dry run still shows everything and says why a real run would refuse
+    home = tmp_path / "studies" / "tiny"
+    home.mkdir(parents=True)
+    (home / "keep.txt").write_text("mine")
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err == "" and "space (each trial samples)" in captured.out
+    assert _problems(captured.out) == [f"1. study directory {home} exists (a real run never overwrites a study); "
+                                       "fix: dastudy study resume tiny, or --name ANOTHER"]
+    assert sorted(p.name for p in home.iterdir()) == ["keep.txt"]
+
+
+def test_dry_run_checks_the_cluster_of_address(tmp_path, tiny_benchmark, monkeypatch, capsys):
+    """With --address the dry run asks that cluster (connects, disconnects) instead of this machine."""
+    import contextlib
+
+    import torch
+
+    import study.resources
+    import study.tuner
+    from study.resources import NodeInfo
+    from study_helpers import study_table, write_study_file
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    connected = []
+
+    @contextlib.contextmanager
+    def session(*, address=None, num_cpus=None, num_gpus=None):
+        connected.append(address)
+        yield None
+
+    gpus = {"n": 2.0}
+    monkeypatch.setattr(study.tuner, "ray_session", session)
+    monkeypatch.setattr(study.resources, "cluster_nodes",
+                        lambda: [NodeInfo("a" * 8, "10.0.0.2", cpu=16.0, gpu=gpus["n"])])
+    path = write_study_file(tmp_path / "s.toml", study_table(tiny_benchmark))
+    argv = ["study", "run", str(path), "--dry-run", "--storage", str(tmp_path / "studies"), "resources.gpu=0.5"]
+    assert main([*argv, "--address", "10.0.0.2:6379"]) == 0
+    out = capsys.readouterr().out
+    assert connected == ["10.0.0.2:6379"] and "cluster 10.0.0.2:6379: 1 node, 16 CPU, 2 GPU" in out
+    assert "the cluster at 10.0.0.2:6379: 4 trial(s) fit at once" in out
+    gpus["n"] = 0.0
+    assert main([*argv, "--address", "10.0.0.2:6379"]) == 2
+    assert "resources.gpu = 0.5 but the cluster at 10.0.0.2:6379 has no GPU" in capsys.readouterr().out
+    assert main(argv) == 2  # without --address: this machine, which has no GPU
+    assert "but this machine has no GPU" in capsys.readouterr().out
+
+
+def test_real_run_raises_the_dry_runs_first_problem(tmp_path, monkeypatch):
+    """check_study (the real run's pre-Ray check) and the dry run's list are one code path."""
+    from study.preflight import check_study, diagnose
+    from study.study_config import load_study_config
+    from trainables.config import ConfigError
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    study = load_study_config("lambda_sensitivity")
+    _, problems = diagnose(study)
+    assert len(problems) == 6  # two weights, two checkpoints, two datasets
+    with pytest.raises(ConfigError) as info:
+        check_study(study)
+    assert str(info.value) == str(problems[0].error)
+    assert "search.params.weights.deeplabv2_resnet101" in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# overrides the space would overwrite
+
+
+@pytest.mark.parametrize("preset, override, names", [
+    ("demo", "train.optim.lr=1e-3", ("as lr: log-uniform [0.002, 0.05]", "search.params.lr_low",
+                                     "search.params.lr_high")),
+    ("demo", "train.adapt.lambda_adv_main=0.01", ("as lambda_adv: log-uniform", "search.params.lambda_low")),
+    ("lambda_sensitivity", "train.runtime.seed=4", ("as seed: one of 1, 2, 3", "search.params.seeds")),
+    ("lr_backbone", "train.model.name=deeplabv2_tiny", ("search.params.models",)),
+])
+def test_an_override_the_space_would_ignore_is_refused(preset, override, names, tmp_path, capsys):
+    code = main(["study", "run", preset, override, "--dry-run", "--storage", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"{override} would be ignored" in err
+    for name in names:
+        assert name in err
+
+
+def test_an_override_the_space_leaves_alone_is_kept(tiny_benchmark, tmp_path):
+    from study.preflight import check_overrides_apply
+    from study.study_config import load_study_config
+    from study_helpers import study_table, write_study_file
+
+    path = write_study_file(tmp_path / "s.toml", study_table(tiny_benchmark))
+    for override in ("train.optim.momentum=0.8", "num_samples=2", "search.params.lr_low=0.003"):
+        study = load_study_config(path, [override])
+        check_overrides_apply(study, [override], source=str(path))
+    # a key only some branches set (lr_backbone: multi_level is forced off for DeepLabV3+ only) is kept
+    study = load_study_config("lr_backbone", ["train.model.multi_level=true"])
+    check_overrides_apply(study, ["train.model.multi_level=true"], source="lr_backbone")
+
+
+def test_every_key_a_shipped_space_samples_names_its_search_params():
+    from study.preflight import SPACE_KNOBS
+    from study.spaces import SPACES, describe_space
+
+    for name, space in SPACES.items():
+        described = describe_space(space, dict(space.params), sampler="tpe")
+        for dims in described["dimensions"].values():
+            for d in dims:
+                knobs = SPACE_KNOBS.get(d["applies_to"], ())
+                assert any(k in space.params for k in knobs), (name, d["applies_to"])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# every command the presets and docs tell the user to run
+
+
+PLACEHOLDER = re.compile(r"^[A-Z][A-Z_]+$|…|\.\.\.|^<|^\[|/NAME/|HEAD_IP")
+
+
+def _doc_commands() -> list[tuple[str, str]]:
+    """``dastudy ...`` commands as written: fenced code lines and inline code in README/docs, comment lines and
+    inline code in the shipped presets and configs."""
+    found: list[tuple[str, str]] = []
+    files = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")),
+             *sorted((REPO / "study" / "presets").glob("*.toml")), *sorted((REPO / "study" / "configs").glob("*.toml"))]
+    for path in files:
+        text = path.read_text()
+        where = str(path.relative_to(REPO))
+        spans = re.findall(r"`(dastudy [^`]+)`", text)
+        in_block = False
+        for line in text.splitlines():
+            if line.lstrip().startswith("```"):
+                in_block = not in_block
+                continue
+            stripped = line.strip().lstrip("#$ ").strip()
+            if (in_block or path.suffix == ".toml") and stripped.startswith("dastudy "):
+                spans.append(stripped)
+        for span in spans:
+            for command in span.split("&&"):
+                command = command.split(" #")[0].split(" |")[0].strip().rstrip("\\").strip()
+                if command.startswith("dastudy "):
+                    found.append((where, command))
+    return found
+
+
+def _is_mention(words: list[str]) -> bool:
+    """`dastudy study report` or `dastudy evaluate --protocol` in prose names a command or option, it is not a
+    command line: only command names and bare options, nothing to run."""
+    import argparse
+
+    parser, rest = get_parser(), list(words)
+    while rest:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs or rest[0] not in subs[0].choices:
+            break
+        parser = subs[0].choices[rest.pop(0)]
+    return all(w.startswith("--") and w != "--help" for w in rest)
+
+
+def _parses(argv: list[str]) -> None:
+    """The command line is accepted by dastudy's parser, and a shipped config or preset it names exists."""
+    from study.config import resolve_named_file
+
+    parser = get_parser()
+    args, extra = parser.parse_known_args(argv)
+    stray = [item for item in extra if item.startswith("-") or "=" not in item]
+    assert not stray, f"dastudy {' '.join(argv)}: not understood: {stray}"
+    config = getattr(args, "config", None)
+    if isinstance(config, str) and not config.endswith(".toml"):
+        resolve_named_file(config, "configs")  # FileNotFoundError names what exists
+    preset = getattr(args, "preset", None)
+    if getattr(args, "study_command", None) == "run" and preset and not preset.endswith(".toml"):
+        from study.study_config import load_study_config
+        from study.commands.study import _run_options, split_overrides
+
+        split = split_overrides(args, _run_options)
+        load_study_config(preset, split.overrides)
+
+
+def test_commands_in_presets_and_docs_work_as_written(capsys):
+    commands = _doc_commands()
+    assert len(commands) > 40
+    checked, failures = 0, []
+    for where, command in commands:
+        words = shlex.split(command.replace("$s", "1"))[1:]
+        if (not words or any(PLACEHOLDER.search(w) or w in ("/", "or") or "|" in w or w.endswith(":")
+                             for w in words) or "/" in words[0] or _is_mention(words)):
+            continue  # a pattern (run PRESET_OR_FILE, resume/status NAME, a quoted error), not a command line
+        checked += 1
+        try:
+            _parses(words)
+        except SystemExit as err:
+            if err.code:  # --help exits 0
+                failures.append(f"{where}: {command}: exit {err.code}: {capsys.readouterr().err.strip()}")
+        except Exception as err:  # noqa: BLE001 -- every failure is listed, not just the first
+            failures.append(f"{where}: {command}: {type(err).__name__}: {err}")
+    assert failures == []
+    assert checked > 30
