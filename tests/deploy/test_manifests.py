@@ -83,9 +83,22 @@ def _sbatch_default_study() -> list[str]:
 # ray up
 
 
-def test_ray_up_yaml_validates_against_rays_schema():
+def _ray_up_check(config: dict) -> dict:
+    """What `ray up` does to a cluster YAML before it calls the cloud (ray/autoscaler/_private/commands.py
+    ``_bootstrap_config``): fill in the provider's defaults, then validate (Ray's schema plus its own checks: head
+    type, min_workers against max_workers, synced files). Returns the filled-in config."""
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    filled = prepare_config(copy.deepcopy(config))
+    validate_config(filled)
+    return filled
+
+
+def test_ray_up_yaml_validates_as_ray_up_validates_it():
     config = _yaml("ray-up/cluster.yaml")
     jsonschema.validate(config, _ray_schema())
+    filled = _ray_up_check(config)
+    assert filled["available_node_types"]["head"]["max_workers"] == 0  # filled in by Ray: it did run
     types = config["available_node_types"]
     assert config["head_node_type"] in types
     head = types[config["head_node_type"]]
@@ -100,18 +113,37 @@ def test_ray_up_yaml_validates_against_rays_schema():
     assert any("$RAY_HEAD_IP" in c for c in config["worker_start_ray_commands"])
 
 
-@pytest.mark.parametrize("breakage", ["fractional_gpu", "no_provider", "unknown_key"])
-def test_the_schema_check_rejects_a_broken_cluster_yaml(breakage):
-    """The validation above can fail: Ray's schema refuses what `ray up` would refuse."""
+@pytest.mark.parametrize("breakage", ["fractional_gpu", "no_provider", "unknown_key", "min_over_max",
+                                      "unknown_head_type"])
+def test_the_ray_up_check_rejects_a_broken_cluster_yaml(breakage):
+    """The validation above can fail: it refuses what `ray up` would refuse, including what the schema alone lets
+    through (more min_workers than max_workers, a head type that is not a node type)."""
     config = copy.deepcopy(_yaml("ray-up/cluster.yaml"))
     if breakage == "fractional_gpu":
         config["available_node_types"]["gpu_worker"]["resources"]["GPU"] = 0.5
     elif breakage == "no_provider":
         del config["provider"]
-    else:
+    elif breakage == "unknown_key":
         config["head_start_commands"] = config.pop("head_start_ray_commands")
-    with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(config, _ray_schema())
+    elif breakage == "min_over_max":
+        config["available_node_types"]["gpu_worker"]["min_workers"] = config["max_workers"] + 1
+    else:
+        config["head_node_type"] = "ray.head.default"
+    with pytest.raises((jsonschema.ValidationError, ValueError, KeyError)):
+        _ray_up_check(config)
+
+
+def test_ray_up_nodes_run_a_named_ami_and_the_image_users_home():
+    """The head had no ImageId (Ray's default AMI, never tried with this recipe); the shared mount is owned by the
+    image's uid; the token lands in the image's HOME (Ray reads HOME from the image's environment, else /root)."""
+    config = _yaml("ray-up/cluster.yaml")
+    amis = {name: t["node_config"].get("ImageId") for name, t in config["available_node_types"].items()}
+    assert all(amis.values()) and len(set(amis.values())) == 1, amis
+    assert f"sudo chown {IMAGE_UID}:{IMAGE_UID} /mnt/shared" in config["initialization_commands"]
+    assert "~/.ray/auth_token" in config["file_mounts"]
+    assert _dockerfile_env()["HOME"] == "/home/ray"
+    text = (DEPLOY / "ray-up" / "cluster.yaml").read_text()
+    assert "2049" in text and "docker login" in text  # the EFS security group and the registry login, walked
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -257,13 +289,28 @@ def test_kuberay_pods_have_what_ray_and_the_study_need():
     assert {m["mountPath"] for m in init["volumeMounts"]} == {"/mnt/shared"}
 
 
+def test_the_seed_pod_writes_onto_the_claim_as_the_trials_user():
+    """docs/cluster.md seeds datasets and checkpoints through it: the same claim at the same path, and the uid
+    the trials run as (files it writes are theirs to read)."""
+    pod = _yaml("kuberay/seed-pod.yaml")
+    assert (pod["apiVersion"], pod["kind"]) == ("v1", "Pod")
+    spec = pod["spec"]
+    assert (spec["securityContext"]["runAsUser"], spec["securityContext"]["fsGroup"]) == (IMAGE_UID, IMAGE_UID)
+    (container,) = spec["containers"]
+    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert claims[mounts["/mnt/shared"]] == _yaml("kuberay/pvc.yaml")["metadata"]["name"]
+    assert f"pod/{pod['metadata']['name']}" in (REPO / "docs" / "cluster.md").read_text()
+
+
 # ---------------------------------------------------------------------------------------------------------
 # agreement across the paths
 
 
 def test_every_manifest_runs_the_same_image():
     version = _version()
-    images = {"ray up": _yaml("ray-up/cluster.yaml")["docker"]["image"]}
+    images = {"ray up": _yaml("ray-up/cluster.yaml")["docker"]["image"],
+              "seed pod": _yaml("kuberay/seed-pod.yaml")["spec"]["containers"][0]["image"]}
     for name in ("rayjob", "raycluster"):
         data = _yaml(f"kuberay/{name}.yaml")
         spec = data["spec"].get("rayClusterSpec", data["spec"])
@@ -349,18 +396,53 @@ def _dockerfile_instructions() -> list[tuple[str, str]]:
     return out
 
 
+def _dockerfile_env() -> dict[str, str]:
+    """The image's environment (every ENV instruction, ``KEY=VALUE`` pairs)."""
+    out = {}
+    for keyword, rest in _dockerfile_instructions():
+        if keyword == "ENV":
+            for word in shlex.split(rest):
+                key, _, value = word.partition("=")
+                out[key] = value
+    return out
+
+
+def test_dockerfile_runs_as_uid_1000_with_its_home_and_the_driver_it_needs():
+    instructions = _dockerfile_instructions()
+    users = [rest for keyword, rest in instructions if keyword == "USER"]
+    assert users[-1] == str(IMAGE_UID)
+    (adduser,) = [rest for keyword, rest in instructions if keyword == "RUN" and "useradd" in rest]
+    assert f"--uid {IMAGE_UID}" in adduser and f"chown {IMAGE_UID}:{IMAGE_UID} /mnt/shared" in adduser
+    env = _dockerfile_env()
+    assert env["HOME"] == "/home/ray"  # `ray up` puts ~/.ray/auth_token under the image's HOME, else /root
+    # torch's wheel names its CUDA (2.14.1+cu130); the toolkit refuses a GPU container on a driver below it
+    import torch
+
+    cuda = torch.version.cuda
+    assert cuda and env["NVIDIA_REQUIRE_CUDA"] == f"cuda>={cuda}", (cuda, env.get("NVIDIA_REQUIRE_CUDA"))
+    minimum_driver = {"13.0": "R580"}[cuda]  # NVIDIA's CUDA 13.0 release notes: Linux driver >= 580
+    assert minimum_driver in (DEPLOY / "Dockerfile").read_text()
+    assert minimum_driver in (REPO / "docs" / "cluster.md").read_text()
+
+
 def test_dockerfile_installs_the_pinned_project_on_python_311():
     instructions = _dockerfile_instructions()
     args = dict(rest.split("=", 1) for keyword, rest in instructions if keyword == "ARG" and "=" in rest)
     assert args["BASE"] == "python:3.11-slim"
     assert ("FROM", "${BASE}") in instructions
     installs = [rest for keyword, rest in instructions if keyword == "RUN" and "pip install" in rest]
-    assert len(installs) == 1 and "-c constraints.txt" in installs[0] and '".[cluster]"' in installs[0]
+    assert len(installs) == 1 and "-c constraints.txt" in installs[0]
+    match = re.search(r'"\.\[([\w,-]+)\]"', installs[0])
+    assert match, installs[0]
     pins = _pins()
     assert (pins["torch"], pins["torchvision"]) == ("2.14.1", "0.29.1")
     assert {"ray", "optuna"} <= set(pins)
     extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-    assert any(d.startswith("ray[default]") for d in extras["cluster"])
+    installed = [d for extra in match.group(1).split(",") for d in extras[extra]]
+    assert any(d.startswith("ray[default]") for d in installed)  # dashboard, job server, autoscaler
+    # the documented storages: postgresql:// needs psycopg (SQLAlchemy 2 drives it), and the build imports it
+    assert any(d.startswith("psycopg") for d in installed), installed
+    assert "import torch, ray, optuna, psycopg" in installs[0]
 
 
 def test_dockerfile_copies_what_exists_and_the_dockerignore_lets_it_through():
