@@ -169,6 +169,42 @@ def cpu_only_ray(monkeypatch):
     shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _request_on_the_cluster() -> list[dict]:
+    """The autoscaler request the cluster holds now, read back where Ray 2.60 stores it (v1 autoscaler: the GCS
+    key-value store; v2: the GCS's cluster resource constraints)."""
+    from ray.autoscaler.v2.utils import is_autoscaler_v2
+
+    if is_autoscaler_v2():
+        from ray.autoscaler.v2.sdk import get_cluster_resource_state
+        from ray.experimental.internal_kv import internal_kv_get_gcs_client
+
+        state = get_cluster_resource_state(internal_kv_get_gcs_client())
+        return [dict(b.resources_bundle) for c in state.cluster_resource_constraints
+                for r in c.resource_requests for b in [r.request] * r.count]
+    import json
+
+    from ray._private.ray_constants import AUTOSCALER_RESOURCE_REQUEST_CHANNEL
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    return json.loads(_internal_kv_get(AUTOSCALER_RESOURCE_REQUEST_CHANNEL) or b"[]")
+
+
+@pytest.mark.slow
+def test_the_request_reaches_a_real_cluster_and_is_withdrawn_there(cpu_only_ray):
+    """The same through Ray's own request_resources on a running Ray (about 10 s: Ray starts): the request is on
+    the cluster while the session lasts, and gone after a study that raised."""
+    from study.autoscale import request_from_autoscaler
+    from study.tuner import ray_session
+
+    assert _request_on_the_cluster() == []
+    with pytest.raises(_Failed):
+        with ray_session(address="auto"):
+            request_from_autoscaler(cpu=1, gpu=1, trials=2)
+            assert _request_on_the_cluster() == [{"CPU": 1.0, "GPU": 1.0}] * 2
+            raise _Failed()
+    assert _request_on_the_cluster() == []
+
+
 def _gpu_study(benchmark, **overrides):
     table = study_table(benchmark, name="needs-gpu", num_samples=2, resources={"cpu": 1, "gpu": 1, **overrides})
     table["train"]["runtime"]["device"] = "auto"
