@@ -34,7 +34,7 @@ from trainables.config import to_dict
 
 __all__ = ["RAY_ENV", "StudyLocation", "locate", "configure_environment", "ray_session", "make_sampler",
            "optuna_storage", "build_tuner", "run_study", "resume_study", "prepare_baseline", "default_storage",
-           "load_study_dir"]
+           "load_study_dir", "StudyFinished", "finished_trials"]
 
 # Quiet, private Ray (ray-tune-optuna notes §5.4). TUNE_DISABLE_AUTO_CALLBACK_LOGGERS drops Ray's TBX logger
 # (tags ray/tune/...; the engine writes clean ones); CSV/JSON loggers are passed explicitly for dataframes.
@@ -127,17 +127,32 @@ def ray_session(*, address: str | None = None, num_cpus: int | None = None,
         return
     kwargs: dict[str, Any] = dict(include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     tmp = None
+    auth_set = False
     if address is None:  # the workers of a local cluster inherit this process's environment
         tmp = private_tmpdir()
         kwargs.update(address="local", num_cpus=num_cpus, num_gpus=num_gpus, _temp_dir=tmp)
+        # Token authentication is what Ray chooses for a new local cluster anyway; with RAY_AUTH_MODE unset it
+        # also logged "Token authentication is enabled for this Ray cluster ..." on every run. Stated
+        # explicitly, Ray keeps auth on and says nothing (ray._private.authentication.authentication_token_setup).
+        # A user's own RAY_AUTH_MODE is kept.
+        auth_set = "RAY_AUTH_MODE" not in os.environ
+        if auth_set:
+            os.environ["RAY_AUTH_MODE"] = "token"
     else:  # on a running cluster, the quiet-Ray settings travel with the job
         kwargs.update(address=address, runtime_env={"env_vars": job_env} if job_env else None)
-    ray.init(**kwargs)
+    try:
+        ray.init(**kwargs)
+    except BaseException:
+        if auth_set:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        raise
     try:
         with autoscaler_request_released():  # withdrawn while still connected: done, failed or interrupted
             yield tmp
     finally:
         ray.shutdown()
+        if auth_set:
+            os.environ.pop("RAY_AUTH_MODE", None)
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -219,7 +234,8 @@ def build_tuner(study: StudyConfig, *, location: StudyLocation, init_checkpoint:
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
     from study.snapshots import StudyFIFO
 
-    from study.search import PersistentASHA, StudyProgress, StudySearch, trial_dirname
+    from study.progress import LiveProgress
+    from study.search import PersistentASHA, StudySearch, trial_dirname
 
     configure_environment()
     metric, mode = study.study_metric, study.mode
@@ -266,7 +282,8 @@ def build_tuner(study: StudyConfig, *, location: StudyLocation, init_checkpoint:
         sync_config=None if location.shared_fs else tune.SyncConfig(sync_artifacts=True),
         verbose=0,
         callbacks=[CSVLoggerCallback(), JsonLoggerCallback(),
-                   StudyProgress(metric=metric, mode=mode, max_t=study.max_t, num_samples=study.num_trials),
+                   LiveProgress(metric=metric, mode=mode, max_t=study.max_t, num_samples=study.num_trials,
+                                max_concurrent=study.max_concurrent_trials, name=study.name),
                    *extra_callbacks], stop=stopper)
     return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
 
@@ -467,18 +484,27 @@ def _preflight_cluster(study: StudyConfig, location: StudyLocation, log: Callabl
 def _fit(tuner, location: StudyLocation):
     """``Tuner.fit`` with Ray's checkpoint deletions deferred on a filesystem storage until no stored experiment
     state can name them, so that Ray's forced snapshots can be switched off (study/snapshots.py). The ones still
-    pending when ``fit`` returns (its final state has landed) are deleted then; if ``fit`` raises they stay."""
+    pending when ``fit`` returns (its final state has landed) are deleted then; if ``fit`` raises they stay.
+    SIGINT / SIGTERM stop it gracefully and raise :class:`~study.interrupts.StudyInterrupted` once Ray has saved
+    the state (study/interrupts.py)."""
     from study.atomic_fs import DEFERRED
+    from study.interrupts import StudyInterrupted, graceful_stop, stop_requested
 
     if not location.shared_fs:
-        return tuner.fit()
-    DEFERRED.enable()
-    try:
-        fitted = tuner.fit()
-    except BaseException:
-        DEFERRED.disable()
-        raise
-    DEFERRED.flush()
+        with graceful_stop():
+            fitted = tuner.fit()
+    else:
+        DEFERRED.enable()
+        try:
+            with graceful_stop():
+                fitted = tuner.fit()
+        except BaseException:
+            DEFERRED.disable()
+            raise
+        DEFERRED.flush()
+    signum = stop_requested()
+    if signum is not None:  # Ray saved its state and stopped the trials (resumable): say so, not "study ended"
+        raise StudyInterrupted(signum, location.name)
     return fitted
 
 
@@ -617,6 +643,31 @@ def resume_sampler(study: StudyConfig, storage):
     return make_sampler(replace(study, search=replace(study.search, seed=study.search.seed + asked)))
 
 
+class StudyFinished(Exception):
+    """``study resume`` of a study whose trials have all ended: nothing to do (no Ray is started)."""
+
+
+def finished_trials(study: StudyConfig, home: Path) -> str | None:
+    """``"8 of 8 trials COMPLETE or PRUNED"`` when every trial the study asks for has ended for good in its Optuna
+    storage, else None. A FAILED trial is not an end: a resume runs it again (``resume_errored``)."""
+    import optuna
+
+    from study.journal import superseded_numbers
+
+    if study.search.storage is None and not (home / "optuna.journal").is_file():
+        return None
+    try:
+        trials = optuna.load_study(study_name=study.name, storage=optuna_storage(study, home)).get_trials(
+            deepcopy=False)
+    except KeyError:  # no study in the storage yet
+        return None
+    rerun = superseded_numbers(trials)
+    states = [t.state.name for t in trials if t.number not in rerun]
+    if len(states) < study.num_samples or any(s not in ("COMPLETE", "PRUNED") for s in states):
+        return None
+    return f"{len(states)} of {study.num_samples} trials COMPLETE or PRUNED"
+
+
 def _recover_driver_files(home: Path, provenance: dict[str, Any], log: Callable[[str], None]) -> None:
     """Ray's files of trials a killed driver of this study had not yet copied into it (study/driver_files.py)."""
     from study.driver_files import driver_temp_dirs, recover_driver_files
@@ -645,6 +696,9 @@ def resume_study(home: Path, *, address: str | None = None, num_cpus: int | None
 
     home = Path(home)
     study, provenance = load_study_dir(home)
+    ended = finished_trials(study, home)
+    if ended is not None:
+        raise StudyFinished(f"study {study.name} in {home} is finished ({ended}); nothing to resume")
     changes = space_changes(study, home, provenance)
     if changes and not allow_changed_space:
         raise SpaceChanged(f"{home / 'study.toml'}: the search space differs from the one this study ran with "

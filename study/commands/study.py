@@ -14,7 +14,7 @@ Hyperparameter studies of adversarial domain adaptation on Ray Tune + Optuna.
 
   run          start a study from a preset name or a study file (never overwrites an existing study)
   resume       continue an interrupted study (finished trials are kept, unfinished ones resume from checkpoints)
-  status       trials, states (COMPLETE / PRUNED / FAIL / RUNNING) and the best so far; works without Ray
+  status       trials, states (COMPLETE / PRUNED / FAILED / RUNNING / INTERRUPTED) and the best so far; no Ray
   report       write report.md, figures/ and best_config.toml into the study directory
   tensorboard  serve every trial's TensorBoard events (and the baseline's) on 127.0.0.1
   presets      list the shipped presets and search spaces
@@ -26,7 +26,8 @@ EXIT_STATUS = """\
 exit status: 0 every trial ended COMPLETE or PRUNED; 1 some trials did not finish (continue with `dastudy study
 resume`); 3 every trial ended but some FAILED (`dastudy study status` gives each reason; each trial's error.txt is in
 the study directory); 2 bad input or a refusal (another driver holds the study, a changed search space), with
-nothing started; 130 interrupted (Ctrl-C)."""
+nothing started; 130 interrupted by Ctrl-C (SIGINT) and 143 stopped by SIGTERM (e.g. a SLURM time limit): the
+state is saved, continue with `dastudy study resume NAME`. `resume` of a finished study says so and exits 0."""
 
 
 class _Paragraphs(argparse.HelpFormatter):
@@ -256,12 +257,43 @@ def collect_trials(home: Path) -> dict[str, Any]:
     # A full run beats an early-stopped one: the best is chosen among completed trials when there are any.
     best = pick(complete or scored, key=lambda t: t["value"]) if scored else None
     best_config = _best_configuration(complete, mode=study_cfg.mode)
+    _mark_interrupted(home, trials)
     counts: dict[str, int] = {}
     for t in trials:
         counts[t["state"]] = counts.get(t["state"], 0) + 1
     return {"name": study_cfg.name, "home": str(home), "metric": study_cfg.study_metric, "mode": study_cfg.mode,
             "num_samples": study_cfg.num_samples, "max_t": study_cfg.max_t, "trials": trials, "counts": counts,
             "best": best, "best_config": best_config}
+
+
+def driver_running(home: Path) -> bool | None:
+    """Whether a `study run`/`resume` drives the study now: its exclusive lock on ``driver.lock`` (study/lock.py)
+    is held. None when the study has no lock file here (an object-store study seen from another machine)."""
+    import fcntl
+    import os
+
+    from study.lock import LOCK_FILE
+
+    try:
+        fd = os.open(Path(home) / LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # a probe of a few microseconds, released at once
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def _mark_interrupted(home: Path, trials: list[dict[str, Any]]) -> None:
+    """Optuna keeps a trial RUNNING until its driver tells it the end; with no driver alive (Ctrl-C, SIGTERM, a
+    killed driver) such a trial is INTERRUPTED: `study resume` continues it from its last checkpoint."""
+    if any(t["state"] == "RUNNING" for t in trials) and driver_running(home) is False:
+        for t in trials:
+            if t["state"] == "RUNNING":
+                t["state"] = "INTERRUPTED"
 
 
 def _validator_scores(home: Path, trial_dir: str | None) -> dict[str, float]:
@@ -353,6 +385,9 @@ def _status(args: argparse.Namespace) -> int:
         return 0
     print(f"study {info['name']} in {home}")
     print(format_trials_table(info))
+    if info["counts"].get("INTERRUPTED"):
+        print(f"{info['counts']['INTERRUPTED']} trial(s) INTERRUPTED (no driver runs the study); continue with: "
+              f"dastudy study resume {shlex.quote(str(home))}")
     return 0
 
 
@@ -376,7 +411,7 @@ EXIT_OK, EXIT_UNFINISHED, EXIT_FAILED = 0, 1, 3
 def exit_status(info: dict[str, Any]) -> int:
     """:data:`EXIT_STATUS`: unfinished trials first (the study is not over: resume it), then FAILED ones."""
     ended = sum(info["counts"].get(s, 0) for s in ("COMPLETE", "PRUNED", "FAIL"))
-    if info["num_samples"] - ended > 0 or info["counts"].get("RUNNING", 0):
+    if info["num_samples"] - ended > 0 or any(info["counts"].get(s, 0) for s in ("RUNNING", "INTERRUPTED")):
         return EXIT_UNFINISHED
     return EXIT_FAILED if info["counts"].get("FAIL", 0) else EXIT_OK
 
@@ -405,20 +440,29 @@ def _summarize(location, storage: str | None) -> int:
 
 
 def as_user_errors(func):
-    """Errors that are the user's input (bad preflight, unknown space parameter) become one-line messages."""
+    """Errors that are the user's input (bad preflight, unknown space parameter) become one-line messages; a study
+    stopped by SIGINT / SIGTERM prints how to resume it and exits 130 / 143; resuming a finished study exits 0."""
     import functools
 
     @functools.wraps(func)
     def wrapper(args: argparse.Namespace) -> int:
         from study.cli import UserError
+        from study.interrupts import StudyInterrupted
         from study.lock import StudyLocked
         from study.resources import PreflightError
         from study.spaces import SpaceError
+        from study.tuner import StudyFinished
 
         try:
             return func(args)
         except (PreflightError, SpaceError, StudyLocked) as err:
             raise UserError(str(err)) from None
+        except StudyInterrupted as err:  # the state is saved: one line, no traceback, 130 / 143
+            print(err.resume_line(getattr(args, "storage", None)), file=sys.stderr)
+            return err.exit_code
+        except StudyFinished as err:  # `study resume` of a finished study: nothing to do is not an error
+            print(err)
+            return 0
 
     return wrapper
 

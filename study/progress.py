@@ -1,0 +1,217 @@
+"""What a running study shows: on a terminal a trial table refreshed in place under a header with the study's ETA;
+elsewhere (a log file, CI, ``| tee``) plain lines, one per trial event plus a progress line after each trial end.
+
+The header and the progress line say the same: trials done (COMPLETE / PRUNED / FAILED), running, pending, the
+best value so far, the time one training iteration takes (one ``tune.report``: ``eval.interval`` optimiser steps
+and an evaluation) and the ETA. The ETA is an estimate: the iterations still to run (running trials to ``max_t``,
+pending ones as many as the ended trials ran on average, ``max_t`` before any ended) times the median time per
+iteration, shared by the trials that run at once.
+
+:class:`LiveProgress` is a Ray Tune callback; ``Tuner.restore`` unpickles it from the study's ``tuner.pkl``, so it
+keeps no stream or terminal state in its pickled form.
+"""
+from __future__ import annotations
+
+import math
+import shutil
+import statistics
+import sys
+import time
+from typing import Any, TextIO
+
+from study.search import StudyProgress, _fmt, short_param, trial_dirname
+
+__all__ = ["LiveProgress", "format_eta"]
+
+_ENDED = ("TERMINATED", "ERROR")
+
+
+def format_eta(seconds: float | None) -> str:
+    """``~45 s``, ``~12 min``, ``~3 h 20 min``; ``unknown`` before the first iteration was timed."""
+    if seconds is None or not math.isfinite(seconds):
+        return "unknown"
+    if seconds < 90:
+        return f"~{max(seconds, 0):.0f} s"
+    if seconds < 90 * 60:
+        return f"~{seconds / 60:.0f} min"
+    hours, minutes = divmod(int(round(seconds / 60)), 60)
+    return f"~{hours} h {minutes:02d} min"
+
+
+class LiveProgress(StudyProgress):
+    """The study's progress (module docstring). ``live``: redraw a table in place (default: when ``stream`` is a
+    terminal); ``refresh_s``: how often the table is redrawn between trial events (the ETA ticks)."""
+
+    def __init__(self, *, metric: str, mode: str, max_t: int, num_samples: int, max_concurrent: int,
+                 name: str = "", stream: TextIO | None = None, live: bool | None = None, refresh_s: float = 2.0):
+        super().__init__(metric=metric, mode=mode, max_t=max_t, num_samples=num_samples)
+        self.name, self.max_concurrent, self.refresh_s = name, max(1, int(max_concurrent)), refresh_s
+        self._stream, self._live = stream, live
+        self._iter_s: list[float] = []
+        self._drawn = 0
+        self._last_draw = 0.0
+
+    # -- pickling (Tuner.restore): no stream, no terminal state
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.update(_stream=None, _live=None, _drawn=0, _last_draw=0.0)
+        return state
+
+    @property
+    def stream(self) -> TextIO:
+        return self._stream if self._stream is not None else sys.stdout
+
+    @property
+    def live(self) -> bool:
+        if self._live is None:
+            isatty = getattr(self.stream, "isatty", None)
+            self._live = bool(isatty and isatty())
+        return self._live
+
+    # -- output
+    def _line(self, text: str) -> None:
+        elapsed = time.time() - self._t0
+        self._above(f"[{int(elapsed // 60):3d}:{int(elapsed % 60):02d}] {text}")
+
+    def _above(self, text: str) -> None:
+        """A line that stays: on a terminal it goes above the table (which is drawn again below it)."""
+        if self.live:
+            self._clear()
+        print(text, file=self.stream, flush=True)
+
+    def _clear(self) -> None:
+        if self._drawn:
+            self.stream.write(f"\x1b[{self._drawn}F\x1b[J")  # to the table's first line, erase to the end
+            self._drawn = 0
+
+    def _draw(self, trials: list) -> None:
+        width, height = shutil.get_terminal_size((120, 24))
+        lines = [self.summary(trials), *self._table(trials, max_rows=max(3, height - 4))]
+        self._clear()
+        for line in lines:
+            self.stream.write(line[:width - 1] + "\n")
+        self.stream.flush()
+        self._drawn = len(lines)
+        self._last_draw = time.time()
+
+    # -- the numbers
+    def counts(self, trials: list) -> dict[str, int]:
+        done = sum(getattr(t, "status", "") in _ENDED for t in trials)
+        running = sum(getattr(t, "status", "") == "RUNNING" for t in trials)
+        return {"done": done, "running": running, "pending": max(self.num_samples - done - running, 0)}
+
+    def seconds_per_iteration(self) -> float | None:
+        return statistics.median(self._iter_s) if self._iter_s else None
+
+    def eta_s(self, trials: list) -> float | None:
+        per_iter = self.seconds_per_iteration()
+        if per_iter is None:
+            return None
+        ended = [_iteration(t) for t in trials if getattr(t, "status", "") in _ENDED]
+        expected = statistics.fmean(ended) if ended else self.max_t  # ASHA stops most trials early
+        running = [t for t in trials if getattr(t, "status", "") == "RUNNING"]
+        left = sum(max(self.max_t - _iteration(t), 0) for t in running)
+        left += self.counts(trials)["pending"] * expected
+        return left * per_iter / min(self.max_concurrent, max(len(running), 1))
+
+    def summary(self, trials: list) -> str:
+        c = self.counts(trials)
+        unit = " %" if _percent(self.metric) else ""
+        best = (f"best {self.metric} {_value(self.metric, self._best[0])}{unit} ({self._best[1]})"
+                if self._best else f"best {self.metric} -")
+        per_iter = self.seconds_per_iteration()
+        pace = f"{per_iter:.1f} s/iteration" if per_iter is not None else "s/iteration -"
+        head = f"study {self.name}: " if self.name else ""
+        return (f"{head}{c['done']}/{self.num_samples} done, {c['running']} running, {c['pending']} pending · "
+                f"{best} · {pace} · ETA {format_eta(self.eta_s(trials))}")
+
+    def _table(self, trials: list, *, max_rows: int) -> list[str]:
+        order = {"RUNNING": 0, "PENDING": 1, "PAUSED": 1, "TERMINATED": 2, "ERROR": 2}
+        shown = sorted(trials, key=lambda t: order.get(getattr(t, "status", ""), 3))[:max_rows]
+        names = sorted({short_param(k) for t in shown for k in (getattr(t, "config", None) or {})})
+        header = ["trial", *names, "iter", f"{self.metric} (%)" if _percent(self.metric) else self.metric, "state"]
+        rows = []
+        for t in shown:
+            params = {short_param(k): v for k, v in (getattr(t, "config", None) or {}).items()}
+            value = (getattr(t, "last_result", None) or {}).get(self.metric)
+            rows.append([trial_dirname(t), *(_fmt(params.get(n, "-")) for n in names),
+                         f"{_iteration(t)}/{self.max_t}", _value(self.metric, value),
+                         _state(t, self.max_t)])
+        widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+        return ["  " + "  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows]]
+
+    # -- Ray Tune callback hooks
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        if self.live:
+            self._draw(trials)
+        else:
+            super().on_trial_start(iteration, trials, trial, **info)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        took = result.get("time_this_iter_s")
+        if isinstance(took, (int, float)) and math.isfinite(took) and took > 0:
+            self._iter_s.append(float(took))
+        if self.live:
+            value = result.get(self.metric)
+            if isinstance(value, (int, float)) and math.isfinite(value) and self._better(value):
+                self._best = (float(value), trial_dirname(trial))
+            self._draw(trials)
+        else:
+            super().on_trial_result(iteration, trials, trial, result, **info)
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        super().on_trial_complete(iteration, trials, trial, **info)  # the end line stays (above the table)
+        self._after_end(trials)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        super().on_trial_error(iteration, trials, trial, **info)
+        self._after_end(trials)
+
+    def _after_end(self, trials: list) -> None:
+        if self.live:
+            self._draw(trials)
+        else:
+            self._line(f"progress: {self.summary(trials)}")
+
+    def on_step(self, iteration, trials, **info) -> None:
+        if self.live and time.time() - self._last_draw >= self.refresh_s:
+            self._draw(trials)
+
+    def on_experiment_end(self, trials, **info) -> None:
+        from study.interrupts import stop_requested
+
+        if self.live:
+            self._draw(trials)
+            self._drawn = 0  # the last table stays on the screen
+        signum = stop_requested()
+        if signum is None:
+            super().on_experiment_end(trials, **info)
+            return
+        import signal
+
+        c = self.counts(trials)
+        self._line(f"study stopped by {signal.Signals(signum).name}: {c['done']} of {self.num_samples} trials "
+                   f"ended, {c['running']} interrupted (their last checkpoints are kept), state saved")
+
+
+def _percent(metric: str) -> bool:
+    return metric.rsplit("/", 1)[-1].startswith(("mIoU", "pixel_acc"))
+
+
+def _value(metric: str, value: Any) -> str:
+    """mIoU and pixel accuracy (fractions) in percent, the unit named once in the header."""
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "-"
+    return f"{100 * value:.2f}" if _percent(metric) else f"{value:.4g}"
+
+
+def _iteration(trial: Any) -> int:
+    value = (getattr(trial, "last_result", None) or {}).get("training_iteration", 0)
+    return int(value) if isinstance(value, (int, float)) and math.isfinite(value) else 0
+
+
+def _state(trial: Any, max_t: int) -> str:
+    status = getattr(trial, "status", "")
+    if status == "TERMINATED":
+        return "COMPLETE" if _iteration(trial) >= max_t else f"PRUNED at {_iteration(trial)}"
+    return {"ERROR": "FAILED"}.get(status, status)

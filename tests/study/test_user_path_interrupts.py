@@ -1,0 +1,352 @@
+"""Honest interrupts and live progress (issue 19): SIGINT/SIGTERM stop a study through Ray Tune's graceful path
+and exit 130/143 with one resume line; interrupted trials read INTERRUPTED in `status`; resuming a finished study
+starts no Ray; the progress is a table redrawn in place on a terminal and plain lines elsewhere; Ray's private-API
+and token-auth warnings are gone."""
+from __future__ import annotations
+
+import io
+import logging
+import os
+import pty
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from study_helpers import TEST_RAY_ENV, study_table, write_study_file
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the signal path, without Ray
+
+
+def test_sigint_and_sigterm_ask_rays_interrupt_path_once_then_stop_at_once():
+    from study.interrupts import EXIT_SIGINT, EXIT_SIGTERM, StudyInterrupted, graceful_stop, stop_requested
+
+    for signum, code in ((signal.SIGINT, EXIT_SIGINT), (signal.SIGTERM, EXIT_SIGTERM)):
+        asked = []
+        before = signal.getsignal(signum)
+        with graceful_stop():
+            assert os.environ["TUNE_DISABLE_SIGINT_HANDLER"] == "1"  # Ray keeps our SIGINT handler
+            previous_usr1 = signal.signal(signal.SIGUSR1, lambda s, f: asked.append(s))  # Ray's, once fit runs
+            try:
+                os.kill(os.getpid(), signum)
+                time.sleep(0.05)
+                assert asked == [signal.SIGUSR1] and stop_requested() == signum
+                with pytest.raises(KeyboardInterrupt):  # a second signal: at once
+                    os.kill(os.getpid(), signum)
+                    time.sleep(0.05)
+            finally:
+                signal.signal(signal.SIGUSR1, previous_usr1)
+        assert signal.getsignal(signum) is before and "TUNE_DISABLE_SIGINT_HANDLER" not in os.environ
+        err = StudyInterrupted(stop_requested(), "my study")
+        assert err.exit_code == code == 128 + signum
+        assert err.resume_line("/s t") == "interrupted — resume with: dastudy study resume 'my study' --storage '/s t'"
+
+
+def test_a_signal_before_rays_loop_runs_is_a_plain_keyboard_interrupt():
+    from study.interrupts import graceful_stop
+
+    previous_usr1 = signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+    try:
+        with pytest.raises(KeyboardInterrupt), graceful_stop():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+    finally:
+        signal.signal(signal.SIGUSR1, previous_usr1)
+
+
+def test_rays_own_interrupt_messages_are_dropped_at_their_logger(caplog):
+    from study.interrupts import graceful_stop
+
+    ray_logger = logging.getLogger("ray.tune.tune")
+    with caplog.at_level(logging.WARNING, logger="ray.tune.tune"), graceful_stop():
+        ray_logger.warning("Experiment has been interrupted, but the most recent state was saved.\n"
+                           "Resume experiment with: Tuner.restore(path=...)")
+        ray_logger.warning("a warning of its own")
+    assert [r.getMessage() for r in caplog.records] == ["a warning of its own"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# status and resume without Ray
+
+
+def _finished_study(tmp_path, benchmark, *, states):
+    """A study directory with an Optuna journal whose trials are in ``states`` (no Ray ran)."""
+    import optuna
+
+    from study.study_config import load_study_config
+    from study.tuner import StudyLocation, optuna_storage, write_study_files
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = write_study_file(tmp_path / "s.toml", study_table(benchmark, name="done", num_samples=len(states)))
+    study = load_study_config(path)
+    home = tmp_path / "studies" / "done"
+    write_study_files(study, StudyLocation(home=home, ray_storage=str(home.parent), name="done"), extra={})
+    ot = optuna.create_study(study_name="done", storage=optuna_storage(study, home), direction="maximize")
+    for number, state in enumerate(states):
+        trial = ot.ask({"adapt.lambda_adv_main": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)})
+        trial.set_user_attr("trial_dir", f"trial_{number:04d}")
+        trial.report(0.1 + number / 100, 1)
+        if state != "RUNNING":
+            ot.tell(trial, 0.1 + number / 100 if state == "COMPLETE" else None,
+                    state=getattr(optuna.trial.TrialState, state))
+    return home
+
+
+def test_resume_of_a_finished_study_says_so_and_starts_no_ray(tmp_path, tiny_benchmark, monkeypatch, capsys):
+    import ray
+
+    from study.cli import main
+
+    def refused(*args, **kwargs):
+        raise AssertionError("a finished study must not start Ray")
+
+    monkeypatch.setattr(ray, "init", refused)
+    home = _finished_study(tmp_path, tiny_benchmark, states=["COMPLETE", "PRUNED", "COMPLETE"])
+    assert main(["study", "resume", str(home)]) == 0
+    out = capsys.readouterr().out
+    assert out.strip() == f"study done in {home} is finished (3 of 3 trials COMPLETE or PRUNED); nothing to resume"
+    # a FAILED trial is not an end (a resume runs it again), nor is a trial short of num_samples
+    from study.tuner import finished_trials, load_study_dir
+
+    failed = _finished_study(tmp_path / "f", tiny_benchmark, states=["COMPLETE", "FAIL"])
+    assert finished_trials(load_study_dir(failed)[0], failed) is None
+
+
+def _states(out: str) -> list[str]:
+    return [state for state in ("COMPLETE", "RUNNING", "INTERRUPTED")
+            for line in out.splitlines() if line.startswith("trial_") and f" {state}" in line]
+
+
+def test_trials_of_a_study_no_driver_runs_read_interrupted(tmp_path, tiny_benchmark, capsys):
+    from study.cli import main
+    from study.lock import study_lock
+
+    home = _finished_study(tmp_path, tiny_benchmark, states=["COMPLETE", "RUNNING", "RUNNING"])
+    with study_lock(home, command="test driver"):  # a live driver: its trials do run
+        assert main(["study", "status", str(home)]) == 0
+        out = capsys.readouterr().out
+        assert _states(out) == ["COMPLETE", "RUNNING", "RUNNING"] and "INTERRUPTED" not in out
+    assert main(["study", "status", str(home)]) == 0  # the driver is gone (Ctrl-C, SIGTERM, killed)
+    out = capsys.readouterr().out
+    assert _states(out) == ["COMPLETE", "INTERRUPTED", "INTERRUPTED"], out
+    assert "RUNNING" not in out and "(1 COMPLETE, 2 INTERRUPTED)" in out
+    assert f"2 trial(s) INTERRUPTED (no driver runs the study); continue with: dastudy study resume {home}" in out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# progress
+
+
+class _Trial:
+    def __init__(self, trial_id, config, status="RUNNING", last_result=None):
+        self.trial_id, self.config, self.status = trial_id, config, status
+        self.last_result = last_result or {}
+        self.storage = None
+
+
+def _progress(stream, *, live):
+    from study.progress import LiveProgress
+
+    return LiveProgress(metric="val/mIoU16", mode="max", max_t=4, num_samples=4, max_concurrent=2, name="demo",
+                        stream=stream, live=live)
+
+
+def _play(progress):
+    """Two trials start; a evaluates twice (10 s per iteration) and completes; b evaluates once."""
+    a = _Trial("a", {"adapt.lambda_adv_main": 0.01, "optim.lr@deeplabv2_tiny": 0.02})
+    b = _Trial("b", {"adapt.lambda_adv_main": 0.002, "optim.lr@deeplabv2_tiny": 0.004})
+    trials = [a, b]
+    progress.on_trial_start(0, trials, a)
+    progress.on_trial_start(0, trials, b)
+    for step, value in ((1, 0.10), (4, 0.15)):
+        a.last_result = {"training_iteration": step, "val/mIoU16": value, "time_this_iter_s": 10.0}
+        progress.on_trial_result(0, trials, a, dict(a.last_result))
+    b.last_result = {"training_iteration": 1, "val/mIoU16": 0.12, "time_this_iter_s": 10.0}
+    progress.on_trial_result(0, trials, b, dict(b.last_result))
+    a.status = "TERMINATED"
+    progress.on_trial_complete(0, trials, a)
+    return trials
+
+
+def test_progress_and_eta_are_plain_lines_off_a_terminal():
+    stream = io.StringIO()
+    progress = _progress(stream, live=None)  # a StringIO is no terminal
+    trials = _play(progress)
+    out = stream.getvalue()
+    assert "\x1b[" not in out  # no cursor movement in a log file
+    lines = out.splitlines()
+    assert sum("started" in line for line in lines) == 2 and sum(" eval " in line for line in lines) == 3
+    # after a trial ends: done / running / pending, best so far, time per iteration, ETA.
+    # Left: b 3 iterations + 2 pending x 4 (the ended trial ran 4) = 11, at 10 s, 1 running: ~110 s = ~2 min
+    assert lines[-1].endswith("progress: study demo: 1/4 done, 1 running, 2 pending · best val/mIoU16 15.00 % "
+                              "(trial_a) · 10.0 s/iteration · ETA ~2 min"), lines[-1]
+    assert progress.eta_s(trials) == pytest.approx((3 + 2 * 4) * 10.0 / 1)
+
+
+def test_progress_is_a_table_redrawn_in_place_on_a_terminal():
+    master, slave = pty.openpty()
+    stream = os.fdopen(slave, "w", buffering=1)
+    try:
+        progress = _progress(stream, live=None)  # decided from the stream: a pty is a terminal
+        assert progress.live
+        _play(progress)
+        stream.flush()
+        out = b""
+        while True:
+            import select
+
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if not ready:
+                break
+            out += os.read(master, 65536)
+    finally:
+        stream.close()
+        os.close(master)
+    text = out.decode()
+    assert "\x1b[" in text and re.search(r"\x1b\[\d+F\x1b\[J", text)  # the table is redrawn where it was
+    final = text.rsplit("\x1b[J", 1)[-1]  # what the screen shows after the last redraw
+    assert "study demo: 1/4 done, 1 running, 2 pending · best val/mIoU16 15.00 % (trial_a)" in final
+    assert "ETA ~2 min" in final and "10.0 s/iteration" in final
+    rows = [line.split() for line in final.replace("\r", "").splitlines() if line.strip().startswith("trial_")]
+    assert rows == [["trial_b", "0.002", "0.004", "1/4", "12.00", "RUNNING"],
+                    ["trial_a", "0.01", "0.02", "4/4", "15.00", "COMPLETE"]], final
+    assert "trial_a COMPLETE" in text  # the end line itself stays above the table (in the scrollback)
+
+
+def test_progress_pickles_without_its_stream():
+    import pickle
+
+    progress = _progress(io.StringIO(), live=False)
+    _play(progress)
+    restored = pickle.loads(pickle.dumps(progress))  # Tuner.restore unpickles the callbacks
+    assert restored.stream is sys.stdout and restored.seconds_per_iteration() == 10.0
+
+
+def test_interrupted_study_end_line_says_stopped_not_ended(monkeypatch):
+    import study.interrupts
+
+    stream = io.StringIO()
+    progress = _progress(stream, live=False)
+    trials = _play(progress)
+    monkeypatch.setitem(study.interrupts._state, "signum", signal.SIGINT)
+    progress.on_experiment_end(trials)
+    last = stream.getvalue().splitlines()[-1]
+    assert "study stopped by SIGINT: 1 of 4 trials ended, 1 interrupted" in last and "study ended" not in last
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Ray's warnings
+
+
+def test_no_private_api_warning_when_forced_snapshots_are_switched_off(caplog):
+    from ray.tune.execution.tune_controller import TrialRunnerWrapper
+    from ray.util.debug import reset_log_once
+
+    from study.snapshots import stop_forced_snapshots
+
+    manager = type("Manager", (), {"_sync_every_n_trial_checkpoints": 2})()
+    controller = type("Controller", (), {"_checkpoint_manager": manager})()
+    wrapped = TrialRunnerWrapper(controller, trial_executor=None)  # what Ray hands a scheduler
+    reset_log_once("restrict_accessing_tune_controller")
+    with caplog.at_level(logging.WARNING):
+        assert stop_forced_snapshots(wrapped) is True
+    assert manager._sync_every_n_trial_checkpoints is None
+    assert not [r for r in caplog.records if "You are trying to access" in r.getMessage()]
+
+
+def test_a_local_ray_gets_token_auth_stated_so_ray_does_not_warn(monkeypatch):
+    import ray
+
+    import study.tuner
+
+    seen = {}
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kwargs: seen.update(mode=os.environ.get("RAY_AUTH_MODE"), **kwargs))
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    with study.tuner.ray_session():
+        pass
+    assert seen["mode"] == "token" and seen["address"] == "local"  # Ray's own default for a local cluster
+    assert "RAY_AUTH_MODE" not in os.environ  # only while the session ran
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # the user's choice is kept
+    with study.tuner.ray_session():
+        pass
+    assert seen["mode"] == "disabled"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# end to end with Ray
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "study.cli", *args]
+
+
+def _drive(command, env, cwd, *, until, signum, timeout=240):
+    """Start ``command``, send ``signum`` to it (only it, as a scheduler would) once ``until()`` is true, and
+    return its exit code and output."""
+    proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+    output: list[str] = []
+    deadline = time.time() + timeout
+    sent = False
+    while proc.poll() is None or not lines.empty():
+        try:
+            output.append(lines.get(timeout=0.5))
+        except queue.Empty:
+            pass
+        if not sent and until():
+            proc.send_signal(signum)
+            sent = True
+        if time.time() > deadline:
+            proc.kill()
+            raise AssertionError("driver did not stop:\n" + "".join(output))
+    assert sent, "the driver ended before the signal:\n" + "".join(output)
+    return proc.wait(), "".join(output)
+
+
+@pytest.mark.slow
+def test_sigint_and_sigterm_stop_a_study_that_resumes_to_the_end(tiny_benchmark, tmp_path, remove_driver_temp_dirs):
+    table = study_table(tiny_benchmark, name="stopme", num_samples=3, max_concurrent_trials=2,
+                        scheduler={"kind": "fifo"})
+    table["train"]["optim"].update(iter_max=8, iter_stop=8)
+    study_file = write_study_file(tmp_path / "stopme.toml", table)
+    storage = tmp_path / "studies"
+    home = storage / "stopme"
+    remove_driver_temp_dirs(home)
+    env = {**os.environ, **TEST_RAY_ENV, "RAY_TMPDIR": str(tmp_path),
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "DASTUDY_FAULT": "pause_at:step:5",
+           "DASTUDY_FAULT_PAUSE_S": "600"}
+    line = f"interrupted — resume with: dastudy study resume stopme --storage {storage}"
+    for n, (args, signum, code) in enumerate(((("run", str(study_file)), signal.SIGINT, 130),
+                                              (("resume", "stopme"), signal.SIGTERM, 143))):
+        faults = tmp_path / f"faults{n}"  # a trial holds at step 5 (after its checkpoint at 4) until the signal
+        faults.mkdir()
+        code_got, out = _drive(_cli("study", *args, "--storage", str(storage), "--num-cpus", "2"),
+                               {**env, "DASTUDY_FAULT_DIR": str(faults)}, tmp_path,
+                               until=lambda: any(faults.iterdir()), signum=signum)
+        assert code_got == code, out[-3000:]
+        assert out.rstrip().splitlines()[-1] == line, out[-3000:]
+        assert f"study stopped by {signal.Signals(signum).name}" in out and "study ended" not in out
+        assert "Tuner.restore" not in out and "Resume experiment with" not in out
+        assert "You are trying to access" not in out and "Token authentication is enabled" not in out
+        status = subprocess.run(_cli("study", "status", "stopme", "--storage", str(storage)), cwd=tmp_path,
+                                env=env, capture_output=True, text=True, timeout=120)
+        assert "INTERRUPTED" in status.stdout and " RUNNING" not in status.stdout, status.stdout
+    env.pop("DASTUDY_FAULT")
+    done = subprocess.run(_cli("study", "resume", "stopme", "--storage", str(storage), "--num-cpus", "2"),
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    again = subprocess.run(_cli("study", "resume", "stopme", "--storage", str(storage)), cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "is finished (3 of 3 trials COMPLETE or PRUNED); nothing to resume" in again.stdout
+    assert "resuming" not in again.stdout + again.stderr  # no Ray started
