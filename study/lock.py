@@ -6,9 +6,13 @@ the holder exits for any reason (SIGKILL included): a crashed driver never leave
 the holder's pid, host and start time only to name it in the refusal; it is not removed on release (removing it
 would let a third driver lock a new inode while a second still waits on the old one).
 
-``flock`` is advisory and, on NFS, is emulated with byte-range locks by Linux clients (``local_lock`` mount option
-aside), which the server arbitrates; drivers on different hosts sharing a study directory are therefore also
-excluded on NFSv4. Object-store studies lock their local home directory only.
+``flock`` is advisory and, on NFS, is emulated with byte-range locks by Linux clients, which the server
+arbitrates; drivers on different hosts sharing a study directory are therefore also excluded there, and on Lustre
+mounted with ``-o flock``. Not everywhere: NFS mounted with ``nolock`` or ``local_lock=flock|all`` and Lustre with
+``localflock`` keep the lock on one node, and Lustre without ``flock`` has none; :func:`check_cluster_wide_lock`
+reads the study's mount in ``/proc/mounts`` and refuses those (study/lease.py calls it before a driver starts).
+Object-store and PostgreSQL studies are held by a lease in their own storage (study/lease.py); this lock then
+guards the driver's local home directory only.
 """
 from __future__ import annotations
 
@@ -91,16 +95,14 @@ def _unescape(field_text: str) -> str:  # /proc/mounts writes space, tab, newlin
 
 
 def mount_of(path: str | os.PathLike, mounts_text: str | None = None) -> Mount | None:
-    """The mount that holds ``path`` (its nearest existing ancestor, symlinks resolved), from ``/proc/mounts``
-    or the given text; the last of several mounts on one point wins, as in the kernel's table."""
+    """The mount that holds ``path`` (symlinks resolved; the path need not exist yet), from ``/proc/mounts`` or
+    the given text; the last of several mounts on one point wins, as in the kernel's table."""
     if mounts_text is None:
         try:
             mounts_text = Path("/proc/mounts").read_text()
         except OSError:
             return None
     target = Path(path).resolve()
-    while not target.exists() and target != target.parent:
-        target = target.parent
     best: Mount | None = None
     for line in mounts_text.splitlines():
         parts = line.split()
@@ -139,7 +141,7 @@ def node_local_lock(mount: Mount | None) -> tuple[str, str] | None:
             return "refuse", (f"{where}: {local[0]} makes flock node-local, a driver on another node would not see "
                               "this one; remount without it (NFSv3 needs the lock daemon, rpc.statd)")
         return None
-    if fstype.startswith("fuse.") or fstype in UNKNOWN_LOCKING:
+    if (fstype.startswith("fuse.") and fstype != "fuse.ceph-fuse") or fstype in UNKNOWN_LOCKING:
         return "warn", (f"{where}: {UNKNOWN_LOCKING.get(fstype, 'a FUSE filesystem may keep flock on this node')}"
                         "; two drivers on different nodes may not exclude each other")
     return None

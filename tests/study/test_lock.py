@@ -59,3 +59,62 @@ def test_study_resume_of_a_held_study_exits_with_one_line_naming_the_holder(tmp_
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert len(err.splitlines()) == 1 and f"pid {holder.pid}" in err and str(location.home) in err, err
+
+
+# ---------------------------------------------------------------------------------------------------------
+# is the lock cluster-wide? (the study's mount, from a /proc/mounts text)
+
+MOUNTS = r"""proc /proc proc rw,relatime 0 0
+/dev/nvme0n1p1 / ext4 rw,relatime 0 0
+10.0.0.5@o2ib:/scratch /lustre/scratch lustre rw,localflock,lazystatfs 0 0
+10.0.0.5@o2ib:/project /lustre/project lustre rw,flock,lazystatfs 0 0
+10.0.0.6@tcp:/home /lustre/home lustre rw,lazystatfs 0 0
+nfs1:/export/v3 /nfs/v3 nfs rw,vers=3,nolock,proto=tcp 0 0
+nfs1:/export/v4 /nfs/v4 nfs4 rw,vers=4.2,local_lock=none,proto=tcp 0 0
+nfs1:/export/ll /nfs/ll nfs4 rw,vers=4.1,local_lock=flock 0 0
+nfs1:/export/v4 /nfs/v4/inner\040dir ext4 rw 0 0
+sshfs#me@host: /mnt/sshfs fuse.sshfs rw,user_id=0 0 0
+beegfs_nodev /mnt/beegfs beegfs rw,cfgFile=/etc/beegfs/beegfs-client.conf 0 0
+"""
+
+
+@pytest.mark.parametrize("path, verdict, words", [
+    ("/lustre/scratch/studies/demo", "refuse", ["localflock", "/lustre/scratch", "remount with -o flock"]),
+    ("/lustre/project/studies/demo", None, []),
+    ("/lustre/home/me/studies/demo", "refuse", ["no flock", "-o flock"]),
+    ("/nfs/v3/studies/demo", "refuse", ["nolock", "node-local"]),
+    ("/nfs/v4/studies/demo", None, []),
+    ("/nfs/ll/demo", "refuse", ["local_lock=flock"]),
+    ("/nfs/v4/inner dir/demo", None, []),  # a local disk mounted inside the NFS tree (\040 is a space)
+    ("/mnt/sshfs/demo", "warn", ["FUSE"]),
+    ("/mnt/beegfs/demo", "warn", ["tuneUseGlobalFileLocks"]),
+    ("/home/me/studies/demo", None, []),  # a local disk: no other node sees the study there
+])
+def test_the_lock_is_refused_where_the_mount_keeps_it_on_one_node(path, verdict, words):
+    from study.lock import mount_of, node_local_lock
+
+    found = node_local_lock(mount_of(path, MOUNTS))
+    assert (found and found[0]) == verdict, found
+    for word in words:
+        assert word in found[1], found
+
+
+def test_a_node_local_lock_is_refused_in_one_line_unless_the_user_says_one_node_drives_the_study(monkeypatch):
+    from study.lock import NODE_LOCAL_ENV, check_cluster_wide_lock
+
+    monkeypatch.delenv(NODE_LOCAL_ENV, raising=False)
+    with pytest.raises(StudyLocked) as refused:
+        check_cluster_wide_lock(Path("/lustre/scratch/studies/demo"), mounts_text=MOUNTS)
+    message = str(refused.value)
+    assert "\n" not in message and "/lustre/scratch/studies/demo" in message and f"{NODE_LOCAL_ENV}=1" in message
+    monkeypatch.setenv(NODE_LOCAL_ENV, "1")
+    assert "localflock" in check_cluster_wide_lock(Path("/lustre/scratch/studies/demo"), mounts_text=MOUNTS)
+    assert check_cluster_wide_lock(Path("/lustre/project/studies/demo"), mounts_text=MOUNTS) is None
+
+
+def test_the_study_directorys_own_mount_is_read_from_proc_mounts(tmp_path):
+    from study.lock import mount_of
+
+    mount = mount_of(tmp_path / "not yet made")
+    assert mount is not None and (tmp_path.resolve() == Path(mount.point)
+                                  or Path(mount.point) in tmp_path.resolve().parents)
