@@ -64,21 +64,27 @@ class CheckReport:
         return [name for i, name in enumerate(L.CITYSCAPES_CLASSES) if hist[i] > 0]
 
     def format(self, *, max_problems: int = 50) -> str:
-        """The report as text: counts, class histogram per split, notes and problems."""
-        lines = [f"dataset {self.dataset} at {self.root} ({'all files' if self.full else 'sampled'} decoding)", "",
-                 f"{'split':<14}{'found':>8}{'expected':>10}  basis"]
-        for c in self.counts:
-            mark = "" if c.expected is None or c.found == c.expected else "   <-- mismatch"
-            lines.append(f"{c.split:<14}{c.found:>8}{'-' if c.expected is None else c.expected:>10}  {c.basis}{mark}")
-        lines += ["", f"class histogram over {self.labels_decoded} decoded label maps (pixels, share of all pixels):"]
+        """The report as text: counts, class histogram per split, notes and problems. A table with nothing in it
+        (no split found, no label decoded: a missing root) is left out rather than printed empty."""
+        lines = [f"dataset {self.dataset} at {self.root} ({'all files' if self.full else 'sampled'} decoding)", ""]
+        if self.counts:
+            lines.append(f"{'split':<14}{'found':>8}{'expected':>10}  basis")
+            for c in self.counts:
+                mark = "" if c.expected is None or c.found == c.expected else "   <-- mismatch"
+                lines.append(f"{c.split:<14}{c.found:>8}{'-' if c.expected is None else c.expected:>10}  "
+                             f"{c.basis}{mark}")
+            lines.append("")
         splits = sorted(self.histograms)
-        lines.append(f"{'class':<15}" + "".join(f"{s:>22}" for s in splits))
-        totals = {s: max(1, int(self.histograms[s].sum())) for s in splits}
-        for index, name in enumerate(list(L.CITYSCAPES_CLASSES) + ["(ignored)"]):
-            cells = "".join(f"{int(self.histograms[s][index]):>14} {100 * self.histograms[s][index] / totals[s]:6.2f}%"
-                            for s in splits)
-            lines.append(f"{name:<15}{cells}")
-        lines.append("")
+        if self.labels_decoded and splits:
+            lines.append(f"class histogram over {self.labels_decoded} decoded label maps (pixels, share of all "
+                         "pixels):")
+            lines.append(f"{'class':<15}" + "".join(f"{s:>22}" for s in splits))
+            totals = {s: max(1, int(self.histograms[s].sum())) for s in splits}
+            for index, name in enumerate(list(L.CITYSCAPES_CLASSES) + ["(ignored)"]):
+                cells = "".join(f"{int(self.histograms[s][index]):>14} "
+                                f"{100 * self.histograms[s][index] / totals[s]:6.2f}%" for s in splits)
+                lines.append(f"{name:<15}{cells}")
+            lines.append("")
         for note in self.notes:
             lines.append(f"note: {note}")
         if self.problems:
@@ -290,6 +296,8 @@ def check_dataset(root: str | Path, dataset: str, *, full: bool = False, progres
     checker = _Checker(root, dataset, full, progress)
     if not root.is_dir():
         checker.problem(f"{root}: {dataset} root folder does not exist")
+        checker.report.notes.append("docs/data.md gives each dataset's layout and where to download it; "
+                                    "`dastudy data synth OUT` writes the synthetic stand-in")
         return checker.report
     _CHECKS[dataset](checker)
     return checker.report

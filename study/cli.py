@@ -21,7 +21,45 @@ class _Parser(argparse.ArgumentParser):
     """Usage mistakes are one line naming the option and value, plus where to read more (not the whole usage)."""
 
     def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+        self.exit(2, f"{self.prog}: error: {self._explain(message)} (see `{self.prog} --help`)\n")
+
+    def _explain(self, message: str) -> str:
+        required = "the following arguments are required: "
+        if message.startswith(required):
+            # argparse lists optional positionals too (`study run` said "PRESET_OR_FILE, KEY=VALUE" although
+            # overrides are optional): only what must be given
+            optional = {a.metavar or a.dest for a in self._actions
+                        if not a.option_strings and a.nargs in ("*", "?", argparse.REMAINDER)}
+            names = [n for n in message[len(required):].split(", ") if n not in optional]
+            if names:
+                return required + ", ".join(names)
+        unknown = "unrecognized arguments: "
+        if message.startswith(unknown):
+            hints = [f"{word} (did you mean {match!r}?)" if match else word
+                     for word in message[len(unknown):].split() for match in [did_you_mean(word, self)]]
+            return unknown + " ".join(hints)
+        return message
+
+
+def option_strings(parser: argparse.ArgumentParser) -> list[str]:
+    """Every --option of ``parser`` and of the subcommands below it."""
+    out: list[str] = []
+    for action in parser._actions:  # argparse keeps its actions here; there is no public accessor
+        out += [o for o in action.option_strings if o.startswith("--")]
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                out += option_strings(sub)
+    return sorted(set(out))
+
+
+def did_you_mean(word: str, parser: argparse.ArgumentParser) -> str | None:
+    """The known --option closest to a mistyped one (``--dryrun`` -> ``--dry-run``), or None."""
+    import difflib
+
+    if not word.startswith("--"):
+        return None
+    close = difflib.get_close_matches(word.split("=", 1)[0], option_strings(parser), n=1, cutoff=0.75)
+    return close[0] if close else None
 
 
 def get_parser() -> argparse.ArgumentParser:

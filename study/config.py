@@ -7,6 +7,7 @@ Everything is validated strictly before any work starts.
 """
 from __future__ import annotations
 
+import re
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -43,6 +44,29 @@ def resolve_named_file(name_or_path: str | Path, package: str, relative_to: Path
     raise FileNotFoundError(f"{name_or_path}: no such file, and not a shipped {package[:-1]} name (shipped: {names})")
 
 
+class TomlSyntaxError(ConfigError):
+    """A file that is not TOML, as editors and compilers say it: ``FILE:LINE:COLUMN: not valid TOML: why``
+    (ConfigError's "key = value is not valid" form read ``<file> = ''`` here)."""
+
+    def __init__(self, source: str, err: Exception | str):
+        text = str(err)
+        where = re.search(r"\(at line (\d+), column (\d+)\)$", text)
+        why = text[:where.start()].strip() if where else text
+        at = f":{where.group(1)}:{where.group(2)}" if where else ""
+        super().__init__(source, "<file>", "", f"valid TOML ({text})")
+        self.args = (f"{source}{at}: not valid TOML: {why}",)
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+    def __reduce__(self):
+        return _toml_error, (self.source, self.allowed[len("valid TOML ("):-1])
+
+
+def _toml_error(source: str, text: str) -> "TomlSyntaxError":
+    return TomlSyntaxError(source, text)
+
+
 def load_toml(path: str | Path, package: str = "configs", _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Read a TOML file, following ``extends`` chains (cycles are refused)."""
     path = resolve_named_file(path, package)
@@ -53,7 +77,7 @@ def load_toml(path: str | Path, package: str = "configs", _seen: tuple[Path, ...
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
     except tomllib.TOMLDecodeError as err:
-        raise ConfigError(str(path), "<file>", "", f"valid TOML ({err})") from None
+        raise TomlSyntaxError(str(path), err) from None
     except UnicodeDecodeError as err:
         raise ConfigError(str(path), "<file>", f"byte {err.object[err.start:err.start + 1]!r} at offset {err.start}",
                           "UTF-8 text (TOML files are UTF-8; re-save the file as UTF-8)") from None

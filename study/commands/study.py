@@ -44,7 +44,8 @@ class _Paragraphs(argparse.HelpFormatter):
 def _add_storage(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage", default=None, metavar="PATH",
                         help="where studies live (default: $DASTUDY_STORAGE or ./studies; on a multi-node cluster a "
-                             "shared filesystem path or an object-store URI such as s3://bucket/studies)")
+                             "shared filesystem path or an object-store URI such as s3://bucket/studies, whose "
+                             "studies keep their local files in $DASTUDY_HOME/NAME, default ./studies/NAME)")
 
 
 def _run_options(parser: argparse.ArgumentParser) -> None:
@@ -76,7 +77,11 @@ def split_overrides(args: argparse.Namespace, add_options) -> argparse.Namespace
             setattr(args, key, value)
     bad = [item for item in rest if "=" not in item or item.startswith("-")]
     if bad:
-        raise UserError(f"{bad[0]!r} is neither an option nor an override KEY=VALUE (e.g. num_samples=4)")
+        from study.cli import did_you_mean
+
+        match = did_you_mean(bad[0], options)
+        hint = f"did you mean {match!r}?" if match else "e.g. num_samples=4"
+        raise UserError(f"{bad[0]!r} is neither an option nor an override KEY=VALUE ({hint})")
     args.overrides = rest
     return args
 
@@ -121,7 +126,9 @@ def register(subparsers) -> None:
                     "it). A study file whose search space was edited since the study ran is refused, naming the "
                     "difference, unless --allow-changed-space. On a new head, `resume s3://bucket/prefix/NAME` "
                     "(or NAME --storage s3://bucket/prefix) first downloads the study files from the store into "
-                    "$DASTUDY_HOME/NAME, which must not exist yet.",
+                    "$DASTUDY_HOME/NAME, which must not exist yet ($DASTUDY_HOME, default ./studies, is where "
+                    "object-store studies keep their local files; filesystem studies live in --storage or "
+                    "$DASTUDY_STORAGE).",
         epilog="Security: Ray's experiment state in the study directory (tuner.pkl, searcher-state-*.pkl) is "
                "pickled Python, which runs code when loaded: resume only study directories you trust (your own "
                "runs, not ones downloaded or writable by others). Checkpoints are loaded with "

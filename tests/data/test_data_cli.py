@@ -60,3 +60,11 @@ def test_bad_size_argument(capsys):
     with pytest.raises(SystemExit):
         main(["data", "synth", "x", "--target-size", "192by96"])
     assert "write WIDTHxHEIGHT" in capsys.readouterr().err
+
+
+def test_check_of_a_missing_root_prints_its_problem_without_empty_tables(tmp_path, capsys):
+    assert main(["data", "check", str(tmp_path / "absent"), "--dataset", "cityscapes"]) == 1
+    out = capsys.readouterr().out
+    assert f"{tmp_path / 'absent'}: cityscapes root folder does not exist" in out and "1 problem(s):" in out
+    assert "split" not in out and "histogram" not in out and "road" not in out  # no empty table, no empty histogram
+    assert "docs/data.md" in out  # where to read the layout

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 
 import pytest
 
@@ -63,3 +64,61 @@ def test_mistyped_keys_get_a_did_you_mean(argv, hint, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and hint in err
+
+
+@pytest.mark.parametrize("argv, hint", [
+    (["study", "run", "demo", "--dryrun"], "'--dryrun' is neither an option nor an override KEY=VALUE "
+                                           "(did you mean '--dry-run'?)"),
+    (["study", "run", "demo", "--dry-run", "--nmae", "x"], "did you mean '--name'?"),
+    (["study", "status", "x", "--jsn"], "unrecognized arguments: --jsn (did you mean '--json'?)"),
+])
+def test_mistyped_options_get_a_did_you_mean(argv, hint, capsys):
+    assert _exit_code(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and hint in err, err
+
+
+def _exit_code(argv: list[str]) -> int:
+    """main's return value, or the code argparse exits with."""
+    try:
+        return main(argv)
+    except SystemExit as stopped:
+        return int(stopped.code)
+
+
+@pytest.mark.parametrize("argv, required", [
+    (["study", "run"], "PRESET_OR_FILE"),  # the overrides are optional: not "PRESET_OR_FILE, KEY=VALUE"
+    (["train-source"], "config"),  # not "config, overrides"
+    (["evaluate"], "config, --checkpoint"),
+])
+def test_missing_arguments_name_only_what_is_required(argv, required, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert stopped.value.code == 2
+    assert err.split("the following arguments are required: ")[1].split(" (see")[0] == required, err
+
+
+def test_a_toml_syntax_error_reads_as_one(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "x"\n[search\nspace = "lambda_lr"\n')
+    for argv in (["study", "run", str(bad), "--dry-run"], ["config", "show", str(bad)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == f"dastudy: error: {bad}:2:8: not valid TOML: Expected ']' at the end of a table declaration"
+
+
+def test_storage_variables_are_named_the_same_everywhere(capsys):
+    """--storage is $DASTUDY_STORAGE in every command; $DASTUDY_HOME (an object-store study's local files) is
+    explained wherever it is named."""
+    helps = {}
+    for action in ("run", "resume", "status", "report", "tensorboard"):
+        with pytest.raises(SystemExit):
+            main(["study", action, "--help"])
+        helps[action] = " ".join(capsys.readouterr().out.split())
+    for action, text in helps.items():
+        assert "--storage PATH where studies live (default: $DASTUDY_STORAGE or ./studies;" in text, action
+        for mention in re.finditer(r"\$DASTUDY_HOME", text):
+            assert "default ./studies" in text[mention.start():mention.start() + 120], (action, text)
+    assert "$DASTUDY_HOME/NAME, which must not exist yet ($DASTUDY_HOME, default ./studies, is where object-store " \
+           "studies keep their local files" in helps["resume"]
