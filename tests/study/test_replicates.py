@@ -315,3 +315,27 @@ def test_seeds_both_declared_and_searched_are_refused_naming_both():
         study_from_dict(data, source="demo")
     text = str(err.value)
     assert "search.seeds" in text and "'lambda_seeds'" in text and "runtime.seed" in text
+
+
+def test_a_mean_equal_to_the_cutoff_goes_on_as_in_rays_asha():
+    a1, a2, b1, b2 = _trial("a1", "A", 1), _trial("a2", "A", 2), _trial("b1", "B", 1), _trial("b2", "B", 2)
+    # A's mean 0.625 is the cutoff; B's seeds differ (0.25, 1.0) but their mean equals it: not below, promoted
+    assert _feed(_scheduler(), [(a1, 1, 0.5), (a2, 1, 0.75), (b1, 1, 0.25), (b2, 1, 1.0)]) == [GO, GO, GO, GO]
+
+
+def test_a_failed_configuration_rerun_to_its_end_on_resume_is_recorded_from_all_replicates(tmp_path):
+    searcher = _replicates(tmp_path, seeds=(1, 2), num_samples=1)
+    searcher.suggest("a"), searcher.suggest("b")
+    _run(searcher, "a", [0.2, 0.4, 0.6, 0.8], finished=True)
+    searcher.on_trial_complete("b", error=True)
+    assert _optuna_trials(tmp_path)[0].state.name == "FAIL"
+    # `study resume` re-ran b from its checkpoint to the end; Ray's results of the resumed fit
+    results = [SimpleNamespace(error=None, metrics={"trial_id": "a", METRIC: 0.8, "training_iteration": 4,
+                                                    "finished": 1.0}),
+               SimpleNamespace(error=None, metrics={"trial_id": "b", METRIC: 0.4, "training_iteration": 4,
+                                                    "finished": 1.0})]
+    assert searcher.record_reruns(results) == 1
+    failed, rerun = _optuna_trials(tmp_path)
+    assert failed.state.name == "FAIL" and rerun.state.name == "COMPLETE"
+    assert rerun.value == pytest.approx(0.6) and rerun.user_attrs["rerun_of"] == failed.number
+    assert searcher.record_reruns(results) == 0  # told once
