@@ -1,5 +1,18 @@
-"""Figures of the report (matplotlib, Agg; PNG metadata without the version stamp so that a regenerated figure is
-identical)."""
+"""Figures of the report, fit for a paper draft: each figure as a PNG at :data:`DPI` dpi (for report.md) and a
+vector PDF beside it (for LaTeX), both without version or date stamps so that a regenerated figure is identical.
+
+Conventions (the reasons are in the functions):
+
+- every mean over seeds carries its 95 % Student-t interval where n >= 2 and says its n in the legend; a
+  configuration with one seed is a plain marker and is called so;
+- a line joins only configurations that share every other searched parameter (one series per value of the
+  others); when the others vary from point to point (a TPE/random search) the means are drawn unjoined and the
+  legend says why;
+- learning curves run over the engine's SGD iterations (not Ray's ``training_iteration``), one per trial,
+  labelled with the trial label (:func:`study.labels.trial_label`), replicates of one configuration as a mean
+  with a band;
+- mIoU in percent, as everywhere else.
+"""
 from __future__ import annotations
 
 import json
@@ -36,9 +49,15 @@ def _space_dimensions(study_dir: Path) -> Mapping[str, Any]:
         return {}
 
 
+DPI = 200  # PNG resolution: a column-wide figure (3.3 in) keeps ~650 pixels, enough for print
+_PDF_METADATA = {"Creator": None, "Producer": None, "CreationDate": None}  # no version or clock in the file
+
+
 def _save(fig, path: Path) -> Path:
+    """``path`` (PNG, :data:`DPI` dpi) and the same figure as ``path.with_suffix('.pdf')``."""
     # "Software" would stamp the matplotlib version; the Agg PNG writer adds no date of its own.
-    fig.savefig(path, dpi=100, metadata={"Software": None})
+    fig.savefig(path, dpi=DPI, metadata={"Software": None})
+    fig.savefig(path.with_suffix(".pdf"), metadata=_PDF_METADATA)
     import matplotlib.pyplot as plt
 
     plt.close(fig)
@@ -51,8 +70,8 @@ def _group_of(data: StudyData, trial: TrialRecord) -> str:
 
 
 def _log_ticks(ax, values: Sequence[float]) -> None:
-    """A log x-axis whose labels never overlap: the searched values themselves when there are few (rotated),
-    else one label per decade in scientific notation (``0.0010.002`` came from minor-tick labels)."""
+    """A log x-axis whose labels never overlap and are never a lone label: the searched values themselves when
+    there are few (rotated), 1-2-5 steps within a span of under three decades, else one label per decade."""
     from matplotlib.ticker import FixedLocator, FuncFormatter, LogFormatterSciNotation, LogLocator, NullFormatter
 
     ax.set_xscale("log")
@@ -64,17 +83,53 @@ def _log_ticks(ax, values: Sequence[float]) -> None:
         low, high = distinct[0], distinct[-1]
         span = (high / low) ** 0.08 if high > low else 2.0
         ax.set_xlim(low / span, high * span)
+    elif distinct and distinct[-1] / distinct[0] < 1e3:  # a decade or two: one labelled tick per decade is too few
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=12))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+        ax.tick_params(axis="x", labelrotation=35, labelsize=8)
     else:
         ax.xaxis.set_major_locator(LogLocator(base=10, numticks=8))
         ax.xaxis.set_major_formatter(LogFormatterSciNotation())
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
+def _interval_text(ns: Sequence[int]) -> str:
+    """What the error bars of a series are, honestly: its replicate counts decide."""
+    ns = sorted(set(ns))
+    if not ns or ns[-1] < 2:
+        return "one seed each, no interval"
+    if len(ns) == 1:
+        return f"mean ± 95 % t-interval, n = {ns[0]}"
+    return f"mean ± 95 % t-interval where n ≥ 2 (n = {ns[0]}–{ns[-1]})"
+
+
+def _values_text(params: Mapping[str, Any], names: Sequence[str]) -> str:
+    from study.labels import format_value, symbol
+
+    return " ".join(f"{symbol(n)}={format_value(params[n])}" if symbol(n) else format_value(params[n])
+                    for n in names if n in params)
+
+
+MAX_SERIES = 6  # more series than this in one panel: a legend nobody can read; the means are drawn unjoined
+
+
+def _series(configs: Sequence[ConfigAggregate], name: str) -> dict[str, list[ConfigAggregate]]:
+    """Configurations that differ only in ``name`` (and the seed): a line may join their means. Keyed by the
+    values of the other searched parameters (the backbone left out: it is the colour)."""
+    out: dict[str, list[ConfigAggregate]] = {}
+    for c in configs:
+        others = sorted(k for k in c.params if k not in (name, MODEL_KEY) and not is_seed(k))
+        out.setdefault(_values_text(c.params, others), []).append(c)
+    return out
+
+
 def _sensitivity(path: Path, data: StudyData, searched: Sequence[str], space: Mapping[str, Any],
                  completed: Sequence[ConfigAggregate] = ()) -> Path | None:
     """One panel per searched parameter (the seed left out): every trial faded, and per configuration the mean
-    over its seeds ± sample sd, one colour and legend entry per backbone. On the λ_adv axis the λ_adv = 0 control
-    (no point on a log axis) is a horizontal line per backbone."""
+    over its seeds with its 95 % t-interval where n >= 2, one colour per backbone. Means are joined by a line
+    only within a series of configurations that share every other searched parameter (a line across points
+    whose learning rate also changes would show a trend that is not λ's). On the λ_adv axis the λ_adv = 0
+    control (no point on a log axis) is a horizontal line per backbone."""
     import matplotlib.pyplot as plt
 
     axes_names = [n for n in searched if not is_seed(n)]
@@ -88,6 +143,7 @@ def _sensitivity(path: Path, data: StudyData, searched: Sequence[str], space: Ma
     groups = sorted({_group_of(data, t) for t in plotted} | {_group_of(data, c.trials[0]) for c in completed})
     palette = ["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
     colour = {g: palette[k % len(palette)] for k, g in enumerate(groups)}
+    markers = ["s", "D", "^", "v", "P", "*"]
     many = len(groups) > 1
     for ax, name in zip(axes.flat, axes_names):
         values = [t.params.get(name) for t in plotted if name in t.params]
@@ -106,8 +162,9 @@ def _sensitivity(path: Path, data: StudyData, searched: Sequence[str], space: Ma
             done = [t for t in plotted if t.status == "completed" and name in t.params and _group_of(data, t) == g
                     and on_axis(t.params[name])]
             if done:
-                ax.scatter([x_of(t.params[name]) for t in done], [100 * t.metric for t in done], marker="o", s=22,
-                           alpha=0.35, color=colour[g], label=f"{g}: one seed" if many else "completed (one seed)")
+                ax.scatter([x_of(t.params[name]) for t in done], [100 * t.metric for t in done], marker="o", s=18,
+                           alpha=0.3, color=colour[g], linewidths=0,
+                           label=f"{g}: each completed trial" if many else "each completed trial")
         for status, (marker, alpha) in _STATUS_STYLE.items():
             if status == "completed":
                 continue
@@ -116,23 +173,38 @@ def _sensitivity(path: Path, data: StudyData, searched: Sequence[str], space: Ma
                 ax.scatter([x_of(t.params[name]) for t in group], [100 * t.metric for t in group], marker=marker,
                            alpha=alpha, s=28, color="tab:gray", label=f"{status} (early score)")
         for g in groups:
-            points = sorted((x_of(c.params[name]), 100 * c.score.mean,
-                             100 * c.score.sd if c.score.n > 1 else 0.0, c.score.n) for c in completed
-                            if name in c.params and _group_of(data, c.trials[0]) == g and on_axis(c.params[name]))
-            if points:
-                ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points], fmt="s-",
-                            lw=1, color=colour[g], capsize=3, ms=5,
-                            label=f"{g}: mean ± sd over seeds" if many else "mean ± sd over seeds")
+            mine = [c for c in completed if name in c.params and _group_of(data, c.trials[0]) == g
+                    and on_axis(c.params[name])]
+            series = _series(mine, name)
+            joined = len(series) <= MAX_SERIES and any(len({x_of(c.params[name]) for c in cs}) > 1
+                                                      for cs in series.values())
+            prefix = f"{g}: " if many else ""
+            if joined:
+                for k, (others, cs) in enumerate(sorted(series.items())):
+                    cs = sorted(cs, key=lambda c: x_of(c.params[name]))
+                    label = f"{prefix}{others + ': ' if others else ''}{_interval_text([c.score.n for c in cs])}"
+                    _means(ax, [x_of(c.params[name]) for c in cs], cs, colour[g], markers[k % len(markers)],
+                           line=len(cs) > 1, label=label)
+            elif mine:
+                # name only the parameters that do differ, and only where a line could have been drawn at all
+                others = sorted(k for k in {k for c in mine for k in c.params}
+                                if k not in (name, MODEL_KEY) and not is_seed(k)
+                                and len({json.dumps(c.params.get(k), default=str) for c in mine}) > 1)
+                spread = len({x_of(c.params[name]) for c in mine}) > 1
+                note = (f" (not joined: {', '.join(param_label(k) for k in others)} "
+                        f"{'differs' if len(others) == 1 else 'differ'})"
+                        if others and spread else "")
+                _means(ax, [x_of(c.params[name]) for c in mine], mine, colour[g], "s", line=False,
+                       label=f"{prefix}{_interval_text([c.score.n for c in mine])}{note}")
             if zero_on_log:
                 zero = [c for c in completed if _number(c.params.get(name)) == 0 and _group_of(data, c.trials[0]) == g]
                 for c in zero:
                     ax.axhline(100 * c.score.mean, color=colour[g], ls=":", lw=1.2,
-                               label=f"{g}: λ = 0 control (n={c.score.n})" if many else
-                               f"λ = 0 control (n={c.score.n})")
+                               label=f"{prefix}λ = 0 control (n={c.score.n})")
         if data.baseline and data.metric in data.baseline and math.isfinite(data.baseline[data.metric]):
             ax.axhline(100 * data.baseline[data.metric], color="tab:red", ls="--", lw=1, label="source only")
         if log:
-            _log_ticks(ax, [float(v) for v in values])
+            _log_ticks(ax, [float(v) for v in values if _number(v) is not None])
         if not numeric:
             ax.set_xticks(range(len(categories)), categories, rotation=20, fontsize=8)
             ax.set_xlim(-0.5, len(categories) - 0.5)
@@ -145,10 +217,10 @@ def _sensitivity(path: Path, data: StudyData, searched: Sequence[str], space: Ma
     for ax in axes.flat:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             seen.setdefault(label, handle)
+    ncol = min(2 if cols > 1 else 1, len(seen)) if seen else 1
     if seen:  # nothing to label when every trial failed
-        fig.legend(list(seen.values()), list(seen), fontsize=8, loc="lower center", ncol=min(3 if cols > 1 else 2, len(seen)),
-                   frameon=False)
-    legend_rows = math.ceil(len(seen) / (min(3 if cols > 1 else 2, len(seen)))) if seen else 0
+        fig.legend(list(seen.values()), list(seen), fontsize=8, loc="lower center", ncol=ncol, frameon=False)
+    legend_rows = math.ceil(len(seen) / ncol) if seen else 0
     title = f"{data.name}: {data.metric} at each trial's last report"
     if failed:
         title += f" ({len(failed)} failed/diverged, not shown)"
@@ -160,21 +232,55 @@ def _sensitivity(path: Path, data: StudyData, searched: Sequence[str], space: Ma
     return _save(fig, path)
 
 
-def _learning_curves(path: Path, data: StudyData, rungs: Sequence[int]) -> Path | None:
+def _means(ax, xs: Sequence[float], configs: Sequence[ConfigAggregate], colour: str, marker: str, *,
+           line: bool, label: str) -> None:
+    """Configuration means with their 95 % t-intervals (none where n = 1), a marker large enough to see over
+    the faded trials, joined by a line only when ``line``."""
+    ys = [100 * c.score.mean for c in configs]
+    errors = [100 * c.score.ci95 if c.score.n > 1 and math.isfinite(c.score.ci95) else 0.0 for c in configs]
+    ax.errorbar(xs, ys, yerr=errors if any(errors) else None, fmt=marker + ("-" if line else ""), lw=1.2,
+                color=colour, capsize=3, ms=6.5, mec="black", mew=0.6, zorder=3, label=label)
+
+
+def _iterations_per_round(trial: TrialRecord) -> float | None:
+    """SGD iterations per evaluation round of a trial: the engine evaluates every ``eval.interval`` iterations
+    and reports each evaluation to Ray, so its last report's iteration over its round count is that interval."""
+    if trial.iteration is None or not trial.rounds:
+        return None
+    return trial.iteration / trial.rounds
+
+
+def _learning_curves(path: Path, data: StudyData, rungs: Sequence[int],
+                     dimensions: Sequence[str] | None = None) -> Path | None:
+    """The study metric against SGD iterations, one line per trial labelled with its trial label; configurations
+    with several seeds also get their mean with a 95 % t-interval band over the iterations all their seeds
+    reached. ASHA's rungs are vertical lines, labelled on a top axis."""
     import matplotlib.pyplot as plt
+
+    from study.labels import trial_label
+    from study.report.aggregate import config_key, stats
 
     curves = [t for t in data.trials if t.curve]
     if not curves:
         return None
+    steps = {t.name: _iterations_per_round(t) for t in curves}
+    in_iterations = all(v for v in steps.values())
+
+    def xs_of(trial: TrialRecord) -> list[float]:
+        scale = steps[trial.name] if in_iterations else 1.0
+        return [x * scale for x, _ in trial.curve]
+
+    def label_of(trial: TrialRecord) -> str:
+        return trial_label(trial.order, trial.params, dimensions, fallback=trial.name)
+
     fig, ax = plt.subplots(figsize=(8, 4.8))
     cmap = plt.get_cmap("tab20")
     if len(curves) <= 16:  # one labelled line per trial
         for index, trial in enumerate(curves):
-            xs = [x for x, _ in trial.curve]
             ys = [100 * y for _, y in trial.curve]
             dashed = trial.status != "completed"
-            ax.plot(xs, ys, ls="--" if dashed else "-", lw=1.0 if dashed else 1.6, color=cmap(index % 20),
-                    marker=".", ms=4, label=f"{trial.name} ({trial.status})")
+            ax.plot(xs_of(trial), ys, ls="--" if dashed else "-", lw=1.0 if dashed else 1.6, color=cmap(index % 20),
+                    marker="o", ms=3.5, label=f"{label_of(trial)} ({trial.status})")
     else:  # a big study: one collection per style (1,000 separate lines took 1.8 s of a 3.3 s report)
         from matplotlib.collections import LineCollection
 
@@ -182,32 +288,55 @@ def _learning_curves(path: Path, data: StudyData, rungs: Sequence[int]) -> Path 
             group = [(i, t) for i, t in enumerate(curves) if (t.status != "completed") == dashed]
             if group:
                 ax.add_collection(LineCollection(
-                    [[(x, 100 * y) for x, y in t.curve] for _, t in group], colors=[cmap(i % 20) for i, _ in group],
-                    linestyles="--" if dashed else "-", linewidths=0.6 if dashed else 1.2, alpha=0.6))
+                    [list(zip(xs_of(t), [100 * y for _, y in t.curve])) for _, t in group],
+                    colors=[cmap(i % 20) for i, _ in group], linestyles="--" if dashed else "-",
+                    linewidths=0.6 if dashed else 1.2, alpha=0.6))
         ax.autoscale_view()
-    ends = [(t.curve[-1][0], 100 * t.curve[-1][1], t.status) for t in curves
+    replicated: dict[str, list[TrialRecord]] = {}
+    for t in curves:
+        if t.status == "completed":
+            replicated.setdefault(config_key(t.params), []).append(t)
+    for k, members in enumerate(m for m in replicated.values() if len(m) > 1):
+        shared = sorted(set.intersection(*[set(xs_of(t)) for t in members]))
+        if len(shared) < 2:
+            continue
+        by_x = [{x: y for x, (_, y) in zip(xs_of(t), t.curve)} for t in members]
+        spread = [stats(m[x] for m in by_x) for x in shared]
+        mean = [100 * s_.mean for s_ in spread]
+        half = [100 * s_.ci95 for s_ in spread]
+        colour = plt.get_cmap("Dark2")(k % 8)
+        ax.fill_between(shared, [m - h for m, h in zip(mean, half)], [m + h for m, h in zip(mean, half)],
+                        color=colour, alpha=0.18, lw=0)
+        others = sorted(n for n in members[0].params if not is_seed(n))
+        ax.plot(shared, mean, color=colour, lw=2.4, marker="s", ms=4.5, mec="black", mew=0.5,
+                label=f"{_values_text(members[0].params, others)}: mean ± 95 % t-interval (n = {len(members)})")
+    ends = [(xs_of(t)[-1], 100 * t.curve[-1][1], t.status) for t in curves
             if t.status in ("pruned", "stopped", "failed", "diverged")]
     for failed in (False, True):
         points = [(x, y) for x, y, status in ends if (status == "failed") == failed]
         if points:
             ax.scatter([x for x, _ in points], [y for _, y in points], marker="x", s=36 if len(curves) <= 16 else 12,
                        color="tab:red" if failed else "black", linewidths=1, zorder=3)
-    for rung in rungs:
-        ax.axvline(rung, color="0.5", ls=":", lw=1)
+    rung_scale = {steps[t.name] for t in curves} if in_iterations else {1.0}
+    rung_xs = [r * next(iter(rung_scale)) for r in rungs] if len(rung_scale) == 1 else []
+    for x in rung_xs:  # rungs are in rounds: in iterations only when every trial evaluates at the same interval
+        ax.axvline(x, color="0.5", ls=":", lw=1)
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    if rungs:
+    if rung_xs:
         # Rung labels as ticks of a top axis: tight_layout makes room for them (text annotated inside the axes
         # at its top edge was clipped).
         top = ax.secondary_xaxis("top")
-        top.set_xticks(list(rungs), [f"rung {k}" for k in range(len(rungs))], fontsize=7, color="0.4")
-    ax.set_xlabel(f"{data.time_attr} (evaluation rounds)")
+        top.set_xticks(rung_xs, [f"rung {k}" for k in range(len(rung_xs))], fontsize=7, color="0.4")
+    ax.set_xlabel("iteration (SGD steps)" if in_iterations else f"{data.time_attr} (evaluation rounds)")
     ax.set_ylabel(f"{data.metric} (%)")
     ax.set_title(f"{data.name}: learning curves (dashed = stopped early; x = last report)", fontsize=10)
     ax.grid(alpha=0.3)
-    if len(curves) <= 16:
-        ax.legend(fontsize=7, ncol=2, loc="best")
+    if len(curves) <= 16 or replicated:
+        handles, labels = ax.get_legend_handles_labels()
+        if handles:
+            ax.legend(fontsize=7, ncol=2 if len(handles) > 6 else 1, loc="best")
     fig.tight_layout()
     return _save(fig, path)
 
@@ -265,7 +394,7 @@ def _draw_all(figure_dir: Path, data: StudyData, *, best: ConfigAggregate | Tria
     space = _space_dimensions(space_dir if space_dir is not None else figure_dir.parent)
     jobs: list[tuple[str, Any]] = [  # in this order two workers share the work about evenly
         ("sensitivity", lambda p: _sensitivity(p, data, searched, space, completed)),
-        ("learning_curves", lambda p: _learning_curves(p, data, rungs)),
+        ("learning_curves", lambda p: _learning_curves(p, data, rungs, list(space) or None)),
         ("importance", lambda p: _importance_figure(p, data, importances)),
         ("per_class_iou", lambda p: _per_class_figure(p, data, best)),
     ]

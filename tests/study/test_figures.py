@@ -1,0 +1,251 @@
+"""The report's figures as a paper would use them: read back from the saved files (PNG resolution, PDF beside it)
+and from the matplotlib objects that drew them (legends, lines, error bars, axes)."""
+from __future__ import annotations
+
+import json
+import struct
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_report import LAMBDA, LR, LUCKY, MODEL, PAPER, SEED, TRIALS, make_study  # noqa: E402
+
+from study.report import load_study, write_report  # noqa: E402
+from study.report.aggregate import completed_and_stopped  # noqa: E402
+
+
+def png_dpi(path: Path) -> tuple[float, float]:
+    """(x, y) dots per inch from the PNG's pHYs chunk (unit 1 = pixels per metre); raises when it has none."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", path
+    offset = 8
+    while offset < len(data):
+        length, kind = struct.unpack(">I4s", data[offset:offset + 8])
+        body = data[offset + 8:offset + 8 + length]
+        assert zlib.crc32(kind + body) == struct.unpack(">I", data[offset + 8 + length:offset + 12 + length])[0]
+        if kind == b"pHYs":
+            x, y, unit = struct.unpack(">IIB", body)
+            assert unit == 1, f"{path}: pHYs unit {unit} is not metres"
+            return round(x * 0.0254, 1), round(y * 0.0254, 1)  # pixels per metre are whole numbers
+        offset += 12 + length
+    raise AssertionError(f"{path}: no pHYs chunk (resolution unknown)")
+
+
+def _capture(monkeypatch):
+    import matplotlib
+
+    import study.report.figures as figures
+
+    matplotlib.use("Agg", force=True)
+    kept = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path: kept.append(fig) or path)
+    return figures, kept
+
+
+def _legend(fig) -> list[str]:
+    legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    return [t.get_text() for legend in legends for t in legend.get_texts()]
+
+
+def _panel(fig, label: str):
+    return [ax for ax in fig.axes if ax.get_xlabel().startswith(label)][0]
+
+
+def _means(ax):
+    """The configuration means of a panel: (errorbar container, its line)."""
+    return [(c, c.lines[0]) for c in ax.containers if hasattr(c, "has_yerr")]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    study_dir = make_study(tmp_path_factory.mktemp("figures"), trials=PAPER)
+    return study_dir, write_report(study_dir)
+
+
+def test_every_figure_is_a_png_at_200_dpi_with_a_pdf_beside_it(report, tmp_path):
+    study_dir, summary = report
+    assert sorted(p.name for p in summary.figures) == ["importance.png", "learning_curves.png",
+                                                       "per_class_iou.png", "sensitivity.png"]
+    for png in summary.figures:
+        assert min(png_dpi(png)) >= 200, png
+        from PIL import Image
+
+        width, height = Image.open(png).size
+        assert width >= 6 * 200 and height >= 2.5 * 200, (png, width, height)  # ≥ 6 x 2.5 inches at 200 dpi
+        pdf = png.with_suffix(".pdf")
+        data = pdf.read_bytes()
+        assert data.startswith(b"%PDF-1.") and data.rstrip().endswith(b"%%EOF"), pdf
+        assert len(data) > 5_000, (pdf, len(data))
+        assert b"/Font" in data  # text kept as text (a vector figure), not a raster in a PDF wrapper
+        assert b"matplotlib" not in data.lower() and b"/CreationDate" not in data  # no version, no clock
+    # regenerated elsewhere: the PDFs are byte-identical too
+    import shutil
+
+    moved = shutil.copytree(study_dir, tmp_path / "moved")
+    write_report(moved)
+    for png in summary.figures:
+        pdf = png.with_suffix(".pdf")
+        assert (moved / "figures" / pdf.name).read_bytes() == pdf.read_bytes(), pdf.name
+
+
+def test_a_grid_over_lambda_joins_configurations_that_share_the_rest_with_intervals(tmp_path, monkeypatch):
+    """λ × backbone with three seeds each (PAPER, lr fixed): one joined series per backbone, each mean with its
+    95 % t-interval (n = 3) as the error bar, the λ = 0 control a line; the old legend ("mean ± sd over seeds")
+    is gone."""
+    study_dir = make_study(tmp_path, trials=PAPER + [("x", 0.002, 0.01, 1, 4, "completed", "deeplabv2_tiny", 0.5),
+                                                     ("y", 0.0005, 0.01, 1, 4, "completed", "deeplabv2_tiny", 0.5)],
+                           baseline=False)
+    # as a grid study writes it: the λ dimension is a list of grid values, with no "log" flag
+    space = json.loads((study_dir / "space.json").read_text())
+    space["dimensions"][LAMBDA] = [{"type": "grid", "choices": [0.0, 0.0005, 0.001, 0.002, 0.004],
+                                    "applies_to": LAMBDA, "when": []}]
+    (study_dir / "space.json").write_text(json.dumps(space))
+    figures, kept = _capture(monkeypatch)
+    data = load_study(study_dir)
+    completed, _ = completed_and_stopped(data)
+    figures._sensitivity(tmp_path / "s.png", data, [LAMBDA, LR, MODEL, SEED], figures._space_dimensions(study_dir),
+                         completed)
+    fig = kept[0]
+    labels = _legend(fig)
+    assert not [lb for lb in labels if "sd over seeds" in lb or "None" in lb]
+    assert "deeplabv3plus_tiny: lr=0.01: mean ± 95 % t-interval, n = 3" in labels
+    # deeplabv2_tiny has x and y with one seed: its legend says the n range, not a promise for all points
+    assert "deeplabv2_tiny: lr=0.01: mean ± 95 % t-interval where n ≥ 2 (n = 1–3)" in labels
+    for model in ("deeplabv2_tiny", "deeplabv3plus_tiny"):
+        assert any(lb.startswith(f"{model}: λ = 0 control (n=3)") for lb in labels)
+    lam_ax = _panel(fig, "lambda_adv")
+    assert lam_ax.get_xscale() == "log"
+    by_x = {}
+    for c in completed:
+        by_x[(c.params[MODEL], c.params[LAMBDA])] = c
+    for container, line in _means(lam_ax):
+        assert line.get_linestyle() == "-"  # a series of configurations that differ in λ only
+        assert line.get_markersize() >= 6 and line.get_markeredgewidth() > 0  # visible over the faded trials
+        model = "deeplabv3plus_tiny" if "deeplabv3plus" in container.get_label() else "deeplabv2_tiny"
+        xs, ys = line.get_data()
+        segments = container.lines[2][0].get_segments() if container.lines[2] else []
+        halves = {round(seg[0][0], 12): (seg[1][1] - seg[0][1]) / 2 for seg in segments}
+        for x, y in zip(xs, ys):
+            config = by_x[(model, x)]
+            assert y == pytest.approx(100 * config.score.mean)
+            if config.score.n >= 2:
+                assert halves[round(x, 12)] == pytest.approx(100 * config.score.ci95)  # the t-interval, not sd
+            else:
+                assert round(x, 12) not in halves or halves[round(x, 12)] == 0  # no interval from one seed
+    fig.canvas.draw()
+    ticks = [t.get_text() for t in lam_ax.get_xticklabels() if t.get_text()]
+    assert ticks == ["0.0005", "0.001", "0.002", "0.004"]
+    renderer = fig.canvas.get_renderer()
+    width, height = fig.canvas.get_width_height()
+    box = fig.legends[0].get_window_extent(renderer)  # the legend is not cut off
+    assert 0 <= box.x0 and box.x1 <= width and 0 <= box.y0 and box.y1 <= height
+
+
+def test_points_that_differ_in_another_parameter_are_never_joined(tmp_path, monkeypatch):
+    """TRIALS: λ and lr change together from trial to trial (a TPE search). A line along λ would show lr's
+    effect as λ's: the means stand alone and the legend says why; one seed per configuration is called so."""
+    study_dir = make_study(tmp_path, trials=[t for t in TRIALS if t[0] != "t1"], baseline=False)
+    figures, kept = _capture(monkeypatch)
+    data = load_study(study_dir)
+    completed, _ = completed_and_stopped(data)
+    figures._sensitivity(tmp_path / "s.png", data, [LAMBDA, LR, SEED], figures._space_dimensions(study_dir),
+                         completed)
+    fig = kept[0]
+    for name, other in (("lambda_adv", "lr"), ("lr", "lambda_adv")):
+        means = _means(_panel(fig, name))
+        assert means and all(line.get_linestyle() == "None" for _, line in means)
+        assert all(not c.has_yerr for c, _ in means)  # n = 1 everywhere: no bar pretends to be an interval
+    labels = _legend(fig)
+    assert "one seed each, no interval (not joined: lr differs)" in labels
+    assert "one seed each, no interval (not joined: lambda_adv differs)" in labels
+
+
+def test_a_narrow_log_axis_gets_several_labelled_ticks(tmp_path, monkeypatch):
+    """Seven learning rates within 1.3 decades (more than are written out one by one): 1-2-5 ticks, not the lone
+    "10^-2" of one label per decade."""
+    lrs = [0.004, 0.006, 0.009, 0.013, 0.02, 0.03, 0.045]
+    trials = [(f"l{k}", 1e-3, lr, 1, 4, "completed") for k, lr in enumerate(lrs)]
+    study_dir = make_study(tmp_path, trials=trials, baseline=False)
+    figures, kept = _capture(monkeypatch)
+    data = load_study(study_dir)
+    completed, _ = completed_and_stopped(data)
+    figures._sensitivity(tmp_path / "s.png", data, [LR], figures._space_dimensions(study_dir), completed)
+    ax = _panel(kept[0], "lr")
+    kept[0].canvas.draw()
+    low, high = ax.get_xlim()
+    labelled = [t.get_text() for t in ax.get_xticklabels() if t.get_text() and low <= t.get_position()[0] <= high]
+    assert len(labelled) >= 3, labelled
+    assert {"0.005", "0.01", "0.02"} <= set(labelled)
+
+
+def test_learning_curves_run_over_iterations_with_trial_labels_and_a_band_for_replicates(tmp_path, monkeypatch):
+    study_dir = make_study(tmp_path, trials=TRIALS, baseline=False)
+    figures, kept = _capture(monkeypatch)
+    data = load_study(study_dir)
+    figures._learning_curves(tmp_path / "c.png", data, [1, 2, 4], [LAMBDA, LR, SEED])
+    fig = kept[0]
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "iteration (SGD steps)"
+    by_label = {line.get_label(): line for line in ax.get_lines()}
+    # make_study evaluates every 10 iterations: round r is iteration 10 r
+    first = by_label["#0 λ=0.001 lr=0.01 seed=1 (completed)"]
+    assert list(first.get_xdata()) == [10, 20, 30, 40]
+    assert first.get_marker() == "o" and first.get_markersize() >= 3
+    assert "#3 λ=0.0005 lr=0.005 seed=1 (pruned)" in by_label
+    assert not [lb for lb in _legend(fig) if "trial_" in lb or "abc_" in lb]  # no hash ids
+    # t0 and t1 are seeds 1 and 2 of one configuration: their mean with a t-interval band
+    band_label = "λ=0.001 lr=0.01: mean ± 95 % t-interval (n = 2)"
+    mean = by_label[band_label]
+    t0, t1 = [t for t in data.trials if t.name.endswith(("_t0", "_t1"))]
+    expected = [100 * (a + b) / 2 for (_, a), (_, b) in zip(t0.curve, t1.curve)]
+    assert list(mean.get_ydata()) == pytest.approx(expected)
+    (band,) = ax.collections[:1]
+    vertices = band.get_paths()[0].vertices
+    from study.report.aggregate import stats
+
+    last = stats([t0.curve[-1][1], t1.curve[-1][1]])
+    at_40 = vertices[np.isclose(vertices[:, 0], 40)][:, 1]
+    assert max(at_40) - min(at_40) == pytest.approx(2 * 100 * last.ci95)
+    # the rungs (rounds 1, 2, 4) are drawn at their iterations
+    fig.canvas.draw()
+    top = [a for a in ax.child_axes][0]
+    assert [t.get_position()[0] for t in top.get_xticklabels() if t.get_text()] == [10, 20, 40]
+
+
+def test_report_figures_never_show_seeds_none(tmp_path):
+    """A study without a seed dimension: no legend or label speaks of seeds it does not have."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    trials = [(f"s{k}", lam, 0.01, 1, 4, "completed", "deeplabv2_tiny", 0.4 + 0.02 * k)
+              for k, lam in enumerate((5e-4, 1e-3, 2e-3))]
+    study_dir = make_study(tmp_path, trials=trials, baseline=False)
+    space = json.loads((study_dir / "space.json").read_text())
+    del space["dimensions"][SEED]
+    (study_dir / "space.json").write_text(json.dumps(space))
+    for trial_dir in study_dir.glob("trial_*"):
+        params = json.loads((trial_dir / "params.json").read_text())
+        del params[SEED]
+        (trial_dir / "params.json").write_text(json.dumps(params))
+    summary = write_report(study_dir)
+    import study.report.figures as figures
+
+    data = load_study(study_dir)
+    completed, _ = completed_and_stopped(data)
+    svg = tmp_path / "s.svg"
+    original = figures._save
+    try:
+        figures._save = lambda fig, path: fig.savefig(svg) or path
+        with matplotlib.rc_context({"svg.fonttype": "none"}):  # text as text: the legend can be read back
+            figures._sensitivity(tmp_path / "s.png", data, [LAMBDA, LR, MODEL],
+                                 figures._space_dimensions(study_dir), completed)
+    finally:
+        figures._save = original
+    svg_texts = svg.read_text()
+    assert "lr=0.01: one seed each, no interval" in svg_texts
+    assert "None" not in svg_texts and "seeds [" not in svg_texts
+    assert summary.figures
