@@ -2,72 +2,67 @@
 labels would?
 
 Read from a study directory (``trial_*/run/metrics.jsonl`` with ``uda/<validator>`` and, where labels exist, the
-target metric at each evaluation; the layout of ``dastudy study run`` and of ``benchmarks/validator_study.py``):
+target metric at each evaluation; ``trial_*/params.json`` for the configuration; the layout of ``dastudy study run``
+and of ``benchmarks/validator_study.py``).
 
-- **across trials**: Spearman ρ and Kendall τ-b between each validator and target mIoU over the trials, both read
-  at each trial's last evaluation; the **trial regret**: target mIoU of the trial the validator ranks first minus
-  the best trial's (0 = as good as oracle selection, negative = worse);
-- **across checkpoints**: the same correlations over the evaluations of each trial, averaged over trials (trials with
-  fewer than 3 evaluations or a constant score are left out); the **checkpoint regret**: within each trial, target
-  mIoU of the checkpoint the validator picks minus the trial's best checkpoint, averaged; the **overall regret**:
-  the (trial, checkpoint) pair the validator ranks first over the whole study minus the best pair.
+**Equal budgets.** A correlation between models trained for different numbers of iterations measures training
+length as much as the validator: under ASHA the trials stopped early have both a low score and a low target, and
+mixing them in turned ρ = −0.64 (completed trials only) into ρ = +0.64 (issue 18). So every number here is taken at
+one *budget* B, the largest evaluation iteration that at least :data:`MIN_TRIALS` trials reached (with a scheduler,
+normally the full budget, i.e. the completed trials; without one, every trial), and only the trials that reached B
+enter, each with its evaluations up to B:
+
+- **across trials**: Spearman ρ and Kendall τ-b (``scipy.stats``) between each validator and target mIoU at
+  iteration B; the **trial regret**: target mIoU of the trial the validator ranks first minus the best trial's
+  (0 = as good as oracle selection, negative = worse);
+- **across checkpoints**: the same correlations over the evaluations (≤ B) of each trial, averaged over trials
+  (trials with fewer than 3 evaluations or a constant score give none); the **checkpoint regret**: within each trial,
+  target mIoU of the checkpoint the validator picks minus the trial's best checkpoint, averaged; the **overall
+  regret**: the (trial, checkpoint) pair the validator ranks first minus the best pair.
+
+**Ties.** Where several trials (or checkpoints) share the validator's top score, the validator cannot tell them
+apart: its regret is the *mean* regret of the tied ones (the expected regret of picking one of them at random), and
+all of them are named. Neither the trials' order nor their names decide (the first trial by name used to win, which
+with seed-major numbering favoured seed 1).
+
+**Intervals.** Trials that differ only in the seed are replicates of one *configuration* (the searched parameters
+without ``runtime.seed``); they are not independent models, so every correlation (and the mean within-trial
+correlation) has a 95 % percentile interval from a two-stage bootstrap: resample the configurations with
+replacement, then the seeds within each drawn configuration (Davison & Hinkley 1997, Sec. 3.8; Field & Welsh 2007,
+"Bootstrapping clustered data", JRSS B 69:369). :data:`BOOTSTRAP_RESAMPLES` resamples from a fixed generator
+(:data:`BOOTSTRAP_SEED`), so a report is reproducible. Beside the table, the **variance split** of the target metric
+at B: the share of its sum of squares between configuration means (configuration) and within configurations (seed).
 
 How validators are judged follows Musgrave et al. 2022, "Three New Validators and a Large-Scale Benchmark Ranking for
 Unsupervised Domain Adaptation" (https://arxiv.org/abs/2208.07360; unweighted correlations here) and Saito et al.,
 ICCV 2021 (https://arxiv.org/abs/2108.10860). Without target labels the section says which trial and checkpoint each
-validator would choose. Rank correlations are implemented here (numpy) so that the report needs no scipy.
+validator would choose at the same budget.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
+from scipy import stats
 
-__all__ = ["rankdata", "spearman", "kendall_tau", "TrialCurve", "load_curves", "ValidatorAgreement", "agreement",
-           "agreement_section", "agreement_figure"]
+__all__ = ["TrialCurve", "load_curves", "ValidatorAgreement", "Interval", "VarianceSplit", "agreement",
+           "agreement_section", "agreement_figure", "equal_budget", "budget_counts", "rank_correlations",
+           "cluster_resamples", "bootstrap_correlations", "percentile_interval", "variance_split",
+           "configuration_of", "tied_best", "MIN_TRIALS", "BOOTSTRAP_RESAMPLES", "BOOTSTRAP_SEED"]
 
 PREFIX = "uda/"
 DEFAULT_TARGET = "val/mIoU16"
-
-
-def rankdata(values) -> np.ndarray:
-    """Ranks 1..n, ties sharing their average rank."""
-    values = np.asarray(values, dtype=np.float64)
-    order = np.argsort(values, kind="mergesort")
-    ranks = np.empty(len(values), dtype=np.float64)
-    ranks[order] = np.arange(1, len(values) + 1)
-    for value in np.unique(values):
-        tied = values == value
-        if tied.sum() > 1:
-            ranks[tied] = ranks[tied].mean()
-    return ranks
-
-
-def spearman(x, y) -> float:
-    """Spearman's ρ: the Pearson correlation of the (tie-averaged) ranks; NaN below 2 points or for a constant."""
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    if len(x) < 2:
-        return math.nan
-    rx, ry = rankdata(x) - (len(x) + 1) / 2, rankdata(y) - (len(y) + 1) / 2
-    denominator = math.sqrt(float((rx * rx).sum() * (ry * ry).sum()))
-    return float((rx * ry).sum() / denominator) if denominator > 0 else math.nan
-
-
-def kendall_tau(x, y) -> float:
-    """Kendall's τ-b: (concordant − discordant) / √((n0 − ties_x)(n0 − ties_y)) over all pairs."""
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    if len(x) < 2:
-        return math.nan
-    i, j = np.triu_indices(len(x), k=1)
-    sx, sy = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])
-    n0 = len(i)
-    denominator = math.sqrt(float((n0 - (sx == 0).sum()) * (n0 - (sy == 0).sum())))
-    return float((sx * sy).sum() / denominator) if denominator > 0 else math.nan
+MIN_TRIALS = 3  # a rank correlation over fewer than 3 models is ±1 or undefined
+BOOTSTRAP_RESAMPLES = 2000  # percentile-interval ends move by about ±0.01 between generators at this count
+BOOTSTRAP_SEED = 0
+MIN_CHECKPOINTS = 3
 
 
 @dataclass
@@ -81,6 +76,15 @@ class TrialCurve:
 
     def series(self, key: str) -> np.ndarray:
         return np.asarray([m.get(key, math.nan) for m in self.metrics], dtype=np.float64)
+
+    def upto(self, budget: int) -> TrialCurve:
+        """The evaluations at iterations ≤ ``budget``."""
+        keep = [k for k, it in enumerate(self.iterations) if it <= budget]
+        return TrialCurve(self.name, self.params, [self.iterations[k] for k in keep], [self.metrics[k] for k in keep])
+
+    def at(self, budget: int, key: str) -> float:
+        """``key`` at iteration ``budget`` (NaN where the trial has no evaluation there)."""
+        return next((m.get(key, math.nan) for it, m in zip(self.iterations, self.metrics) if it == budget), math.nan)
 
 
 def _params(trial: Path) -> dict[str, Any]:
@@ -113,13 +117,15 @@ def any_validator_reported(study_dir: str | Path) -> bool:
 
 
 def load_curves(study_dir: str | Path) -> list[TrialCurve]:
-    """Every ``trial_*/run/metrics.jsonl`` of the study with at least one evaluation, sorted by trial name."""
+    """Every ``trial_*/run/metrics.jsonl`` of the study with at least one evaluation, sorted by trial name; one
+    evaluation per iteration (a resumed run that evaluated an iteration again: the later record)."""
     curves = []
     for trial in sorted(Path(study_dir).glob("trial_*")):
         path = trial / "run" / "metrics.jsonl"
         if not path.is_file():
             continue
         curve = TrialCurve(trial.name, _params(trial))
+        evals: dict[int, dict[str, float]] = {}
         for line in path.read_text().splitlines():
             try:
                 record = json.loads(line)
@@ -127,80 +133,255 @@ def load_curves(study_dir: str | Path) -> list[TrialCurve]:
                 continue  # a torn last line of a killed run
             if record.get("kind") != "eval":
                 continue
-            curve.iterations.append(int(record.get("iteration", 0)))
-            curve.metrics.append({k: float(v) for k, v in record.items()
-                                  if isinstance(v, (int, float)) and not isinstance(v, bool) and "/" in k})
-        if curve.metrics:
+            evals[int(record.get("iteration", 0))] = {k: float(v) for k, v in record.items()
+                                                      if isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                      and "/" in k}
+        if evals:
+            curve.iterations = sorted(evals)
+            curve.metrics = [evals[it] for it in curve.iterations]
             curves.append(curve)
     return curves
 
 
+def configuration_of(curve: TrialCurve) -> str:
+    """The configuration a trial replicates: its parameters without the seed (``runtime.seed``, also
+    ``runtime.seed@…``), as a stable string; a trial without ``params.json`` is a configuration of its own.
+    (The rule of ``study.report.aggregate.config_key``, not imported: the report imports this module.)"""
+    if not curve.params:
+        return f"trial:{curve.name}"
+    return json.dumps({k: v for k, v in sorted(curve.params.items())
+                       if k.split("@", 1)[0].rsplit(".", 1)[-1] != "seed"}, sort_keys=True, default=str)
+
+
+def budget_counts(curves: Sequence[TrialCurve]) -> dict[int, int]:
+    """Evaluation iteration → number of trials evaluated there."""
+    counts: dict[int, int] = {}
+    for curve in curves:
+        for it in set(curve.iterations):
+            counts[it] = counts.get(it, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def equal_budget(curves: Sequence[TrialCurve], *, min_trials: int = MIN_TRIALS) -> int | None:
+    """The largest evaluation iteration that at least ``min_trials`` trials reached (all of them, in a study of fewer
+    trials; None without any evaluation)."""
+    need = min(min_trials, len(curves))
+    reached = [it for it, n in budget_counts(curves).items() if n >= need]
+    return max(reached) if reached else None
+
+
+def tied_best(values: np.ndarray) -> np.ndarray:
+    """Indices of every finite maximum of ``values`` (empty where none is finite)."""
+    values = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(values)
+    if not finite.any():
+        return np.zeros(0, dtype=int)
+    return np.flatnonzero(finite & (values == values[finite].max()))
+
+
+def _regret(scores: np.ndarray, target: np.ndarray) -> float:
+    """Target of the validator's pick − the best target; tied picks count with their mean (see the module)."""
+    picks = tied_best(scores)
+    picks = picks[np.isfinite(target[picks])]
+    if not len(picks):
+        return math.nan
+    return float(target[picks].mean() - np.nanmax(target))
+
+
+def rank_correlations(x, y) -> tuple[float, float]:
+    """Spearman ρ and Kendall τ-b (``scipy.stats``) over the pairs where both are finite; NaN below 2 pairs or for
+    a constant."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    if len(x) < 2 or np.all(x == x[0]) or np.all(y == y[0]):
+        return math.nan, math.nan
+    return float(stats.spearmanr(x, y).statistic), float(stats.kendalltau(x, y).statistic)
+
+
+def cluster_resamples(groups: Sequence[str], *, resamples: int = BOOTSTRAP_RESAMPLES,
+                      seed: int = BOOTSTRAP_SEED) -> np.ndarray:
+    """Two-stage bootstrap resamples of items grouped by ``groups`` (one label per item): draw as many groups as
+    there are, with replacement; within each drawn group draw as many of its items as it holds, with replacement.
+    Returns a (resamples, m) matrix of item indices, rows padded with −1 (their lengths differ when groups do)."""
+    return _cluster_resamples(tuple(groups), resamples, seed).copy()
+
+
+@functools.lru_cache(maxsize=16)  # the validators of one study share their trials, hence their resamples
+def _cluster_resamples(groups: tuple[str, ...], resamples: int, seed: int) -> np.ndarray:
+    labels = sorted(set(groups))
+    code = np.asarray([labels.index(g) for g in groups], dtype=np.int64)
+    members = np.argsort(code, kind="stable")  # item indices, group by group
+    sizes = np.bincount(code, minlength=len(labels))
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    rng = np.random.default_rng(seed)
+    drawn = rng.integers(0, len(labels), (resamples, len(labels)))  # stage 1: configurations
+    lengths = sizes[drawn].sum(axis=1)
+    out = np.full((resamples, int(lengths.max()) if resamples else 0), -1, dtype=np.int64)
+    uniform = rng.random(out.shape)
+    for b in range(resamples):
+        group = np.repeat(drawn[b], sizes[drawn[b]])
+        # stage 2: as many seeds as the configuration holds, drawn from its own, with replacement
+        pick = (uniform[b, :len(group)] * sizes[group]).astype(np.int64)
+        out[b, :len(group)] = members[starts[group] + pick]
+    return out
+
+
+def _take(values: np.ndarray, index: np.ndarray) -> np.ndarray:
+    return np.where(index >= 0, values[np.maximum(index, 0)], np.nan)
+
+
+def bootstrap_correlations(x, y, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Spearman ρ and Kendall τ-b of every resample (rows of ``index``, −1 = padding), all resamples at once.
+
+    The same statistics as :func:`rank_correlations` (tested equal on each resample): ρ is the Pearson correlation
+    of the tie-averaged ranks of ``scipy.stats.rankdata``; τ-b = Σ sign(Δx)·sign(Δy) / √(untied-x pairs ·
+    untied-y pairs). One scipy call per resample cost 5–10 ms on the loaded 2-core machine, 10–20 s per report."""
+    x, y = _take(np.asarray(x, dtype=np.float64), index), _take(np.asarray(y, dtype=np.float64), index)
+    rx = stats.rankdata(x, axis=1, nan_policy="omit")
+    ry = stats.rankdata(y, axis=1, nan_policy="omit")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rx, ry = rx - np.nanmean(rx, axis=1, keepdims=True), ry - np.nanmean(ry, axis=1, keepdims=True)
+        rho = np.nansum(rx * ry, axis=1) / np.sqrt(np.nansum(rx * rx, axis=1) * np.nansum(ry * ry, axis=1))
+        tau = np.empty(len(index))
+        step = max(1, 4_000_000 // max(1, index.shape[1] ** 2))  # bounds the pair matrices' memory
+        for start in range(0, len(index), step):
+            sx = np.nan_to_num(np.sign(x[start:start + step, :, None] - x[start:start + step, None, :]))
+            sy = np.nan_to_num(np.sign(y[start:start + step, :, None] - y[start:start + step, None, :]))
+            tau[start:start + step] = ((sx * sy).sum(axis=(1, 2))
+                                       / np.sqrt(np.abs(sx).sum(axis=(1, 2)) * np.abs(sy).sum(axis=(1, 2))))
+    return rho, tau
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A statistic and its 95 % bootstrap percentile interval (NaN ends where fewer than half of the resamples
+    define the statistic, e.g. one configuration)."""
+
+    value: float
+    low: float = math.nan
+    high: float = math.nan
+
+    def text(self, scale: float = 1.0) -> str:
+        if not math.isfinite(self.value):
+            return "n/a"
+        ends = f" [{self.low * scale:+.2f}, {self.high * scale:+.2f}]" if math.isfinite(self.low) else ""
+        return f"{self.value * scale:+.2f}{ends}"
+
+
+def percentile_interval(value: float, draws: np.ndarray) -> Interval:
+    """The 2.5 and 97.5 percentiles of the finite bootstrap ``draws`` around ``value`` (no ends where fewer than half
+    of the draws are finite)."""
+    finite = draws[np.isfinite(draws)]
+    if not math.isfinite(value) or len(finite) < len(draws) / 2:
+        return Interval(value)
+    low, high = np.percentile(finite, [2.5, 97.5])
+    return Interval(value, float(low), float(high))
+
+
+@dataclass(frozen=True)
+class VarianceSplit:
+    """Shares of the sum of squares of a metric around its mean: between configuration means and within
+    configurations (seed). With n seeds per configuration the between part also holds 1/n of the seed variance."""
+
+    configuration: float
+    seed: float
+    trials: int
+    configurations: int
+
+
+def variance_split(values, groups: Sequence[str]) -> VarianceSplit:
+    """:class:`VarianceSplit` of the finite ``values`` grouped by configuration label (NaN shares below 2 values
+    or for a constant)."""
+    values = np.asarray(values, dtype=np.float64)
+    keep = np.isfinite(values)
+    values, labels = values[keep], [g for g, k in zip(groups, keep) if k]
+    distinct = sorted(set(labels))
+    total = float(((values - values.mean()) ** 2).sum()) if len(values) else 0.0
+    if len(values) < 2 or total == 0.0:
+        return VarianceSplit(math.nan, math.nan, len(values), len(distinct))
+    within = sum(float(((v - v.mean()) ** 2).sum()) for v in
+                 (values[[lab == g for lab in labels]] for g in distinct))
+    return VarianceSplit((total - within) / total, within / total, len(values), len(distinct))
+
+
 @dataclass(frozen=True)
 class ValidatorAgreement:
-    """Agreement of one validator with the target metric (correlations in [-1, 1], regrets in metric units ≤ 0)."""
+    """Agreement of one validator with the target metric at one budget (correlations in [-1, 1] with 95 % bootstrap
+    intervals, regrets in metric units ≤ 0)."""
 
     validator: str
+    budget: int
     trials: int
-    spearman_trials: float
-    kendall_trials: float
-    spearman_checkpoints: float
-    kendall_checkpoints: float
+    configurations: int
+    spearman_trials: Interval
+    kendall_trials: Interval
+    spearman_checkpoints: Interval
+    kendall_checkpoints: Interval
     regret_trial: float
     regret_checkpoint: float
     regret_overall: float
-    picked_trial: str
-    picked_iteration: int
+    picked: tuple[str, ...]  # the overall pick, "trial @ iteration", every tied one (sorted)
 
 
-def _argmax(values: np.ndarray) -> int | None:
-    finite = np.isfinite(values)
-    if not finite.any():
-        return None
-    return int(np.flatnonzero(finite)[np.argmax(values[finite])])
-
-
-def _finite_pairs(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    keep = np.isfinite(x) & np.isfinite(y)
-    return x[keep], y[keep]
-
-
-def _nanmean(values: list[float]) -> float:
+def _nanmean(values) -> float:
     finite = [v for v in values if math.isfinite(v)]
     return float(np.mean(finite)) if finite else math.nan
 
 
-def agreement(curves: list[TrialCurve], validator: str, target: str = DEFAULT_TARGET) -> ValidatorAgreement:
-    """Correlations and regrets of ``validator`` (a full key, ``uda/snd``) against ``target`` over ``curves``."""
-    final_v = np.asarray([c.series(validator)[-1] for c in curves])
-    final_t = np.asarray([c.series(target)[-1] for c in curves])
-    x, y = _finite_pairs(final_v, final_t)
-    rho_ckpt, tau_ckpt, regret_ckpt = [], [], []
-    pairs: list[tuple[float, float, int, int]] = []
-    for index, curve in enumerate(curves):
+def agreement(curves: Sequence[TrialCurve], validator: str, target: str = DEFAULT_TARGET, *,
+              budget: int | None = None, resamples: int = BOOTSTRAP_RESAMPLES,
+              seed: int = BOOTSTRAP_SEED) -> ValidatorAgreement:
+    """Correlations, intervals and regrets of ``validator`` (a full key, ``uda/snd``) against ``target`` over the
+    trials of ``curves`` that reached ``budget`` (default :func:`equal_budget`) with a finite score and target there,
+    each with its evaluations ≤ budget."""
+    budget = equal_budget(curves) if budget is None else budget
+    if budget is None:
+        nan = Interval(math.nan)
+        return ValidatorAgreement(validator, -1, 0, 0, nan, nan, nan, nan, math.nan, math.nan, math.nan, ())
+    cut = [c.upto(budget) for c in curves if budget in c.iterations]
+    at_v = np.asarray([c.at(budget, validator) for c in cut])
+    at_t = np.asarray([c.at(budget, target) for c in cut])
+    scored = np.isfinite(at_v) & np.isfinite(at_t)  # a NaN target or score never enters a correlation
+    groups = [configuration_of(c) for c, k in zip(cut, scored) if k]
+    x, y = at_v[scored], at_t[scored]
+    rho, tau = rank_correlations(x, y)
+    index = cluster_resamples(groups, resamples=resamples, seed=seed) if len(x) else np.zeros((0, 0), dtype=int)
+    rho_draws, tau_draws = bootstrap_correlations(x, y, index) if len(x) else (np.zeros(0), np.zeros(0))
+
+    rho_ckpt, tau_ckpt, ckpt_groups, regret_ckpt = [], [], [], []
+    scores, targets, labels = [], [], []
+    for curve in (c for c, k in zip(cut, scored) if k):  # the same trials as the correlation across trials
         v, t = curve.series(validator), curve.series(target)
-        pairs += [(v[k], t[k], index, k) for k in range(len(v))]
-        cv, ct = _finite_pairs(v, t)
-        if len(cv) >= 3:
-            rho_ckpt.append(spearman(cv, ct))
-            tau_ckpt.append(kendall_tau(cv, ct))
-        pick = _argmax(v)
-        if pick is not None and np.isfinite(t).any() and math.isfinite(t[pick]):
-            regret_ckpt.append(float(t[pick] - np.nanmax(t)))
-    picked = _argmax(final_v)
-    regret_trial = (float(final_t[picked] - np.nanmax(final_t))
-                    if picked is not None and np.isfinite(final_t).any() else math.nan)
-    all_v = np.asarray([p[0] for p in pairs])
-    all_t = np.asarray([p[1] for p in pairs])
-    overall = _argmax(all_v)
-    regret_overall = (float(all_t[overall] - np.nanmax(all_t))
-                      if overall is not None and np.isfinite(all_t).any() else math.nan)
-    best_curve, best_k = (pairs[overall][2], pairs[overall][3]) if overall is not None else (None, None)
+        scores += v.tolist()
+        targets += t.tolist()
+        labels += [f"{curve.name} @ {it}" for it in curve.iterations]
+        if (np.isfinite(v) & np.isfinite(t)).sum() >= MIN_CHECKPOINTS:
+            r, k = rank_correlations(v, t)
+            if math.isfinite(r):
+                rho_ckpt.append(r)
+                tau_ckpt.append(k)
+                ckpt_groups.append(configuration_of(curve))
+        if np.isfinite(t).any():
+            regret_ckpt.append(_regret(v, t))
+    ckpt_index = cluster_resamples(ckpt_groups, resamples=resamples, seed=seed) if ckpt_groups else None
+
+    def mean_interval(values: list[float]) -> Interval:
+        if ckpt_index is None:
+            return Interval(math.nan)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            draws = np.nanmean(_take(np.asarray(values), ckpt_index), axis=1)
+            return percentile_interval(float(np.mean(values)), draws)
+
+    all_v, all_t = np.asarray(scores), np.asarray(targets)
+    picked = tuple(sorted(labels[k] for k in tied_best(all_v)))
     return ValidatorAgreement(
-        validator=validator, trials=len(x), spearman_trials=spearman(x, y), kendall_trials=kendall_tau(x, y),
-        spearman_checkpoints=_nanmean(rho_ckpt), kendall_checkpoints=_nanmean(tau_ckpt),
-        regret_trial=regret_trial, regret_checkpoint=_nanmean(regret_ckpt), regret_overall=regret_overall,
-        picked_trial=curves[best_curve].name if best_curve is not None else "",
-        picked_iteration=curves[best_curve].iterations[best_k] if best_curve is not None else -1)
+        validator=validator, budget=budget, trials=len(x), configurations=len(set(groups)),
+        spearman_trials=percentile_interval(rho, rho_draws), kendall_trials=percentile_interval(tau, tau_draws),
+        spearman_checkpoints=mean_interval(rho_ckpt), kendall_checkpoints=mean_interval(tau_ckpt),
+        regret_trial=_regret(x, y) if len(x) else math.nan, regret_checkpoint=_nanmean(regret_ckpt),
+        regret_overall=_regret(all_v, all_t) if np.isfinite(all_t).any() else math.nan, picked=picked)
 
 
 def validators_in(curves: list[TrialCurve]) -> list[str]:
@@ -215,9 +396,10 @@ def _fmt(value: float, scale: float = 1.0, digits: int = 2) -> str:
     return "n/a" if not math.isfinite(value) else f"{value * scale:+.{digits}f}"
 
 
-def agreement_figure(curves: list[TrialCurve], validators: list[str], target: str, path: Path) -> Path:
-    """One panel per validator: its score (x) against target mIoU (y) at every evaluation (grey) and at each trial's
-    last evaluation (blue)."""
+def agreement_figure(curves: Sequence[TrialCurve], validators: list[str], target: str, path: Path, *,
+                     budget: int | None = None) -> Path:
+    """One panel per validator: its score (x) against target mIoU (y) at every evaluation (grey) and, in blue, at the
+    budget the table is computed at (or each trial's last evaluation where no budget is given)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -230,9 +412,13 @@ def agreement_figure(curves: list[TrialCurve], validators: list[str], target: st
         for curve in curves:
             v, t = curve.series(validator), curve.series(target)
             ax.scatter(v, 100 * t, s=8, color="0.7")
-            ax.scatter(v[-1:], 100 * t[-1:], s=14, color="tab:blue")
+            if budget is None:
+                ax.scatter(v[-1:], 100 * t[-1:], s=14, color="tab:blue")
+            elif budget in curve.iterations:
+                ax.scatter([curve.at(budget, validator)], [100 * curve.at(budget, target)], s=14, color="tab:blue")
         ax.set_xlabel(validator)
         ax.set_ylabel(f"{target} (%)")
+        ax.set_title(f"blue: iteration {budget}" if budget is not None else "blue: last evaluation", fontsize=8)
     for ax in list(axes.flat)[len(validators):]:
         ax.axis("off")
     fig.tight_layout()
@@ -242,13 +428,26 @@ def agreement_figure(curves: list[TrialCurve], validators: list[str], target: st
     return path
 
 
+def _budget_line(curves: Sequence[TrialCurve], budget: int) -> str:
+    counts = ", ".join(f"{it}: {n}" for it, n in budget_counts(curves).items())
+    return (f"Trials per evaluation iteration: {counts}. Every number below is taken at iteration **{budget}**, the "
+            f"largest that at least {min(MIN_TRIALS, len(curves))} trials reached (equal budgets: trials stopped "
+            "earlier would compare "
+            "training lengths, not validators), over the trials that reached it and their evaluations up to it.")
+
+
+def _tie_line() -> str:
+    return ("Ties: where several trials or checkpoints share a validator's top score, its regret is their mean (the "
+            "expected regret of a random pick among them) and all are named; trial order and names never decide.")
+
+
 def agreement_section(study_dir: str | Path, figures_dir: str | Path, *, target: str = DEFAULT_TARGET,
                       relative_to: str | Path | None = None) -> str:
     """The report's markdown section on label-free validators ("" when no trial reported any ``uda/…`` score).
 
-    With target labels (``target`` reported): the agreement table and ``figures_dir/validator_agreement.png``
-    (linked relative to ``relative_to``, the folder of the markdown file; default ``study_dir``); without: which
-    trial and checkpoint each validator would choose.
+    With target labels (``target`` reported): the agreement table at the equal budget, the variance split and
+    ``figures_dir/validator_agreement.png`` (linked relative to ``relative_to``, the folder of the markdown file;
+    default ``study_dir``); without: which trial and checkpoint each validator would choose at that budget.
     """
     study_dir, figures_dir = Path(study_dir), Path(figures_dir)
     relative_to = Path(relative_to) if relative_to is not None else study_dir
@@ -256,47 +455,65 @@ def agreement_section(study_dir: str | Path, figures_dir: str | Path, *, target:
         return ""
     curves = load_curves(study_dir)
     validators = validators_in(curves)
-    if not validators:
+    budget = equal_budget(curves)
+    if not validators or budget is None:
         return ""
-    has_target = any(math.isfinite(v) for c in curves for v in c.series(target))
-    lines = ["## Label-free validators", ""]
+    cut = [c.upto(budget) for c in curves if budget in c.iterations]
+    has_target = any(math.isfinite(v) for c in cut for v in c.series(target))
+    lines = ["## Label-free validators", "", _budget_line(curves, budget), ""]
     if not has_target:
-        lines += [f"No trial reports `{target}`: the choices below cannot be checked against labels.", "",
-                  "| validator | would choose trial | at iteration | score |", "|---|---|---:|---:|"]
+        lines += [f"No trial reports `{target}`: the choices below cannot be checked against labels. {_tie_line()}",
+                  "", "| validator | would choose | score |", "|---|---|---:|"]
         for validator in validators:
-            scores = [(m.get(validator, math.nan), c.name, it) for c in curves
-                      for it, m in zip(c.iterations, c.metrics)]
-            finite = [s for s in scores if math.isfinite(s[0])]
-            if finite:
-                score, name, it = max(finite, key=lambda s: s[0])
-                lines.append(f"| `{validator}` | {name} {_params_text(curves, name)} | {it} | {score:.4g} |")
+            scores = np.asarray([v for c in cut for v in c.series(validator)])
+            where = [(c.name, it) for c in cut for it in c.iterations]
+            picks = sorted(where[k] for k in tied_best(scores))
+            if picks:
+                chosen = "; ".join(f"{name} {_params_text(curves, name)} @ {it}" for name, it in picks)
+                lines.append(f"| `{validator}` | {chosen} | {np.nanmax(scores):.4g} |")
         return "\n".join(lines) + "\n"
-    results = [agreement(curves, v, target) for v in validators]
-    finals = np.asarray([c.series(target)[-1] for c in curves])
+    results = [agreement(curves, v, target, budget=budget) for v in validators]
+    finals = np.asarray([c.at(budget, target) for c in cut])
     random_regret = float(np.nanmean(finals) - np.nanmax(finals))
-    last_regret = _nanmean([float(c.series(target)[-1] - np.nanmax(c.series(target))) for c in curves
+    last_regret = _nanmean([float(c.at(budget, target) - np.nanmax(c.series(target))) for c in cut
                             if np.isfinite(c.series(target)).any()])
-    lines += [f"{len(curves)} trials; target metric `{target}` (labels used only here, to judge the validators). "
-              "ρ = Spearman, τ = Kendall τ-b; *trials*: over the trials' last evaluations; *ckpts*: over the "
-              "evaluations of each trial, mean over trials. Regret = target mIoU of the pick − the oracle's, in "
-              "mIoU points (0 = oracle, negative = worse): *trial* picks a trial by its last evaluation, *ckpt* a "
-              "checkpoint within each trial (mean), *overall* one (trial, checkpoint) of the whole study.", "",
-              "| validator | ρ trials | τ trials | ρ ckpts | τ ckpts | regret trial | regret ckpt | regret overall "
-              "| overall pick |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    split = variance_split(finals, [configuration_of(c) for c in cut])
+    lines += [f"Target metric `{target}` (labels used only here, to judge the validators). ρ = Spearman, τ = Kendall "
+              "τ-b (scipy.stats), each with a 95 % interval from a two-stage bootstrap (configurations resampled, "
+              f"then the seeds within each; {BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}): seeds of one "
+              "configuration are not independent models. *trials*: over the trials at the budget; *ckpts*: over "
+              "the evaluations of each trial, mean over trials. Regret = target mIoU of the pick − the oracle's, in "
+              "mIoU points (0 = oracle, negative = worse): *trial* picks a trial at the budget, *ckpt* a checkpoint "
+              f"within each trial (mean), *overall* one (trial, checkpoint). {_tie_line()}", "",
+              f"Variance of `{target}` at iteration {budget} over {split.trials} trials of {split.configurations} "
+              f"configurations: configuration {_share(split.configuration)}, seed (within configuration) "
+              f"{_share(split.seed)}.", "",
+              "| validator | n (configs) | ρ trials [95 % CI] | τ trials [95 % CI] | ρ ckpts [95 % CI] "
+              "| τ ckpts [95 % CI] | regret trial | regret ckpt | regret overall | overall pick |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in results:
-        lines.append(f"| `{r.validator}` | {_fmt(r.spearman_trials)} | {_fmt(r.kendall_trials)} | "
-                     f"{_fmt(r.spearman_checkpoints)} | {_fmt(r.kendall_checkpoints)} | "
+        lines.append(f"| `{r.validator}` | {r.trials} ({r.configurations}) | {r.spearman_trials.text()} | "
+                     f"{r.kendall_trials.text()} | {r.spearman_checkpoints.text()} | {r.kendall_checkpoints.text()} | "
                      f"{_fmt(r.regret_trial, 100)} | {_fmt(r.regret_checkpoint, 100)} | "
-                     f"{_fmt(r.regret_overall, 100)} | {r.picked_trial} @ {r.picked_iteration} |")
+                     f"{_fmt(r.regret_overall, 100)} | {_picked_text(r.picked)} |")
     lines += ["", f"References: a trial picked at random has an expected regret of {_fmt(random_regret, 100)}; "
-              f"always keeping the last checkpoint, {_fmt(last_regret, 100)} (ckpt)."]
-    figure = agreement_figure(curves, validators, target, figures_dir / "validator_agreement.png")
+              f"always keeping the checkpoint at the budget, {_fmt(last_regret, 100)} (ckpt)."]
+    figure = agreement_figure(curves, validators, target, figures_dir / "validator_agreement.png", budget=budget)
     lines += ["", f"![validators vs {target}]({os.path.relpath(figure, relative_to)})"]
     return "\n".join(lines) + "\n"
 
 
-def _params_text(curves: list[TrialCurve], name: str) -> str:
+def _share(value: float) -> str:
+    return "n/a" if not math.isfinite(value) else f"{100 * value:.0f} %"
+
+
+def _picked_text(picked: tuple[str, ...]) -> str:
+    if len(picked) <= 3:
+        return "; ".join(picked) if picked else "n/a"
+    return f"{len(picked)} tied ({'; '.join(picked[:2])}; …)"
+
+
+def _params_text(curves: Sequence[TrialCurve], name: str) -> str:
     params = next((c.params for c in curves if c.name == name), {})
     return "(" + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()) + ")" \
         if params else ""

@@ -7,11 +7,11 @@ import math
 
 import pytest
 
-from study.agreement import agreement, agreement_section, kendall_tau, load_curves, rankdata, spearman
+import numpy as np
+from scipy import stats
 
-
-def test_rankdata_averages_ties():
-    assert rankdata([10, 30, 20, 20]).tolist() == [1.0, 4.0, 2.5, 2.5]
+from study.agreement import (agreement, agreement_section, bootstrap_correlations, cluster_resamples, equal_budget,
+                             load_curves, percentile_interval, rank_correlations, variance_split)
 
 
 @pytest.mark.parametrize("x, y, rho, tau", [
@@ -21,15 +21,15 @@ def test_rankdata_averages_ties():
     ([1, 2, 3, 4], [1, 3, 2, 4], 0.8, 4 / 6),
     # a tie in x: ranks (1.5, 1.5, 3) vs (1, 2, 3) → ρ = 1.5/√(1.5·2); τ-b = 2/√(2·3)
     ([1, 1, 2], [1, 2, 3], 1.5 / math.sqrt(3.0), 2 / math.sqrt(6.0)),
+    # a NaN target is dropped with its pair: what is left is the first case
+    ([1, 2, 3, 4], [1, 2, 3, math.nan], 1.0, 1.0),
 ])
-def test_spearman_and_kendall_hand_values(x, y, rho, tau):
-    assert spearman(x, y) == pytest.approx(rho)
-    assert kendall_tau(x, y) == pytest.approx(tau)
+def test_rank_correlations_hand_values(x, y, rho, tau):
+    assert rank_correlations(x, y) == (pytest.approx(rho), pytest.approx(tau))
 
 
 def test_correlations_undefined_for_constants_and_single_points():
-    assert math.isnan(spearman([1, 1, 1], [1, 2, 3])) and math.isnan(kendall_tau([1, 1, 1], [1, 2, 3]))
-    assert math.isnan(spearman([1], [2])) and math.isnan(kendall_tau([1], [2]))
+    assert all(math.isnan(v) for v in rank_correlations([1, 1, 1], [1, 2, 3]) + rank_correlations([1], [2]))
 
 
 # three trials × three evaluations: (uda/snd, uda/entropy, val/mIoU16)
@@ -61,15 +61,18 @@ def test_agreement_regrets_by_hand(tmp_path):
     snd = agreement(curves, "uda/snd")
     # last evaluations: snd (0.3, 0.6, 0.7) vs mIoU (0.25, 0.45, 0.12): snd picks trial_c → 0.12 − 0.45
     assert snd.regret_trial == pytest.approx(0.12 - 0.45)
-    assert snd.spearman_trials == pytest.approx(spearman([0.3, 0.6, 0.7], [0.25, 0.45, 0.12]))
+    # ranks snd (1, 2, 3) vs mIoU (2, 3, 1): Σd² = 1 + 1 + 4 → ρ = 1 − 36/24; pairs: 1 concordant, 2 discordant
+    assert snd.spearman_trials.value == pytest.approx(-0.5)
+    assert snd.kendall_trials.value == pytest.approx(-1 / 3)
+    assert (snd.budget, snd.trials, snd.configurations) == (30, 3, 1)
     # within trials: a picks eval 3 (0.25 − 0.30), b eval 3 (0.45 − 0.50), c eval 1 (0.10 − 0.15)
     assert snd.regret_checkpoint == pytest.approx(-0.05)
     # overall: highest snd anywhere is trial_c @ 10 (0.10) vs the best pair 0.50
     assert snd.regret_overall == pytest.approx(0.10 - 0.50)
-    assert (snd.picked_trial, snd.picked_iteration) == ("trial_c", 10)
+    assert snd.picked == ("trial_c @ 10",)
     # per-trial ρ = 1 − 6·Σd²/24: a ranks (1,2,3) vs (1,3,2) → 0.5; b (2,1,3) vs (1,3,2) → −0.5; c (3,2,1) vs
     # (1,3,2) → −0.5
-    assert snd.spearman_checkpoints == pytest.approx((0.5 - 0.5 - 0.5) / 3)
+    assert snd.spearman_checkpoints.value == pytest.approx((0.5 - 0.5 - 0.5) / 3)
     entropy = agreement(curves, "uda/entropy")
     assert entropy.regret_trial == pytest.approx(0.12 - 0.45)  # also trial_c (−0.05 is the highest)
 
@@ -90,7 +93,7 @@ def test_section_without_labels_says_what_each_validator_chose(tmp_path):
     study = write_study(tmp_path / "study", labels=False)
     text = agreement_section(study, study / "figures")
     assert "cannot be checked against labels" in text
-    assert "| `uda/snd` | trial_c (adapt.lambda_adv_main=0.01, optim.lr=0.002) | 10 | 0.9 |" in text
+    assert "| `uda/snd` | trial_c (adapt.lambda_adv_main=0.01, optim.lr=0.002) @ 10 | 0.9 |" in text
     assert not (study / "figures").exists()
 
 
@@ -180,3 +183,179 @@ def test_no_validator_is_decided_from_last_eval_without_reading_the_logs(tmp_pat
     assert "metrics.jsonl" not in read and read.count("last_eval.json") == 3
     (study / "trial_b" / "run" / "last_eval.json").write_text(json.dumps({"iteration": 30, "uda/snd": 0.6}))
     assert "| `uda/snd` |" in agreement_section(study, study / "figures")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# issue 18: equal budgets, ties, intervals, the variance split
+
+LAM, LR, SEED = "adapt.lambda_adv_main", "optim.lr", "runtime.seed"
+CONFIGS = {"A": (0.001, 0.002), "B": (0.001, 0.01), "C": (0.01, 0.002), "D": (0.01, 0.01)}
+
+# configuration, seed, last iteration (ASHA: rungs at 10 and 20, full budget 40), uda/im and val/mIoU16 there.
+# Stopped trials have both a low score and a low target: their target ranks 1..5 against im ranks (1, 3, 4, 5, 2).
+# Completed trials: target ranks 1..7 against im ranks (4, 5, 6, 7, 3, 2, 1): anti-correlated.
+ASHA_TRIALS = [
+    ("A", 1, 10, 0.10, 0.10), ("A", 2, 10, 0.30, 0.11), ("A", 3, 10, 0.40, 0.12),
+    ("C", 2, 20, 0.50, 0.14), ("C", 3, 20, 0.20, 0.15),
+    ("B", 1, 40, 0.75, 0.20), ("B", 2, 40, 0.80, 0.21), ("B", 3, 40, 0.85, 0.22), ("C", 1, 40, 0.90, 0.23),
+    ("D", 1, 40, 0.70, 0.24), ("D", 2, 40, 0.65, 0.25), ("D", 3, 40, 0.60, 0.26),
+]
+
+
+def write_trials(root, trials, *, seed_major=True):
+    """A study directory (engine run files and params.json, as `dastudy study run` leaves them) of ``trials``:
+    (configuration, seed, last iteration, uda/im and val/mIoU16 at it). Evaluations every 10 iterations; earlier
+    ones score lower (×(0.5 + 0.5·it/last)). Trials are numbered seed-major (all configurations of seed 1 first)
+    or seed-minor (all seeds of configuration A first)."""
+    order = sorted(trials, key=(lambda t: (t[1], t[0])) if seed_major else (lambda t: (t[0], t[1])))
+    for index, (config, seed, last, im, miou) in enumerate(order):
+        trial = root / f"trial_{index:03d}"
+        (trial / "run").mkdir(parents=True)
+        lam, lr = CONFIGS[config]
+        (trial / "params.json").write_text(json.dumps({LAM: lam, LR: lr, SEED: seed}))
+        rows = [{"kind": "eval", "iteration": it, "uda/im": im * (0.5 + 0.5 * it / last),
+                 "val/mIoU16": miou * (0.5 + 0.5 * it / last)} for it in range(10, last + 1, 10)]
+        (trial / "run" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def test_agreement_at_equal_budget_undoes_the_sign_flip(tmp_path):
+    """Issue 18: with each trial's last evaluation, the 5 trials ASHA stopped at iteration 10 or 20 (low score, low
+    target) enter with the 7 completed ones and ρ = +0.64; at the equal budget (iteration 40, the completed trials)
+    ρ = −0.64."""
+    study = write_trials(tmp_path / "study", ASHA_TRIALS)
+    curves = load_curves(study)
+    # the old reading, by hand: 12 pairs, Σd² = (0 + 1 + 1 + 1 + 9) + 92 = 104 → ρ = 1 − 6·104/(12·143) = 7/11
+    last = [(c.series("uda/im")[-1], c.series("val/mIoU16")[-1]) for c in curves]
+    assert rank_correlations(*zip(*last))[0] == pytest.approx(7 / 11)
+    assert round(7 / 11, 2) == 0.64
+    assert equal_budget(curves) == 40
+    im = agreement(curves, "uda/im")
+    # completed: im ranks (4, 5, 6, 7, 3, 2, 1) vs target 1..7: Σd² = 9·4 + 4 + 16 + 36 = 92 → ρ = 1 − 552/336;
+    # pairs: 6 concordant (within the first four), 3 + 12 discordant → τ = −9/21
+    assert (im.budget, im.trials, im.configurations) == (40, 7, 3)
+    assert im.spearman_trials.value == pytest.approx(1 - 552 / 336) and round(1 - 552 / 336, 2) == -0.64
+    assert im.kendall_trials.value == pytest.approx(-9 / 21)
+    # im picks C seed 1 (0.90, target 0.23) against the best completed trial (0.26)
+    assert im.regret_trial == pytest.approx(0.23 - 0.26)
+    text = agreement_section(study, study / "figures")
+    assert "at iteration **40**" in text and "10: 12, 20: 9, 30: 7, 40: 7" in text
+    assert "| `uda/im` | 7 (3) | -0.64 [" in text
+    # an explicit lower budget: all 12 trials at iteration 10
+    assert agreement(curves, "uda/im", budget=10).trials == 12
+
+
+def test_variance_split_by_hand(tmp_path):
+    """At iteration 40: B (0.20, 0.21, 0.22), C (0.23), D (0.24, 0.25, 0.26); mean 0.23; SS total = 2·(0.03² + 0.02²
+    + 0.01²) = 0.0028; within = 2·(0.01² + 0.01²) = 0.0004 → seed 1/7, configuration 6/7."""
+    split = variance_split([0.20, 0.21, 0.22, 0.23, 0.24, 0.25, 0.26], list("BBBCDDD"))
+    assert (split.configuration, split.seed) == (pytest.approx(6 / 7), pytest.approx(1 / 7))
+    assert (split.trials, split.configurations) == (7, 3)
+    assert math.isnan(variance_split([0.2, 0.2], ["a", "b"]).seed)  # a constant has no variance to split
+    assert variance_split([0.1, math.nan, 0.3], ["a", "a", "b"]).trials == 2  # a NaN target is left out
+    study = write_trials(tmp_path / "study", ASHA_TRIALS)
+    text = agreement_section(study, study / "figures")
+    assert "over 7 trials of 3 configurations: configuration 86 %, seed (within configuration) 14 %" in text
+
+
+# two configurations × two seeds, all completed; im ties between (B, seed 1) and (A, seed 2)
+TIED = [("A", 1, 20, 0.5, 0.30), ("B", 1, 20, 0.9, 0.20), ("A", 2, 20, 0.9, 0.28), ("B", 2, 20, 0.3, 0.22)]
+
+
+@pytest.mark.parametrize("seed_major", [True, False])
+def test_ties_do_not_depend_on_trial_order(tmp_path, seed_major):
+    """Seed-major numbering puts (B, 1) first, seed-minor (A, 2): the first-by-name rule gave −0.10 or −0.02. The
+    tie counts as a random pick among the tied: mean(0.20, 0.28) − 0.30 = −0.06, both names shown."""
+    study = write_trials(tmp_path / "study", TIED, seed_major=seed_major)
+    curves = load_curves(study)
+    im = agreement(curves, "uda/im")
+    assert im.regret_trial == pytest.approx((0.20 + 0.28) / 2 - 0.30)
+    assert im.regret_overall == pytest.approx((0.20 + 0.28) / 2 - 0.30)
+    tied = {c.name for c in curves if c.params[SEED] == 1 and c.params[LAM] == 0.001 and c.params[LR] == 0.01} | \
+        {c.name for c in curves if c.params[SEED] == 2 and c.params[LR] == 0.002}
+    assert im.picked == tuple(sorted(f"{name} @ 20" for name in tied))
+    # within each trial the two checkpoints scale together: no tie, the last one is picked, regret 0
+    assert im.regret_checkpoint == pytest.approx(0.0)
+
+
+def test_cluster_resamples_draw_configurations_then_seeds():
+    groups = ["a", "a", "a", "b", "c", "c"]
+    index = cluster_resamples(groups, resamples=300, seed=1)
+    item_counts = np.stack([np.bincount(row[row >= 0], minlength=6) for row in index])
+    per_group = np.stack([item_counts[:, :3].sum(1), item_counts[:, 3], item_counts[:, 4:].sum(1)], axis=1)
+    # three configurations are drawn per resample, each bringing as many items as it has seeds: a multiple of 3
+    # items of a, of 1 of b, of 2 of c, and 3 draws in all
+    assert np.all(per_group % np.array([3, 1, 2]) == 0)
+    assert np.all((per_group // np.array([3, 1, 2])).sum(axis=1) == 3)
+    # seeds are resampled within a drawn configuration: some resample holds a with its seeds in unequal numbers
+    drawn_a = item_counts[per_group[:, 0] == 3][:, :3]
+    assert (drawn_a.max(axis=1) > 1).any() and (drawn_a.min(axis=1) == 0).any()
+    assert np.array_equal(index, cluster_resamples(groups, resamples=300, seed=1))  # seeded: reproducible
+
+
+def test_bootstrap_statistics_equal_scipy_on_each_resample():
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=9).round(1), rng.normal(size=9).round(1)  # rounded: ties occur
+    groups = list("aaabbbccd")
+    index = cluster_resamples(groups, resamples=60, seed=0)
+    rho, tau = bootstrap_correlations(x, y, index)
+    for b, row in enumerate(index):
+        row = row[row >= 0]
+        if np.all(x[row] == x[row][0]) or np.all(y[row] == y[row][0]):
+            assert math.isnan(rho[b])
+            continue
+        assert rho[b] == pytest.approx(stats.spearmanr(x[row], y[row]).statistic)
+        assert tau[b] == pytest.approx(stats.kendalltau(x[row], y[row]).statistic)
+
+
+def test_interval_of_a_perfect_validator_and_of_one_configuration(tmp_path):
+    perfect = [(c, s, 20, 0.1 * k + 0.01 * s, 0.1 * k + 0.01 * s) for k, c in enumerate("ABCD") for s in (1, 2)]
+    curves = load_curves(write_trials(tmp_path / "perfect", perfect))
+    im = agreement(curves, "uda/im")
+    assert (im.spearman_trials.value, im.spearman_trials.low, im.spearman_trials.high) == (1.0, 1.0, 1.0)
+    assert im.spearman_trials.text() == "+1.00 [+1.00, +1.00]"
+    # the anti-correlated completed trials of the ASHA study: the interval holds the estimate and stays in [-1, 1]
+    im = agreement(load_curves(write_trials(tmp_path / "asha", ASHA_TRIALS)), "uda/im")
+    assert -1 <= im.spearman_trials.low < im.spearman_trials.value < im.spearman_trials.high <= 1
+    assert -1 <= im.kendall_trials.low < im.kendall_trials.value < im.kendall_trials.high <= 1
+
+
+def test_trials_off_the_budget_enter_no_number(tmp_path):
+    """A stopped trial with the study's highest score (and target) at iteration 10, a completed one without a target
+    at the budget, and two that ran past everyone to 50: the table at iteration 40 is the 7 completed trials'."""
+    extra = [("A", 4, 10, 5.0, 0.50)]
+    study = write_trials(tmp_path / "study", ASHA_TRIALS + extra + [("B", 5, 50, 0.95, 0.27), ("D", 5, 50, 0.1, 0.1)])
+    unlabelled = study / "trial_900" / "run"
+    unlabelled.mkdir(parents=True)
+    (study / "trial_900" / "params.json").write_text(json.dumps({LAM: 0.001, LR: 0.01, SEED: 6}))
+    (unlabelled / "metrics.jsonl").write_text("".join(json.dumps({"kind": "eval", "iteration": it, "uda/im": 0.99})
+                                                      + "\n" for it in (10, 20, 30, 40)))
+    curves = load_curves(study)
+    assert equal_budget(curves) == 40 and equal_budget(curves, min_trials=2) == 50
+    im = agreement(curves, "uda/im")
+    # at 40: the 7 completed and the two that ran to 50 (their evaluation at 40, im 0.855 and 0.09, target 0.243 and
+    # 0.09); not the stopped one, not the unlabelled one
+    assert (im.trials, im.configurations) == (9, 3)
+    # overall pick: C seed 1 at 40 (im 0.90), not the stopped trial's iteration 10 (im 5.0) nor the unlabelled
+    # trial (im 0.99 everywhere); the best pair is D seed 3 at 40 (0.26)
+    (c1,) = [c.name for c in curves if c.params[SEED] == 1 and c.params[LAM] == 0.01 and c.params[LR] == 0.002]
+    assert im.picked == (f"{c1} @ 40",)
+    assert im.regret_overall == pytest.approx(0.23 - 0.26)
+
+
+def test_percentile_interval_by_hand():
+    # 0, 0.001, …, 1: the 2.5th and 97.5th percentiles are 0.025 and 0.975
+    draws = np.linspace(0, 1, 1001)
+    assert percentile_interval(0.5, draws) == percentile_interval(0.5, np.concatenate([draws, [math.nan] * 10]))
+    interval = percentile_interval(0.5, draws)
+    assert (interval.low, interval.high) == (pytest.approx(0.025), pytest.approx(0.975))
+    assert interval.text() == "+0.50 [+0.03, +0.97]"  # 0.025 → +0.03, 0.975 → +0.97 (round half to even)
+    # more than half undefined (e.g. a single configuration drawn again and again): no ends
+    assert math.isnan(percentile_interval(0.5, np.array([0.1, math.nan, math.nan])).low)
+
+
+def test_a_study_of_two_trials_compares_them_where_both_were(tmp_path):
+    curves = load_curves(write_trials(tmp_path / "study", [("A", 1, 20, 0.5, 0.3), ("B", 1, 40, 0.9, 0.2)]))
+    assert equal_budget(curves) == 20
+    im = agreement(curves, "uda/im")  # at 20: B (im 0.9·0.75, target 0.2·0.75) is picked over A (0.5, 0.3)
+    assert im.trials == 2 and im.regret_trial == pytest.approx(0.2 * 0.75 - 0.3)
