@@ -12,14 +12,17 @@ keeps no stream or terminal state in its pickled form.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 import statistics
 import sys
 import time
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
-from study.search import StudyProgress, _fmt, short_param, trial_dirname
+from ray.tune import Callback
+
+from study.spaces import param_label
 
 __all__ = ["LiveProgress", "format_eta"]
 
@@ -38,16 +41,22 @@ def format_eta(seconds: float | None) -> str:
     return f"~{hours} h {minutes:02d} min"
 
 
-class LiveProgress(StudyProgress):
-    """The study's progress (module docstring). ``live``: redraw a table in place (default: when ``stream`` is a
-    terminal); ``refresh_s``: how often the table is redrawn between trial events (the ETA ticks)."""
+class LiveProgress(Callback):
+    """The study's progress (module docstring). ``plain``: the callback whose lines are shown off a terminal
+    (study.search.StudyProgress: one line per trial event); ``name_of``: a trial's name (its directory name).
+    ``live``: redraw a table in place (default: when ``stream`` is a terminal); ``refresh_s``: how often the table
+    is redrawn between trial events (the ETA ticks)."""
 
-    def __init__(self, *, metric: str, mode: str, max_t: int, num_samples: int, max_concurrent: int,
-                 name: str = "", stream: TextIO | None = None, live: bool | None = None, refresh_s: float = 2.0):
-        super().__init__(metric=metric, mode=mode, max_t=max_t, num_samples=num_samples)
+    def __init__(self, plain: Callback, *, name_of: Callable[[Any], str], metric: str, mode: str, max_t: int,
+                 num_samples: int, max_concurrent: int, name: str = "", stream: TextIO | None = None,
+                 live: bool | None = None, refresh_s: float = 2.0):
+        self.plain, self.name_of = plain, name_of
+        self.metric, self.mode, self.max_t, self.num_samples = metric, mode, max_t, num_samples
         self.name, self.max_concurrent, self.refresh_s = name, max(1, int(max_concurrent)), refresh_s
         self._stream, self._live = stream, live
+        self._best: tuple[float, str] | None = None
         self._iter_s: list[float] = []
+        self._t0 = time.time()
         self._drawn = 0
         self._last_draw = 0.0
 
@@ -70,14 +79,17 @@ class LiveProgress(StudyProgress):
 
     # -- output
     def _line(self, text: str) -> None:
-        elapsed = time.time() - self._t0
-        self._above(f"[{int(elapsed // 60):3d}:{int(elapsed % 60):02d}] {text}")
-
-    def _above(self, text: str) -> None:
         """A line that stays: on a terminal it goes above the table (which is drawn again below it)."""
+        elapsed = time.time() - self._t0
         if self.live:
             self._clear()
-        print(text, file=self.stream, flush=True)
+        print(f"[{int(elapsed // 60):3d}:{int(elapsed % 60):02d}] {text}", file=self.stream, flush=True)
+
+    @contextlib.contextmanager
+    def _plain(self):
+        """The plain callback prints to sys.stdout: point that at this stream."""
+        with contextlib.redirect_stdout(self.stream):
+            yield self.plain
 
     def _clear(self) -> None:
         if self._drawn:
@@ -128,13 +140,13 @@ class LiveProgress(StudyProgress):
     def _table(self, trials: list, *, max_rows: int) -> list[str]:
         order = {"RUNNING": 0, "PENDING": 1, "PAUSED": 1, "TERMINATED": 2, "ERROR": 2}
         shown = sorted(trials, key=lambda t: order.get(getattr(t, "status", ""), 3))[:max_rows]
-        names = sorted({short_param(k) for t in shown for k in (getattr(t, "config", None) or {})})
+        names = sorted({param_label(k) for t in shown for k in (getattr(t, "config", None) or {})})
         header = ["trial", *names, "iter", f"{self.metric} (%)" if _percent(self.metric) else self.metric, "state"]
         rows = []
         for t in shown:
-            params = {short_param(k): v for k, v in (getattr(t, "config", None) or {}).items()}
+            params = {param_label(k): v for k, v in (getattr(t, "config", None) or {}).items()}
             value = (getattr(t, "last_result", None) or {}).get(self.metric)
-            rows.append([trial_dirname(t), *(_fmt(params.get(n, "-")) for n in names),
+            rows.append([self.name_of(t), *(_fmt(params.get(n, "-")) for n in names),
                          f"{_iteration(t)}/{self.max_t}", _value(self.metric, value),
                          _state(t, self.max_t)])
         widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
@@ -145,26 +157,37 @@ class LiveProgress(StudyProgress):
         if self.live:
             self._draw(trials)
         else:
-            super().on_trial_start(iteration, trials, trial, **info)
+            with self._plain() as plain:
+                plain.on_trial_start(iteration, trials, trial, **info)
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         took = result.get("time_this_iter_s")
         if isinstance(took, (int, float)) and math.isfinite(took) and took > 0:
             self._iter_s.append(float(took))
+        value = result.get(self.metric)
+        if isinstance(value, (int, float)) and math.isfinite(value) and (
+                self._best is None or (value > self._best[0] if self.mode == "max" else value < self._best[0])):
+            self._best = (float(value), self.name_of(trial))
         if self.live:
-            value = result.get(self.metric)
-            if isinstance(value, (int, float)) and math.isfinite(value) and self._better(value):
-                self._best = (float(value), trial_dirname(trial))
             self._draw(trials)
         else:
-            super().on_trial_result(iteration, trials, trial, result, **info)
+            with self._plain() as plain:
+                plain.on_trial_result(iteration, trials, trial, result, **info)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        super().on_trial_complete(iteration, trials, trial, **info)  # the end line stays (above the table)
+        if self.live:  # the end line stays above the table, in the scrollback
+            self._line(f"{self.name_of(trial)} {_state(trial, self.max_t)}  {self.metric}="
+                       f"{_value(self.metric, (trial.last_result or {}).get(self.metric))}")
+        else:
+            with self._plain() as plain:
+                plain.on_trial_complete(iteration, trials, trial, **info)
         self._after_end(trials)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        super().on_trial_error(iteration, trials, trial, **info)
+        with self._plain() as plain:  # the failure reason, as one line (above the table on a terminal)
+            if self.live:
+                self._clear()
+            plain.on_trial_error(iteration, trials, trial, **info)
         self._after_end(trials)
 
     def _after_end(self, trials: list) -> None:
@@ -185,13 +208,18 @@ class LiveProgress(StudyProgress):
             self._drawn = 0  # the last table stays on the screen
         signum = stop_requested()
         if signum is None:
-            super().on_experiment_end(trials, **info)
+            with self._plain() as plain:
+                plain.on_experiment_end(trials, **info)
             return
         import signal
 
         c = self.counts(trials)
         self._line(f"study stopped by {signal.Signals(signum).name}: {c['done']} of {self.num_samples} trials "
                    f"ended, {c['running']} interrupted (their last checkpoints are kept), state saved")
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def _percent(metric: str) -> bool:

@@ -235,7 +235,7 @@ def build_tuner(study: StudyConfig, *, location: StudyLocation, init_checkpoint:
     from study.snapshots import StudyFIFO
 
     from study.progress import LiveProgress
-    from study.search import PersistentASHA, StudySearch, trial_dirname
+    from study.search import PersistentASHA, StudyProgress, StudySearch, trial_dirname
 
     configure_environment()
     metric, mode = study.study_metric, study.mode
@@ -282,8 +282,11 @@ def build_tuner(study: StudyConfig, *, location: StudyLocation, init_checkpoint:
         sync_config=None if location.shared_fs else tune.SyncConfig(sync_artifacts=True),
         verbose=0,
         callbacks=[CSVLoggerCallback(), JsonLoggerCallback(),
-                   LiveProgress(metric=metric, mode=mode, max_t=study.max_t, num_samples=study.num_trials,
-                                max_concurrent=study.max_concurrent_trials, name=study.name),
+                   LiveProgress(StudyProgress(metric=metric, mode=mode, max_t=study.max_t,
+                                              num_samples=study.num_trials),
+                                name_of=trial_dirname, metric=metric, mode=mode, max_t=study.max_t,
+                                num_samples=study.num_trials, max_concurrent=study.max_concurrent_trials,
+                                name=study.name),
                    *extra_callbacks], stop=stopper)
     return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
 

@@ -154,9 +154,11 @@ class _Trial:
 
 def _progress(stream, *, live):
     from study.progress import LiveProgress
+    from study.search import StudyProgress, trial_dirname
 
-    return LiveProgress(metric="val/mIoU16", mode="max", max_t=4, num_samples=4, max_concurrent=2, name="demo",
-                        stream=stream, live=live)
+    plain = StudyProgress(metric="val/mIoU16", mode="max", max_t=4, num_samples=4)
+    return LiveProgress(plain, name_of=trial_dirname, metric="val/mIoU16", mode="max", max_t=4, num_samples=4,
+                        max_concurrent=2, name="demo", stream=stream, live=live)
 
 
 def _play(progress):
