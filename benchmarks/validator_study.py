@@ -7,6 +7,9 @@ Layout written (the same as a study directory, so ``study.agreement`` reads both
     OUT/baseline/                   source-only run (shared by every shift: the source domain does not change)
     OUT/<shift>/trial_<k>/run/      one engine run directory per grid point (config.toml, metrics.jsonl, ...)
     OUT/<shift>/agreement.md        the agreement section (study.agreement), figures in OUT/<shift>/figures/
+    RESULTS/validator_study_<shift>.csv   the per-trial results the section rests on: one row per trial and
+                                    evaluation (parameters, seed, iteration, target val mIoU16, every uda/ score),
+                                    RESULTS = --results (default benchmarks/results/cpu), so anyone can recompute it
 
 Usage (about 30 min per shift on one core of a loaded 2-core machine)::
 
@@ -16,6 +19,7 @@ Usage (about 30 min per shift on one core of a loaded 2-core machine)::
 from __future__ import annotations
 
 import argparse
+import csv
 import itertools
 import json
 import sys
@@ -33,6 +37,8 @@ ITERATIONS, INTERVAL = 90, 30  # 3 evaluations per trial: enough for checkpoint-
 BATCH = 2
 VAL_IMAGES = 50
 BASELINE_ITERATIONS = 300
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results" / "cpu"
 
 
 def base_config(data: Path, *, name: str) -> dict:
@@ -81,11 +87,13 @@ def main(argv=None) -> int:
     parser.add_argument("--part", default="0/1", help="I/N: run only the grid points k with k %% N == I (parallel "
                         "processes share one study)")
     parser.add_argument("--report-only", action="store_true",
-                        help="only (re)write OUT/<shift>/agreement.md from the runs there")
+                        help="only (re)write OUT/<shift>/agreement.md and the CSV from the runs there")
+    parser.add_argument("--results", type=Path, default=RESULTS,
+                        help=f"folder of the per-trial CSV (default {RESULTS.relative_to(REPO)})")
     args = parser.parse_args(argv)
     home = args.out / args.shift
     if args.report_only:
-        return write_agreement(home)
+        return write_agreement(home, args.results)
     init = baseline(args.out, args.baseline_data or args.data)
     home.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -108,15 +116,37 @@ def main(argv=None) -> int:
         print(f"[{args.shift} {k + 1}/{len(grid())}] λ={lam} lr={lr} seed={seed}: {result['status']} "
               f"val/mIoU16 {metrics.get('val/mIoU16', float('nan')):.4f} in {result['wall_s']:.0f} s "
               f"(total {time.perf_counter() - start:.0f} s)", flush=True)
-    return write_agreement(home)
+    return write_agreement(home, args.results)
 
 
-def write_agreement(home: Path) -> int:
+def write_results_csv(home: Path, path: Path) -> Path:
+    """The raw per-trial results of one shift (every evaluation of every trial, as ``study.agreement`` reads them):
+    ``trial``, the searched parameters (``params.json``), ``iteration``, then every metric (``val/mIoU16``, the
+    ``uda/…`` scores, …) in a fixed column order; empty cells where a run did not report a metric."""
+    from study.agreement import load_curves
+
+    curves = load_curves(home)
+    params = sorted({k for c in curves for k in c.params})
+    metrics = sorted({k for c in curves for m in c.metrics for k in m if k.startswith(("val/mIoU", "uda/"))})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["trial", *params, "iteration", *metrics])
+        for curve in curves:
+            for iteration, values in zip(curve.iterations, curve.metrics):
+                writer.writerow([curve.name, *(curve.params.get(k, "") for k in params), iteration,
+                                 *(repr(values[k]) if k in values else "" for k in metrics)])
+    return path
+
+
+def write_agreement(home: Path, results: Path | None = None) -> int:
     from study.agreement import agreement_section
 
     text = agreement_section(home, home / "figures")
     (home / "agreement.md").write_text(text)
+    csv_path = write_results_csv(home, (results or RESULTS) / f"validator_study_{home.name}.csv")
     print(text)
+    print(f"wrote {home / 'agreement.md'} and {csv_path}")
     return 0
 
 
