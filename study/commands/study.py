@@ -507,8 +507,6 @@ def _dry_run(study_cfg, args: argparse.Namespace) -> int:
 def _dry_run_nodes(args: argparse.Namespace):
     """The nodes a real run would get: those of the ``--address`` cluster (connected to, then disconnected),
     or this machine as the local Ray started by ``study run`` would see it (``--num-cpus``, the GPUs CUDA shows)."""
-    import os
-
     from study.resources import NodeInfo, cluster_nodes, describe_nodes
 
     if args.address:
