@@ -256,6 +256,7 @@ def collect_trials(home: Path) -> dict[str, Any]:
                 "step": max(steps[-1] if steps else 0, study_cfg.max_t if t.state.name == "COMPLETE" else 0),
                 "pruned_at": t.user_attrs.get("pruned_at"), "reason": t.user_attrs.get("fail_reason"),
                 "validators": _validator_scores(home, t.user_attrs.get("trial_dir")),
+                "curve": [[int(k), float(v)] for k, v in sorted(t.intermediate_values.items())],
             })
     scored = [t for t in trials if t["state"] in ("COMPLETE", "PRUNED") and t["value"] is not None
               and math.isfinite(t["value"])]
@@ -263,7 +264,7 @@ def collect_trials(home: Path) -> dict[str, Any]:
     pick = max if study_cfg.mode == "max" else min
     # A full run beats an early-stopped one: the best is chosen among completed trials when there are any.
     best = pick(complete or scored, key=lambda t: t["value"]) if scored else None
-    best_config = _best_configuration(complete, mode=study_cfg.mode)
+    best_config = _best_configuration(trials, mode=study_cfg.mode)
     _mark_interrupted(home, trials)
     counts: dict[str, int] = {}
     for t in trials:
@@ -317,23 +318,33 @@ def _validator_scores(home: Path, trial_dir: str | None) -> dict[str, float]:
             if isinstance(k, str) and k.startswith("uda/") and isinstance(v, (int, float)) and math.isfinite(v)}
 
 
-def _best_configuration(complete: list[dict[str, Any]], *, mode: str) -> dict[str, Any] | None:
-    """Seeds are replicates: the best *configuration* (searched parameters without the seed) by its mean over
-    completed trials, as the report ranks them; ``None`` when no configuration has more than one seed."""
-    from study.report.aggregate import config_key, is_seed
+_STATUS_OF = {"COMPLETE": "completed", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running",
+              "WAITING": "running"}
 
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for t in complete:
-        groups.setdefault(config_key(t["params"]), []).append(t)
-    if not groups or max(len(g) for g in groups.values()) < 2:
+
+def _best_configuration(trials: list[dict[str, Any]], *, mode: str) -> dict[str, Any] | None:
+    """The best *configuration* (searched parameters without the seed) by the report's own rule
+    (:func:`study.report.aggregate.choose_best`: at least two replicates at the budget it is ranked at, completed
+    configurations first, else at the budget all scored trials reached); ``None`` when no configuration has two
+    replicates at one budget. ``trials``: the status rows (``curve``: the Optuna intermediate values, if known)."""
+    from study.report.aggregate import choose_best, is_seed
+    from study.report.collect import TrialRecord
+
+    records = []
+    for t in trials:
+        value = t.get("value")
+        curve = tuple(t.get("curve") or ((t.get("step") or 0, value),) if value is not None else ())
+        records.append(TrialRecord(
+            name=str(t["trial"]), trial_id=str(t["trial"]), params=dict(t["params"]),
+            status=_STATUS_OF.get(t["state"], "failed"), rounds=int(t.get("step") or 0), iteration=None,
+            metric=value, final={}, curve=tuple((int(x), float(y)) for x, y in curve if y is not None),
+            time_s=None, run_dir=None, order=t.get("number")))
+    config = choose_best(records, mode).config
+    if config is None:
         return None
-    pick = max if mode == "max" else min
-    members = pick(groups.values(), key=lambda g: sum(t["value"] for t in g) / len(g))
-    values = [t["value"] for t in members]
-    mean = sum(values) / len(values)
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-    return {"params": {k: v for k, v in members[0]["params"].items() if not is_seed(k)}, "mean": mean, "sd": sd,
-            "n": len(values), "trials": [t["trial"] for t in members]}
+    return {"params": {k: v for k, v in config.params.items() if not is_seed(k)}, "mean": config.score.mean,
+            "sd": config.score.sd, "n": config.score.n, "trials": [t.name for t in config.trials],
+            "seeds": list(config.seeds), "budget": config.group}
 
 
 def format_trials_table(info: dict[str, Any]) -> str:
@@ -373,14 +384,19 @@ def format_trials_table(info: dict[str, Any]) -> str:
     if best is not None:
         params = ", ".join(f"{_short(k)} = {_fmt_param(v)}" for k, v in best["params"].items())
         lines.append(f"best {metric} = {_fmt_metric(metric, best['value'])}{' %' if 'mIoU' in metric else ''} "
-                     f"({best['trial']}: {params})")
+                     f"({best['trial']}: {params}; one trial, not a configuration)")
     best_config = info.get("best_config")
     if best_config is not None:
         unit = " %" if "mIoU" in metric else ""
         params = ", ".join(f"{_short(k)} = {_fmt_param(v)}" for k, v in best_config["params"].items())
-        lines.append(f"best configuration by its mean over seeds ({metric}, completed trials): "
+        budget = best_config.get("budget", "completed")
+        lines.append(f"best configuration by its mean over seeds ({metric}, "
+                     f"{'completed trials' if budget == 'completed' else budget + ', all scored trials'}): "
                      f"{_fmt_metric(metric, best_config['mean'])} ± {_fmt_metric(metric, best_config['sd'])}{unit} "
                      f"(n = {best_config['n']}; {params or 'no searched parameter but the seed'})")
+    elif best is not None:
+        lines.append("best configuration: none (no configuration has 2 or more replicates at one budget; a single "
+                     "run is not ranked)")
     return "\n".join(lines)
 
 

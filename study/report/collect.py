@@ -58,7 +58,7 @@ class StudyData:
     grace_period: int | None
     reduction_factor: float | None
     trials: tuple[TrialRecord, ...]
-    baseline: Mapping[str, float] | None  # the source-only run's last evaluation
+    baseline: Mapping[str, float] | None  # the evaluation of the checkpoint the trials start from (see below)
     baseline_dir: str | None
     num_classes: int
     scheduler: str = "asha"
@@ -66,6 +66,16 @@ class StudyData:
     model: str | None = None  # the base config's model.name (a searched model.name overrides it per trial)
     base_lambda: float | None = None  # the base config's adapt.lambda_adv_main
     baseline_model: str | None = None  # the source-only baseline's model.name
+    baseline_iteration: int | None = None  # the iteration of that checkpoint (best.pt); None: the last evaluation
+    baseline_note: str | None = None  # why the source-only numbers may not be those of the start checkpoint
+
+    @property
+    def baseline_label(self) -> str:
+        """Where the source-only numbers come from, for the report."""
+        if self.baseline_iteration is not None:
+            return (f"the source-only checkpoint every trial starts from (`best.pt`, selected at iteration "
+                    f"{self.baseline_iteration}), its evaluation at that iteration")
+        return "the source-only baseline's last evaluation (the start checkpoint's own was not found)"
 
     @property
     def selection(self) -> str:
@@ -324,7 +334,8 @@ def load_study(study_dir: str | Path) -> StudyData:
             run_dir=str(run_dir.relative_to(study_dir)) if run_dir is not None else None,
         ))
     baseline_dir = study_dir / "baseline"
-    baseline = _last_eval(baseline_dir) if baseline_dir.is_dir() else None
+    baseline, baseline_iteration, baseline_note = (_start_checkpoint_eval(baseline_dir, study_dir, trials)
+                                                   if baseline_dir.is_dir() else (None, None, None))
     num_classes = _lookup(config, "train.data.num_classes", "base.data.num_classes", "data.num_classes",
                           default=None)
     if num_classes is None:
@@ -348,7 +359,56 @@ def load_study(study_dir: str | Path) -> StudyData:
         model=_lookup(config, "train.model.name", default=None) or _run_model(study_dir, trials),
         base_lambda=_number(_lookup(config, "train.adapt.lambda_adv_main")),
         baseline_model=_baseline_model(baseline_dir) if baseline else None,
+        baseline_iteration=baseline_iteration if baseline else None,
+        baseline_note=baseline_note if baseline else None,
     )
+
+
+def _start_checkpoint_eval(baseline_dir: Path, study_dir: Path, trials: Iterable[TrialRecord]
+                           ) -> tuple[dict[str, float], int | None, str | None]:
+    """The source-only number: the evaluation of the checkpoint the trials start from.
+
+    Every trial is initialised from the baseline's ``best.pt`` (study.tuner.prepare_baseline), chosen on the
+    baseline's selection split at ``best_iteration`` (its ``result.json``); the engine evaluated that very model
+    at that iteration, on the same splits and protocol as a trial's evaluations, and wrote it to
+    ``metrics.jsonl``. The baseline's *last* evaluation is another model (later, usually a different score).
+    Returns (metrics, iteration, note); an older study directory without that record falls back to the last
+    evaluation and says so."""
+    try:
+        result = json.loads((baseline_dir / "result.json").read_text())
+    except (OSError, ValueError):
+        result = {}
+    best_iteration = result.get("best_iteration") if isinstance(result, dict) else None
+    evals = [r for r in _json_lines(baseline_dir / "metrics.jsonl") if r.get("kind", "eval") == "eval"]
+    at_best = [r for r in evals if _number(best_iteration) is not None and r.get("iteration") == best_iteration]
+    if not at_best:
+        why = ("baseline/result.json names no best_iteration" if _number(best_iteration) is None else
+               f"baseline/metrics.jsonl has no evaluation at best_iteration {best_iteration}")
+        return (_last_eval(baseline_dir),  None,
+                f"{why} (a study directory from an older version): the source-only numbers are the baseline's last "
+                "evaluation, which may not be the checkpoint (best.pt) the trials start from")
+    note = _scoring_differs(baseline_dir, study_dir, trials)
+    return _metrics_of(at_best[-1]), int(best_iteration), note  # the last: a resumed run re-evaluates once more
+
+
+_SCORING = (("eval", "protocol"), ("eval", "flip"), ("eval", "max_images"), ("data", "val"), ("data", "num_classes"))
+
+
+def _scoring_differs(baseline_dir: Path, study_dir: Path, trials: Iterable[TrialRecord]) -> str | None:
+    """A note when the baseline was evaluated differently from the trials (another val split or protocol)."""
+    run = next((t.run_dir for t in trials if t.run_dir and (study_dir / t.run_dir / "config.toml").is_file()), None)
+    if run is None or not (baseline_dir / "config.toml").is_file():
+        return None
+    try:
+        ours, theirs = _read_toml(baseline_dir / "config.toml"), _read_toml(study_dir / run / "config.toml")
+    except ReportError:
+        return None
+    differ = [".".join(k) for k in _SCORING if _lookup(ours, ".".join(k)) != _lookup(theirs, ".".join(k))]
+    if not differ:
+        return None
+    return (f"the source-only baseline was evaluated with other settings than the trials ({', '.join(differ)} "
+            f"differ between baseline/config.toml and {run}/config.toml): its numbers are not scored the way the "
+            "trials are")
 
 
 def _run_model(study_dir: Path, trials: Iterable[TrialRecord]) -> str | None:

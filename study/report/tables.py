@@ -103,11 +103,16 @@ def config_rows(data: StudyData, configs: Sequence[ConfigAggregate], *, names: S
     header = ["rank", *[param_label(n) for n in names], "seeds", f"{data.metric} mean ± sd (n)", "95 % CI"]
     keys = _final_keys(data) if finals else []
     header += [f"{k} mean ± sd (n)" for k in keys]
+    survivors = any(c.stopped for c in configs)
+    if survivors:
+        header.append("replicates stopped early")
     body = []
-    for k, c in enumerate(configs, start=1):
-        body.append([f"{rank_prefix}{k}", *[_param_text(c.params.get(n, "")) for n in names],
-                     ", ".join(str(s) for s in c.seeds), fmt_stats(c.score), fmt_ci(c.score),
-                     *[fmt_stats(c.final(key)) for key in keys]])
+    rank = 0
+    for c in configs:  # ranked ones first (aggregate.rank_configs): one replicate gets no rank
+        rank += c.ranked
+        body.append([f"{rank_prefix}{rank}" if c.ranked else "–", *[_param_text(c.params.get(n, "")) for n in names],
+                     ", ".join("-" if s is None else str(s) for s in c.seeds), fmt_stats(c.score), fmt_ci(c.score),
+                     *[fmt_stats(c.final(key)) for key in keys], *([str(c.stopped)] if survivors else [])])
     return header, body
 
 
@@ -136,6 +141,7 @@ class ReportSummary:
     best_score: Any = None  # aggregate.Stats of the study metric over best_seeds
     tables: tuple[Path, ...] = ()
     importance_configurations: int = 0
+    best_note: str | None = None  # why there is no best configuration (or the budget it was ranked at)
 
     def to_json(self) -> dict[str, Any]:
         """The summary as plain JSON types (``dastudy study report --json``); fractions, not percent."""
@@ -172,13 +178,15 @@ class ReportSummary:
             from study.report.paper import fmt_stats
 
             params = ", ".join(f"{param_label(k)}={_param_text(v)}" for k, v in sorted(self.best_params.items()))
+            from study.report.aggregate import seeds_text
+
             best = (f"best configuration: {params or '(no searched parameter)'}: {self.metric} = "
-                    f"{fmt_stats(self.best_score)} over seeds {list(self.best_seeds)} "
+                    f"{fmt_stats(self.best_score)} over {seeds_text(self.best_seeds)} "
                     f"(median replicate {self.best_trial})")
         elif self.best_trial:
             best = f"best: {self.best_trial} {self.metric} = {_pct(self.best_metric)}"
         else:
-            best = "best: none (no completed trial reported the metric)"
+            best = "best: none" + (f" ({self.best_note})" if self.best_note else "")
         return "\n".join([head, self.table(), best, f"report: {self.report}"])
 
 

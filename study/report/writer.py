@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from study.report.aggregate import (LAMBDA_KEY, MIN_CONFIGS_FOR_IMPORTANCE, MODEL_KEY, ConfigAggregate,
-                                    completed_and_stopped, equal_budget, is_seed, paired_vs_control)
+from study.report.aggregate import (LAMBDA_KEY, MIN_CONFIGS_FOR_IMPORTANCE, MIN_REPLICATES, MODEL_KEY, TIE_RULE,
+                                    ConfigAggregate, choose_best, completed_and_stopped, equal_budget, is_seed,
+                                    paired_vs_control, seeds_text)
 from study.report.collect import FIGURES, STATUSES, ReportError, StudyData, TrialRecord, _read_toml, _rungs, load_study
 from study.report.figures import _draw_all
 from study.report.importance import Importance, config_importances
-from study.report.paper import (fmt_ci, fmt_stats, paper_csv, paper_markdown, paper_rows, per_class_delta_rows,
-                                pooled_parameters)
+from study.report.paper import (SINGLE_NOTE, control_note, fmt_ci, fmt_p, fmt_stats, paper_csv, paper_markdown,
+                                paper_rows, per_class_delta_rows, pooled_parameters)
 from study.report.tables import (ReportSummary, _markdown_table, _param_text, _pct, _signed, _summary_header,
                                  _summary_rows, config_rows, param_label, per_class_rows)
 
@@ -38,8 +39,9 @@ def _best_config(study_dir: Path, out_dir: Path, data: StudyData, best: TrialRec
     data_dict.setdefault("runtime", {})["progress"] = RuntimeConfig().progress
     path = out_dir / "best_config.toml"
     if config is not None:
+        budget = "final evaluation" if config.group == "completed" else config.group
         header = (f"# Best configuration of study {data.name!r}: {data.metric} = {fmt_stats(config.score)} "
-                  f"(mean ± sd (n) over seeds {list(config.seeds)}).\n"
+                  f"(mean ± sd (n) over {seeds_text(config.seeds)}, at the {budget}).\n"
                   f"# This file is the run config of its median replicate, trial {best.name}; runtime.seed is a "
                   f"replicate index,\n# not part of the configuration: rerun with several seeds.\n"
                   f"# Run it with: dastudy adapt best_config.toml\n")
@@ -70,12 +72,14 @@ def write_report(study_dir: str | Path, *, out_dir: str | Path | None = None, wo
     searched = sorted({n for t in data.trials for n in t.params})
     completed, stopped = completed_and_stopped(data)
     budget, at_budget = equal_budget(data)
-    best_cfg: ConfigAggregate | None = (completed or stopped or [None])[0]
+    choice = choose_best(data.trials, data.mode)  # the one rule, shared with `study status`
+    best_cfg: ConfigAggregate | None = choice.config
     best = best_cfg.representative(data.mode) if best_cfg is not None else None
     notes: list[str] = []
-    if best_cfg is not None and not completed:
-        notes.append("no trial completed: the best configuration is chosen among trials stopped early (a smaller "
-                     "budget than a full run)")
+    if choice.note:
+        notes.append(choice.note)
+    if data.baseline_note:
+        notes.append(data.baseline_note)
     importance = config_importances(data.optuna, completed={t.name for c in completed for t in c.trials},
                                     direction=data.mode)
     if importance.note:
@@ -93,7 +97,8 @@ def write_report(study_dir: str | Path, *, out_dir: str | Path | None = None, wo
         csv_path = table_dir / "lambda_backbone.csv"
         csv_path.write_text(paper_csv(data, rows_paper))
         tables.append(csv_path)
-    best_config, config_note = _best_config(study_dir, out, data, best, best_cfg)
+    best_config, config_note = (_best_config(study_dir, out, data, best, best_cfg) if best_cfg is not None
+                                else (None, None))
     if config_note:
         notes.append(config_note)
     counts = {s: sum(t.status == s for t in data.trials) for s in STATUSES}
@@ -102,7 +107,8 @@ def write_report(study_dir: str | Path, *, out_dir: str | Path | None = None, wo
     text = _markdown(data, best=best, best_cfg=best_cfg, searched=searched, header=header, rows=rows,
                      figures=figures, importance=importance, best_config=best_config, notes=tuple(notes),
                      counts=counts, optuna_states=data.optuna.states, completed=completed, stopped=stopped,
-                     budget=budget, at_budget=at_budget, rows_paper=rows_paper, tables=tables)
+                     budget=budget, at_budget=at_budget, rows_paper=rows_paper, tables=tables,
+                     choice_note=choice.note)
     from study.agreement import agreement_section
 
     validators = agreement_section(study_dir, figure_dir, relative_to=out)  # uda/… validators (issue 14), or ""
@@ -119,13 +125,13 @@ def write_report(study_dir: str | Path, *, out_dir: str | Path | None = None, wo
         importances=dict(importance.values), report=report, figures=tuple(figures.values()),
         best_config=best_config, header=tuple(header), rows=tuple(tuple(r) for r in rows), notes=tuple(notes),
         best_seeds=best_cfg.seeds if best_cfg else (), best_score=best_cfg.score if best_cfg else None,
-        tables=tuple(tables), importance_configurations=importance.configurations,
+        tables=tuple(tables), importance_configurations=importance.configurations, best_note=choice.note,
     )
 
 
 def _markdown(data: StudyData, *, best: TrialRecord | None, best_cfg: ConfigAggregate | None, searched, header,
               rows, figures, importance: Importance, best_config, notes, counts, optuna_states, completed,
-              stopped, budget, at_budget, rows_paper, tables) -> str:
+              stopped, budget, at_budget, rows_paper, tables, choice_note=None) -> str:
     selection = ("a labelled **holdout** cut from the target train split (`select/…`)" if data.selection == "holdout"
                  else "**target val** (`val/…`): the selection and the final numbers come from the same images, "
                       "so the best score is optimistic (oracle selection, the seed's protocol)")
@@ -141,10 +147,12 @@ def _markdown(data: StudyData, *, best: TrialRecord | None, best_cfg: ConfigAggr
         f"- a trial's score is its metric at its **last** report; final numbers are always target val (`val/…`)",
         ("- seeds are replicates: a *configuration* is the searched parameters without `runtime.seed` (seeds "
          f"{', '.join(seeds)}); rankings, the best configuration, the sensitivity means and the importances use "
-         "per-configuration mean ± sample sd (n) with a 95 % Student-t interval, never one seed"
+         "per-configuration mean ± sample sd (n) with a 95 % Student-t interval (`scipy.stats`), never one seed; "
+         f"a configuration is ranked as the best only with at least {MIN_REPLICATES} replicates at the budget it is "
+         f"ranked at; ranking order: {TIE_RULE}"
          if seed_names else
          "- the study searches no `runtime.seed`: every configuration has one run (n = 1), so no spread can be "
-         "given; declare seeds (`search.params.seeds`) for replicates"),
+         "given and no configuration is ranked as the best; declare seeds (`search.params.seeds`) for replicates"),
     ]
     rungs = _rungs(data)
     if rungs:
@@ -164,7 +172,10 @@ def _markdown(data: StudyData, *, best: TrialRecord | None, best_cfg: ConfigAggr
     if completed:
         lines += [f"### Completed: ranked at their final evaluation", ""]
         h, b = config_rows(data, completed, names=names)
-        lines += [_markdown_table(h, b), ""]
+        lines += [_markdown_table(h, b), "", f"Rank `–`: {SINGLE_NOTE}."
+                  + (" *Replicates stopped early*: seeds of the configuration the scheduler stopped; the mean is "
+                     "over the survivors only (a selected sample: compare at equal budget below)."
+                     if any(c.stopped for c in completed) else ""), ""]
     else:
         lines += ["No configuration completed its full budget.", ""]
     if stopped:
@@ -185,19 +196,28 @@ def _markdown(data: StudyData, *, best: TrialRecord | None, best_cfg: ConfigAggr
                   "seed by seed (same seed = same initialisation and data order), then mean ± sd (n) and the 95 % "
                   "t-interval of the differences, in points of " f"`{data.metric}`.", ""]
         lines.append(_markdown_table(
-            [*[param_label(n) for n in names], "paired seeds", "Δ mean ± sd (n)", "95 % CI"],
+            [*[param_label(n) for n in names], "paired seeds", "Δ mean ± sd (n)", "95 % CI", "p", "p (Holm)"],
             [[*[_param_text(d.config.params.get(n, "")) for n in names], ", ".join(map(str, d.seeds)),
-              fmt_stats(d.difference, signed=True), fmt_ci(d.difference)] for d in diffs]))
-        lines.append("")
+              fmt_stats(d.difference, signed=True), fmt_ci(d.difference), fmt_p(d.p_value), fmt_p(d.p_holm)]
+             for d in diffs]))
+        lines += ["", f"p: two-sided paired t-test (`scipy.stats.ttest_rel`) of each arm against its control; "
+                      f"p (Holm): Holm's step-down adjustment over the {len(diffs)} arm(s) of this table (family-wise "
+                      f"error 5 % when p (Holm) < 0.05); n/a = fewer than 2 paired seeds. {SINGLE_NOTE}.", ""]
     # the paper's table
     lines += ["## λ_adv × backbone (the seed's Table 3 layout)", ""]
     if rows_paper:
         pooled = pooled_parameters(data)
         h, b = paper_markdown(data, rows_paper)
-        lines += ["Completed trials only; final target-val numbers (%), mean ± sample sd (n seeds)."
-                  + (f" Pooled over the other searched parameters ({', '.join(f'`{n}`' for n in pooled)}): read "
-                     "the configuration tables above for them." if pooled else ""), "",
-                  _markdown_table(h, b), "", f"CSV: [`{TABLES}/lambda_backbone.csv`]({TABLES}/lambda_backbone.csv)", ""]
+        lines += ["Completed trials only; one row per configuration; final target-val numbers (%), mean ± sample "
+                  "sd (n seeds)."
+                  + (f" The other searched parameters ({', '.join(f'`{param_label(n)}`' for n in pooled)}) are "
+                     "columns: no row pools over them." if pooled else ""), "",
+                  _markdown_table(h, b), ""]
+        if any(r.vs_control for r in rows_paper):
+            lines += [control_note(rows_paper), ""]
+        if data.baseline:
+            lines += [f"Δ vs source only: {data.baseline_label}.", ""]
+        lines += [f"CSV: [`{TABLES}/lambda_backbone.csv`]({TABLES}/lambda_backbone.csv)", ""]
         if any(r.oracle is not None for r in rows_paper):
             lines += [f"The *oracle best-on-val* column is each trial's best evaluation of `{data.metric}`: the "
                       "evaluation is chosen on the val images it is scored on (the seed's protocol), so it is "
@@ -224,11 +244,12 @@ def _markdown(data: StudyData, *, best: TrialRecord | None, best_cfg: ConfigAggr
         lines.append("")
     lines += ["## Best configuration", ""]
     if best is None or best_cfg is None:
-        lines += ["No trial reported the study metric.", ""]
+        lines += [f"None: {choice_note}." if choice_note else "No trial reported the study metric.", ""]
     else:
         params = ", ".join(f"`{param_label(k)}` = {_param_text(v)}" for k, v in sorted(best_cfg.params.items()))
-        lines += [f"{params or 'No searched parameter'}: {data.metric} = {fmt_stats(best_cfg.score)} over seeds "
-                  f"{', '.join(map(str, best_cfg.seeds))} (95 % CI {fmt_ci(best_cfg.score)}; {best_cfg.group}). "
+        budget = "completed, at the final evaluation" if best_cfg.group == "completed" else best_cfg.group
+        lines += [f"{params or 'No searched parameter'}: {data.metric} = {fmt_stats(best_cfg.score)} over "
+                  f"{seeds_text(best_cfg.seeds)} (95 % CI {fmt_ci(best_cfg.score)}; {budget}). "
                   f"Its median replicate is trial `{best.name}` (Ray trial id {best.trial_id}, {best.rounds} rounds).",
                   ""]
         if best_config is not None:
