@@ -18,7 +18,13 @@ against source-only, and the λ_adv sensitivity, here over every searched hyperp
 
 Seeds are replicates and comparisons are budget-fair (:mod:`.aggregate`): rankings, the best configuration and
 the importances use per-configuration means over seeds, and trials stopped early are never ranked with completed
-ones. The λ_adv × backbone table (:mod:`.paper`) is the seed's Table 3 as an output.
+ones. A configuration is the best only with at least two replicates at the budget it is ranked at
+(:func:`.aggregate.choose_best`, shared with ``study status``). Differences against the λ_adv = 0 control match
+every other searched parameter and pair seed by seed, with paired t-tests and Holm's correction (scipy.stats).
+The λ_adv × backbone table (:mod:`.paper`) is the seed's Table 3 as an output, one row per configuration.
+
+The source-only numbers are those of the checkpoint every trial starts from (the baseline's ``best.pt``), its
+evaluation at the iteration it was selected (:func:`.collect.load_study`), not the baseline's last evaluation.
 
 The package: :mod:`.collect` reads the study directory, :mod:`.importance` the Optuna journal, :mod:`.aggregate`
 groups replicates, :mod:`.tables` and :mod:`.paper` build the tables, :mod:`.figures` draws the PNGs and
