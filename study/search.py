@@ -204,6 +204,10 @@ class StudySearch(OptunaSearch):
         if ot_trial is not None:
             ot_trial.set_user_attr("ray_trial_id", trial_id)
             ot_trial.set_user_attr("trial_dir", f"trial_{trial_id}")
+            from study.labels import trial_label
+
+            # optuna-dashboard shows user attributes: the same name the CLI, the report and TensorBoard use
+            ot_trial.set_user_attr("label", trial_label(ot_trial.number, ot_trial.params))
             faults.inject("suggest", ot_trial.number)  # test-only (DASTUDY_FAULT): asked, not yet saved by Ray
         return config
 
@@ -357,6 +361,11 @@ class StudySearch(OptunaSearch):
                 raise
 
     def _tell_state(self, ot_trial, value, *, error: bool, iteration: int, finished: bool, trial_id: str) -> None:
+        from study.labels import percent_name
+
+        if not error and isinstance(value, (int, float)) and math.isfinite(value) and \
+                percent_name(self.metric) != self.metric:  # Optuna's value stays the fraction the sampler saw
+            ot_trial.set_user_attr(percent_name(self.metric), round(100 * float(value), 4))
         if error or not isinstance(value, (int, float)) or not math.isfinite(value):
             # a configuration run on several seeds names the replicate that failed (study/replicates.py)
             where = self._pending.get(trial_id, {}).get("trial_dir") or f"trial_{trial_id}"
