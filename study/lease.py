@@ -126,7 +126,8 @@ class ObjectStoreLease:
         return self._client
 
     def _body(self) -> bytes:
-        record = {**self.holder.__dict__, "ttl_s": self.timing.ttl_s, "beat": self._beat}
+        record = {**self.holder.__dict__, "ttl_s": self.timing.ttl_s, "heartbeat_s": self.timing.heartbeat_s,
+                  "beat": self._beat}
         return (json.dumps(record) + "\n").encode()
 
     def _put(self, **condition) -> str:
@@ -158,8 +159,13 @@ class ObjectStoreLease:
         """A write the store applied although its answer was lost (a retried request then sees 412)."""
         return found is not None and found[0].get("token") == self.holder.token and found[0].get("beat") == self._beat
 
-    def acquire(self) -> None:
-        for _ in range(3):  # each pass ends or loses one race, against a driver that then holds the lease
+    def acquire(self, *, wait: bool = False) -> None:
+        """Create the lease, or take over an expired one; :class:`StudyLocked` naming the holder otherwise.
+        ``wait`` (a resume): a lease that nobody renews while we watch it (its driver died: a requeued job, a
+        restarted head) is waited out, at most its remaining ttl, and taken over; one renewed meanwhile is a live
+        driver's, and refused."""
+        watched, deadline, races = None, 0.0, 0
+        while True:
             try:
                 self._etag = self._put(IfNoneMatch="*")
                 return
@@ -167,29 +173,44 @@ class ObjectStoreLease:
                 if not _precondition_failed(err):
                     raise
             found = self.read()
-            if found is None:
-                continue  # released between our write and our read: try to create it again
-            if self._ours(found):
+            if found is not None and self._ours(found):
                 self._etag = found[1]
                 return
+            if found is None or found[2] > float(found[0].get("ttl_s") or self.timing.ttl_s):
+                if found is not None and self._take_over(*found):
+                    return
+                races += 1  # released, or taken by another driver, between our requests: look again
+                if races > 3:
+                    raise StudyLocked(f"{self.uri}: the lease changed hands {races} times while this driver tried "
+                                      "to take it; another driver is starting this study")
+                continue
             record, etag, age = found
             ttl = float(record.get("ttl_s") or self.timing.ttl_s)
-            if age <= ttl:
+            if not wait or (watched is not None and etag != watched) or (watched and time.monotonic() > deadline):
                 raise _busy(self.uri, _describe(record), age, ttl,
                             f"if it died, its lease expires {max(ttl - age, 0):.0f} s from now: run the command "
                             "again then and it takes the study over")
-            try:  # expired: a dead driver's lease, replaced only if nobody renewed or took it meanwhile
-                self._etag = self._put(IfMatch=etag)
-                print(f"{self.uri}: took over the lease of {_describe(record)}, not renewed for {age:.0f} s "
-                      f"(ttl {ttl:g} s)", file=sys.stderr)
-                return
-            except Exception as err:
-                if not _precondition_failed(err):
-                    raise
-                if self._ours(self.read()):
-                    return
-        raise StudyLocked(f"{self.uri}: the lease changed hands three times while this driver tried to take it; "
-                          "another driver is starting this study")
+            if watched is None:
+                watched, deadline = etag, time.monotonic() + ttl - age + 3  # + the store's one-second clock steps
+                print(f"{self.uri}: held by {_describe(record)}, heartbeat {age:.0f} s ago; waiting up to "
+                      f"{ttl - age + 3:.0f} s: a live driver renews it (then this one stops), a dead one's expires",
+                      file=sys.stderr)
+            time.sleep(1.0)
+
+    def _take_over(self, record: dict[str, Any], etag: str, age: float) -> bool:
+        """Replace an expired lease unless somebody renewed or took it since we read it (compare-and-swap)."""
+        try:
+            self._etag = self._put(IfMatch=etag)
+        except Exception as err:
+            if not _precondition_failed(err):
+                raise
+            found = self.read()
+            if not self._ours(found):
+                return False
+            self._etag = found[1]
+        print(f"{self.uri}: took over the lease of {_describe(record)}, not renewed for {age:.0f} s",
+              file=sys.stderr)
+        return True
 
     def renew(self) -> None:
         """Compare-and-swap renewal; :class:`LeaseLost` when another driver holds the lease now."""
@@ -270,21 +291,22 @@ class PostgresLease:
                 pass
         return conn
 
-    def holder_line(self, conn) -> tuple[str, float | None]:
+    def holder_line(self, conn) -> tuple[str, float | None, Any]:
+        """The holder's line, its heartbeat age and the time of its last heartbeat (its ``query_start``)."""
         row = conn.execute(
             "SELECT a.pid, a.application_name, a.client_addr::text, a.backend_start, "
-            "extract(epoch FROM now() - a.query_start) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "extract(epoch FROM now() - a.query_start), a.query_start FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
             "WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = %s AND l.objid::bigint = %s "
             "AND l.objsubid = 1", ((self.key >> 32) & 0xFFFFFFFF, self.key & 0xFFFFFFFF)).fetchone()
         if row is None:
-            return "a driver that just let go", None
-        pid, app, addr, start, age = row
+            return "a driver that just let go", None, None
+        pid, app, addr, start, age, beat_at = row
         who = app[len("dastudy "):].replace("@", " on ", 1) if app.startswith("dastudy ") else repr(app)
         return (f"{'pid ' if app.startswith('dastudy ') else ''}{who} (server backend {pid}, from "
-                f"{addr or 'a local socket'}), since {start:%Y-%m-%dT%H:%M:%S%z}"), float(age or 0.0)
+                f"{addr or 'a local socket'}), since {start:%Y-%m-%dT%H:%M:%S%z}"), float(age or 0.0), beat_at
 
-    def _try(self) -> tuple[str, float | None] | None:
-        """Take the lock on a new session: None when taken, else the holder's line and heartbeat age."""
+    def _try(self) -> tuple[str, float | None, Any] | None:
+        """Take the lock on a new session: None when taken, else :meth:`holder_line`."""
         conn = self._connect()
         try:
             if conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,)).fetchone()[0]:
@@ -297,12 +319,24 @@ class PostgresLease:
         conn.close()
         return found
 
-    def acquire(self) -> None:
-        found = self._try()
-        if found is not None:
-            raise _busy(self.where, found[0], found[1], self.timing.ttl_s,
-                        "if it died, PostgreSQL releases its lock when its connection ends (at once when the "
-                        "process is gone, within the ttl when its host is): run the command again then")
+    def acquire(self, *, wait: bool = False) -> None:
+        """Take the lock; :class:`StudyLocked` naming the holder otherwise. ``wait`` (a resume): a holder whose
+        heartbeat stops while we watch (a frozen driver, a vanished host) is waited out, at most the ttl, while
+        the server ends its session; one that beats meanwhile is alive, and refused."""
+        found, deadline, first_beat = self._try(), time.monotonic() + self.timing.ttl_s + 3, None
+        while found is not None:
+            who, age, beat_at = found
+            alive = first_beat is not None and beat_at is not None and beat_at != first_beat  # it beat meanwhile
+            if not wait or alive or time.monotonic() > deadline:
+                raise _busy(self.where, who, age, self.timing.ttl_s,
+                            "if it died, PostgreSQL releases its lock when its connection ends (at once when the "
+                            "process is gone, within the ttl when its host is): run the command again then")
+            if first_beat is None:
+                print(f"{self.where}: held by {who}; waiting up to {self.timing.ttl_s + 3:.0f} s: a live driver "
+                      "keeps beating (then this one stops), a dead one's session ends", file=sys.stderr)
+            first_beat = first_beat or beat_at
+            time.sleep(1.0)
+            found = self._try()
 
     def renew(self) -> None:
         import psycopg
@@ -455,7 +489,7 @@ def hold_study(location, study, *, command: str = "", new: bool = False, timing:
     _LOST.clear()
     try:
         for lease in leases:
-            lease.acquire()
+            lease.acquire(wait=not new)  # a resume (a requeued job, a restarted head) waits out a dead driver
         if new:  # checked holding the lease: a driver that finished or died before us left its study behind
             refuse_existing_study(location, study)
         with Heartbeat(leases, timing, on_lost=on_lost):

@@ -117,6 +117,28 @@ def test_a_dead_drivers_lease_is_taken_over_after_its_ttl_and_not_before(prefix)
     assert winner.read()[0]["token"] == winner.holder.token
 
 
+def test_a_resume_waits_out_a_dead_drivers_lease_and_is_refused_by_a_live_one(prefix, tmp_path):
+    """A requeued job or a restarted head resumes right after its driver died: it waits for the lease to expire
+    instead of failing; against a driver that is alive it is refused as soon as it sees a renewal."""
+    timing = LeaseTiming(ttl_s=3, heartbeat_s=0.5)
+    _lease(f"{prefix}/demo", "the killed driver", timing).acquire()  # SIGKILLed: never renewed, never released
+    location = SimpleNamespace(shared_fs=False, home=tmp_path, experiment_path=f"{prefix}/demo")
+    study = SimpleNamespace(name="demo", search=SimpleNamespace(storage=None))
+    lost: list[str] = []
+    started = time.monotonic()
+    with hold_study(location, study, command="the resume", timing=timing, on_lost=lost.append) as leases:
+        waited = time.monotonic() - started
+        assert timing.ttl_s - 1.5 <= waited <= timing.ttl_s + 5, waited  # the ttl, in the store's 1-s steps
+        assert leases[0].read()[0]["command"] == "the resume"
+        started = time.monotonic()
+        with pytest.raises(StudyLocked, match="the resume"):
+            with hold_study(location, study, command="a second resume", timing=timing):
+                pass
+        assert time.monotonic() - started < timing.ttl_s, "a live driver's renewal was not seen"
+        assert leases[0].read()[0]["command"] == "the resume"  # the refused one left it alone
+    assert not lost and leases[0].read() is None  # released at the end
+
+
 def test_the_heartbeat_keeps_a_live_drivers_lease_past_its_ttl(prefix):
     timing = LeaseTiming(ttl_s=2, heartbeat_s=0.5)
     live = _lease(f"{prefix}/demo", "the live driver", timing)
@@ -133,7 +155,7 @@ def test_the_heartbeat_keeps_a_live_drivers_lease_past_its_ttl(prefix):
     _lease(f"{prefix}/demo", "after", timing).acquire()  # released at the end: no wait for the ttl
 
 
-def test_a_driver_whose_lease_was_taken_is_told_and_stops_uploading(prefix):
+def test_a_driver_whose_lease_was_taken_is_told_and_stops_uploading(prefix, tmp_path):
     timing = LeaseTiming(ttl_s=2, heartbeat_s=0.5)
     first = _lease(f"{prefix}/demo", "first", timing)
     first.acquire()
@@ -146,6 +168,13 @@ def test_a_driver_whose_lease_was_taken_is_told_and_stops_uploading(prefix):
             time.sleep(0.1)
     assert lost and "taken over by pid 7 on other" in lost[0], lost
     assert lease_lost()
+    from study.storage import StoreSync, bind_store
+
+    (tmp_path / "study.toml").write_text("# this driver's copy\n")
+    bind_store(tmp_path, f"{prefix}/demo")
+    StoreSync().setup()  # the files are the other driver's now: nothing is uploaded over them
+    listed = first.client.list_objects_v2(Bucket=BUCKET, Prefix=first.key.rpartition("/")[0])
+    assert [o["Key"] for o in listed["Contents"]] == [first.key]
 
 
 HOLD = """

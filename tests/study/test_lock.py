@@ -79,7 +79,7 @@ beegfs_nodev /mnt/beegfs beegfs rw,cfgFile=/etc/beegfs/beegfs-client.conf 0 0
 
 
 @pytest.mark.parametrize("path, verdict, words", [
-    ("/lustre/scratch/studies/demo", "refuse", ["localflock", "/lustre/scratch", "remount with -o flock"]),
+    ("/lustre/scratch/studies/demo", "refuse", ["mounted with localflock", "node-local", "remount with -o flock"]),
     ("/lustre/project/studies/demo", None, []),
     ("/lustre/home/me/studies/demo", "refuse", ["no flock", "-o flock"]),
     ("/nfs/v3/studies/demo", "refuse", ["nolock", "node-local"]),
