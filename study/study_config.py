@@ -344,7 +344,7 @@ def _check_source_only_start(cfg: StudyConfig, source: str) -> None:
     _check(not missing, source, key, value,
            f"a source-only start for {', '.join(missing)}: a [baseline] table (trained before the study), "
            "train.model.init_checkpoint, or search.params.init_checkpoints = {model = checkpoint} for every searched "
-           "backbone (e.g. runs/synthia_source_v2/checkpoints/best.pt from `dastudy train synthia_source_v2`); "
+           "backbone (e.g. runs/synthia_source_v2/checkpoints/best.pt from `dastudy train-source synthia_source_v2`); "
            "adapting from the backbone's init weights alone is refused")
 
 

@@ -3,7 +3,7 @@
 Ray's automatic ``TBXLoggerCallback`` prefixes every tag with ``ray/tune/`` (ray#39741), writes HParams only
 when a trial ends and knows nothing about images. This reporter is called by the engine itself
 (``Trainer(..., reporters=[TensorBoardReporter(run_dir / "tb", hparams=...)])``), so the same events are
-written whether the run is a Ray trial, a plain ``dastudy train`` or a job on a machine without Ray.
+written whether the run is a Ray trial, a plain ``dastudy train-source`` / ``adapt`` run or a job on a machine without Ray.
 
 HParams: ``SummaryWriter.add_hparams`` would put the HParams summaries into a *new* timestamped sub-run, so
 that TensorBoard's HParams table lists a run without the scalars. Here the experiment and session-start
