@@ -60,9 +60,11 @@ def record_overrides(args: argparse.Namespace, data: Path) -> list[str]:
     lrs = [float(v) for v in args.lrs.split(",")]
     seeds = [int(v) for v in args.record_seeds.split(",")]
     out = demo_overrides(data=data, cuda=False)
-    out += ['search.space="lambda_lr_seeds"', 'search.sampler="grid"', f"search.seed={args.sampler_seed}",
+    # search.seeds: each configuration's seeds run one after another, so a recording stopped early (a loaded
+    # machine) still holds whole configurations (`export`)
+    out += ['search.space="lambda_lr"', 'search.sampler="grid"', f"search.seed={args.sampler_seed}",
             f"search.params.lambda_grid={json.dumps(lambdas)}", f"search.params.lr_grid={json.dumps(lrs)}",
-            f"search.params.seeds={json.dumps(seeds)}", f"num_samples={len(lambdas) * len(lrs) * len(seeds)}",
+            f"search.seeds={json.dumps(seeds)}", f"num_samples={len(lambdas) * len(lrs)}",
             'scheduler.kind="fifo"', f"max_concurrent_trials={args.concurrency}"]
     return out + list(args.override)
 
@@ -116,6 +118,52 @@ def record(args: argparse.Namespace) -> Path:
             "overrides": record_overrides(args, data)}
     path.with_suffix(".json").write_text(json.dumps(meta, indent=1, default=str) + "\n")
     print(f"wrote {path} ({len(rows)} rows, {len(results)} trials, {meta['wall_s']:.0f} s)")
+    return path
+
+
+def study_dir_rows(home: Path, metric: str, max_t: int) -> tuple[list[dict[str, Any]], int]:
+    """Curve rows read from a study directory (``trial_*/params.json`` and ``result.json``), keeping only the
+    configurations whose every recorded seed trained to ``max_t``: a recording stopped early (``export``) still
+    gives whole configurations. Returns the rows and how many trials were left out."""
+    by_config: dict[str, dict[int, list[dict[str, Any]]]] = {}
+    trials = 0
+    for trial_dir in sorted(Path(home).glob("trial_*")):
+        try:
+            config = json.loads((trial_dir / "params.json").read_text())
+            results = [json.loads(x) for x in (trial_dir / "result.json").read_text().splitlines() if x.strip()]
+        except (OSError, ValueError):
+            continue
+        trials += 1
+        seed = config.pop(SEED_KEY)
+        key = json.dumps(config, sort_keys=True)
+        by_config.setdefault(key, {})[int(seed)] = [
+            {"config": key, "seed": int(seed), "trial": trial_dir.name.removeprefix("trial_"),
+             "evaluation": int(r["training_iteration"]), "iteration": int(r["iteration"]), "value": float(r[metric])}
+            for r in results if metric in r]
+    seeds = set().union(*(set(v) for v in by_config.values())) if by_config else set()
+    rows = [row for runs in by_config.values()
+            if set(runs) == seeds and all(len(r) == max_t for r in runs.values())
+            for run in runs.values() for row in run]
+    rows.sort(key=lambda r: (r["config"], r["seed"], r["evaluation"]))
+    return rows, trials - len({(r["config"], r["seed"]) for r in rows})
+
+
+def export(args: argparse.Namespace) -> Path:
+    from study.tuner import load_study_dir
+
+    study, _ = load_study_dir(Path(args.study))
+    rows, left_out = study_dir_rows(Path(args.study), study.study_metric, study.max_t)
+    path = Path(args.out) / CURVES
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["config", "seed", "trial", "evaluation", "iteration", "value"])
+        writer.writeheader()
+        writer.writerows(rows)
+    meta = {"command": "python -m benchmarks.replicate_asha " + " ".join(args.argv), "metric": study.study_metric,
+            "max_t": study.max_t, "study": str(args.study), "configurations": len({r["config"] for r in rows}),
+            "trials_kept": len({(r["config"], r["seed"]) for r in rows}), "trials_left_out": left_out}
+    path.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
+    print(f"wrote {path}: {meta}")
     return path
 
 
@@ -308,6 +356,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     rec.add_argument("--num-cpus", type=int, default=None)
     rec.add_argument("--override", action="append", default=[], metavar="KEY=VALUE")
     rec.add_argument("--out", default=str(C.default_out_dir()))
+    exp = sub.add_parser("export", help="curves of whole configurations from a (perhaps unfinished) study")
+    exp.add_argument("study", help="the recording's study directory")
+    exp.add_argument("--out", default=str(C.default_out_dir()))
     rep = sub.add_parser("replay", help="replay FIFO / ASHA / replicate-aware ASHA on recorded curves")
     rep.add_argument("--curves", default=str(C.default_out_dir() / CURVES))
     rep.add_argument("--seeds", type=int, default=3, help="replicates per configuration in a replayed study")
@@ -327,6 +378,8 @@ def main(argv: list[str] | None = None) -> Any:
     args = parse_args(argv)
     if args.command == "record":
         return record(args)
+    if args.command == "export":
+        return export(args)
     return replay_main(args)
 
 
