@@ -161,6 +161,9 @@ def register(subparsers) -> None:
                              "directory (which is then only read: a read-only study archive stays untouched)")
     report.add_argument("--json", action="store_true",
                         help="print the summary (best configuration over seeds, counts, files written) as JSON")
+    report.add_argument("--format", choices=("markdown", "latex"), default="markdown",
+                        help="latex: also write the λ_adv × backbone table as tables/lambda_backbone.tex (a booktabs "
+                             "tabular) and print it instead of the summary")
     _add_storage(report)
     report.set_defaults(func=_report)
 
@@ -182,6 +185,10 @@ def register(subparsers) -> None:
     presets.add_argument("--json", action="store_true",
                          help="print {presets: [{name, description}], spaces: [{name, description, params}]} as JSON")
     presets.set_defaults(func=_presets)
+
+    from study.commands.compare import register_compare
+
+    register_compare(sub, _add_storage, study_home)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -512,36 +519,53 @@ def _dry_run(study_cfg, args: argparse.Namespace) -> int:
     from study.preflight import diagnose, format_plan, resource_problems
     from study.tuner import locate
 
-    home = locate(study_cfg.name, args.storage).home
-    pre, problems = diagnose(study_cfg, home=home)
-    nodes, where, notes = _dry_run_nodes(args)
-    found, more_notes = resource_problems(study_cfg, home, nodes, where=where)
-    print(format_plan(pre, [*problems, *found], [*notes, *more_notes]))
-    return 2 if problems or found else 0
+    location = locate(study_cfg.name, args.storage)
+    pre, problems = diagnose(study_cfg, home=location.home)
+    nodes, where, notes, cluster = _dry_run_nodes(args, location.ray_storage)
+    found, more_notes = resource_problems(study_cfg, location.home, nodes, where=where)
+    problems = [*problems, *cluster, *found]
+    print(format_plan(pre, problems, [*notes, *more_notes]))
+    return 2 if problems else 0
 
 
-def _dry_run_nodes(args: argparse.Namespace):
-    """The nodes a real run would get: those of the ``--address`` cluster (connected to, then disconnected),
-    or this machine as the local Ray started by ``study run`` would see it (``--num-cpus``, the GPUs CUDA shows)."""
-    from study.resources import NodeInfo, cluster_nodes, describe_nodes
+def _dry_run_nodes(args: argparse.Namespace, storage: str):
+    """The nodes a real run would get, where they are, notes and problems: those of the ``--address`` cluster
+    (connected to, then disconnected; a storage path every node must see is probed there when it exists), or
+    this machine as the local Ray started by ``study run`` would see it (``--num-cpus``, the GPUs CUDA shows)."""
+    from pathlib import Path
+
+    import study.resources as resources
+    from study.preflight import Problem
 
     if args.address:
         from study.tuner import ray_session
 
+        where = f"the cluster at {args.address}"
+        problems = []
         try:
-            with ray_session(address=args.address) as _:
-                nodes = cluster_nodes()
+            with ray_session(address=args.address):
+                nodes = resources.cluster_nodes()
+                local = storage[len("file://"):] if storage.startswith("file://") else storage
+                if len(nodes) > 1 and not resources.is_uri(storage) and Path(local).is_dir():
+                    try:  # a marker file, written and removed again, that a task on each node looks for
+                        resources.check_storage_shared(storage, nodes, probe=resources.probe_storage_visibility)
+                    except resources.PreflightError as err:
+                        problems.append(Problem(f"storage {storage} is not visible on every node of {where}",
+                                                "--storage on a filesystem every node mounts, or s3://BUCKET/PATH",
+                                                err))
         except (ConnectionError, RuntimeError, ValueError) as err:
-            return None, f"the cluster at {args.address}", [f"cluster {args.address}: not reachable "
-                                                             f"({type(err).__name__}: {err})"]
-        return nodes, f"the cluster at {args.address}", [f"cluster {args.address}: {describe_nodes(nodes)}"]
+            problem = Problem(f"no Ray cluster answers at {args.address} ({type(err).__name__})",
+                              "start it (ray start --head, docs/cluster.md) or correct --address", err)
+            return None, where, [], [problem]
+        return nodes, where, [f"cluster {args.address}: {resources.describe_nodes(nodes)}"], problems
     import torch
 
     cpus = args.num_cpus or _cpus()
     gpus = torch.cuda.device_count()  # honours CUDA_VISIBLE_DEVICES, as Ray's own GPU detection does
-    node = NodeInfo(node_id="local", address="this machine", cpu=float(cpus), gpu=float(gpus))
+    node = resources.NodeInfo(node_id="local", address="this machine", cpu=float(cpus), gpu=float(gpus))
     where = "this machine"
-    return [node], where, [f"{where}: {describe_nodes([node])} (a local Ray; --address checks a cluster)"]
+    return [node], where, [f"{where}: {resources.describe_nodes([node])} (a local Ray; --address checks a "
+                           "cluster)"], []
 
 
 @as_user_errors
@@ -574,7 +598,15 @@ def _report(args: argparse.Namespace) -> int:
         summary = write_report(home, out_dir=args.out, workers=_cpus())  # the figures at once (issue 12: ≤ 3 s)
     except ReportError as err:
         raise UserError(str(err)) from None
-    if args.json:
+    if getattr(args, "format", "markdown") == "latex":
+        from study.report.latex import write_lambda_table
+
+        table = write_lambda_table(home, args.out)
+        if table is None:
+            raise UserError(f"--format latex: study {home.name} has no λ_adv × backbone table (it searches neither "
+                            "adapt.lambda_adv_main nor model.name, or no trial completed); report.md was written")
+        print(table.read_text(), end="")
+    elif args.json:
         import json
 
         print(json.dumps(summary.to_json(), indent=2, sort_keys=True))
