@@ -197,7 +197,7 @@ def register_compare(sub: Any, add_storage: Callable[[argparse.ArgumentParser], 
     compare = sub.add_parser(
         "compare", help="two studies side by side (configuration means, paired differences)",
         description="Compare two finished studies: each one's configurations (mean of the study metric over seeds "
-                    "with a 95 %% Student-t interval), and for the configurations both ran, B − A paired by seed "
+                    "with a 95 % Student-t interval), and for the configurations both ran, B − A paired by seed "
                     "with its interval and a paired t-test. Reads only the two study directories.")
     compare.add_argument("a", metavar="A", help="a study name in the storage, or its directory")
     compare.add_argument("b", metavar="B", help="the study compared with A")
