@@ -487,3 +487,19 @@ def test_a_real_study_ends_with_a_view_of_display_names_and_domains(tiny_study):
         infos = {i.name: i for i in experiment.hparam_infos}
         assert list(infos) == ["lambda_adv", "lr"]
         assert infos["lambda_adv"].domain_interval.min_value == pytest.approx(1e-4)
+
+
+def test_the_printed_link_opens_unsmoothed_with_the_study_metric_pinned():
+    """TensorBoard's own query parameters: smoothing 0 (its default 0.6 bends a curve of four evaluations) and
+    the study metric's charts pinned above every other card of Time Series."""
+    from study.tensorboard import study_url
+
+    url = study_url("http://127.0.0.1:6006/", "select/mIoU13")
+    parsed = urllib.parse.urlsplit(url)
+    assert parsed.fragment == "timeseries" and parsed.path == "/"
+    query = urllib.parse.parse_qs(parsed.query)
+    assert query["smoothing"] == ["0"]
+    pinned = json.loads(query["pinnedCards"][0])
+    assert pinned == [{"plugin": "scalars", "tag": "select/mIoU13 (%)"}, {"plugin": "scalars", "tag": "val/mIoU13 (%)"}]
+    assert [c["tag"] for c in json.loads(urllib.parse.parse_qs(urllib.parse.urlsplit(
+        study_url("http://h:1/", "val/mIoU16")).query)["pinnedCards"][0])] == ["val/mIoU16 (%)", "select/mIoU16 (%)"]
