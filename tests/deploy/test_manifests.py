@@ -425,24 +425,62 @@ def test_dockerfile_runs_as_uid_1000_with_its_home_and_the_driver_it_needs():
     assert minimum_driver in (REPO / "docs" / "cluster.md").read_text()
 
 
-def test_dockerfile_installs_the_pinned_project_on_python_311():
+def _lock() -> dict[str, tuple[str, list[str]]]:
+    """deploy/requirements.lock: name -> (version, sha256 hashes)."""
+    text = (DEPLOY / "requirements.lock").read_text().replace("\\\n", " ")
+    out = {}
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            spec, *options = line.split()
+            name, version = spec.split("==")
+            out[name] = (version, [o.split(":", 1)[1] for o in options if o.startswith("--hash=sha256:")])
+    return out
+
+
+def _requirement_name(requirement: str) -> str:
+    return re.sub(r"[-_.]+", "-", re.split(r"[\[<>=!~;\s]", requirement, maxsplit=1)[0]).lower()
+
+
+def test_dockerfile_installs_the_locked_project_on_python_311():
+    """Every package of the image pinned by version and sha256 (deploy/requirements.lock, from constraints.txt),
+    the project itself without dependencies, and `pip check` after: a lock that misses one fails the build."""
     instructions = _dockerfile_instructions()
     args = dict(rest.split("=", 1) for keyword, rest in instructions if keyword == "ARG" and "=" in rest)
     assert args["BASE"] == "python:3.11-slim"
     assert ("FROM", "${BASE}") in instructions
     installs = [rest for keyword, rest in instructions if keyword == "RUN" and "pip install" in rest]
-    assert len(installs) == 1 and "-c constraints.txt" in installs[0]
-    match = re.search(r'"\.\[([\w,-]+)\]"', installs[0])
-    assert match, installs[0]
+    assert len(installs) == 1, installs
+    steps = [step.strip() for step in installs[0].split("&&")]
+    assert steps[0] == "python -m pip install --require-hashes --no-deps -r requirements.lock"
+    assert steps[1] == "python -m pip install --no-deps --no-build-isolation ."
+    assert steps[2] == "python -m pip check"
+    assert "import torch, ray, optuna, psycopg" in steps[3]
+
+    lock = _lock()
+    assert all(len(hashes) == 1 and len(hashes[0]) == 64 for _version, hashes in lock.values())
     pins = _pins()
     assert (pins["torch"], pins["torchvision"]) == ("2.14.1", "0.29.1")
     assert {"ray", "optuna"} <= set(pins)
-    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-    installed = [d for extra in match.group(1).split(",") for d in extras[extra]]
-    assert any(d.startswith("ray[default]") for d in installed)  # dashboard, job server, autoscaler
-    # the documented storages: postgresql:// needs psycopg (SQLAlchemy 2 drives it), and the build imports it
-    assert any(d.startswith("psycopg") for d in installed), installed
-    assert "import torch, ray, optuna, psycopg" in installs[0]
+    assert {name: lock[name][0] for name in pins} == pins  # the lock is made from constraints.txt
+    assert "setuptools" in lock  # the project's build backend, for --no-build-isolation
+    # the lock covers what the image's extras ask for (a dependency added since: python deploy/make_lock.py)
+    from importlib import util
+
+    spec = util.spec_from_file_location("make_lock", DEPLOY / "make_lock.py")
+    make_lock = util.module_from_spec(spec)
+    spec.loader.exec_module(make_lock)
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted = list(project["dependencies"])
+    for extra in make_lock.EXTRAS.split(","):
+        wanted += project["optional-dependencies"][extra]
+    assert any(r.startswith("ray[default]") for r in wanted)  # dashboard, job server, autoscaler
+    assert any(r.startswith("psycopg") for r in wanted)  # postgresql:// storage (SQLAlchemy 2 drives psycopg 3)
+    names = {_requirement_name(r) for r in wanted} | {"psycopg-binary"}  # psycopg[binary]: its wheel too
+    missing = names - set(lock)
+    assert not missing, f"deploy/requirements.lock lacks {sorted(missing)}: run python deploy/make_lock.py"
+    header = (DEPLOY / "requirements.lock").read_text().splitlines()[0]
+    assert f'".[{make_lock.EXTRAS}]"' in header
 
 
 def test_dockerfile_copies_what_exists_and_the_dockerignore_lets_it_through():
