@@ -11,17 +11,21 @@ Where the state lives decides what is locked, and ``hold_study`` takes every loc
   release. Its age is measured with the store's clock only (the ``Date`` of a response minus the object's
   ``Last-Modified``), so the drivers' clocks never matter. A lease not renewed for ``ttl_s`` belongs to a dead
   driver: the next driver replaces it by a compare-and-swap against the ETag it read (two takers: one wins).
-  S3 has both conditions on PutObject since 2024 (checked here against moto's server).
+  S3 has both conditions on PutObject since 2024 (tests/study/test_lease_s3.py races drivers against moto 5.2's
+  server). Other object stores (``gs://``) get no lease here, and a warning.
 - **PostgreSQL** (``search.storage = "postgresql://..."``): a session advisory lock (``pg_try_advisory_lock``)
   keyed on the study name, on a connection the driver keeps open. The server releases it when that connection
   ends (the driver exits or is killed); ``idle_session_timeout`` (PostgreSQL >= 14) and TCP keepalives end the
   session of a frozen driver or a vanished host after ``ttl_s``; a ``SELECT 1`` every ``heartbeat_s`` keeps a
   live one. The holder is named from ``pg_locks`` and ``pg_stat_activity`` (application name = host and pid).
-- **A filesystem** (the study directory, NFS, Lustre): the ``flock`` of study/lock.py, and a check here that it
-  is cluster-wide on the study's mount (:func:`node_local_lock`): Lustre with ``localflock`` and NFS with
-  ``nolock``/``local_lock`` give locks that other nodes never see, and are refused.
+- **A filesystem** (the study directory, NFS, Lustre): the ``flock`` of study/lock.py, and its check that the
+  lock is cluster-wide on the study's mount (``study.lock.node_local_lock``): Lustre with ``localflock`` and NFS
+  with ``nolock``/``local_lock`` give locks that other nodes never see, and are refused before the driver starts.
 
-A lease this driver loses (not renewed for ``ttl_s``, or replaced by another driver) stops the study: the main
+A second `study run` is refused at once, naming the holder. A resume (a requeued job, a restarted head, right after
+its driver died) waits: a lease nobody renews while it watches is taken over when it expires, at most ``ttl_s``
+(``DASTUDY_LEASE_TTL_S``, default 60 s) after the dead driver's last heartbeat; a lease renewed meanwhile is a live
+driver's, and the resume is refused. A lease this driver loses (not renewed for ``ttl_s``, or replaced by another driver) stops the study: the main
 thread gets SIGINT, Ray Tune's graceful stop, and :func:`lease_lost` tells the store sync to upload nothing more.
 """
 from __future__ import annotations
@@ -295,7 +299,8 @@ class PostgresLease:
         """The holder's line, its heartbeat age and the time of its last heartbeat (its ``query_start``)."""
         row = conn.execute(
             "SELECT a.pid, a.application_name, a.client_addr::text, a.backend_start, "
-            "extract(epoch FROM now() - a.query_start), a.query_start FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "extract(epoch FROM now() - a.query_start), a.query_start "
+            "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
             "WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = %s AND l.objid::bigint = %s "
             "AND l.objsubid = 1", ((self.key >> 32) & 0xFFFFFFFF, self.key & 0xFFFFFFFF)).fetchone()
         if row is None:
@@ -309,10 +314,14 @@ class PostgresLease:
         """Take the lock on a new session: None when taken, else :meth:`holder_line`."""
         conn = self._connect()
         try:
-            if conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,)).fetchone()[0]:
-                self._conn = conn
-                return None
-            found = self.holder_line(conn)
+            for _ in range(3):
+                if conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,)).fetchone()[0]:
+                    self._conn = conn
+                    return None
+                found = self.holder_line(conn)
+                if found[2] is not None:
+                    break
+                time.sleep(0.05)  # released between our two queries (a session still ending): try again
         except BaseException:
             conn.close()
             raise
@@ -358,8 +367,10 @@ class PostgresLease:
 
     def release(self) -> None:
         if self._conn is not None:
+            with contextlib.suppress(Exception):  # at once, not when the server gets round to ending the session
+                self._conn.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
             with contextlib.suppress(Exception):
-                self._conn.close()  # ends the session: the server releases the advisory lock
+                self._conn.close()
             self._conn = None
 
 
@@ -481,8 +492,11 @@ def hold_study(location, study, *, command: str = "", new: bool = False, timing:
         if warning:
             print(warning, file=sys.stderr)
     leases: list = []
-    if not location.shared_fs:
+    if not location.shared_fs and location.experiment_path.startswith("s3://"):
         leases.append(ObjectStoreLease(location.experiment_path, holder, timing))
+    elif not location.shared_fs:
+        print(f"warning: {location.experiment_path}: no driver lease on this store (conditional writes are used on "
+              "s3:// only); make sure a single driver runs this study", file=sys.stderr)
     url = _postgres_url(study)
     if url is not None:
         leases.append(PostgresLease(url, study.name, holder, timing))
@@ -492,7 +506,7 @@ def hold_study(location, study, *, command: str = "", new: bool = False, timing:
             lease.acquire(wait=not new)  # a resume (a requeued job, a restarted head) waits out a dead driver
         if new:  # checked holding the lease: a driver that finished or died before us left its study behind
             refuse_existing_study(location, study)
-        with Heartbeat(leases, timing, on_lost=on_lost):
+        with Heartbeat(leases, timing, on_lost=on_lost) if leases else contextlib.nullcontext():
             yield leases
     finally:
         for lease in reversed(leases):

@@ -100,7 +100,8 @@ def test_study_in_the_bucket_resumes_on_a_new_head(s3_server, tiny_benchmark, tm
     study_file = write_study_file(tmp_path / f"{name}.toml", table)
     env = {**os.environ, **TEST_RAY_ENV, **aws, "RAY_TMPDIR": str(tmp_path), "PYTHONPATH": str(REPO),
            "DASTUDY_HOME": str(tmp_path / "head1"), "DASTUDY_PROBE_CKPT_BYTES": str(64 * 1024),
-           "DASTUDY_PROBE_SLEEP_S": "0.2", "DASTUDY_PROBE_DIVERGE_BELOW": "0.25"}
+           "DASTUDY_PROBE_SLEEP_S": "0.2", "DASTUDY_PROBE_DIVERGE_BELOW": "0.25",
+           "DASTUDY_LEASE_TTL_S": "10"}  # the killed driver's lease (study/lease.py): the resume waits it out
     driver = subprocess.Popen([sys.executable, "-c", DRIVER, str(study_file), storage], cwd=tmp_path, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: queue.Queue[str] = queue.Queue()
