@@ -553,7 +553,7 @@ def _dry_run_nodes(args: argparse.Namespace, storage: str):
                         problems.append(Problem(f"storage {storage} is not visible on every node of {where}",
                                                 "--storage on a filesystem every node mounts, or s3://BUCKET/PATH",
                                                 err))
-        except (ConnectionError, RuntimeError, ValueError) as err:
+        except (OSError, RuntimeError, ValueError) as err:  # ConnectionError, TimeoutError: no cluster there
             problem = Problem(f"no Ray cluster answers at {args.address} ({type(err).__name__})",
                               "start it (ray start --head, docs/cluster.md) or correct --address", err)
             return None, where, [], [problem]

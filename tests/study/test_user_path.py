@@ -138,6 +138,26 @@ def test_dry_run_checks_the_cluster_of_address(tmp_path, tiny_benchmark, monkeyp
     assert "resources.gpu = 0.5 but the cluster at 10.0.0.2:6379 has no GPU" in capsys.readouterr().out
     assert main(argv) == 2  # without --address: this machine, which has no GPU
     assert "but this machine has no GPU" in capsys.readouterr().out
+    # two nodes: the storage must be visible on both (probed as the real run probes it, once it exists)
+    gpus["n"] = 2.0
+    monkeypatch.setattr(study.resources, "cluster_nodes", lambda: [NodeInfo("a" * 8, "10.0.0.2", 16.0, 2.0),
+                                                                   NodeInfo("b" * 8, "10.0.0.3", 16.0, 2.0)])
+    monkeypatch.setattr(study.resources, "probe_storage_visibility",
+                        lambda path, nodes: {"a" * 8: True, "b" * 8: False})
+    (tmp_path / "studies").mkdir()
+    assert main([*argv, "--address", "10.0.0.2:6379"]) == 2
+    assert (f"storage {tmp_path / 'studies'} is not visible on every node of the cluster at 10.0.0.2:6379; fix: "
+            "--storage on a filesystem every node mounts") in capsys.readouterr().out
+    # no cluster there: a problem, not a pass
+
+    @contextlib.contextmanager
+    def unreachable(**kwargs):
+        raise ConnectionError("could not connect")
+        yield
+
+    monkeypatch.setattr(study.tuner, "ray_session", unreachable)
+    assert main([*argv, "--address", "10.0.0.9:6379"]) == 2
+    assert "no Ray cluster answers at 10.0.0.9:6379 (ConnectionError); fix: start it" in capsys.readouterr().out
 
 
 def test_real_run_raises_the_dry_runs_first_problem(tmp_path, monkeypatch):
