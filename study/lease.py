@@ -122,8 +122,8 @@ class ObjectStoreLease:
                 import boto3
                 from botocore.config import Config
             except ImportError:
-                raise RuntimeError("the driver lease on s3:// needs boto3 (pip install boto3; the 'cluster' extra "
-                                   "of the image has it)") from None
+                raise RuntimeError("the driver lease on s3:// needs boto3 (pyarrow has no conditional writes): "
+                                   "pip install boto3 (checked with 1.44) on the driver's machine or image") from None
             # Short timeouts: a renewal that hangs must not outlive the lease; standard retries for 5xx/throttling.
             self._client = boto3.client("s3", config=Config(connect_timeout=5, read_timeout=10,
                                                             retries={"mode": "standard", "max_attempts": 3}))
