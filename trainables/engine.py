@@ -271,6 +271,11 @@ class Trainer:
             scalars[f"lr/{group.get('name', 'group')}"] = group["lr"]
         for level, d_optimizer in self.d_optimizers.items():
             scalars[f"lr/d_{level}"] = d_optimizer.param_groups[0]["lr"]
+        if self.discriminators:  # the weights in effect: population-based training changes them during a run
+            adapt = self.cfg.adapt
+            scalars["hparams/lambda_adv_main"] = adapt.lambda_adv_main
+            if "aux" in self.discriminators:
+                scalars["hparams/lambda_adv_aux"] = adapt.lambda_adv_aux
         scalars["time/step_s"] = (time.perf_counter() - self._interval_start) / self._pending_count
         if self.device.type == "cuda":  # what a trial's share of a GPU must hold (fractional-GPU sizing)
             scalars["mem/peak_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
@@ -351,17 +356,26 @@ class Trainer:
             "elapsed_s": self.elapsed_s,
         }
 
-    def load_state_dict(self, state: dict[str, Any], *, source: str = "checkpoint") -> None:
+    def load_state_dict(self, state: dict[str, Any], *, source: str = "checkpoint",
+                        allow_changes: Iterable[str] = ()) -> None:
+        """Continue from ``state`` (another run's state too: population-based training clones a donor).
+
+        ``allow_changes``: config keys that may differ from the checkpoint's besides :data:`RESUMABLE_CHANGES`
+        (a PBT restart passes exactly its mutated keys). The learning rates' poly schedule continues from the
+        checkpoint's iteration on this config's base rates (``optim.lr``, ``adapt.lr_d``), not the saved ones.
+        """
         meta = state.get("meta") or {}
         if meta.get("model") != self.cfg.model.name or meta.get("num_classes") != self.num_classes:
             raise CheckpointError(f"{source} holds {meta.get('model')!r} with {meta.get('num_classes')} classes; "
                                   f"this run is {self.cfg.model.name!r} with {self.num_classes}")
         if "optimizers" not in state:
             raise CheckpointError(f"{source} holds model weights only (e.g. best.pt); resume from checkpoints/last.pt")
-        self._check_resumable(meta.get("config") or {}, source)
+        self._check_resumable(meta.get("config") or {}, source, allow=tuple(allow_changes))
         if set(state["discriminators"]) != set(self.discriminators):
             raise CheckpointError(f"{source} has discriminators {sorted(state['discriminators'])}, "
                                   f"this run needs {sorted(self.discriminators)}")
+        # An optimizer's state dict carries its groups' base_lr: keep this config's (equal on a plain resume).
+        base_lrs = [[g["base_lr"] for g in o.param_groups] for o in (self.optimizer, *self.d_optimizers.values())]
         try:
             self.model.load_state_dict(state["model"])
             for level, discriminator in self.discriminators.items():
@@ -373,6 +387,9 @@ class Trainer:
                 stream.load_state_dict(state["streams"][name])
         except (RuntimeError, KeyError, ValueError) as err:
             raise CheckpointError(f"{source} does not match this run: {err}") from None
+        for optimizer, rates in zip((self.optimizer, *self.d_optimizers.values()), base_lrs):
+            for group, rate in zip(optimizer.param_groups, rates):
+                group["base_lr"] = rate
         self.iteration = int(state["iteration"])
         self.best = dict(state["best"])
         self.last_metrics = dict(state.get("last_metrics", {}))
@@ -383,23 +400,23 @@ class Trainer:
         self._pending_count = int(pending.get("count", 0))
         restore_rng_state(state["rng"])
 
-    def _check_resumable(self, saved: dict[str, Any], source: str) -> None:
+    def _check_resumable(self, saved: dict[str, Any], source: str, allow: tuple[str, ...] = ()) -> None:
         if not saved:
             return
         now, before = _flatten(to_dict(self.cfg)), _flatten(saved)
-        changed = sorted(k for k in set(now) | set(before) if now.get(k) != before.get(k)
+        changed = sorted(k for k in set(now) | set(before) if now.get(k) != before.get(k) and k not in allow
                          and not any(k == p or (p.endswith(".") and k.startswith(p)) for p in RESUMABLE_CHANGES))
         if changed:
             details = "; ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed[:6])
             raise CheckpointError(f"{source} was trained with a different configuration ({details}); only "
-                                  f"{', '.join(RESUMABLE_CHANGES)} may change on resume")
+                                  f"{', '.join(RESUMABLE_CHANGES + allow)} may change on resume")
 
     def save_checkpoint(self, path: str | Path) -> Path:
         """Write the full training state to ``path`` atomically (no reporter is notified)."""
         return atomic_save(self.state_dict(), path)
 
-    def load_checkpoint(self, path: str | Path) -> None:
-        self.load_state_dict(read_checkpoint(path), source=str(path))
+    def load_checkpoint(self, path: str | Path, *, allow_changes: Iterable[str] = ()) -> None:
+        self.load_state_dict(read_checkpoint(path), source=str(path), allow_changes=allow_changes)
 
     def _write_checkpoint(self, path: Path, *, model_only: bool = False) -> None:
         if model_only:  # best.pt: what evaluation and model.init_checkpoint need
