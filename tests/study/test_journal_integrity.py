@@ -172,6 +172,7 @@ def test_orphans_are_adopted_oldest_first(tmp_path):
     assert adopted == {0: "lost1", 1: "lost2"}
 
 
+@pytest.mark.filterwarnings("ignore:Inconsistent parameter values:RuntimeWarning")  # the edited range, on purpose
 def test_a_trial_killed_between_ask_and_its_parameters_is_adopted_and_sampled_from_the_space_now(tmp_path):
     """The window behind the flaky relocation test (issue 20, item 11): Optuna's ``ask`` writes the trial, the
     define-by-run space then writes its parameters. A driver killed in between leaves a RUNNING trial with no
