@@ -226,6 +226,9 @@ class ReplicateSearch(Searcher):
                     self.search.on_trial_result(gid, {self.metric: _mean([c[step] for c in curves]),
                                                       "training_iteration": step})
             self.search.on_trial_complete(gid, result=result)
+            # Optuna holds the values now; only a FAIL may need its curves again (record_reruns). Saved state
+            # stays a few bytes per configuration instead of every evaluation of every trial.
+            group["curves"] = {}
         group["told"] = True
 
 

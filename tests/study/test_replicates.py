@@ -77,6 +77,8 @@ def test_every_configuration_runs_on_every_seed_and_optuna_is_told_the_mean_once
     assert first.user_attrs["replicate_trials"] == {"1": "trial_a", "2": "trial_b", "3": "trial_c"}
     assert first.user_attrs["seeds"] == [1, 2, 3] and first.user_attrs["trial_dir"] == "trial_a"
     assert second.state.name == "RUNNING"
+    saved = searcher.state_dict()["groups"]
+    assert saved["a"]["told"] and saved["a"]["curves"] == {}  # told: its curves are not kept in the saved state
 
 
 def test_replicates_stopped_early_are_told_pruned_at_the_evaluation_all_of_them_reached(tmp_path):
