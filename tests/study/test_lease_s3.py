@@ -236,3 +236,18 @@ def test_study_run_on_a_study_that_exists_in_the_store_is_refused_before_anythin
             pass
     with hold_study(location, study):  # a resume holds it
         pass
+
+
+def test_dastudy_study_run_on_a_study_in_the_store_exits_with_one_line(prefix, tmp_path, tiny_benchmark, capsys,
+                                                                      monkeypatch):
+    from study.cli import main
+    from study_helpers import study_table, write_study_file
+
+    key = f"{prefix.split('/', 3)[3]}/clidemo/tuner.pkl"
+    _client().put_object(Bucket=BUCKET, Key=key, Body=b"another head's Ray state")
+    monkeypatch.setenv("DASTUDY_HOME", str(tmp_path / "home"))
+    study_file = write_study_file(tmp_path / "clidemo.toml", study_table(tiny_benchmark, name="clidemo"))
+    code = main(["study", "run", str(study_file), "--storage", prefix])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, (code, err)
+    assert f"{prefix}/clidemo already holds a study (tuner.pkl)" in err and "dastudy study resume" in err, err
