@@ -329,7 +329,8 @@ def replay_main(args: argparse.Namespace) -> dict[str, Any]:
                                     "no_pick", "mean_regret_points", "trial_iterations", "vs_fifo"])
     table += ("\n\nGround truth (mean final metric over all recorded seeds):\n\n| rank | configuration | "
               "mean (%) |\n|---|---|---|\n" + truth_lines)
-    payload = {"options": {k: v for k, v in vars(args).items() if k != "argv"}, "rows": rows,
+    payload = {"machine": C.machine_info(_cpu()), "options": {k: v for k, v in vars(args).items() if k != "argv"},
+               "rows": rows,
                "truth": truth, "max_t": max_t, "iterations_per_evaluation": per_eval,
                "recorded_seeds": sorted({s for _, s in curves})}
     print(table)
