@@ -41,6 +41,8 @@ def study_overrides(args: argparse.Namespace, *, scheduler: str, data: Path) -> 
             f"baseline.overrides.optim.iter_max={args.baseline_iterations}",
             f"baseline.overrides.optim.iter_stop={args.baseline_iterations}",
             f"baseline.overrides.eval.interval={args.baseline_iterations}"]
+    if args.seeds:  # replicates: num_samples configurations, each on every seed (ASHA: replicate-aware)
+        out.append(f"search.seeds=[{args.seeds}]")
     if args.size:
         width, height = C.parse_size(args.size)
         out += [f"train.data.{d}.size=[{width}, {height}]" for d in ("source", "target", "val")]
@@ -106,6 +108,7 @@ def run_one(args: argparse.Namespace, scheduler: str, *, storage: Path, data: Pa
     study = load_study_config("demo", study_overrides(args, scheduler=scheduler, data=data), name=name)
     if args.dry_run:
         return {"scheduler": scheduler, "name": name, "max_t": study.max_t, "num_samples": study.num_samples,
+                "seeds": list(study.search.seeds or ()), "trials": study.num_trials,
                 "iterations": study.train.optim.iterations, "interval": study.train.eval.interval}
     start = time.perf_counter()
     results, location = run_study(study, storage=str(storage), num_cpus=args.num_cpus)
@@ -133,6 +136,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cache", action=argparse.BooleanOptionalAction, default=True,
                         help="data.cache in every trial (default on)")
     parser.add_argument("--seed", type=int, default=0, help="sampler seed of both studies")
+    parser.add_argument("--seeds", default="", metavar="1,2,3",
+                        help="search.seeds of both studies: every configuration on each (ASHA decides per "
+                             "configuration on the replicate mean); default: one run per configuration")
     parser.add_argument("--num-cpus", type=int, default=None)
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                         help="more study overrides, applied to both studies")
