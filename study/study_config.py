@@ -62,12 +62,14 @@ class SearchConfig:
 
 @dataclass(frozen=True)
 class SchedulerConfig:
-    """ASHA on ``training_iteration`` (= number of evaluations), or FIFO (no early stopping)."""
+    """ASHA on ``training_iteration`` (= number of evaluations), FIFO (no early stopping), or population-based
+    training (``pbt`` / ``pb2``, adversarial studies: its ``[scheduler.pbt]`` table is read by study/pbt.py)."""
 
-    kind: Literal["asha", "fifo"] = "asha"
+    kind: Literal["asha", "fifo", "pbt", "pb2"] = "asha"
     max_t: int | None = None  # default: every evaluation of a full run
     grace_period: int = 1
     reduction_factor: float = 2.0
+    pbt: Any = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -285,6 +287,10 @@ def _validate(cfg: StudyConfig, source: str) -> None:
     _check(1 <= sched.grace_period <= cfg.max_t, source, "scheduler.grace_period", sched.grace_period,
            f"1..max_t ({cfg.max_t})")
     _check(sched.reduction_factor > 1, source, "scheduler.reduction_factor", sched.reduction_factor, "> 1")
+    if sched.kind in ("pbt", "pb2") or sched.pbt:
+        from study.pbt import check_pbt  # late: the PBT rules need the whole study
+
+        check_pbt(cfg, source)
     # baseline
     if cfg.baseline is not None:
         _check(isinstance(cfg.baseline.overrides, Mapping), source, "baseline.overrides", cfg.baseline.overrides,

@@ -264,9 +264,20 @@ def build_tuner(study: StudyConfig, *, location: StudyLocation, init_checkpoint:
         scheduler = PersistentASHA(study_dir=location.home, time_attr="training_iteration",
                                    max_t=study.max_t, grace_period=study.scheduler.grace_period,
                                    reduction_factor=study.scheduler.reduction_factor)
+    elif study.scheduler.kind in ("pbt", "pb2"):  # Ray refuses any searcher beside PBT: study/pbt.py
+        from study.pbt import pbt_parts
+
+        pbt = pbt_parts(study, define=define, sampler=make_sampler(study), ot_study=searcher._ot_study,
+                        home=location.home if location.shared_fs else None)
+        searcher, scheduler = pbt.searcher, pbt.scheduler
     else:
         scheduler = StudyFIFO()
-    trainable = wrap_trainable(study, trial_context(study, location, init_checkpoint), trainable)
+    context = trial_context(study, location, init_checkpoint)
+    if study.scheduler.kind in ("pbt", "pb2"):  # a member may restart from a donor with exactly these keys changed
+        import dataclasses
+
+        context = dataclasses.replace(context, extra={**context.extra, "pbt_mutable": pbt.mutable_keys})
+    trainable = wrap_trainable(study, context, trainable)
     tune_config = tune.TuneConfig(
         metric=metric, mode=mode, search_alg=searcher, scheduler=scheduler, num_samples=study.num_trials,
         max_concurrent_trials=study.max_concurrent_trials, reuse_actors=study.reuse_actors,

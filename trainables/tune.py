@@ -34,8 +34,9 @@ from trainables.staging import staging_prefix, sweep_stale_staging
 
 __all__ = ["TrialContext", "TrialFailed", "train_trial", "oom_reason", "FINAL_FAILURES", "apply_overrides",
            "trial_train_config", "estimate_gpu_memory_gib", "gpu_share", "run_baseline", "FINISHED_KEY",
-           "FAILURE_FILE", "RUN_SUBDIR", "probe_trial", "LAST_EVAL_FILE", "tune_summary"]
+           "FAILURE_FILE", "RUN_SUBDIR", "probe_trial", "LAST_EVAL_FILE", "tune_summary", "PBT_MUTABLE_KEY"]
 
+PBT_MUTABLE_KEY = "pbt_mutable"  # TrialContext.extra: the config keys population-based training mutates
 FINISHED_KEY = "finished"  # 1.0 in the report of the evaluation that ends a full run
 FAILURE_FILE = "failure.json"  # why a trial failed, next to Ray's error.txt in the trial directory
 # Failures that would repeat from the same checkpoint: a retry (FailureConfig.max_failures, `study resume`) fails
@@ -336,14 +337,30 @@ def train_trial(config: dict[str, Any], *, context: TrialContext) -> None:
                                              hparam_domains=context.extra.get("hparam_domains")))
     except ImportError:
         pass
+    mutable = tuple(context.extra.get(PBT_MUTABLE_KEY, ()))  # population-based training: the mutated keys
+    lineage = None
+    if mutable:
+        from trainables.lineage import LineageReporter
+
+        lineage = LineageReporter(run_dir, keys=mutable, metric=context.metric, name=trial_dir.name)
+        reporters.append(lineage)
     ray_reporter = _TuneReporter(metric=context.metric, started=started, run_dir=run_dir,
                                  checkpoint_every=context.checkpoint_every)
     reporters.append(ray_reporter)
 
     trainer = Trainer(cfg, None, reporters=reporters)
     if checkpoint is not None:
+        from trainables.checkpoint import read_checkpoint
+
+        # PBT exploits by restarting this trial with a new config from another member's (the donor's) latest
+        # checkpoint: exactly the mutated keys may differ from the donor's config, and the state is the donor's.
         with checkpoint.as_directory() as directory:
-            trainer.load_checkpoint(Path(directory) / "state.pt")
+            state = read_checkpoint(Path(directory) / "state.pt")
+            trainer.load_state_dict(state, source=f"{checkpoint.path}/state.pt", allow_changes=mutable)
+        if lineage is not None:
+            lineage.origin = (str(((state.get("meta") or {}).get("config") or {}).get("name", trial_dir.name)),
+                              trainer.iteration)
+        del state
         append_resume(run_dir, checkpoint=Path(checkpoint.path), iteration=trainer.iteration,
                       device=str(trainer.device))
     else:

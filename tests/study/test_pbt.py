@@ -1,0 +1,181 @@
+"""Population-based training (issue 22): the scheduler a study builds, its validation, mutation bounds, the
+initial population, and reading a member's lineage back."""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from study.pbt import (BoundedExplore, PB2_AVAILABLE_HINT, build_pbt_scheduler, initial_population,
+                       mutation_bounds, pbt_settings)
+from study.study_config import study_from_dict
+from study_helpers import study_table
+from trainables.config import ConfigError
+from trainables.lineage import member_history
+
+pytest.importorskip("ray")
+
+
+def pbt_table(root: Path, **pbt) -> dict:
+    table = study_table(root, name="pbt", num_samples=3, checkpoints_to_keep=3,
+                        scheduler={"kind": "pbt", "pbt": {"perturbation_interval": 1, **pbt}})
+    table["search"]["params"] = {"lambda_low": 1e-4, "lambda_high": 1e-2, "lr_low": 2e-3, "lr_high": 4e-2}
+    return table
+
+
+def pbt_study(root: Path, **pbt):
+    return study_from_dict(pbt_table(root, **pbt), source="test.toml")
+
+
+def test_the_scheduler_is_rays_pbt_with_the_study_bounds_and_evaluations_as_time(tmp_path):
+    study = pbt_study(tmp_path, perturbation_interval=2, quantile_fraction=0.5, resample_probability=0.1,
+                      perturbation_factors=[1.5, 0.5], burn_in=1)
+    from ray.tune.schedulers import PopulationBasedTraining
+
+    scheduler = build_pbt_scheduler(study)
+    assert type(scheduler) is PopulationBasedTraining
+    assert scheduler._time_attr == "training_iteration"  # one evaluation
+    assert (scheduler._perturbation_interval, scheduler._burn_in_period) == (2, 1)
+    assert (scheduler._quantile_fraction, scheduler._resample_probability) == (0.5, 0.1)
+    assert tuple(scheduler._perturbation_factors) == (1.5, 0.5)
+    mutations = scheduler._hyperparam_mutations
+    assert set(mutations) == {"adapt.lambda_adv_main", "optim.lr@deeplabv2_tiny"}
+    assert (mutations["adapt.lambda_adv_main"].lower, mutations["adapt.lambda_adv_main"].upper) == (1e-4, 1e-2)
+    assert (mutations["optim.lr@deeplabv2_tiny"].lower, mutations["optim.lr@deeplabv2_tiny"].upper) == (2e-3, 4e-2)
+    assert [b.key for b in mutation_bounds(study)] == ["adapt.lambda_adv_main", "optim.lr"]
+    only = pbt_study(tmp_path, mutate=["adapt.lambda_adv_main"])
+    assert set(build_pbt_scheduler(only)._hyperparam_mutations) == {"adapt.lambda_adv_main"}
+
+
+def test_explored_values_stay_inside_the_bounds(tmp_path):
+    from ray.tune.schedulers.pbt import _explore
+
+    study = pbt_study(tmp_path)
+    bounds = mutation_bounds(study)
+    scheduler = build_pbt_scheduler(study)
+    clip = BoundedExplore(tuple(bounds))
+    random.seed(0)
+    escaped = 0
+    for trial in range(400):
+        b = bounds[trial % 2]
+        config = {x.name: (x.high if trial % 4 < 2 else x.low) for x in bounds}  # members at the edges
+        for explore in (None, clip):
+            new, _ = _explore(config, scheduler._hyperparam_mutations, resample_probability=0.25,
+                              perturbation_factors=(1.2, 0.8), custom_explore_fn=explore)
+            inside = all(x.low <= new[x.name] <= x.high for x in bounds)
+            if explore is None:
+                escaped += not inside
+            else:
+                assert inside, (b, config, new)
+    assert escaped > 100  # Ray's own explore does leave the range (x 1.2 at the top): the clip is needed
+
+
+@pytest.mark.parametrize("change, key", [
+    ({"pbt": {"interval": 1}}, "scheduler.pbt.interval"),
+    ({"pbt": {"perturbation_interval": 3}}, "scheduler.pbt.perturbation_interval"),  # max_t = 3 evaluations
+    ({"pbt": {"perturbation_interval": 0}}, "scheduler.pbt.perturbation_interval"),
+    ({"pbt": {"quantile_fraction": 0.6}}, "scheduler.pbt.quantile_fraction"),
+    ({"pbt": {"resample_probability": 1.5}}, "scheduler.pbt.resample_probability"),
+    ({"pbt": {"perturbation_factors": [1.2, -0.8]}}, "scheduler.pbt.perturbation_factors"),
+    ({"pbt": {"burn_in": 3}}, "scheduler.pbt.burn_in"),
+    ({"pbt": {"mutate": ["adapt.lambda_target"]}}, "scheduler.pbt.mutate"),
+    ({"pbt": {"mutate": ["adapt.lr_d"]}}, "scheduler.pbt.mutate"),  # not in the lambda_lr space: no bounds
+    ({"kind": "asha", "pbt": {"perturbation_interval": 1}}, "scheduler.pbt"),
+    ({"train": {"adapt": {"mode": "source_only"}}}, "train.adapt.mode"),
+    ({"search": {"space": "lambda_lr", "sampler": "tpe", "seed": 0, "seeds": [1, 2]}}, "search.seeds"),
+    ({"search": {"space": "lambda_adv", "sampler": "grid", "seed": 0}}, "search.sampler"),
+    ({"search": {"space": "seeds", "sampler": "tpe", "seed": 0}}, "search.space"),
+    ({"checkpoints_to_keep": 2}, "checkpoints_to_keep"),
+    ({"num_samples": 1}, "num_samples"),
+    ({"checkpoint_every": 2}, "scheduler.pbt.perturbation_interval"),
+])
+def test_bad_pbt_settings_are_refused_naming_the_key(tmp_path, change, key):
+    table = pbt_table(tmp_path)
+    for name, value in change.items():
+        if name in ("kind", "pbt"):
+            table["scheduler"] = {**table["scheduler"], name: value}
+        elif name == "train":
+            table["train"]["adapt"] = {**table["train"]["adapt"], **value["adapt"]}
+        else:
+            table[name] = value
+    with pytest.raises(ConfigError) as err:
+        study_from_dict(table, source="test.toml")
+    assert err.value.key == key, str(err.value)
+    assert "test.toml" in str(err.value) and "allowed" in str(err.value)
+
+
+def test_pb2_needs_scikit_learn_and_says_so(tmp_path, monkeypatch):
+    import study.pbt as pbt
+
+    monkeypatch.setattr(pbt, "pb2_available", lambda: False)
+    table = pbt_table(tmp_path)
+    table["scheduler"]["kind"] = "pb2"
+    with pytest.raises(ConfigError, match=PB2_AVAILABLE_HINT) as err:
+        study_from_dict(table, source="test.toml")
+    assert err.value.key == "scheduler.kind"
+    monkeypatch.undo()
+    if not pbt.pb2_available():
+        pytest.skip("scikit-learn is not installed: PB2 itself cannot be built here")
+    from ray.tune.schedulers.pb2 import PB2
+
+    scheduler = build_pbt_scheduler(study_from_dict(table, source="test.toml"))
+    assert type(scheduler) is PB2
+    assert scheduler._hyperparam_bounds["adapt.lambda_adv_main"] == [1e-4, 1e-2]
+
+
+def test_the_initial_population_is_drawn_by_the_study_sampler_inside_the_bounds(tmp_path):
+    from study.spaces import get_space, make_define_by_run
+    from study.tuner import make_sampler
+
+    def draw(seed):
+        table = pbt_table(tmp_path)
+        table["search"]["seed"] = seed
+        study = study_from_dict(table, source="test.toml")
+        define = make_define_by_run(get_space(study.search.space), study.space_params, base=study.train)
+        return study, initial_population(study, define, make_sampler(study))
+
+    study, population = draw(0)
+    assert len(population) == study.num_samples == 3
+    for member in population:
+        for b in mutation_bounds(study):
+            assert b.low <= member[b.name] <= b.high
+    assert draw(0)[1] == population  # seeded
+    assert draw(1)[1] != population
+
+
+def test_settings_defaults_are_rays(tmp_path):
+    from ray.tune.schedulers import PopulationBasedTraining
+    import inspect
+
+    defaults = {k: v.default for k, v in inspect.signature(PopulationBasedTraining).parameters.items()}
+    settings = pbt_settings(pbt_study(tmp_path))
+    assert settings.quantile_fraction == defaults["quantile_fraction"]
+    assert settings.resample_probability == defaults["resample_probability"]
+    assert tuple(settings.perturbation_factors) == tuple(defaults["perturbation_factors"])
+
+
+def _write(run: Path, records: list[dict]) -> None:
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "lineage.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def test_member_history_follows_clones_to_the_donor_state_at_the_time(tmp_path):
+    lam = "adapt.lambda_adv_main"
+    _write(tmp_path / "A", [{"event": "start", "iteration": 0, "time": 0, "hparams": {lam: 1}},
+                            *[{"event": "eval", "iteration": i, "time": i, "hparams": {lam: 1}, "value": i}
+                              for i in (2, 4, 6)]])
+    _write(tmp_path / "B", [{"event": "start", "iteration": 0, "time": 0, "hparams": {lam: 9}},
+                            {"event": "eval", "iteration": 2, "time": 2.5, "hparams": {lam: 9}, "value": 0},
+                            {"event": "eval", "iteration": 4, "time": 4.5, "hparams": {lam: 9}, "value": 0},
+                            # cloned A at its iteration 4 (A's evaluation at 6 came later: not its ancestor)
+                            {"event": "clone", "iteration": 4, "time": 5, "donor": "A", "donor_iteration": 4,
+                             "hparams": {lam: 1.2}},
+                            {"event": "eval", "iteration": 6, "time": 7, "hparams": {lam: 1.2}, "value": 7},
+                            # a crash, resumed from its own checkpoint at 4: the evaluation at 6 is lost work
+                            {"event": "resume", "iteration": 4, "time": 8, "hparams": {lam: 1.2}},
+                            {"event": "eval", "iteration": 6, "time": 9, "hparams": {lam: 1.2}, "value": 8}])
+    history = member_history("B", lambda name: tmp_path / name)
+    assert [(r["run"], r["iteration"], r["hparams"][lam], r["value"]) for r in history] == [
+        ("A", 2, 1, 2), ("A", 4, 1, 4), ("B", 6, 1.2, 8)]
