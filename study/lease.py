@@ -107,7 +107,7 @@ class ObjectStoreLease:
         if scheme != "s3":
             raise ValueError(f"{study_uri}: a driver lease needs an S3-compatible store (s3://bucket/prefix); "
                              f"{scheme}:// has no conditional writes here")
-        self.uri = f"{study_uri.rstrip('/')}/{LEASE_OBJECT}"
+        self.uri = self.where = f"{study_uri.rstrip('/')}/{LEASE_OBJECT}"
         self.bucket, _, prefix = rest.partition("/")
         self.key = f"{prefix.strip('/')}/{LEASE_OBJECT}" if prefix.strip("/") else LEASE_OBJECT
         self.holder, self.timing = holder, timing
@@ -248,6 +248,16 @@ def _precondition_failed(err: Exception) -> bool:
     response = getattr(err, "response", None) or {}
     return (response.get("Error", {}).get("Code") in ("PreconditionFailed", "412", "ConditionalRequestConflict")
             or response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (409, 412))
+
+
+_NO_CONDITIONS = ("this store does not support conditional writes (If-None-Match/If-Match on PutObject), which "
+                  "keep a second driver out; upgrade it (S3, recent MinIO/Ceph RGW support them)")
+
+
+def _not_implemented(err: Exception) -> bool:
+    response = getattr(err, "response", None) or {}
+    return (response.get("Error", {}).get("Code") in ("NotImplemented", "501")
+            or response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 501)
 
 
 def _describe(record: dict[str, Any]) -> str:
@@ -503,7 +513,17 @@ def hold_study(location, study, *, command: str = "", new: bool = False, timing:
     _LOST.clear()
     try:
         for lease in leases:
-            lease.acquire(wait=not new)  # a resume (a requeued job, a restarted head) waits out a dead driver
+            try:
+                lease.acquire(wait=not new)  # a resume (a requeued job, a restarted head) waits out a dead driver
+            except (StudyLocked, ValueError):
+                raise
+            except Exception as err:  # credentials, endpoint, a store without conditional writes: one line
+                from study.resources import PreflightError
+
+                said = " ".join(str(err).split())  # libpq's messages span lines
+                raise PreflightError(f"{lease.where}: the driver lease could not be taken ({type(err).__name__}: "
+                                     f"{said}); {_NO_CONDITIONS if _not_implemented(err) else 'check the storage'}"
+                                     ) from err
         if new:  # checked holding the lease: a driver that finished or died before us left its study behind
             refuse_existing_study(location, study)
         with Heartbeat(leases, timing, on_lost=on_lost) if leases else contextlib.nullcontext():

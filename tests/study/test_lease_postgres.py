@@ -150,3 +150,16 @@ def test_study_run_of_a_study_already_in_the_database_is_refused(postgres_url, t
     fresh = SimpleNamespace(name="fresh", search=SimpleNamespace(storage=postgres_url))
     with hold_study(location, fresh, new=True) as leases:
         assert len(leases) == 1
+
+
+def test_an_unreachable_database_is_refused_in_one_line(tmp_path):
+    from moto_server import free_port
+    from study.resources import PreflightError
+
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"  # nothing listens there
+    study = SimpleNamespace(name="demo", search=SimpleNamespace(storage=url))
+    with pytest.raises(PreflightError) as refused:
+        with hold_study(SimpleNamespace(shared_fs=True, home=tmp_path), study):
+            pass
+    message = str(refused.value)
+    assert "\n" not in message and "OperationalError" in message and "127.0.0.1" in message, message

@@ -251,3 +251,23 @@ def test_dastudy_study_run_on_a_study_in_the_store_exits_with_one_line(prefix, t
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1, (code, err)
     assert f"{prefix}/clidemo already holds a study (tuner.pkl)" in err and "dastudy study resume" in err, err
+
+
+def test_a_store_without_conditional_writes_is_refused_in_one_line_saying_so(monkeypatch, tmp_path):
+    from botocore.exceptions import ClientError
+
+    from study.resources import PreflightError
+
+    class OldStore:  # e.g. an S3-compatible server from before conditional writes: 501 on If-None-Match
+        def put_object(self, **request):
+            raise ClientError({"Error": {"Code": "NotImplemented", "Message": "If-None-Match"},
+                               "ResponseMetadata": {"HTTPStatusCode": 501}}, "PutObject")
+
+    monkeypatch.setattr(ObjectStoreLease, "client", property(lambda self: OldStore()))
+    location = SimpleNamespace(shared_fs=False, home=tmp_path, experiment_path=f"s3://{BUCKET}/old/demo")
+    with pytest.raises(PreflightError) as refused:
+        with hold_study(location, SimpleNamespace(name="demo", search=SimpleNamespace(storage=None))):
+            pass
+    message = str(refused.value)
+    assert "\n" not in message and f"s3://{BUCKET}/old/demo/driver.lease" in message, message
+    assert "does not support conditional writes" in message
