@@ -423,6 +423,8 @@ def _dataset_problems(configs: list[TrainConfig], *, source: str, prefix: str, f
                 continue
             root_missing = not Path(domain.root).is_dir()
             ident = ("dataset", f"{domain.dataset}:{domain.root}" + ("" if root_missing else f":{domain.split}"))
+            if root_missing and _synthetic(domain.root):  # source/ and target/ come from one `data synth`
+                ident = ("dataset", f"synthetic:{Path(domain.root).parent}")
             if ident in found.seen:
                 continue
             err = _split_error(cfg, key, source=source, prefix=prefix)
@@ -437,6 +439,8 @@ def _dataset_problems(configs: list[TrainConfig], *, source: str, prefix: str, f
                 fix = f"get {name} (docs/data.md), then: dastudy data check {shlex.quote(root)} --dataset {name}"
             what = (f"dataset {name}: no folder {root}" if root_missing else
                     f"dataset {name}: split {domain.split!r} of {root} holds no images")
+            if root_missing and _synthetic(domain.root):
+                what = f"synthetic benchmark: no folder {_shown(Path(domain.root).parent)}"
             found.add(Problem(what, fix, err), ident)
 
 

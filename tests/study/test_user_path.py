@@ -63,13 +63,26 @@ def test_every_preset_dry_runs_on_a_bare_clone(preset, bare, capsys):
     assert all("; fix: " in line and len(line.split("; fix: ")[0]) < 110 for line in problems), problems
     assert len(set(problems)) == len(problems)  # each problem once, not once per grid point
     kinds = " ".join(problems)
-    assert "dataset " in kinds  # a bare clone has no datasets
+    assert "dataset " in kinds or "synthetic benchmark: no folder" in kinds  # a bare clone has no datasets
     if preset != "demo":  # the real presets: weights, source-only checkpoints and a GPU
         assert "weights 'imagenet'" in kinds and "checkpoint runs/" in kinds and "has no GPU" in kinds
         assert "dastudy train-source " in kinds
     for argv in _fix_commands(problems):  # each fix that is a dastudy command parses as written
         _parses(argv)
     assert not (bare / "studies").exists() and not (bare / "runs").exists()
+
+
+def test_the_demo_presets_fix_makes_its_dry_run_pass(bare, capsys):
+    """The fix a dry run prints is the command that fixes it: run as printed, the next dry run passes."""
+    argv = ["study", "run", "demo", "--dry-run", "--storage", str(bare / "studies")]
+    assert main(argv) == 2
+    problems = _problems(capsys.readouterr().out)
+    assert problems == ["1. synthetic benchmark: no folder datasets/synth; fix: dastudy data synth datasets/synth"]
+    for fix in _fix_commands(problems):
+        assert main(fix) == 0
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "all pre-launch checks passed" in capsys.readouterr().out
 
 
 def test_dry_run_passes_when_a_real_run_would_start(tmp_path, tiny_benchmark, monkeypatch, capsys):
