@@ -183,17 +183,25 @@ def _cpu():
 # replay
 
 
-def load_curves(path: str | Path) -> tuple[dict[tuple[str, int], dict[int, float]], int]:
-    """``{(configuration, seed): {evaluation: value}}`` and the iterations per evaluation from a recorded CSV."""
+def load_curves(paths: str | Path) -> tuple[dict[tuple[str, int], dict[int, float]], int]:
+    """``{(configuration, seed): {evaluation: value}}`` and the iterations per evaluation from recorded CSVs
+    (comma-separated paths: recordings of the same study setup merged; a (configuration, seed) recorded twice
+    must have the same curve, which also checks that trials are deterministic)."""
     curves: dict[tuple[str, int], dict[int, float]] = {}
     per_eval = set()
-    with open(path, newline="") as fh:
-        for row in csv.DictReader(fh):
-            evaluation = int(row["evaluation"])
-            curves.setdefault((row["config"], int(row["seed"])), {})[evaluation] = float(row["value"])
-            per_eval.add(int(row["iteration"]) / evaluation)
+    for path in str(paths).split(","):
+        found: dict[tuple[str, int], dict[int, float]] = {}
+        with open(path, newline="") as fh:
+            for row in csv.DictReader(fh):
+                evaluation = int(row["evaluation"])
+                found.setdefault((row["config"], int(row["seed"])), {})[evaluation] = float(row["value"])
+                per_eval.add(int(row["iteration"]) / evaluation)
+        for key, curve in found.items():
+            if key in curves and curves[key] != curve:
+                raise ValueError(f"{path}: {key} was recorded before with another curve ({curves[key]} vs {curve})")
+            curves[key] = curve
     if len(per_eval) != 1:
-        raise ValueError(f"{path}: evaluations are not evenly spaced ({sorted(per_eval)} iterations each)")
+        raise ValueError(f"{paths}: evaluations are not evenly spaced ({sorted(per_eval)} iterations each)")
     return curves, int(per_eval.pop())
 
 
@@ -367,7 +375,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     exp.add_argument("study", help="the recording's study directory")
     exp.add_argument("--out", default=str(C.default_out_dir()))
     rep = sub.add_parser("replay", help="replay FIFO / ASHA / replicate-aware ASHA on recorded curves")
-    rep.add_argument("--curves", default=str(C.default_out_dir() / CURVES))
+    rep.add_argument("--curves", default=str(C.default_out_dir() / CURVES), help="CSV(s), comma-separated")
     rep.add_argument("--seeds", type=int, default=3, help="replicates per configuration in a replayed study")
     rep.add_argument("--replays", type=int, default=2000)
     rep.add_argument("--concurrency", default="3", help="trials at a time; a list (2,3) gives one row set each")

@@ -54,3 +54,22 @@ def test_load_curves_and_truth(tmp_path):
     curves, per_eval = R.load_curves(path)
     assert curves == CURVES and per_eval == 40
     assert R.true_means(curves, 2) == {A: pytest.approx(0.6), B: pytest.approx(0.5)}
+
+
+def test_recordings_merge_and_a_seed_recorded_twice_must_agree(tmp_path):
+    def write(name, rows):
+        path = tmp_path / name
+        with open(path, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=["config", "seed", "trial", "evaluation", "iteration", "value"])
+            writer.writeheader()
+            writer.writerows({"config": c, "seed": s, "trial": "t", "evaluation": 1, "iteration": 40, "value": v}
+                             for c, s, v in rows)
+        return path
+
+    first = write("a.csv", [(A, 1, 0.5), (B, 1, 0.4)])
+    again = write("b.csv", [(A, 1, 0.5), (A, 2, 0.7)])
+    curves, _ = R.load_curves(f"{first},{again}")
+    assert curves == {(A, 1): {1: 0.5}, (B, 1): {1: 0.4}, (A, 2): {1: 0.7}}
+    other = write("c.csv", [(A, 1, 0.6)])
+    with pytest.raises(ValueError, match="recorded before with another curve"):
+        R.load_curves(f"{first},{other}")
