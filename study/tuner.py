@@ -533,9 +533,14 @@ def run_study(study: StudyConfig, *, storage: str | None = None, address: str | 
                               f"`dastudy study resume {study.name}` or choose another --name")
     # Every check that needs no cluster, before Ray starts: each trial's resolved config, files, datasets, URL.
     from study.lock import study_lock
-    from study.preflight import check_study, mask_secrets
+    from study.preflight import diagnose, mask_secrets
 
-    check_study(study, trials=trainable is None)
+    _, problems = diagnose(study, trials=trainable is None)
+    if problems:  # the first one's full message; the dry run lists them all, each with its fix
+        if len(problems) > 1:
+            print(f"{len(problems)} problems stop this study; `dastudy study run ... --dry-run` lists each with the "
+                  "command that fixes it. The first:", file=sys.stderr)
+        raise problems[0].error
     from study.lease import hold_study  # one driver per study wherever it lives; refuses an existing remote study
 
     with hold_study(location, study, command=" ".join(mask_secrets(a) for a in sys.argv), new=True), \

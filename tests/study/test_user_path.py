@@ -190,6 +190,15 @@ def test_real_run_raises_the_dry_runs_first_problem(tmp_path, monkeypatch):
     assert "search.params.weights.deeplabv2_resnet101" in str(info.value)
 
 
+def test_a_real_run_with_several_problems_points_to_the_dry_run(bare, capsys):
+    assert main(["study", "run", "lambda_sensitivity", "--storage", str(bare / "studies")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == ("6 problems stop this study; `dastudy study run ... --dry-run` lists each with the command "
+                      "that fixes it. The first:")
+    assert len(err) == 2 and "search.params.weights.deeplabv2_resnet101 = 'deeplab_init'" in err[1]
+    assert not (bare / "studies").exists()
+
+
 # ---------------------------------------------------------------------------------------------------------
 # overrides the space would overwrite
 
