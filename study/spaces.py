@@ -258,9 +258,6 @@ _register(Space("lambda_seeds", "λ_adv × run seeds (replicates; meant for the 
                 (lambda_adv, seeds), {**_LAMBDA, **_SEEDS}))
 _register(Space("lambda_lr", "λ_adv × backbone learning rate (the demo's space)", (lambda_adv, learning_rate),
                 {**_LAMBDA, **_LR}))
-_register(Space("lambda_lr_seeds", "λ_adv × learning rate × run seeds as one grid (benchmarks/replicate_asha.py "
-                "records ground-truth curves with it; studies declare replicates with search.seeds instead)",
-                (lambda_adv, learning_rate, seeds), {**_LAMBDA, **_LR, **_SEEDS}))
 
 
 def list_spaces() -> list[str]:
