@@ -271,3 +271,59 @@ def test_a_store_without_conditional_writes_is_refused_in_one_line_saying_so(mon
     message = str(refused.value)
     assert "\n" not in message and f"s3://{BUCKET}/old/demo/driver.lease" in message, message
     assert "does not support conditional writes" in message
+
+
+RUN = """
+import sys
+from study.lock import StudyLocked
+from study.study_config import load_study_config
+from study.tuner import run_study
+from trainables.tune import checkpoint_probe
+try:
+    run_study(load_study_config(sys.argv[1]), storage=sys.argv[2], num_cpus=2, trainable=checkpoint_probe)
+except (StudyLocked, FileExistsError) as err:  # what `dastudy study run` prints in one line, exit code 2
+    print("refused:", err, flush=True)
+    sys.exit(2)
+"""
+
+
+@pytest.mark.slow
+def test_two_study_runs_from_two_heads_write_one_study_into_the_bucket(prefix, tmp_path, tiny_benchmark):
+    """Issue 20's reproduction: the same `study run NAME --storage s3://...` from two pods (two local homes) at
+    once, then a third while the first runs. Before the lease the second trained its own baseline and wrote a
+    second experiment state, tuner.pkl and study.toml beside the first's. About 60-150 s (one Ray study)."""
+    from study_helpers import TEST_RAY_ENV, study_table, write_study_file
+
+    table = study_table(tiny_benchmark, name="raced", num_samples=2, max_concurrent_trials=2,
+                        scheduler={"kind": "fifo"})
+    table["train"]["optim"].update(iter_max=8, iter_stop=8)
+    study_file = write_study_file(tmp_path / "raced.toml", table)
+
+    def start(head: str) -> subprocess.Popen:
+        env = {**os.environ, **TEST_RAY_ENV, "PYTHONPATH": str(REPO), "RAY_TMPDIR": str(tmp_path),
+               "DASTUDY_HOME": str(tmp_path / head), "DASTUDY_PROBE_CKPT_BYTES": "4096",
+               "DASTUDY_PROBE_SLEEP_S": "1.0"}
+        return subprocess.Popen([sys.executable, "-c", RUN, str(study_file), prefix], cwd=tmp_path, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    first, second = start("pod1"), start("pod2")
+    out_second = second.communicate(timeout=300)[0]  # refused before it starts Ray, while the other runs
+    winner, out_winner = (first, None) if second.returncode == 2 else (second, out_second)
+    loser_out = out_second if second.returncode == 2 else first.communicate(timeout=300)[0]
+    refusal = [line for line in loser_out.splitlines() if line.startswith("refused:")]
+    assert len(refusal) == 1 and f"pid {winner.pid} on " in refusal[0] and "raced.toml" in refusal[0], loser_out
+    if winner.poll() is None:  # a third head while the study runs: refused as well
+        third = start("pod3")
+        out_third = third.communicate(timeout=300)[0]
+        assert third.returncode == 2 and f"pid {winner.pid} on " in out_third, out_third
+    out_winner = out_winner if out_winner is not None else winner.communicate(timeout=600)[0]
+    assert winner.returncode == 0, out_winner
+
+    client = _client()
+    keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(
+        Bucket=BUCKET, Prefix=f"{prefix.split('/', 3)[3]}/raced/") for o in page.get("Contents", [])]
+    names = [key.rsplit("/", 1)[1] for key in keys if key.count("/") == 2]  # the study's top level
+    assert len([n for n in names if n.startswith("experiment_state")]) == 1, names
+    assert names.count("tuner.pkl") == 1 and "driver.lease" not in names, names  # released at the end
+    homes = {head: (tmp_path / head / "raced").exists() for head in ("pod1", "pod2", "pod3")}
+    assert homes == {"pod1": winner is first, "pod2": winner is second, "pod3": False}, homes  # refused: no files
