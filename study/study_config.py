@@ -263,7 +263,7 @@ def _validate(cfg: StudyConfig, source: str) -> None:
     # search
     search = cfg.search
     _check(search.startup_trials >= 0, source, "search.startup_trials", search.startup_trials, ">= 0")
-    from study.preflight import check_storage_url  # late: study.preflight imports this module
+    from study.storage_urls import check_storage_url
 
     check_storage_url(search.storage, source=source, files=False)
     _check(isinstance(search.params, Mapping), source, "search.params", search.params, "a table of parameters")
@@ -384,7 +384,7 @@ def load_study_config(name_or_path: str | Path, overrides: Sequence[str] = (), *
 
 def study_to_dict(cfg: StudyConfig) -> dict[str, Any]:
     """The resolved study (``study.toml``): loading it again gives the same :class:`StudyConfig`."""
-    from study.preflight import redact_url
+    from study.storage_urls import redact_url
 
     out = to_dict(cfg)
     out["train"] = to_dict(cfg.train)
