@@ -6,7 +6,7 @@ started, followed by its searched values with short symbols, e.g. ``#6 λ=0.0291
 makes the label unique (two trials may sample the same values); the values say what the trial is without a lookup.
 Ray's ``trial_<id>`` stays the name of the trial's directory only.
 
-mIoU and IoU are shown in percent everywhere, with the unit in the name (``val/mIoU16 (%)``); the study metric
+mIoU and IoU are shown in percent everywhere, with the unit in the name (``val/mIoU16 %``); the study metric
 itself stays a fraction in ``result.json``, the Optuna journal and ``--json`` output (what programs read).
 
 This module imports nothing from the rest of ``study`` except the parameter display names
@@ -66,7 +66,7 @@ def trial_label(number: int | None, params: Mapping[str, Any], dimensions: Seque
 
 
 def percent_name(metric: str) -> str:
-    """The name a metric is shown under: ``val/mIoU16`` → ``val/mIoU16 (%)`` (IoU metrics are shown in percent);
+    """The name a metric is shown under: ``val/mIoU16`` → ``val/mIoU16 %`` (IoU metrics are shown in percent);
     any other metric keeps its name."""
     return percent_tag(metric) or metric
 

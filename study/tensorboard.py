@@ -14,9 +14,10 @@ directories stay as Ray wrote them):
 - the custom-scalars layout (one chart per mIoU, the losses) travels in every run's own events, and in the
   baseline run for trials written before it did: no run exists only to hold it.
 
-IoUs are shown in percent with the unit in the tag (``val/mIoU16 (%)``). ``serve`` prints a Time Series link that
+IoUs are shown in percent with the unit in the tag (``val/mIoU16 %``). ``serve`` prints a Time Series link that
 opens with smoothing 0 (TensorBoard's default 0.6 bends curves of a handful of evaluations; the ``smoothing`` query
-parameter sets the slider) and the study metric's charts pinned on top (``pinnedCards``).
+parameter sets the slider) and the study metric's charts pinned on top (``pinnedCards``), and a Custom Scalars link
+with smoothing 0 too (that older dashboard reads ``_smoothingWeight`` from the URL's fragment).
 
 ``serve`` starts TensorBoard as a child process (``python -m tensorboard.main``) bound to 127.0.0.1 unless told
 otherwise, waits until it answers, prints the URL and stops it on Ctrl-C. The child is terminated on every exit
@@ -228,7 +229,7 @@ def _write_baseline_run(study_dir: Path, dest: Path, description: Mapping[str, A
                   evals[-1][1] if evals else {})
     with SummaryWriter(str(dest)) as writer:
         write_hparams_session(writer, hparams, metric_tags=tags, domains=hparam_domains(description))
-        write_layout(writer)  # for trials written before their runs carried it
+        write_layout(writer, _nested(config, "data.num_classes"))  # for trials written before their runs carried it
         # The trials start from the checkpoint the baseline selected: its metrics at their step 0.
         for tag in tags:
             if tag in chosen:
@@ -430,6 +431,7 @@ def serve(study_dir: str | Path, *, host: str = "127.0.0.1", port: int = 6006) -
     print(f"TensorBoard for study {study_dir.name} ({len(runs)} runs): {study_url(board.url, _metric(study_dir))}",
           flush=True)
     print(f"  hyperparameters: {board.hparams_url}", flush=True)
+    print(f"  one chart per mIoU: {board.url}#custom_scalars&_smoothingWeight=0", flush=True)
     print("  (curves unsmoothed: a few evaluations per trial; the Settings slider brings smoothing back)", flush=True)
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"  note: bound to {host}, reachable from other machines", flush=True)

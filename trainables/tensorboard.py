@@ -24,7 +24,8 @@ import numpy as np
 __all__ = [
     "TensorBoardReporter", "prediction_panel", "default_metric_tags", "write_session_end",
     "STATUS_BY_RESULT", "PRUNED_TAG", "FAILED_TAG", "STATUS_TAG", "PARAM_LABELS", "param_label",
-    "experiment_summary", "write_hparams_session", "percent_tag", "LAYOUT", "write_layout",
+    "experiment_summary", "write_hparams_session", "percent_tag", "LAYOUT", "layout", "write_layout",
+    "PERCENT",
 ]
 
 # One display name per searched TrainConfig key, used by every view of a study (status, progress lines, report,
@@ -53,36 +54,48 @@ def param_label(name: str) -> str:
     key = str(name).split("@", 1)[0]
     return PARAM_LABELS.get(key) or _SHORT.get(key) or key
 
+PERCENT = " %"  # the unit suffix of an IoU tag: no brackets, see percent_tag
+
+
 def percent_tag(key: str) -> str | None:
     """The TensorBoard tag of an IoU metric, shown in percent with the unit in its name (``val/mIoU16`` →
-    ``val/mIoU16 (%)``, ``val/IoU/road`` → ``val/IoU/road (%)``), as the report and the CLI show it; None for any
-    other key (losses, learning rates, ``uda/…`` validators keep their own scale and name)."""
+    ``val/mIoU16 %``, ``val/IoU/road`` → ``val/IoU/road %``), as the report and the CLI show it; None for any other
+    key (losses, learning rates, ``uda/…`` validators keep their own scale and name). Not ``val/mIoU16 (%)``:
+    TensorBoard's Custom Scalars dashboard matches a chart's series by reading the tag as a regex, so a tag with
+    brackets is fetched but never drawn (measured with TensorBoard 2.21: an empty chart)."""
     last = str(key).split("/")
-    if len(last) >= 2 and (last[1].startswith("mIoU") or last[1] == "IoU") and not key.endswith("(%)"):
-        return f"{key} (%)"
+    if len(last) >= 2 and (last[1].startswith("mIoU") or last[1] == "IoU") and not key.endswith(PERCENT):
+        return f"{key}{PERCENT}"
     return None
 
 
 def _mean_chart(mean: str) -> list:
-    return ["Multiline", [rf"^(val|select)/{mean} \(%\)$"]]
+    return ["Multiline", [rf"^(val|select)/{mean}{PERCENT}$"]]
 
 
-# Custom scalars (one row per category, its charts side by side), written into every run's own event file (the
-# plugin merges the layouts of all runs, so no extra run is needed to hold it). Each mIoU on a chart of its own:
-# mIoU13 and mIoU16 differ by three classes and by ~5 points, so one chart would compare unlike numbers.
-LAYOUT = {
-    "mIoU (%)": {f"{mean} (%)": _mean_chart(mean) for mean in ("mIoU16", "mIoU13", "mIoU19")},
-    "losses (G | D)": {
-        "generator: adversarial losses": ["Multiline", [r"^train/loss_adv_.*"]],
-        "discriminator: losses": ["Multiline", [r"^train/loss_d_.*"]],
-        "segmentation losses": ["Multiline", [r"^train/loss_seg.*"]],
-    },
-}
+def layout(num_classes: int | None = None) -> dict[str, Any]:
+    """Custom scalars (one row per category, its charts side by side). Each mIoU of the class setting on a chart of
+    its own: mIoU13 and mIoU16 differ by three classes and by ~5 points, so one chart would compare unlike numbers.
+    ``num_classes`` None: every mean."""
+    means = {16: ("mIoU16", "mIoU13"), 19: ("mIoU19", "mIoU16", "mIoU13")}.get(num_classes,
+                                                                               ("mIoU16", "mIoU13", "mIoU19"))
+    return {
+        "mIoU (%)": {f"{mean} (%)": _mean_chart(mean) for mean in means},
+        "losses (G | D)": {
+            "generator: adversarial losses": ["Multiline", [r"^train/loss_adv_.*"]],
+            "discriminator: losses": ["Multiline", [r"^train/loss_d_.*"]],
+            "segmentation losses": ["Multiline", [r"^train/loss_seg.*"]],
+        },
+    }
 
 
-def write_layout(writer: Any) -> None:
-    """The custom-scalars layout into ``writer``'s own event file."""
-    writer.add_custom_scalars(LAYOUT)
+LAYOUT = layout()
+
+
+def write_layout(writer: Any, num_classes: int | None = None) -> None:
+    """The custom-scalars layout into ``writer``'s own event file (the plugin merges the layouts of all runs, so
+    no extra run is needed to hold it)."""
+    writer.add_custom_scalars(layout(num_classes))
 
 
 PRUNED_TAG = "trial/pruned"  # 1.0 when the scheduler (or the user) stopped the run early
@@ -318,7 +331,7 @@ class TensorBoardReporter:
         self._last_iteration = resumed_at
         if cfg is not None:
             self._writer.add_text("run/config", _config_markdown(cfg), 0)
-        write_layout(self._writer)
+        write_layout(self._writer, self._num_classes)
         if self.hparams is not None:
             self._write_session_start(cfg)
         self._writer.flush()

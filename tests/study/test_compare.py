@@ -62,7 +62,7 @@ def test_matched_configurations_are_paired_by_seed(tmp_path):
                                                           [sa[key][s] for s in seeds]).pvalue)
     text = format_comparison(result)
     assert "in both: 6 configuration(s)" in text and "B − A paired by seed" in text
-    assert "val/mIoU13 (%)" in text
+    assert "val/mIoU13 %" in text
     first = result.matched[0]
     assert f"{100 * first.difference.mean:+.2f} [" in text
 

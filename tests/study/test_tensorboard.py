@@ -141,7 +141,7 @@ def test_start_lists_every_trial_run_and_stops_cleanly(study_dir):
             values = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
             last = json.loads((trial_dir / "result.json").read_text().splitlines()[-1])
             # percent, with the unit in the column's name (float32 in events)
-            assert values["val/mIoU13 (%)"] == pytest.approx(100 * last["val/mIoU13"], rel=1e-6)
+            assert values["val/mIoU13 %"] == pytest.approx(100 * last["val/mIoU13"], rel=1e-6)
             assert values["trial/pruned"] == (1.0 if fate == "pruned" else 0.0)
         # the baseline's own row: no adversarial term, its lr and seed, its metrics where the trials start
         base = by_run["baseline"]
@@ -155,8 +155,8 @@ def test_start_lists_every_trial_run_and_stops_cleanly(study_dir):
         except FileNotFoundError:
             start_eval = evals[-1]
         values = {m["name"]["tag"]: m for m in base["metricValues"]}
-        assert values["val/mIoU13 (%)"]["value"] == pytest.approx(100 * start_eval["val/mIoU13"], rel=1e-6)
-        assert values["val/mIoU13 (%)"]["trainingStep"] == 0
+        assert values["val/mIoU13 %"]["value"] == pytest.approx(100 * start_eval["val/mIoU13"], rel=1e-6)
+        assert values["val/mIoU13 %"]["trainingStep"] == 0
         # declared domains: intervals for the log-uniform dimensions (the log scale in the description)
         experiment = _post(board.url + "data/plugin/hparams/experiment", {"experimentName": ""})
         infos = {i["name"]: i for i in experiment["hparamInfos"]}
@@ -166,10 +166,10 @@ def test_start_lists_every_trial_run_and_stops_cleanly(study_dir):
         assert infos["seed"]["domainDiscrete"] == [1, 2, 3]
         # the baseline's curves do not stretch the trials' x-axis: under its own tags, the shared ones at step 0
         tags = json.loads(_get(board.url + "data/plugin/scalars/tags"))
-        assert "val/mIoU13 (%)" in tags["baseline"] and "z_baseline/val/mIoU13 (%)" in tags["baseline"]
+        assert "val/mIoU13 %" in tags["baseline"] and "z_baseline/val/mIoU13 %" in tags["baseline"]
         assert not any(t.startswith("z_baseline/") for run in named for t in tags[run])
         steps = json.loads(_get(board.url + "data/plugin/scalars/scalars?" + urllib.parse.urlencode(
-            {"run": "baseline", "tag": "val/mIoU13 (%)"})))
+            {"run": "baseline", "tag": "val/mIoU13 %"})))
         assert [row[1] for row in steps] == [0]
         # the baseline's group sorts after every trial group (TensorBoard lists groups by name)
         groups = {t.split("/", 1)[0] for run in named for t in tags[run]}
@@ -421,11 +421,11 @@ def test_hparams_page_in_a_real_browser(tiny_study, tmp_path):
     assert f"Number of matching session groups: {len(trials) + baseline_rows}" in lines
     table = lines[lines.index("Show Metrics") + 1:lines.index("Color by")]
     columns = table[:min(table.index(run) for run in trials)]
-    assert set(columns) == {"lambda_adv", "lr", "val/mIoU13 (%)", "val/mIoU16 (%)", "trial/pruned"}
+    assert set(columns) == {"lambda_adv", "lr", "val/mIoU13 %", "val/mIoU16 %", "trial/pruned"}
     for run, trial in trials.items():
         row = dict(zip(columns, table[table.index(run) + 1:table.index(run) + 1 + len(columns)]))
-        assert row["val/mIoU13 (%)"] == _table_value(100 * trial.metric), (run, row)  # its last val/mIoU13
-        assert row["val/mIoU16 (%)"] == _table_value(100 * trial.final["val/mIoU16"]), (run, row)
+        assert row["val/mIoU13 %"] == _table_value(100 * trial.metric), (run, row)  # its last val/mIoU13
+        assert row["val/mIoU16 %"] == _table_value(100 * trial.final["val/mIoU16"]), (run, row)
         assert row["trial/pruned"] == _table_value(1.0 if trial.status == "pruned" else 0.0), (run, row)
 
     data = shot.read_bytes()
@@ -500,6 +500,6 @@ def test_the_printed_link_opens_unsmoothed_with_the_study_metric_pinned():
     query = urllib.parse.parse_qs(parsed.query)
     assert query["smoothing"] == ["0"]
     pinned = json.loads(query["pinnedCards"][0])
-    assert pinned == [{"plugin": "scalars", "tag": "select/mIoU13 (%)"}, {"plugin": "scalars", "tag": "val/mIoU13 (%)"}]
+    assert pinned == [{"plugin": "scalars", "tag": "select/mIoU13 %"}, {"plugin": "scalars", "tag": "val/mIoU13 %"}]
     assert [c["tag"] for c in json.loads(urllib.parse.parse_qs(urllib.parse.urlsplit(
-        study_url("http://h:1/", "val/mIoU16")).query)["pinnedCards"][0])] == ["val/mIoU16 (%)", "select/mIoU16 (%)"]
+        study_url("http://h:1/", "val/mIoU16")).query)["pinnedCards"][0])] == ["val/mIoU16 %", "select/mIoU16 %"]

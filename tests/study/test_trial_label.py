@@ -28,9 +28,9 @@ def test_trial_label_short_symbols_number_first_and_space_order():
 
 
 def test_iou_metrics_are_named_with_their_unit():
-    assert percent_name("val/mIoU16") == "val/mIoU16 (%)"
-    assert percent_name("select/mIoU13") == "select/mIoU13 (%)"
-    assert percent_name("val/IoU/road") == "val/IoU/road (%)"
+    assert percent_name("val/mIoU16") == "val/mIoU16 %"
+    assert percent_name("select/mIoU13") == "select/mIoU13 %"
+    assert percent_name("val/IoU/road") == "val/IoU/road %"
     assert percent_name("uda/entropy") == "uda/entropy" and percent_name("train/loss_seg") == "train/loss_seg"
     assert pct(0.150863) == "15.09" and pct(None) == "n/a"
 
@@ -57,5 +57,5 @@ def test_the_searcher_gives_each_optuna_trial_its_label_and_the_metric_in_percen
         lam = configs[tid]["adapt.lambda_adv_main"]
         assert trial.user_attrs["label"].startswith(f"#{trial.number} λ={lam:.3g}")
     assert by_ray["a"].value == pytest.approx(0.150863)
-    assert by_ray["a"].user_attrs["val/mIoU16 (%)"] == pytest.approx(15.0863)
-    assert "val/mIoU16 (%)" not in by_ray["b"].user_attrs  # failed: no value to show
+    assert by_ray["a"].user_attrs["val/mIoU16 %"] == pytest.approx(15.0863)
+    assert "val/mIoU16 %" not in by_ray["b"].user_attrs  # failed: no value to show

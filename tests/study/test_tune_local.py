@@ -96,7 +96,7 @@ def test_tiny_study_end_to_end(local_ray, tiny_benchmark, tmp_path, capsys):
     acc = EventAccumulator(str(trial_dirs[0] / "run" / "tb"))
     acc.Reload()
     tags = acc.Tags()["scalars"]
-    assert "val/mIoU16 (%)" in tags and not [t for t in tags if t.startswith("ray/")]
+    assert "val/mIoU16 %" in tags and not [t for t in tags if t.startswith("ray/")]
 
     # `dastudy study status` reads the study directory and the journal alone.
     from study.cli import main
