@@ -73,6 +73,7 @@ nfs1:/export/v3 /nfs/v3 nfs rw,vers=3,nolock,proto=tcp 0 0
 nfs1:/export/v4 /nfs/v4 nfs4 rw,vers=4.2,local_lock=none,proto=tcp 0 0
 nfs1:/export/ll /nfs/ll nfs4 rw,vers=4.1,local_lock=flock 0 0
 nfs1:/export/v4 /nfs/v4/inner\040dir ext4 rw 0 0
+10.0.0.5@o2ib:/my\040fs /data/my\040lustre lustre rw,localflock 0 0
 sshfs#me@host: /mnt/sshfs fuse.sshfs rw,user_id=0 0 0
 beegfs_nodev /mnt/beegfs beegfs rw,cfgFile=/etc/beegfs/beegfs-client.conf 0 0
 """
@@ -86,6 +87,7 @@ beegfs_nodev /mnt/beegfs beegfs rw,cfgFile=/etc/beegfs/beegfs-client.conf 0 0
     ("/nfs/v4/studies/demo", None, []),
     ("/nfs/ll/demo", "refuse", ["local_lock=flock"]),
     ("/nfs/v4/inner dir/demo", None, []),  # a local disk mounted inside the NFS tree (\040 is a space)
+    ("/data/my lustre/demo", "refuse", ["localflock", "/data/my lustre ("]),  # \040 in /proc/mounts
     ("/mnt/sshfs/demo", "warn", ["FUSE"]),
     ("/mnt/beegfs/demo", "warn", ["tuneUseGlobalFileLocks"]),
     ("/home/me/studies/demo", None, []),  # a local disk: no other node sees the study there
