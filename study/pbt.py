@@ -179,14 +179,15 @@ def build_pbt_scheduler(study: StudyConfig):
         if not pb2_available():
             raise ConfigError(getattr(study, "source", "<study>"), "scheduler.kind", "pb2",
                               f"'pbt', or {PB2_AVAILABLE_HINT}: pip install scikit-learn")
-        from ray.tune.schedulers.pb2 import PB2
+        from study.pbt_ray import StudyPB2
 
-        return PB2(hyperparam_bounds={b.name: [b.low, b.high] for b in bounds}, **common)
-    from ray.tune.schedulers import PopulationBasedTraining
+        return StudyPB2(max_t=study.max_t, hyperparam_bounds={b.name: [b.low, b.high] for b in bounds}, **common)
+    from study.pbt_ray import StudyPBT
 
     mutations = {b.name: (tune.loguniform if b.log else tune.uniform)(b.low, b.high) for b in bounds}
-    return PopulationBasedTraining(hyperparam_mutations=mutations, resample_probability=settings.resample_probability,
-                                   perturbation_factors=tuple(settings.perturbation_factors), **common)
+    return StudyPBT(max_t=study.max_t, hyperparam_mutations=mutations,
+                    resample_probability=settings.resample_probability,
+                    perturbation_factors=tuple(settings.perturbation_factors), **common)
 
 
 def initial_population(study: StudyConfig, define, sampler) -> list[dict[str, Any]]:
@@ -221,8 +222,6 @@ class PBTParts:
 def pbt_parts(study: StudyConfig, *, define, sampler, home: Path | None, ot_study=None) -> PBTParts:
     """The searcher (Ray's BasicVariantGenerator over the drawn initial population: Ray refuses any other beside
     PBT), the scheduler and the mutated config keys; writes ``pbt_population.json`` into ``home``."""
-    from ray.tune.search import BasicVariantGenerator
-
     population = initial_population(study, define, sampler)
     bounds = mutation_bounds(study)
     if home is not None:
@@ -235,6 +234,7 @@ def pbt_parts(study: StudyConfig, *, define, sampler, home: Path | None, ot_stud
         ot_study.set_user_attr("scheduler", study.scheduler.kind)
         ot_study.set_user_attr("schedules", "members' hyperparameters are schedules: see <trial>/run/lineage.jsonl "
                                f"and {POPULATION_FILE}; no Optuna trial is created for a PBT member")
-    searcher = BasicVariantGenerator(points_to_evaluate=[dict(p) for p in population],
-                                     max_concurrent=study.num_samples)
-    return PBTParts(searcher, build_pbt_scheduler(study), tuple(b.key for b in bounds), population)
+    from study.pbt_ray import PopulationGenerator
+
+    return PBTParts(PopulationGenerator(population), build_pbt_scheduler(study), tuple(b.key for b in bounds),
+                    population)

@@ -354,7 +354,14 @@ def train_trial(config: dict[str, Any], *, context: TrialContext) -> None:
 
         # PBT exploits by restarting this trial with a new config from another member's (the donor's) latest
         # checkpoint: exactly the mutated keys may differ from the donor's config, and the state is the donor's.
-        with checkpoint.as_directory() as directory:
+        # Not checkpoint.as_directory(): its download folder is named after the checkpoint, so a donor resuming
+        # from its own checkpoint while a clone restarts from it (PBT with synch) shared and removed one folder
+        # (a torn state.pt, seen in tests/study/test_pbt_ray.py). A private copy per restart instead.
+        context_dir = (tempfile.TemporaryDirectory(prefix=staging_prefix()) if mutable
+                       else checkpoint.as_directory())
+        with context_dir as directory:
+            if mutable:
+                checkpoint.to_directory(directory)
             state = read_checkpoint(Path(directory) / "state.pt")
             trainer.load_state_dict(state, source=f"{checkpoint.path}/state.pt", allow_changes=mutable)
         if lineage is not None:

@@ -35,7 +35,7 @@ def test_the_scheduler_is_rays_pbt_with_the_study_bounds_and_evaluations_as_time
     from ray.tune.schedulers import PopulationBasedTraining
 
     scheduler = build_pbt_scheduler(study)
-    assert type(scheduler) is PopulationBasedTraining
+    assert isinstance(scheduler, PopulationBasedTraining)
     assert scheduler._time_attr == "training_iteration"  # one evaluation
     assert (scheduler._perturbation_interval, scheduler._burn_in_period) == (2, 1)
     assert (scheduler._quantile_fraction, scheduler._resample_probability) == (0.5, 0.1)
@@ -121,7 +121,7 @@ def test_pb2_needs_scikit_learn_and_says_so(tmp_path, monkeypatch):
     from ray.tune.schedulers.pb2 import PB2
 
     scheduler = build_pbt_scheduler(study_from_dict(table, source="test.toml"))
-    assert type(scheduler) is PB2
+    assert isinstance(scheduler, PB2)
     assert scheduler._hyperparam_bounds["adapt.lambda_adv_main"] == [1e-4, 1e-2]
 
 

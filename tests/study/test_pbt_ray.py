@@ -1,0 +1,84 @@
+"""A real population-based-training study on a local Ray (2 CPUs) with the tiny model: members exploit each other
+through the engine's full-state resume, and the lineage records it (issue 22)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from study.study_config import study_from_dict
+from study_helpers import TEST_RAY_ENV, study_table
+from trainables.lineage import member_history, read_lineage
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    saved = {k: os.environ.get(k) for k in TEST_RAY_ENV}
+    os.environ.update(TEST_RAY_ENV)
+    tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: unix socket paths are limited to ~107 characters
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING",
+             log_to_driver=False, object_store_memory=200 * 1024 ** 2, _temp_dir=tmp)
+    yield
+    ray.shutdown()
+    shutil.rmtree(tmp, ignore_errors=True)
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.mark.slow
+def test_a_pbt_study_exploits_with_full_state_and_records_the_lineage(local_ray, tiny_benchmark, tmp_path):
+    from study.tuner import run_study
+
+    # 2 members, 3 evaluations each; at every evaluation the bottom half (one member) clones the top one.
+    table = study_table(tiny_benchmark, name="pbt", num_samples=2, max_concurrent_trials=2, checkpoints_to_keep=3,
+                        scheduler={"kind": "pbt", "pbt": {"perturbation_interval": 1, "quantile_fraction": 0.5,
+                                                          "synch": True}})
+    table["search"]["params"] = {"lambda_low": 1e-4, "lambda_high": 1e-1, "lr_low": 2e-3, "lr_high": 4e-2}
+    study = study_from_dict(table, source="test")
+    results, location = run_study(study, storage=str(tmp_path / "studies"))
+    home = location.home
+    assert len(results) == 2 and results.num_errors == 0
+    population = json.loads((home / "pbt_population.json").read_text())
+    assert len(population["population"]) == 2 and population["scheduler"] == "pbt"
+    assert (home / "pbt_global.txt").is_file()  # Ray's own policy log (log_config=True)
+
+    trials = sorted(p for p in home.glob("trial_*") if (p / "run").is_dir())
+    assert len(trials) == 2
+    lineages = {t.name: read_lineage(t / "run") for t in trials}
+    clones = [(name, r) for name, records in lineages.items() for r in records if r["event"] == "clone"]
+    assert clones, lineages  # at least one exploit happened
+    bounds = {b["key"]: (b["low"], b["high"]) for b in population["mutations"]}
+    for name, clone in clones:
+        assert clone["donor"] in lineages and clone["donor"] != name
+        assert clone["donor_iteration"] == clone["iteration"] and clone["iteration"] % 2 == 0
+        for key, value in clone["hparams"].items():
+            assert bounds[key][0] <= value <= bounds[key][1]
+    # the new λ is in effect from the next iteration: the engine's logged λ after the clone is the clone's
+    name, clone = clones[-1]
+    lines = [json.loads(x) for x in (home / name / "run" / "metrics.jsonl").read_text().splitlines()]
+    after = [x["hparams/lambda_adv_main"] for x in lines if x.get("kind") == "train" and x["iteration"] > clone["iteration"]]
+    assert after and set(after) == {clone["hparams"]["adapt.lambda_adv_main"]}
+    # every evaluation after the clone ran with the clone's hyperparameters, and the history goes through the donor
+    records = lineages[name]
+    tail = records[records.index(clone) + 1:]
+    assert all(r["hparams"] == clone["hparams"] for r in tail if r["event"] == "eval")
+    history = member_history(name, lambda member: home / member / "run")
+    assert [r["iteration"] for r in history] == [2, 4, 6]
+    assert {r["run"] for r in history if r["iteration"] <= clone["iteration"]} != {name} or clone["iteration"] == 0
+    # Optuna holds no trial claiming a constant configuration, and says where the schedules are
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = JournalStorage(JournalFileBackend(str(home / "optuna.journal")))
+    ot = optuna.load_study(study_name="pbt", storage=storage)
+    assert ot.trials == [] and ot.user_attrs["scheduler"] == "pbt"
