@@ -1,0 +1,73 @@
+"""The lease's heartbeat and timing (study/lease.py) without a server: a renewal that fails for a while is retried
+and the lease kept; one that fails for a whole ttl loses it, once, with one line; the ttl comes from the
+environment with its heartbeat."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from study.lease import Heartbeat, LeaseLost, LeaseTiming, advisory_key
+
+
+class FlakyLease:
+    """Renewals number ``fail_at`` fail (the store unreachable); ``lost_after`` renewals in, another driver holds
+    the lease."""
+
+    def __init__(self, fail_at: range | set = frozenset(), lost_after: int | None = None):
+        self.fail_at, self.lost_after, self.renewals = fail_at, lost_after, 0
+
+    def renew(self) -> None:
+        self.renewals += 1
+        if self.lost_after is not None and self.renewals > self.lost_after:
+            raise LeaseLost("s3://b/p/driver.lease: lease taken over by pid 7 on other; this driver stops")
+        if self.renewals in self.fail_at:
+            raise OSError("connection refused")
+
+
+def _run(lease, timing: LeaseTiming, seconds: float) -> tuple[list[str], Heartbeat]:
+    lost: list[str] = []
+    with Heartbeat([lease], timing, on_lost=lost.append) as beat:
+        time.sleep(seconds)
+    return lost, beat
+
+
+def test_renewals_that_fail_for_less_than_the_ttl_keep_the_lease(capsys):
+    timing = LeaseTiming(ttl_s=1.0, heartbeat_s=0.2)
+    lease = FlakyLease(fail_at={1, 2, 8, 9})  # twice about 0.4 s without a renewal, the second after one ttl
+    lost, beat = _run(lease, timing, 2.6)
+    assert not lost and beat.beats >= 6 and lease.renewals >= 10
+    assert capsys.readouterr().err.count("lease renewal failed (OSError: connection refused); retrying") == 4
+
+
+def test_renewals_that_fail_for_a_whole_ttl_lose_the_lease_once():
+    timing = LeaseTiming(ttl_s=0.6, heartbeat_s=0.2)
+    lease = FlakyLease(fail_at=range(1, 1000))
+    lost, _ = _run(lease, timing, 1.5)
+    assert len(lost) == 1 and "lease not renewed for 0.6 s" in lost[0] and "this driver stops" in lost[0], lost
+    assert lease.renewals <= 5  # the thread ended with the loss: no renewals after it
+
+
+def test_a_lease_taken_by_another_driver_is_lost_at_once():
+    lease = FlakyLease(lost_after=2)
+    started = time.monotonic()
+    lost, _ = _run(lease, LeaseTiming(ttl_s=10, heartbeat_s=0.2), 1.0)
+    assert lost == ["s3://b/p/driver.lease: lease taken over by pid 7 on other; this driver stops"]
+    assert lease.renewals == 3 and time.monotonic() - started < 5
+
+
+def test_the_ttl_comes_from_the_environment_with_its_heartbeat(monkeypatch):
+    monkeypatch.setenv("DASTUDY_LEASE_TTL_S", "20")
+    assert LeaseTiming.from_env() == LeaseTiming(ttl_s=20, heartbeat_s=5)
+    monkeypatch.setenv("DASTUDY_LEASE_TTL_S", "soon")
+    with pytest.raises(ValueError, match="DASTUDY_LEASE_TTL_S='soon'"):
+        LeaseTiming.from_env()
+    with pytest.raises(ValueError, match="heartbeat_s <= ttl_s / 2"):
+        LeaseTiming(ttl_s=10, heartbeat_s=6)  # fewer than two renewals per ttl: one slow request loses it
+    monkeypatch.delenv("DASTUDY_LEASE_TTL_S")
+    assert LeaseTiming.from_env() == LeaseTiming()
+
+
+def test_the_advisory_key_is_the_studys_and_a_signed_64_bit_integer():
+    assert advisory_key("demo") == advisory_key("demo") != advisory_key("demo2")
+    assert all(-(2 ** 63) <= advisory_key(name) < 2 ** 63 for name in ("demo", "x" * 300, "λ"))
