@@ -67,6 +67,16 @@ def test_a_pbt_study_exploits_with_full_state_and_records_the_lineage(local_ray,
     lines = [json.loads(x) for x in (home / name / "run" / "metrics.jsonl").read_text().splitlines()]
     after = [x["hparams/lambda_adv_main"] for x in lines if x.get("kind") == "train" and x["iteration"] > clone["iteration"]]
     assert after and set(after) == {clone["hparams"]["adapt.lambda_adv_main"]}
+    # TensorBoard shows λ_adv and the learning rates in effect as scalars over steps
+    from tensorboard.backend.event_processing import event_accumulator
+
+    acc = event_accumulator.EventAccumulator(str(home / name / "run" / "tb"),
+                                             size_guidance={event_accumulator.SCALARS: 0})
+    acc.Reload()
+    assert {"hparams/lambda_adv_main", "lr/d_main"} <= set(acc.Tags()["scalars"])
+    shown = {e.step: e.value for e in acc.Scalars("hparams/lambda_adv_main")}
+    assert {round(v, 9) for step, v in shown.items() if step > clone["iteration"]} == {
+        round(clone["hparams"]["adapt.lambda_adv_main"], 9)}
     # every evaluation after the clone ran with the clone's hyperparameters, and the history goes through the donor
     records = lineages[name]
     tail = records[records.index(clone) + 1:]
