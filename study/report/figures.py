@@ -353,9 +353,20 @@ def _per_class_figure(path: Path, data: StudyData, best: ConfigAggregate | Trial
     width = 0.8 / len(bars)
     positions = np.arange(len(header))
     colors = ["tab:gray", "tab:blue"] if len(bars) == 2 else ["tab:blue"]
+    # the best configuration's bars carry the 95 % t-interval over its seeds where it has two or more
+    replicated = isinstance(best, ConfigAggregate) and len(best.trials) > 1
     for k, (name, values) in enumerate(bars):
         heights = [0.0 if not math.isfinite(v) else 100 * v for v in values]
-        ax.bar(positions + (k - (len(bars) - 1) / 2) * width, heights, width, label=name, color=colors[k])
+        errors = None
+        if replicated and k == len(bars) - 1:
+            from study.report.aggregate import stats
+
+            keys = [f"val/IoU/{h.rstrip('*')}" if not h.startswith("mIoU") else f"val/{h}" for h in header]
+            spread = [stats(t.final.get(key, math.nan) for t in best.trials) for key in keys]
+            errors = [100 * s_.ci95 if s_.n > 1 and math.isfinite(s_.ci95) else 0.0 for s_ in spread]
+            name = f"{name}: ± 95 % t-interval"
+        ax.bar(positions + (k - (len(bars) - 1) / 2) * width, heights, width, label=name, color=colors[k],
+               yerr=errors, capsize=2 if errors else 0, error_kw={"lw": 0.8})
     ax.set_xticks(positions, header, rotation=45, ha="right")
     ax.set_ylabel("IoU on target val (%)")
     ax.set_title(f"{data.name}: per-class IoU (* = not in mIoU13)", fontsize=10)

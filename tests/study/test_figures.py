@@ -249,3 +249,23 @@ def test_report_figures_never_show_seeds_none(tmp_path):
     assert "lr=0.01: one seed each, no interval" in svg_texts
     assert "None" not in svg_texts and "seeds [" not in svg_texts
     assert summary.figures
+
+
+def test_per_class_bars_of_a_replicated_best_configuration_carry_their_interval(tmp_path, monkeypatch):
+    from study.report.aggregate import stats
+
+    study_dir = make_study(tmp_path, trials=LUCKY, baseline=True)
+    figures, kept = _capture(monkeypatch)
+    data = load_study(study_dir)
+    completed, _ = completed_and_stopped(data)
+    best = completed[0]
+    figures._per_class_figure(tmp_path / "p.png", data, best)
+    ax = kept[0].axes[0]
+    (container,) = [c for c in ax.containers if getattr(c, "errorbar", None) is not None
+                    and "t-interval" in c.get_label()]
+    assert f"mean of {len(best.trials)} seeds" in container.get_label()
+    segments = container.errorbar.lines[2][0].get_segments()
+    road = stats(t.final["val/IoU/road"] for t in best.trials)
+    assert (segments[0][1][1] - segments[0][0][1]) / 2 == pytest.approx(100 * road.ci95)
+    miou13 = stats(t.final["val/mIoU13"] for t in best.trials)
+    assert (segments[-1][1][1] - segments[-1][0][1]) / 2 == pytest.approx(100 * miou13.ci95)
