@@ -292,10 +292,12 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "study.cli", *args]
 
 
-def _drive(command, env, cwd, *, until, signum, timeout=240):
-    """Start ``command``, send ``signum`` to it (only it, as a scheduler would) once ``until()`` is true, and
-    return its exit code and output."""
-    proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def _drive(command, env, cwd, *, until, signum, group, timeout=240):
+    """Start ``command`` in a process group of its own, send ``signum`` once ``until()`` is true, and return its
+    exit code and output. ``group``: to every process of the group, the driver and the Ray processes it started
+    (a terminal's Ctrl-C); else to the driver alone (SIGTERM forwarded by a batch script, `kill PID`)."""
+    proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
     output: list[str] = []
@@ -307,7 +309,10 @@ def _drive(command, env, cwd, *, until, signum, timeout=240):
         except queue.Empty:
             pass
         if not sent and until():
-            proc.send_signal(signum)
+            if group:
+                os.killpg(proc.pid, signum)  # our own group (start_new_session), by its id
+            else:
+                proc.send_signal(signum)
             sent = True
         if time.time() > deadline:
             proc.kill()
@@ -329,13 +334,13 @@ def test_sigint_and_sigterm_stop_a_study_that_resumes_to_the_end(tiny_benchmark,
            "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "DASTUDY_FAULT": "pause_at:step:5",
            "DASTUDY_FAULT_PAUSE_S": "600"}
     line = f"interrupted — resume with: dastudy study resume stopme --storage {storage}"
-    for n, (args, signum, code) in enumerate(((("run", str(study_file)), signal.SIGINT, 130),
-                                              (("resume", "stopme"), signal.SIGTERM, 143))):
+    for n, (args, signum, group, code) in enumerate(((("run", str(study_file)), signal.SIGINT, True, 130),
+                                                     (("resume", "stopme"), signal.SIGTERM, False, 143))):
         faults = tmp_path / f"faults{n}"  # a trial holds at step 5 (after its checkpoint at 4) until the signal
         faults.mkdir()
         code_got, out = _drive(_cli("study", *args, "--storage", str(storage), "--num-cpus", "2"),
                                {**env, "DASTUDY_FAULT_DIR": str(faults)}, tmp_path,
-                               until=lambda: any(faults.iterdir()), signum=signum)
+                               until=lambda: any(faults.iterdir()), signum=signum, group=group)
         assert code_got == code, out[-3000:]
         assert out.rstrip().splitlines()[-1] == line, out[-3000:]
         assert f"study stopped by {signal.Signals(signum).name}" in out and "study ended" not in out
