@@ -258,6 +258,9 @@ _register(Space("lambda_seeds", "λ_adv × run seeds (replicates; meant for the 
                 (lambda_adv, seeds), {**_LAMBDA, **_SEEDS}))
 _register(Space("lambda_lr", "λ_adv × backbone learning rate (the demo's space)", (lambda_adv, learning_rate),
                 {**_LAMBDA, **_LR}))
+_register(Space("adversarial_schedule", "λ_adv main and aux × backbone lr × discriminator lr: what population-based "
+                "training mutates (study/pbt.py)", (lambda_adv_levels, learning_rate, discriminator_lr),
+                {**_LAMBDA, **_LAMBDA_AUX, **_LR, **_LR_D}))
 
 
 def list_spaces() -> list[str]:

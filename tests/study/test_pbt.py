@@ -179,3 +179,22 @@ def test_member_history_follows_clones_to_the_donor_state_at_the_time(tmp_path):
     history = member_history("B", lambda name: tmp_path / name)
     assert [(r["run"], r["iteration"], r["hparams"][lam], r["value"]) for r in history] == [
         ("A", 2, 1, 2), ("A", 4, 1, 4), ("B", 6, 1.2, 8)]
+
+
+def test_the_preset_learns_schedules_from_the_source_only_start_on_a_label_free_metric():
+    from study.config import load_toml
+    from study.study_config import load_study_config
+    from trainables.config import TrainConfig, from_dict
+
+    study = load_study_config("lambda_schedule_pbt")
+    assert study.scheduler.kind == "pbt" and study.metric == "uda/im" and study.train.eval.selection == "im"
+    assert {b.key for b in mutation_bounds(study)} == {"adapt.lambda_adv_main", "adapt.lambda_adv_aux",
+                                                       "optim.lr", "adapt.lr_d"}
+    cfg = study.train
+    assert cfg.adapt.mode == "adversarial" and cfg.model.multi_level
+    start = Path(cfg.model.init_checkpoint)
+    assert start.parts[-4:-2] == ("runs", "synthia_source_v2_multi") and start.name == "best.pt"
+    source = from_dict(TrainConfig, load_toml("synthia_source_v2_multi", "configs"), source="synthia_source_v2_multi")
+    assert source.adapt.mode == "source_only"
+    assert (source.model.name, source.model.multi_level, source.data.num_classes) == (
+        cfg.model.name, cfg.model.multi_level, cfg.data.num_classes)
