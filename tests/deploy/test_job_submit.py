@@ -3,8 +3,9 @@
 The recipe's ``ray job submit --runtime-env-json`` runs ``dastudy study run FILE --address auto`` as a Ray job: the
 study driver runs inside the cluster, connects to it with ``--address auto`` (the code path of every real cluster:
 KubeRay, ``ray up``, SLURM) and runs a tiny two-trial study to the end. The cluster has its own short temp dir,
-its own ports, ``RAY_AUTH_MODE=disabled`` in every process (a throw-away local cluster), and it is stopped by the
-PIDs of the processes it started (never ``ray stop``, which would stop every Ray on the machine).
+its own ports, Ray 2.60's token authentication on (``RAY_AUTH_MODE=token``, a token made for the test, as on a
+real cluster: a submission without it is refused), and it is stopped by the PIDs of the processes it started
+(never ``ray stop``, which would stop every Ray on the machine).
 """
 from __future__ import annotations
 
@@ -25,9 +26,9 @@ import tomli_w
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-# Every process of the throw-away cluster: no token auth (tests only), quiet, no usage stats.
+# Every process of the throw-away cluster: token auth (the token is added per cluster), quiet, no usage stats.
 CLUSTER_ENV = {
-    "RAY_AUTH_MODE": "disabled",
+    "RAY_AUTH_MODE": "token",
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
@@ -98,12 +99,17 @@ def _stop(pids: list[int], sig: int) -> None:
 
 @pytest.fixture
 def ray_head():
-    """``ray start --head --block`` with private ports and temp dir; yields (dashboard URL, env); stops by PID."""
+    """``ray start --head --block`` with private ports and temp dir and a token of its own; yields (dashboard URL,
+    env with the token); stops by PID."""
+    import secrets
+
     tmp = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # short: unix socket paths are limited to ~107 characters
     gcs, dashboard, agent_http, agent_grpc, metrics, runtime_env, node_manager, object_manager, client = free_ports(9)
     workers = free_port_range(avoid=(gcs, dashboard, agent_http, agent_grpc, metrics, runtime_env, node_manager,
                                      object_manager, client))
-    env = {**os.environ, **CLUSTER_ENV, "RAY_TMPDIR": tmp, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {**os.environ, **CLUSTER_ENV, "RAY_AUTH_TOKEN": secrets.token_hex(32), "RAY_TMPDIR": tmp,
+           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env.pop("RAY_AUTH_TOKEN_PATH", None)
     argv = [str(BIN / "ray"), "start", "--head", "--block", f"--temp-dir={tmp}", "--node-ip-address=127.0.0.1",
             f"--port={gcs}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dashboard}", f"--dashboard-agent-listen-port={agent_http}",
@@ -120,7 +126,9 @@ def ray_head():
         deadline = time.time() + 120
         while True:
             try:
-                with urllib.request.urlopen(f"{url}/api/version", timeout=5) as response:
+                request = urllib.request.Request(f"{url}/api/version",
+                                                 headers={"Authorization": f"Bearer {env['RAY_AUTH_TOKEN']}"})
+                with urllib.request.urlopen(request, timeout=5) as response:
                     if response.status == 200:
                         break
             except OSError:
@@ -178,7 +186,8 @@ def tiny_study(benchmark: Path) -> dict:
 
 @pytest.mark.slow
 def test_job_submit_runs_a_study_through_address_auto(ray_head, tiny_benchmark, tmp_path):
-    """~60-90 s on 2 loaded cores: cluster start, job submission, two tiny trials, status."""
+    """~60-90 s on 2 loaded cores: cluster start, a submission without the token refused, job submission with
+    it, two tiny trials, status."""
     url, env = ray_head
     study_file = tmp_path / "tiny.toml"
     study_file.write_text(tomli_w.dumps(tiny_study(tiny_benchmark)))
@@ -186,12 +195,21 @@ def test_job_submit_runs_a_study_through_address_auto(ray_head, tiny_benchmark, 
     submission = f"dastudy-test-{os.getpid()}"
     run_env = {**env, "RAY_ADDRESS": url, "DASTUDY_STORAGE": str(storage), "SUBMISSION_ID": submission,
                "PYTHON": sys.executable}
+    # the job server checks the token: without it (or with another one) nothing is submitted
+    for wrong in ({"RAY_AUTH_TOKEN": "0" * 64}, {"RAY_AUTH_MODE": "disabled"}):
+        refused = subprocess.run(["bash", str(REPO / "deploy" / "job-submit.sh"), str(study_file)],
+                                 env={**run_env, **wrong, "SUBMISSION_ID": f"{submission}-refused"}, cwd=tmp_path,
+                                 capture_output=True, text=True, timeout=120)
+        assert refused.returncode != 0 and "uthentication" in refused.stdout + refused.stderr, (
+            wrong, (refused.stdout + refused.stderr)[-2000:])
     proc = subprocess.run(["bash", str(REPO / "deploy" / "job-submit.sh"), str(study_file)], env=run_env,
                           cwd=tmp_path, capture_output=True, text=True, timeout=400)
     output = proc.stdout + proc.stderr
     from ray.job_submission import JobStatus, JobSubmissionClient
 
-    client = JobSubmissionClient(url)
+    # this process's own Ray settings stay as they are: the token goes in the request's header
+    client = JobSubmissionClient(url, headers={"Authorization": f"Bearer {env['RAY_AUTH_TOKEN']}"})
+    assert not any(job.submission_id == f"{submission}-refused" for job in client.list_jobs())
     info = client.get_job_info(submission)
     assert proc.returncode == 0 and info.status == JobStatus.SUCCEEDED, output[-4000:]
     # the driver ran as a Ray job and connected to this cluster (--address auto), not to a local Ray of its own
