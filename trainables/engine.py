@@ -411,6 +411,28 @@ class Trainer:
             raise CheckpointError(f"{source} was trained with a different configuration ({details}); only "
                                   f"{', '.join(RESUMABLE_CHANGES + allow)} may change on resume")
 
+    def set_hyperparameters(self, values: dict[str, Any]) -> None:
+        """Change ``adapt.lambda_adv_main`` / ``adapt.lambda_adv_aux`` / ``optim.lr`` / ``adapt.lr_d`` from the next
+        iteration on (a PBT schedule replayed in one run): the poly schedule continues from this iteration on the
+        new base rates (the head group keeps its multiplier). Other keys are refused."""
+        from dataclasses import replace
+
+        allowed = ("adapt.lambda_adv_main", "adapt.lambda_adv_aux", "optim.lr", "adapt.lr_d")
+        unknown = sorted(set(values) - set(allowed))
+        if unknown:
+            raise ConfigError("<schedule>", unknown[0], values[unknown[0]], f"one of {', '.join(allowed)}")
+        adapt, optim = self.cfg.adapt, self.cfg.optim
+        adapt = replace(adapt, **{k.split(".")[1]: float(v) for k, v in values.items() if k.startswith("adapt.")})
+        if "optim.lr" in values:  # the rates a fresh optimizer would get, exactly (a resumed clone's are these)
+            optim = replace(optim, lr=float(values["optim.lr"]))
+            fresh = models.param_groups(self.model, lr=optim.lr, head_lr_mult=optim.head_lr_mult)
+            for group, new in zip(self.optimizer.param_groups, fresh):
+                group["base_lr"] = new["lr"]
+        for d_optimizer in self.d_optimizers.values():
+            for group in d_optimizer.param_groups:
+                group["base_lr"] = adapt.lr_d
+        self.cfg = replace(self.cfg, adapt=adapt, optim=optim)
+
     def save_checkpoint(self, path: str | Path) -> Path:
         """Write the full training state to ``path`` atomically (no reporter is notified)."""
         return atomic_save(self.state_dict(), path)

@@ -26,7 +26,8 @@ from trainables.reporters import Reporter
 if TYPE_CHECKING:
     from trainables.engine import Trainer
 
-__all__ = ["LINEAGE_FILE", "LineageReporter", "read_lineage", "member_history", "hparams_of"]
+__all__ = ["LINEAGE_FILE", "LineageReporter", "read_lineage", "member_history", "hparams_of", "schedule_segments",
+           "load_schedule", "ScheduleReporter"]
 
 LINEAGE_FILE = "lineage.jsonl"
 
@@ -111,3 +112,62 @@ def member_history(name: str, run_dir_of: Callable[[str], Path], *, until: float
         elif event == "start":
             history = []
     return history
+
+
+def schedule_segments(history: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
+    """``[(from_iteration, hparams), ...]`` of a member's history (:func:`member_history`): an evaluation at k with
+    values h means h trained the iterations since the previous evaluation. Consecutive equal values are merged."""
+    segments: list[tuple[int, dict[str, Any]]] = []
+    start = 0
+    for record in history:
+        if not segments or segments[-1][1] != record["hparams"]:
+            segments.append((start, dict(record["hparams"])))
+        start = int(record["iteration"])
+    return segments
+
+
+def load_schedule(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
+    """The schedule in ``path``: a PBT member's ``<study>/<trial>/run/lineage.jsonl`` (its donors are read from the
+    sibling trial directories) or a JSON file ``{"segments": [{"iteration": k, "hparams": {key: value}}, ...]}``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"schedule {path}: no such file (give a member's run/lineage.jsonl or a JSON file)")
+    if path.name == LINEAGE_FILE:
+        study_dir = path.parent.parent.parent
+        history = member_history(path.parent.parent.name, lambda name: study_dir / name / path.parent.name)
+        segments = schedule_segments(history)
+    else:
+        try:
+            data = json.loads(path.read_text())
+            segments = [(int(s["iteration"]), dict(s["hparams"])) for s in data["segments"]]
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"schedule {path}: not a lineage.jsonl nor a JSON file with "
+                             f"{{\"segments\": [{{\"iteration\": k, \"hparams\": {{...}}}}]}} ({err})") from None
+    if not segments or segments[0][0] != 0 or any(a[0] >= b[0] for a, b in zip(segments, segments[1:])):
+        raise ValueError(f"schedule {path}: segments must start at iteration 0 and increase "
+                         f"({[s[0] for s in segments]})")
+    return segments
+
+
+class ScheduleReporter(Reporter):
+    """Replays a schedule in one run: at each segment's first iteration (an evaluation of this run, where PBT
+    changes values too) the engine's hyperparameters become the segment's (:meth:`Trainer.set_hyperparameters`),
+    in effect from the next iteration. Like Ray's PopulationBasedTrainingReplay, with this project's engine."""
+
+    def __init__(self, segments: list[tuple[int, dict[str, Any]]]):
+        self.segments = {int(start): dict(values) for start, values in segments}
+
+    def on_start(self, trainer: Trainer) -> None:
+        interval = trainer.cfg.eval.interval
+        off = [k for k in self.segments if k % interval and k != trainer.total_iterations]
+        if off:
+            from trainables.config import ConfigError
+
+            raise ConfigError("<schedule>", "iteration", off[0],
+                              f"0 or a multiple of eval.interval ({interval}): values change at evaluations")
+        current = max(k for k in self.segments if k <= trainer.iteration)
+        trainer.set_hyperparameters(self.segments[current])
+
+    def on_evaluate(self, iteration: int, metrics: dict[str, float], trainer: Trainer) -> None:
+        if iteration in self.segments:
+            trainer.set_hyperparameters(self.segments[iteration])
