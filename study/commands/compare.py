@@ -138,10 +138,9 @@ def compare_studies(a_dir: str | Path, b_dir: str | Path) -> Comparison:
         scores_b = other[2]
         seeds = tuple(s for s in scores_a if s in scores_b)
         diffs = [scores_b[s] - scores_a[s] for s in seeds]
-        p = math.nan
-        if len(seeds) >= 2:
-            pairs = [scores_b[s] for s in seeds], [scores_a[s] for s in seeds]
-            p = float(stats.ttest_rel(*pairs).pvalue) if len(set(diffs)) > 1 else (0.0 if diffs[0] else 1.0)
+        p = math.nan  # fewer than two pairs, or differences without spread (t undefined): no test
+        if len(seeds) >= 2 and len(set(diffs)) > 1:
+            p = float(stats.ttest_rel([scores_b[s] for s in seeds], [scores_a[s] for s in seeds]).pvalue)
         matched.append(Matched(label=label, a=iv_a, b=other[3], seeds=seeds, difference=t_interval(diffs),
                                p_value=p))
     return Comparison(a=a, b=b, matched=tuple(matched), only_a=len(a.configs) - len(matched),
