@@ -43,6 +43,10 @@ def register(subparsers) -> None:
                             help="continue from this full checkpoint (a last.pt), writing into --out")
         parser.add_argument("--no-progress", action="store_true", help="plain log lines instead of a progress bar")
         parser.add_argument("--tensorboard", action="store_true", help="also write TensorBoard events to <out>/tb")
+        if name == "adapt":  # docs/pbt.md: a population-based-training member's schedule rerun as one run
+            parser.add_argument("--schedule", type=Path, metavar="FILE",
+                                help="replay a λ_adv / lr schedule: a PBT member's <study>/<trial>/run/lineage.jsonl "
+                                     "or a JSON {\"segments\": [{\"iteration\": k, \"hparams\": {...}}]}")
         parser.set_defaults(func=_train, allowed_modes=modes, command_name=name)
 
     evaluate = subparsers.add_parser(
@@ -96,6 +100,15 @@ def _train(args) -> int:
     from trainables.reporters import ConsoleReporter
 
     reporters = [ConsoleReporter(progress=cfg.runtime.progress and not args.no_progress)]
+    if getattr(args, "schedule", None):
+        from trainables.lineage import ScheduleReporter, load_schedule
+
+        if resume:  # the checkpoint holds the scheduled values, the config the first ones: refused by the engine
+            raise UserError("--schedule replays from the start: give it without --resume / --resume-from")
+        try:
+            reporters.append(ScheduleReporter(load_schedule(args.schedule)))
+        except (OSError, ValueError) as err:
+            raise UserError(str(err)) from None
     if args.tensorboard:
         from trainables.tensorboard import TensorBoardReporter
 

@@ -34,6 +34,10 @@ def local_ray():
             os.environ[key] = value
 
 
+def population_metric(study) -> str:
+    return study.metric
+
+
 @pytest.mark.slow
 def test_a_pbt_study_exploits_with_full_state_and_records_the_lineage(local_ray, tiny_benchmark, tmp_path):
     from study.tuner import run_study
@@ -75,8 +79,9 @@ def test_a_pbt_study_exploits_with_full_state_and_records_the_lineage(local_ray,
     acc.Reload()
     assert {"hparams/lambda_adv_main", "lr/d_main"} <= set(acc.Tags()["scalars"])
     shown = {e.step: e.value for e in acc.Scalars("hparams/lambda_adv_main")}
-    assert {round(v, 9) for step, v in shown.items() if step > clone["iteration"]} == {
-        round(clone["hparams"]["adapt.lambda_adv_main"], 9)}
+    after_clone = [v for step, v in shown.items() if step > clone["iteration"]]
+    assert after_clone == pytest.approx([clone["hparams"]["adapt.lambda_adv_main"]] * len(after_clone), rel=1e-6)
+    assert after_clone
     # every evaluation after the clone ran with the clone's hyperparameters, and the history goes through the donor
     records = lineages[name]
     tail = records[records.index(clone) + 1:]
@@ -84,6 +89,16 @@ def test_a_pbt_study_exploits_with_full_state_and_records_the_lineage(local_ray,
     history = member_history(name, lambda member: home / member / "run")
     assert [r["iteration"] for r in history] == [2, 4, 6]
     assert {r["run"] for r in history if r["iteration"] <= clone["iteration"]} != {name} or clone["iteration"] == 0
+    # replay: the member's schedule rerun as one run from the same start (`dastudy adapt CONFIG --schedule FILE`)
+    from study.cli import main
+
+    member_final = read_lineage(home / name / "run")[-1]
+    assert member_final["event"] == "eval" and member_final["iteration"] == 6
+    code = main(["adapt", str(home / name / "run" / "config.toml"), "--schedule",
+                 str(home / name / "run" / "lineage.jsonl"), "--out", str(tmp_path / "replay"), "--no-progress"])
+    assert code == 0
+    replayed = json.loads((tmp_path / "replay" / "result.json").read_text())["metrics"]
+    assert replayed[population_metric(study)] == pytest.approx(member_final["value"], abs=1e-6)
     # Optuna holds no trial claiming a constant configuration, and says where the schedules are
     import optuna
     from optuna.storages import JournalStorage
