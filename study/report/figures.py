@@ -239,7 +239,8 @@ def _means(ax, xs: Sequence[float], configs: Sequence[ConfigAggregate], colour: 
     ys = [100 * c.score.mean for c in configs]
     errors = [100 * c.score.ci95 if c.score.n > 1 and math.isfinite(c.score.ci95) else 0.0 for c in configs]
     ax.errorbar(xs, ys, yerr=errors if any(errors) else None, fmt=marker + ("-" if line else ""), lw=1.2,
-                color=colour, capsize=3, ms=6.5, mec="black", mew=0.6, zorder=3, label=label)
+                color=colour, capsize=3, ms=6.5 if len(configs) <= 40 else 3.5, mec="black",
+                mew=0.6 if len(configs) <= 40 else 0.25, zorder=3, label=label)  # hundreds: smaller, still edged
 
 
 def _iterations_per_round(trial: TrialRecord) -> float | None:
