@@ -301,3 +301,29 @@ def test_a_baseline_scored_differently_from_the_trials_is_noted(tmp_path):
     config.write_text(dump_toml(data))
     summary = write_report(study_dir)
     assert any("eval.max_images" in n and "not scored the way the trials are" in n for n in summary.notes)
+
+
+def test_a_missing_final_value_never_enters_a_pair_and_untestable_arms_say_so(tmp_path):
+    from study.report.paper import fmt_p
+
+    trials = ([(f"c{s}", 0.0, 0.01, s, 4, "completed", M, 0.30 + 0.1 * s) for s in (1, 2, 3)]
+              + [(f"a{s}", 0.004, 0.01, s, 4, "completed", M, 0.35 + 0.1 * s + 0.01 * s * s) for s in (1, 2, 3)]
+              + [("b1", 0.008, 0.01, 1, 4, "completed", M, 0.50)])  # one seed: a difference, no test
+    study_dir = make_study(tmp_path, trials=trials, baseline=False)
+    result = study_dir / _trial_dir(study_dir, "a2") / "result.json"
+    rows = [json.loads(ln) for ln in result.read_text().splitlines()]
+    rows[-1]["val/mIoU16"] = None  # a2's final mIoU16 is missing (NaN): seeds 1 and 3 pair, seed 2 does not
+    result.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_report(study_dir)
+    table = {r["lambda_adv"]: r for r in csv.DictReader(
+        (study_dir / "tables" / "lambda_backbone.csv").read_text().splitlines())}
+    d = [_value(study_dir, f"a{s}", "val/mIoU16") - _value(study_dir, f"c{s}", "val/mIoU16") for s in (1, 3)]
+    assert table["0.004"]["d_mIoU16_vs_lambda0_n"] == "2"
+    assert float(table["0.004"]["d_mIoU16_vs_lambda0_p"]) == pytest.approx(_p_paired(d), rel=1e-5)
+    assert table["0.008"]["d_mIoU16_vs_lambda0_n"] == "1" and table["0.008"]["d_mIoU16_vs_lambda0_p"] == ""
+    # Holm's family holds the one arm that has a test: its adjusted p is its raw p
+    assert table["0.004"]["d_mIoU16_vs_lambda0_p_holm"] == table["0.004"]["d_mIoU16_vs_lambda0_p"]
+    header, *md = _table((study_dir / "report.md").read_text(), "## λ_adv × backbone")
+    b1 = [r for r in md if r[header.index("λ_adv")] == "0.008"][0]
+    assert b1[header.index("p mIoU16 (Holm)")] == "n/a (n/a)"
+    assert [fmt_p(p) for p in (None, math.nan, 0.01234, 3e-5)] == ["n/a", "n/a", "0.012", "<1e-4"]
