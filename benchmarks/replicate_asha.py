@@ -375,7 +375,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     exp.add_argument("study", help="the recording's study directory")
     exp.add_argument("--out", default=str(C.default_out_dir()))
     rep = sub.add_parser("replay", help="replay FIFO / ASHA / replicate-aware ASHA on recorded curves")
-    rep.add_argument("--curves", default=str(C.default_out_dir() / CURVES), help="CSV(s), comma-separated")
+    recorded = ",".join(str(Path(__file__).parent / "results" / "cpu" / f"replicate_asha_curves_{part}.csv")
+                        for part in ("6x5", "lr0.01", "lambda0.03"))  # λ {.001, .01, .03, .1} x lr {.005, .01, .02}
+    rep.add_argument("--curves", default=recorded, help="CSV(s), comma-separated (default: the 12 x 5 recording)")
     rep.add_argument("--seeds", type=int, default=3, help="replicates per configuration in a replayed study")
     rep.add_argument("--replays", type=int, default=2000)
     rep.add_argument("--concurrency", default="3", help="trials at a time; a list (2,3) gives one row set each")
