@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = ["PBT_KINDS", "MUTABLE_KEYS", "PBTSettings", "Bounds", "pbt_settings", "check_pbt", "mutation_bounds",
            "BoundedExplore", "build_pbt_scheduler", "initial_population", "POPULATION_FILE", "pb2_available",
-           "PB2_AVAILABLE_HINT", "pbt_parts", "PBTParts"]
+           "PB2_AVAILABLE_HINT", "pbt_parts", "PBTParts", "pbt_context"]
 
 PBT_KINDS = ("pbt", "pb2")
 # What a PBT member may change while it trains: the adversarial weights and both learning rates. Everything else
@@ -188,6 +188,19 @@ def build_pbt_scheduler(study: StudyConfig):
     return StudyPBT(max_t=study.max_t, hyperparam_mutations=mutations,
                     resample_probability=settings.resample_probability,
                     perturbation_factors=tuple(settings.perturbation_factors), **common)
+
+
+def pbt_context(study: StudyConfig, context):
+    """The trial context (``trainables.tune.TrialContext``) of a PBT study carries the mutated config keys: a member
+    restarted from a donor's checkpoint may differ from it in exactly these (unchanged for other studies)."""
+    if study.scheduler.kind not in PBT_KINDS:
+        return context
+    import dataclasses
+
+    from trainables.lineage import PBT_MUTABLE_KEY
+
+    keys = tuple(b.key for b in mutation_bounds(study))
+    return dataclasses.replace(context, extra={**context.extra, PBT_MUTABLE_KEY: keys})
 
 
 def initial_population(study: StudyConfig, define, sampler) -> list[dict[str, Any]]:

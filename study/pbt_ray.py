@@ -50,6 +50,10 @@ class PopulationGenerator(BasicVariantGenerator):
         self._population = [dict(p) for p in population]
         super().__init__(points_to_evaluate=[dict(p) for p in population], max_concurrent=len(population))
 
+    def bind(self, **_: Any) -> None:
+        """``study resume`` binds a restored searcher to the study's home and Optuna storage: nothing to bind here
+        (the population is in the pickled generator; members never reach Optuna)."""
+
     def add_configurations(self, experiments):
         listed = _convert_to_experiment_list(experiments)
         for experiment in listed:

@@ -272,12 +272,9 @@ def build_tuner(study: StudyConfig, *, location: StudyLocation, init_checkpoint:
         searcher, scheduler = pbt.searcher, pbt.scheduler
     else:
         scheduler = StudyFIFO()
-    context = trial_context(study, location, init_checkpoint)
-    if study.scheduler.kind in ("pbt", "pb2"):  # a member may restart from a donor with exactly these keys changed
-        import dataclasses
+    from study.pbt import pbt_context  # a PBT member may restart from a donor with the mutated keys changed
 
-        context = dataclasses.replace(context, extra={**context.extra, "pbt_mutable": pbt.mutable_keys})
-    trainable = wrap_trainable(study, context, trainable)
+    trainable = wrap_trainable(study, pbt_context(study, trial_context(study, location, init_checkpoint)), trainable)
     tune_config = tune.TuneConfig(
         metric=metric, mode=mode, search_alg=searcher, scheduler=scheduler, num_samples=study.num_trials,
         max_concurrent_trials=study.max_concurrent_trials, reuse_actors=study.reuse_actors,
@@ -738,7 +735,9 @@ def resume_study(home: Path, *, address: str | None = None, num_cpus: int | None
         _preflight_cluster(study, location, log)
         init_checkpoint = _relocated_checkpoint((provenance.get("baseline") or {}).get("checkpoint"), provenance,
                                                 home)
-        context = trial_context(study, location, init_checkpoint)
+        from study.pbt import pbt_context  # a PBT member may restart from a donor with the mutated keys changed
+
+        context = pbt_context(study, trial_context(study, location, init_checkpoint))
         if location.shared_fs:
             _recover_driver_files(home, provenance, log)
         provenance.setdefault("resumes", []).append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -26,10 +26,11 @@ from trainables.reporters import Reporter
 if TYPE_CHECKING:
     from trainables.engine import Trainer
 
-__all__ = ["LINEAGE_FILE", "LineageReporter", "read_lineage", "member_history", "hparams_of", "schedule_segments",
+__all__ = ["LINEAGE_FILE", "PBT_MUTABLE_KEY", "LineageReporter", "read_lineage", "member_history", "hparams_of", "schedule_segments",
            "load_schedule", "ScheduleReporter"]
 
 LINEAGE_FILE = "lineage.jsonl"
+PBT_MUTABLE_KEY = "pbt_mutable"  # TrialContext.extra of a PBT study: the config keys a clone may change
 
 
 def hparams_of(cfg: Any, keys: Iterable[str]) -> dict[str, Any]:

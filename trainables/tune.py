@@ -29,6 +29,7 @@ from ray import tune
 
 from trainables import faults
 from trainables.config import TrainConfig, from_dict, merge, replace_path
+from trainables.lineage import PBT_MUTABLE_KEY
 from trainables.reporters import JsonLinesReporter, Reporter
 from trainables.staging import staging_prefix, sweep_stale_staging
 
@@ -36,7 +37,6 @@ __all__ = ["TrialContext", "TrialFailed", "train_trial", "oom_reason", "FINAL_FA
            "trial_train_config", "estimate_gpu_memory_gib", "gpu_share", "run_baseline", "FINISHED_KEY",
            "FAILURE_FILE", "RUN_SUBDIR", "probe_trial", "LAST_EVAL_FILE", "tune_summary", "PBT_MUTABLE_KEY"]
 
-PBT_MUTABLE_KEY = "pbt_mutable"  # TrialContext.extra: the config keys population-based training mutates
 FINISHED_KEY = "finished"  # 1.0 in the report of the evaluation that ends a full run
 FAILURE_FILE = "failure.json"  # why a trial failed, next to Ray's error.txt in the trial directory
 # Failures that would repeat from the same checkpoint: a retry (FailureConfig.max_failures, `study resume`) fails
