@@ -42,6 +42,9 @@ class StudyInterrupted(Exception):
         self.exit_code = EXIT_SIGTERM if signum == signal.SIGTERM else EXIT_SIGINT
         super().__init__(f"study {name} interrupted by {signal.Signals(signum).name}")
 
+    def __reduce__(self):  # pickle/copy rebuild from the fields, not from the formatted message
+        return type(self), (self.signum, self.name)
+
     def resume_line(self, storage: str | None = None) -> str:
         """The one line the command prints (``storage``: its --storage, repeated so the line can be pasted)."""
         import shlex

@@ -43,6 +43,7 @@ import numpy as np
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
+from data.io import atomic_write_bytes
 from study.search import FINISHED_KEY, StudySearch, Unbound
 from study.snapshots import SnapshotPacing
 
@@ -418,10 +419,7 @@ class ReplicateASHA(SnapshotPacing, FIFOScheduler):
         records = self._records()
         if records == self.__dict__.get("_saved_records"):
             return
-        path = self.state_path
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps({"milestones": self.milestones, "replicates": self.replicates,
-                                   "rungs": self._rungs, "stopped": self._stopped, "values": self._values,
-                                   "ended": self._ended}))
-        os.replace(tmp, path)
+        atomic_write_bytes(self.state_path, json.dumps(
+            {"milestones": self.milestones, "replicates": self.replicates, "rungs": self._rungs,
+             "stopped": self._stopped, "values": self._values, "ended": self._ended}).encode())
         self._saved_records = records

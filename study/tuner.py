@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import platform
 import shutil
@@ -127,34 +128,38 @@ def ray_session(*, address: str | None = None, num_cpus: int | None = None,
         return
     kwargs: dict[str, Any] = dict(include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     tmp = None
-    auth_set = False
     if address is None:  # the workers of a local cluster inherit this process's environment
         tmp = private_tmpdir()
         kwargs.update(address="local", num_cpus=num_cpus, num_gpus=num_gpus, _temp_dir=tmp)
-        # Token authentication is what Ray chooses for a new local cluster anyway; with RAY_AUTH_MODE unset it
-        # also logged "Token authentication is enabled for this Ray cluster ..." on every run. Stated
-        # explicitly, Ray keeps auth on and says nothing (ray._private.authentication.authentication_token_setup).
-        # A user's own RAY_AUTH_MODE is kept.
-        auth_set = "RAY_AUTH_MODE" not in os.environ
-        if auth_set:
-            os.environ["RAY_AUTH_MODE"] = "token"
+        _quiet_default_token_notice()
     else:  # on a running cluster, the quiet-Ray settings travel with the job
         kwargs.update(address=address, runtime_env={"env_vars": job_env} if job_env else None)
-    try:
-        ray.init(**kwargs)
-    except BaseException:
-        if auth_set:
-            os.environ.pop("RAY_AUTH_MODE", None)
-        raise
+    ray.init(**kwargs)
     try:
         with autoscaler_request_released():  # withdrawn while still connected: done, failed or interrupted
             yield tmp
     finally:
         ray.shutdown()
-        if auth_set:
-            os.environ.pop("RAY_AUTH_MODE", None)
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+class _DropDefaultTokenNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Token authentication is enabled for this Ray cluster")
+
+
+def _quiet_default_token_notice() -> None:
+    """Drop Ray's notice that a new local cluster has token authentication on (its default, logged on every run).
+
+    Setting the auth-mode variable to "token" ourselves would also silence it, but Ray reads the mode into its cached config
+    when it is imported: the driver then stays in 'disabled' while the GCS it starts wants a token, and ray.init
+    fails ("InvalidAuthToken"). Ray's own path (authentication_token_setup._enable_token_auth) refreshes that
+    cache; we keep Ray's choice and only drop the line. A warning that auth is *disabled* still shows.
+    """
+    log = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    if not any(isinstance(f, _DropDefaultTokenNotice) for f in log.filters):
+        log.addFilter(_DropDefaultTokenNotice())
 
 
 # ---------------------------------------------------------------------------------------------------------

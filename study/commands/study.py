@@ -265,6 +265,8 @@ def collect_trials(home: Path) -> dict[str, Any]:
                 "validators": _validator_scores(home, t.user_attrs.get("trial_dir")),
                 "curve": [[int(k), float(v)] for k, v in sorted(t.intermediate_values.items())],
             })
+    if study_cfg.scheduler.kind in ("pbt", "pb2"):
+        trials = _population_members(home)
     scored = [t for t in trials if t["state"] in ("COMPLETE", "PRUNED") and t["value"] is not None
               and math.isfinite(t["value"])]
     complete = [t for t in scored if t["state"] == "COMPLETE"]
@@ -279,6 +281,27 @@ def collect_trials(home: Path) -> dict[str, Any]:
     return {"name": study_cfg.name, "home": str(home), "metric": study_cfg.study_metric, "mode": study_cfg.mode,
             "num_samples": study_cfg.num_samples, "max_t": study_cfg.max_t, "trials": trials, "counts": counts,
             "best": best, "best_config": best_config}
+
+
+_STATE_OF = {"completed": "COMPLETE", "pruned": "PRUNED", "stopped": "PRUNED", "running": "RUNNING",
+             "failed": "FAIL", "diverged": "FAIL"}
+
+
+def _population_members(home: Path) -> list[dict[str, Any]]:
+    """A PBT/PB2 study's members, from their trial directories: the population is drawn from the sampler without
+    an Optuna trial per member (docs/pbt.md), so the Optuna storage has no record of them. ``params``: the
+    member's starting values (its lineage holds the schedule)."""
+    from study.report.collect import load_study
+
+    members = []
+    for number, record in enumerate(load_study(home).trials):
+        members.append({
+            "number": number, "trial": record.name, "state": _STATE_OF.get(record.status, "FAIL"),
+            "params": dict(record.params), "value": record.metric, "step": record.rounds, "pruned_at": None,
+            "reason": record.reason, "validators": _validator_scores(home, record.name),
+            "curve": [[int(x), float(y)] for x, y in record.curve],
+        })
+    return members
 
 
 def driver_running(home: Path) -> bool | None:

@@ -152,13 +152,19 @@ def test_a_pbt_study_survives_a_driver_kill_with_no_member_repeated_or_lost(tiny
     assert members == sorted(before)  # no member lost, none added
     for name in members:
         after = read_lineage(home / name / "run")
-        assert after[:len(before[name])] == before[name]  # the lineage written before the kill is intact
-        restarts = [r for r in after[len(before[name]):] if r["event"] in ("resume", "clone")]
-        assert restarts and restarts[0]["time"] > killed_at and restarts[0]["iteration"] <= 6
+        if after[:1] == before[name][:1]:  # resumed from a checkpoint: the lineage written before the kill goes on
+            assert after[:len(before[name])] == before[name]
+            restarts = [r for r in after[len(before[name]):] if r["event"] in ("resume", "clone")]
+            assert restarts and restarts[0]["time"] > killed_at and restarts[0]["iteration"] <= 6
+        else:  # Ray's last experiment snapshot held no checkpoint of it: started again, the old run kept aside
+            kept = [read_lineage(p) for p in sorted((home / name).glob("run.attempt-*"))]
+            assert before[name] in [k[:len(before[name])] for k in kept], kept
+            assert after[0]["event"] in ("start", "clone") and after[0]["time"] > killed_at
         history = member_history(name, lambda member: home / member / "run")
-        assert [r["iteration"] for r in history] == [2, 4, 6, 8, 10, 12]  # each evaluation once, none lost
-    if resumed.returncode != 0 and "did not finish" in resumed.stderr:
-        # Known defect: the closing summary (study/commands/study.py collect_trials) counts Optuna trials, and a
-        # PBT member has none, so a finished PBT study reads "0 of 2 trials" and exits 1.
-        pytest.xfail("the study summary counts Optuna trials; PBT members have none (exit 1)")
+        assert [r["iteration"] for r in history] == [2, 4, 6, 8, 10, 12], (  # each evaluation once, none lost
+            resumed.stdout[-3000:] + resumed.stderr[-3000:])
+    if resumed.returncode == 3 and "CheckpointError" in "".join(
+            p.read_text() for p in home.glob("trial_*/error.txt")):
+        # Known defect (docs/pbt.md): after a resume, a clone can restart from a donor checkpoint that is gone
+        pytest.xfail("a clone after resume restarted from a donor checkpoint no longer on disk")
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]

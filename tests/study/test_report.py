@@ -259,12 +259,12 @@ def test_report_of_a_real_study(tiny_study):
     assert best_row[header.index("trial")] == status["best"]["trial"]
     for path in sorted((tiny_study / "figures").glob("*.png")):
         _check_png(path)
-    assert {"sensitivity.png", "learning_curves.png", "per_class_iou.png"} <= {
-        p.name for p in (tiny_study / "figures").glob("*.png")}
-    with open(tiny_study / "best_config.toml", "rb") as fh:
-        cfg = from_dict(TrainConfig, tomllib.load(fh), source="best_config.toml")
-    best_params = json.loads((tiny_study / best_row[header.index("trial")] / "params.json").read_text())
-    assert cfg.adapt.lambda_adv_main == best_params[LAMBDA] and cfg.optim.lr == best_params[LR]
+    # no seed is searched: every configuration is one run, so none is named the best configuration (no per-class
+    # figure of it, no best_config.toml), while status still names the best single trial
+    figures = {p.name for p in (tiny_study / "figures").glob("*.png")}
+    assert {"sensitivity.png", "learning_curves.png"} <= figures and "per_class_iou.png" not in figures
+    assert "no configuration is ranked as the best" in text and not (tiny_study / "best_config.toml").exists()
+    assert status["best_config"] is None
     before = {p: p.read_bytes() for p in [tiny_study / "report.md", *(tiny_study / "figures").glob("*.png")]}
     write_report(tiny_study)
     assert {p: p.read_bytes() for p in before} == before
