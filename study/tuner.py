@@ -152,9 +152,9 @@ class _DropDefaultTokenNotice(logging.Filter):
 def _quiet_default_token_notice() -> None:
     """Drop Ray's notice that a new local cluster has token authentication on (its default, logged on every run).
 
-    Setting the auth-mode variable to "token" ourselves would also silence it, but Ray reads the mode into its cached config
-    when it is imported: the driver then stays in 'disabled' while the GCS it starts wants a token, and ray.init
-    fails ("InvalidAuthToken"). Ray's own path (authentication_token_setup._enable_token_auth) refreshes that
+    Setting the auth-mode variable to "token" ourselves would also silence it, but Ray reads the mode into its
+    cached config when it is imported: the driver then stays in 'disabled' while the GCS it starts wants a token,
+    and ray.init fails ("InvalidAuthToken"). Ray's own path (authentication_token_setup._enable_token_auth) refreshes that
     cache; we keep Ray's choice and only drop the line. A warning that auth is *disabled* still shows.
     """
     log = logging.getLogger("ray._private.authentication.authentication_token_setup")

@@ -243,7 +243,9 @@ def collect_trials(home: Path) -> dict[str, Any]:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     journal = home / "optuna.journal"
     trials: list[dict[str, Any]] = []
-    if study_cfg.search.storage is not None or journal.is_file():
+    if study_cfg.scheduler.kind in ("pbt", "pb2"):
+        trials = _population_members(home)
+    elif study_cfg.search.storage is not None or journal.is_file():
         try:
             ot_study = optuna.load_study(study_name=study_cfg.name, storage=optuna_storage(study_cfg, home))
             ot_trials = ot_study.get_trials(deepcopy=False)
@@ -265,8 +267,6 @@ def collect_trials(home: Path) -> dict[str, Any]:
                 "validators": _validator_scores(home, t.user_attrs.get("trial_dir")),
                 "curve": [[int(k), float(v)] for k, v in sorted(t.intermediate_values.items())],
             })
-    if study_cfg.scheduler.kind in ("pbt", "pb2"):
-        trials = _population_members(home)
     scored = [t for t in trials if t["state"] in ("COMPLETE", "PRUNED") and t["value"] is not None
               and math.isfinite(t["value"])]
     complete = [t for t in scored if t["state"] == "COMPLETE"]

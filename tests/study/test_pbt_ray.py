@@ -107,6 +107,14 @@ def test_a_pbt_study_exploits_with_full_state_and_records_the_lineage(local_ray,
     storage = JournalStorage(JournalFileBackend(str(home / "optuna.journal")))
     ot = optuna.load_study(study_name="pbt", storage=storage)
     assert ot.trials == [] and ot.user_attrs["scheduler"] == "pbt"
+    # status and the closing summary list the members from their trial directories: a finished study exits 0
+    from study.commands.study import collect_trials, exit_status
+
+    info = collect_trials(home)
+    assert sorted(t["trial"] for t in info["trials"]) == [t.name for t in trials]
+    assert info["counts"] == {"COMPLETE": 2} and exit_status(info) == 0
+    finals = {t["trial"]: t["value"] for t in info["trials"]}
+    assert finals[name] == pytest.approx(member_final["value"])
 
 
 @pytest.mark.slow
