@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.dastudy-installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup demo test test-quick browser postgresql clean-venv
+.PHONY: setup demo test test-extended test-quick browser postgresql clean-venv
 
 setup: $(STAMP)
 
@@ -40,7 +40,10 @@ postgresql:
 	  echo "note: PostgreSQL could not be installed; the PostgreSQL storage test will be skipped"
 
 test: setup browser postgresql
-	$(PY) -m pytest -q --durations=25
+	$(PY) -m pytest -q --durations=25 -m "not extended"
+
+test-extended: setup browser postgresql
+	$(PY) -m pytest -q --durations=25 -m extended
 
 test-quick: setup
 	$(PY) -m pytest -q -m "not slow"

@@ -85,6 +85,7 @@ run_study(load_study_config(sys.argv[1]), storage=sys.argv[2], num_cpus=2, train
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_study_in_the_bucket_resumes_on_a_new_head(s3_server, tiny_benchmark, tmp_path, monkeypatch,
                                                    remove_driver_temp_dirs):
     """4 probe trials (6 evaluations, 64 KiB checkpoints), driver killed after the first trial ends, resumed

@@ -73,6 +73,7 @@ def test_every_configuration_runs_on_every_seed_in_a_real_study(local_ray, tiny_
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_replicates_survive_a_driver_kill_in_the_middle_of_a_configuration(tiny_benchmark, tmp_path,
                                                                            remove_driver_temp_dirs):
     """SIGKILL the driver while one seed of the first configuration is done and its sibling is held mid-run;

@@ -69,6 +69,7 @@ def _listing(home: Path) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_resume_after_driver_sigkill(tiny_benchmark, tmp_path, remove_driver_temp_dirs):
     table = study_table(tiny_benchmark, name="crash", num_samples=NUM_SAMPLES, max_concurrent_trials=2,
                         scheduler={"kind": "fifo"},
@@ -174,6 +175,7 @@ def test_resume_after_driver_sigkill(tiny_benchmark, tmp_path, remove_driver_tem
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_resume_recovers_the_ray_files_of_trials_that_ran_between_snapshots(tiny_benchmark, tmp_path,
                                                                             remove_driver_temp_dirs):
     """Ray saves its state when the study starts and then (TUNE_GLOBAL_CHECKPOINT_S=600) not again before the
@@ -368,6 +370,7 @@ def _tree(root: Path) -> dict[str, str]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
+@pytest.mark.extended
 def test_a_copied_or_moved_study_resumes_where_it_is_and_writes_only_there(tiny_benchmark, tmp_path,
                                                                            remove_driver_temp_dirs):
     """Issue 12: a copy resumed wrote its tells into the original's journal and rewrote its asha_rungs.json
