@@ -101,8 +101,8 @@ def summarize_study(rows: list[dict[str, Any]], *, wall_s: float, concurrency: i
 
 
 def run_one(args: argparse.Namespace, scheduler: str, *, storage: Path, data: Path) -> dict[str, Any]:
-    from study.study_config import load_study_config
-    from study.tuner import run_study
+    from study.config.study_config import load_study_config
+    from study.run.tuner import run_study
 
     name = f"{args.name}-{scheduler}"
     study = load_study_config("demo", study_overrides(args, scheduler=scheduler, data=data), name=name)

@@ -33,10 +33,10 @@ PRESET = C.REPO / "study" / "presets" / "demo.toml"
 
 
 def _shipped_toml(name: str, package: str) -> dict[str, Any]:
-    """A shipped TOML file with its ``extends`` chain resolved (as ``study.config.load_toml``, which is used where
+    """A shipped TOML file with its ``extends`` chain resolved (as ``study.config.files.load_toml``, which is used where
     it imports: GPU machines may lack the study package's dependencies)."""
     try:
-        from study.config import load_toml
+        from study.config.files import load_toml
     except ImportError:
         from trainables.config import merge
 

@@ -15,9 +15,9 @@ Two steps, because real studies on 2 cores are slow and one run per scheduler wo
     that point is the recorded one, so a replay is exact for what a scheduler sees. Each replay draws a subset of
     ``--seeds`` seeds (the study's replicates), a random order of the configurations and of the seeds within each, runs
     them ``--concurrency`` at a time in an event simulation (every evaluation takes one time unit) with the real
-    scheduler objects (Ray's ``AsyncHyperBandScheduler``; :class:`study.replicates.ReplicateASHA`), and reports the
+    scheduler objects (Ray's ``AsyncHyperBandScheduler``; :class:`study.run.replicates.ReplicateASHA`), and reports the
     configuration the study would report. All three see the same trials in the same order, configuration by
-    configuration (as :class:`study.replicates.ReplicateSearch` hands them out); the rule:
+    configuration (as :class:`study.run.replicates.ReplicateSearch` hands them out); the rule:
 
     - FIFO and replicate-aware ASHA: the highest mean final metric over its replicates that reached ``max_t``;
     - plain ASHA: the same rule (what the report did before issue 18: a configuration with one surviving seed
@@ -96,8 +96,8 @@ def curve_rows(results: Sequence[Any], metric: str) -> list[dict[str, Any]]:
 
 def record(args: argparse.Namespace) -> Path:
     from benchmarks.loader import ensure_benchmark
-    from study.study_config import load_study_config
-    from study.tuner import run_study
+    from study.config.study_config import load_study_config
+    from study.run.tuner import run_study
 
     data = Path(args.data).resolve()
     ensure_benchmark(data)
@@ -155,7 +155,7 @@ def study_dir_rows(home: Path, metric: str, max_t: int) -> tuple[list[dict[str, 
 
 
 def export(args: argparse.Namespace) -> Path:
-    from study.tuner import load_study_dir
+    from study.state.location import load_study_dir
 
     study, _ = load_study_dir(Path(args.study))
     rows, left_out = study_dir_rows(Path(args.study), study.study_metric, study.max_t)
@@ -273,7 +273,7 @@ def replay(curves, per_eval: int, *, seeds: int, replays: int, concurrency: int,
            reduction_factor: float, rng_seed: int) -> list[dict[str, Any]]:
     from ray.tune.schedulers import ASHAScheduler
 
-    from study.replicates import ReplicateASHA
+    from study.run.replicates import ReplicateASHA
 
     max_t = max(max(c) for c in curves.values())
     truth = true_means(curves, max_t)

@@ -1,8 +1,8 @@
 """Driver cost of large studies: 100 and 1,000 trials of a probe trainable (no torch, no training).
 
 What a study's driver pays per trial report does not depend on the model: Ray's controller processes the result,
-the searcher (Optuna TPE through :class:`study.search.StudySearch`) records it, ASHA decides, and Ray snapshots the
-experiment state. This benchmark runs real studies (``study.tuner.run_study``: TPE + ASHA, checkpoints kept by the
+the searcher (Optuna TPE through :class:`study.run.search.StudySearch`) records it, ASHA decides, and Ray snapshots the
+experiment state. This benchmark runs real studies (``study.run.tuner.run_study``: TPE + ASHA, checkpoints kept by the
 study metric, the project's callbacks) whose trials only write what a real trial writes — a small checkpoint per
 report, ``run/metrics.jsonl`` with training and evaluation lines, ``run/last_eval.json``, ``run/result.json`` — and
 send Tune what a real trial sends (``trainables.tune.tune_payload``), and measures, per study size:
@@ -169,7 +169,7 @@ def instrument(snapshots: list[float], reports: list[tuple[float, float]]) -> Ca
     """
     from ray.tune.execution.tune_controller import TuneController
 
-    from study.search import StudyProgress
+    from study.run.search import StudyProgress
 
     original_save, original_result = TuneController.save_to_dir, StudyProgress.on_trial_result
 
@@ -218,8 +218,8 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
     """One study in this process (the driver being measured); returns its figures."""
     from ray import tune
 
-    from study.study_config import study_from_dict
-    from study.tuner import run_study
+    from study.config.study_config import study_from_dict
+    from study.run.tuner import run_study
 
     storage, data_root = Path(args.storage), Path(args.storage) / "data"
     for d in ("source", "target"):

@@ -2,11 +2,11 @@
 benchmark, for one target shift, run with the engine directly (no Ray: on a shared 2-core machine its per-trial
 overhead costs more than the trials), every run reporting all validators and target-val mIoU at each evaluation.
 
-Layout written (the same as a study directory, so ``study.agreement`` reads both)::
+Layout written (the same as a study directory, so ``study.report.agreement`` reads both)::
 
     OUT/baseline/                   source-only run (shared by every shift: the source domain does not change)
     OUT/<shift>/trial_<k>/run/      one engine run directory per grid point (config.toml, metrics.jsonl, ...)
-    OUT/<shift>/agreement.md        the agreement section (study.agreement), figures in OUT/<shift>/figures/
+    OUT/<shift>/agreement.md        the agreement section (study.report.agreement), figures in OUT/<shift>/figures/
     RESULTS/validator_study_<shift>.csv   the per-trial results the section rests on: one row per trial and
                                     evaluation (parameters, seed, iteration, target val mIoU16, every uda/ score),
                                     RESULTS = --results (default benchmarks/results/cpu), so anyone can recompute it
@@ -120,10 +120,10 @@ def main(argv=None) -> int:
 
 
 def write_results_csv(home: Path, path: Path) -> Path:
-    """The raw per-trial results of one shift (every evaluation of every trial, as ``study.agreement`` reads them):
+    """The raw per-trial results of one shift (every evaluation of every trial, as ``study.report.agreement`` reads them):
     ``trial``, the searched parameters (``params.json``), ``iteration``, then every metric (``val/mIoU16``, the
     ``uda/…`` scores, …) in a fixed column order; empty cells where a run did not report a metric."""
-    from study.agreement import load_curves
+    from study.report.agreement import load_curves
 
     curves = load_curves(home)
     params = sorted({k for c in curves for k in c.params})
@@ -140,7 +140,7 @@ def write_results_csv(home: Path, path: Path) -> Path:
 
 
 def write_agreement(home: Path, results: Path | None = None) -> int:
-    from study.agreement import agreement_section
+    from study.report.agreement import agreement_section
 
     text = agreement_section(home, home / "figures")
     (home / "agreement.md").write_text(text)

@@ -13,6 +13,8 @@ import os
 import sys
 import traceback
 
+from study.errors import UserError
+
 # Order = order in --help.
 COMMAND_MODULES = ("demo", "study", "train", "data", "config", "models")
 
@@ -126,10 +128,6 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"dastudy: error: {message}", file=sys.stderr)
         return 2
-
-
-class UserError(Exception):
-    """An error caused by the user's input; printed without a traceback."""
 
 
 # OSErrors that are the machine's or the user's state, not a bug: one line with the path and what to do.

@@ -30,9 +30,9 @@ def tiny_benchmark(tmp_path_factory):
 def remove_driver_temp_dirs():
     """``remove_driver_temp_dirs(home)`` in a test that kills study drivers: after the test, the private Ray temp
     dirs its drivers recorded in ``provenance.json`` are removed. A killed driver leaves its own behind
-    (study/tuner.py ``ray_session``), which the resume reads (study/driver_files.py), so it stays until the test
+    (study/run/tuner.py ``ray_session``), which the resume reads (study/state/driver_files.py), so it stays until the test
     ends; without this every local ``make test`` left ~6 in ``/tmp/dastudy-<uid>``."""
-    from study.driver_files import driver_temp_dirs
+    from study.state.driver_files import driver_temp_dirs
 
     homes: list[Path] = []
     yield homes.append

@@ -30,8 +30,8 @@ __all__ = [
 
 # One display name per searched TrainConfig key, used by every view of a study (status, progress lines, report,
 # TensorBoard HParams columns and run names, Optuna's user attributes): a parameter reads the same everywhere.
-# (Here, not in study.spaces, because the engine's reporter names HParams columns and trainables never import
-# study; study.spaces re-exports it.)
+# (Here, not in study.config.spaces, because the engine's reporter names HParams columns and trainables never import
+# study; study.config.spaces re-exports it.)
 PARAM_LABELS: dict[str, str] = {
     "adapt.lambda_adv_main": "lambda_adv",
     "adapt.lambda_adv_aux": "lambda_adv_aux",

@@ -96,7 +96,7 @@ class Comparison:
 
 
 def _side(study_dir: Path) -> Side:
-    from study.labels import trial_label
+    from study.config.labels import trial_label
     from study.report import load_study
     from study.report.aggregate import completed_and_stopped, is_seed, seed_of
 
@@ -122,7 +122,7 @@ def compare_studies(a_dir: str | Path, b_dir: str | Path) -> Comparison:
     """Both studies' completed configurations and, where a configuration is in both, B − A paired by seed."""
     from scipy import stats
 
-    from study.cli import UserError
+    from study.errors import UserError
     from study.report.aggregate import config_key
 
     a, b = _side(Path(a_dir)), _side(Path(b_dir))
@@ -162,8 +162,8 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 
 def format_comparison(c: Comparison, *, top: int = 10) -> str:
-    from study.labels import percent_name
-    from study.spaces import param_label
+    from study.config.labels import percent_name
+    from study.config.spaces import param_label
 
     metric = percent_name(c.a.metric)
     lines = [f"{c.a.name} (A) vs {c.b.name} (B): {metric}, completed trials, mean [95 % t-interval] (n seeds)"]
@@ -205,7 +205,7 @@ def register_compare(sub: Any, add_storage: Callable[[argparse.ArgumentParser], 
     add_storage(compare)
 
     def run(args: argparse.Namespace) -> int:
-        from study.cli import UserError
+        from study.errors import UserError
         from study.report import ReportError
 
         if args.top < 1:

@@ -25,7 +25,7 @@ def register(subparsers) -> None:
 
 
 def _show(args) -> int:
-    from study.config import dump_toml, load_train_config
+    from study.config.files import dump_toml, load_train_config
 
     cfg = load_train_config(args.config, args.overrides)
     if args.check:
@@ -38,7 +38,7 @@ def _show(args) -> int:
 
 
 def _list(args) -> int:
-    from study.config import load_toml, shipped_names
+    from study.config.files import load_toml, shipped_names
 
     rows = []
     for name in shipped_names("configs"):

@@ -112,8 +112,9 @@ def demo_overrides(*, data: Path, cuda: bool) -> list[str]:
 
 def _demo(args: argparse.Namespace) -> int:
     from study.commands.study import _summarize, as_user_errors, split_overrides
-    from study.study_config import load_study_config
-    from study.tuner import default_storage, locate, run_study
+    from study.config.study_config import load_study_config
+    from study.state.location import default_storage, locate
+    from study.run.tuner import run_study
 
     @as_user_errors
     def run(args: argparse.Namespace) -> int:

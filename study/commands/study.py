@@ -67,7 +67,7 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
 def split_overrides(args: argparse.Namespace, add_options) -> argparse.Namespace:
     """argparse cannot take options after a variable list of positionals: the overrides are collected as the
     remainder of the command line, and options found among them are parsed here."""
-    from study.cli import UserError
+    from study.errors import UserError
 
     options = argparse.ArgumentParser(add_help=False)
     add_options(options)
@@ -197,7 +197,7 @@ def register(subparsers) -> None:
 
 def study_home(name_or_path: str, storage: str | None) -> Path:
     """A study directory from a name in the storage or a path; a clear error if there is none."""
-    from study.tuner import locate
+    from study.state.location import locate
 
     candidate = Path(name_or_path)
     if (candidate / "study.toml").is_file():
@@ -216,7 +216,7 @@ def study_home(name_or_path: str, storage: str | None) -> Path:
 
 
 def _short(name: str) -> str:
-    from study.spaces import param_label  # one name per parameter in every view of a study
+    from study.config.spaces import param_label  # one name per parameter in every view of a study
 
     return param_label(name)
 
@@ -237,7 +237,8 @@ def collect_trials(home: Path) -> dict[str, Any]:
     """The study's trials from its Optuna storage: state, parameters, value, last step, failure reason."""
     import optuna
 
-    from study.tuner import load_study_dir, optuna_storage
+    from study.state.location import load_study_dir
+    from study.state.optuna_storage import optuna_storage
 
     study_cfg, _ = load_study_dir(home)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -251,7 +252,7 @@ def collect_trials(home: Path) -> dict[str, Any]:
             ot_trials = ot_study.get_trials(deepcopy=False)
         except KeyError:  # no study in the storage yet
             ot_trials = []
-        from study.journal import superseded_numbers
+        from study.state.journal import superseded_numbers
 
         rerun = superseded_numbers(ot_trials)
         for t in ot_trials:
@@ -305,12 +306,12 @@ def _population_members(home: Path) -> list[dict[str, Any]]:
 
 
 def driver_running(home: Path) -> bool | None:
-    """Whether a `study run`/`resume` drives the study now: its exclusive lock on ``driver.lock`` (study/lock.py)
+    """Whether a `study run`/`resume` drives the study now: its exclusive lock on ``driver.lock`` (study/state/lock.py)
     is held. None when the study has no lock file here (an object-store study seen from another machine)."""
     import fcntl
     import os
 
-    from study.lock import LOCK_FILE
+    from study.state.lock import LOCK_FILE
 
     try:
         fd = os.open(Path(home) / LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC)
@@ -472,7 +473,7 @@ def exit_status(info: dict[str, Any]) -> int:
 def _summarize(location, storage: str | None) -> int:
     info = collect_trials(location.home)
     try:  # <study>/tb: runs named by their values, the baseline's own row (`study tensorboard` rebuilds it)
-        from study.tensorboard import build_view
+        from study.view.tensorboard import build_view
 
         build_view(location.home)
     except Exception as err:  # a convenience only: never fail a finished study over it
@@ -499,12 +500,12 @@ def as_user_errors(func):
 
     @functools.wraps(func)
     def wrapper(args: argparse.Namespace) -> int:
-        from study.cli import UserError
-        from study.interrupts import StudyInterrupted
-        from study.lock import StudyLocked
-        from study.resources import PreflightError
-        from study.spaces import SpaceError
-        from study.tuner import StudyFinished
+        from study.errors import UserError
+        from study.run.interrupts import StudyInterrupted
+        from study.state.lock import StudyLocked
+        from study.config.resources import PreflightError
+        from study.config.spaces import SpaceError
+        from study.state.resume_checks import StudyFinished
 
         try:
             return func(args)
@@ -522,12 +523,12 @@ def as_user_errors(func):
 
 @as_user_errors
 def _run(args: argparse.Namespace) -> int:
-    from study.study_config import load_study_config
-    from study.tuner import run_study
+    from study.config.study_config import load_study_config
+    from study.run.tuner import run_study
 
     args = split_overrides(args, _run_options)
     study_cfg = load_study_config(args.preset, args.overrides, name=args.name)
-    from study.preflight import check_overrides_apply
+    from study.config.preflight import check_overrides_apply
 
     check_overrides_apply(study_cfg, args.overrides, source=str(args.preset))
     if args.dry_run:
@@ -539,8 +540,8 @@ def _run(args: argparse.Namespace) -> int:
 def _dry_run(study_cfg, args: argparse.Namespace) -> int:
     """Every check of a real run, all problems at once (each with its fix) after the trial plan; exit 0 when a
     real run would start, 2 when it would not. Creates nothing and starts no Ray (``--address``: connects)."""
-    from study.preflight import diagnose, format_plan, resource_problems
-    from study.tuner import locate
+    from study.config.preflight import diagnose, format_plan, resource_problems
+    from study.state.location import locate
 
     location = locate(study_cfg.name, args.storage)
     pre, problems = diagnose(study_cfg, home=location.home)
@@ -557,11 +558,11 @@ def _dry_run_nodes(args: argparse.Namespace, storage: str):
     this machine as the local Ray started by ``study run`` would see it (``--num-cpus``, the GPUs CUDA shows)."""
     from pathlib import Path
 
-    import study.resources as resources
-    from study.preflight import Problem
+    import study.config.resources as resources
+    from study.config.preflight import Problem
 
     if args.address:
-        from study.tuner import ray_session
+        from study.run.tuner import ray_session
 
         where = f"the cluster at {args.address}"
         problems = []
@@ -593,8 +594,8 @@ def _dry_run_nodes(args: argparse.Namespace, storage: str):
 
 @as_user_errors
 def _resume(args: argparse.Namespace) -> int:
-    from study.storage import restore_from_store
-    from study.tuner import resume_study
+    from study.run.storage import restore_from_store
+    from study.run.tuner import resume_study
 
     # s3://bucket/prefix/<name> (or a name with --storage s3://...) on a head without a copy: download it first
     home = restore_from_store(args.study, args.storage) or study_home(args.study, args.storage)
@@ -613,7 +614,7 @@ def _cpus() -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from study.cli import UserError
+    from study.errors import UserError
     from study.report import ReportError, write_report
 
     home = study_home(args.study, args.storage)
@@ -639,15 +640,15 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _tensorboard(args: argparse.Namespace) -> int:
-    from study.tensorboard import serve
+    from study.view.tensorboard import serve
 
     home = study_home(args.study, args.storage)
     return int(serve(home, host=args.host, port=args.port) or 0)
 
 
 def _presets(args: argparse.Namespace) -> int:
-    from study.config import load_toml, shipped_names
-    from study.spaces import SPACES
+    from study.config.files import load_toml, shipped_names
+    from study.config.spaces import SPACES
 
     if getattr(args, "json", False):
         print(json.dumps({"presets": [{"name": n, "description": load_toml(n, "presets").get("description", "")}

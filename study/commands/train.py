@@ -67,7 +67,7 @@ def register(subparsers) -> None:
 
 
 def _load(args):
-    from study.config import load_train_config
+    from study.config.files import load_train_config
     from trainables.builders import validate_config
 
     cfg = load_train_config(args.config, args.overrides)
@@ -81,7 +81,7 @@ def _load(args):
 
 
 def _train(args) -> int:
-    from study.cli import UserError
+    from study.errors import UserError
 
     cfg = _load(args)
     if cfg.adapt.mode not in args.allowed_modes:

@@ -213,7 +213,7 @@ def _engine_only_trials(study_dir: Path, optuna_summary, *, known: set[str]):
     """Trials whose Ray files (``params.json``, ``result.json``) never reached the study: a driver killed within
     Ray's snapshot interval (≥ 10 s) after a trial ended loses the copies its loggers had written locally, while the
     trial's engine output (``run/``) and its Optuna record are complete (the resumed study does not run it again).
-    A resume on the driver's machine recovers those copies (study/driver_files.py); on another machine or an object
+    A resume on the driver's machine recovers those copies (study/state/driver_files.py); on another machine or an object
     store it cannot.
     Their parameters come from Optuna, their evaluations from ``run/metrics.jsonl``, as Ray rows would have them."""
     out = []
@@ -236,7 +236,7 @@ def _engine_only_trials(study_dir: Path, optuna_summary, *, known: set[str]):
 
 def _trial_status(rows: list[dict[str, Any]], *, ray_status: str, failure_kind: str | None,
                   engine_status: str | None, max_t: int | None) -> str:
-    """The rule the study's searcher tells Optuna (study.search.StudySearch): failed, else finished (the run
+    """The rule the study's searcher tells Optuna (study.run.search.StudySearch): failed, else finished (the run
     trained all its iterations, or reached max_t evaluations), else pruned (stopped early by the scheduler)."""
     if ray_status == "TERMINATED" or engine_status == "completed":
         failure_kind = None  # failed once, retried from its checkpoint and ended normally (error.txt stays)
@@ -272,7 +272,7 @@ def _searched_names(study_dir: Path, trial_params: Iterable[Mapping[str, Any]]) 
 
 
 def _full_run_evaluations(config: Mapping[str, Any]) -> int | None:
-    # scheduler.max_t left out means "every evaluation of a full run" (study.study_config.n_evaluations).
+    # scheduler.max_t left out means "every evaluation of a full run" (study.config.study_config.n_evaluations).
     optim = _lookup(config, "train.optim", default={})
     interval = _lookup(config, "train.eval.interval")
     iterations = optim.get("iter_stop") or optim.get("iter_max") if isinstance(optim, Mapping) else None
@@ -368,7 +368,7 @@ def _start_checkpoint_eval(baseline_dir: Path, study_dir: Path, trials: Iterable
                            ) -> tuple[dict[str, float], int | None, str | None]:
     """The source-only number: the evaluation of the checkpoint the trials start from.
 
-    Every trial is initialised from the baseline's ``best.pt`` (study.tuner.prepare_baseline), chosen on the
+    Every trial is initialised from the baseline's ``best.pt`` (study.run.baseline.prepare_baseline), chosen on the
     baseline's selection split at ``best_iteration`` (its ``result.json``); the engine evaluated that very model
     at that iteration, on the same splits and protocol as a trial's evaluations, and wrote it to
     ``metrics.jsonl``. The baseline's *last* evaluation is another model (later, usually a different score).

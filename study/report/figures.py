@@ -9,7 +9,7 @@ Conventions (the reasons are in the functions):
   others); when the others vary from point to point (a TPE/random search) the means are drawn unjoined and the
   legend says why;
 - learning curves run over the engine's SGD iterations (not Ray's ``training_iteration``), one per trial,
-  labelled with the trial label (:func:`study.labels.trial_label`), replicates of one configuration as a mean
+  labelled with the trial label (:func:`study.config.labels.trial_label`), replicates of one configuration as a mean
   with a band;
 - mIoU in percent, as everywhere else.
 """
@@ -104,7 +104,7 @@ def _interval_text(ns: Sequence[int]) -> str:
 
 
 def _values_text(params: Mapping[str, Any], names: Sequence[str]) -> str:
-    from study.labels import format_value, symbol
+    from study.config.labels import format_value, symbol
 
     return " ".join(f"{symbol(n)}={format_value(params[n])}" if symbol(n) else format_value(params[n])
                     for n in names if n in params)
@@ -258,7 +258,7 @@ def _learning_curves(path: Path, data: StudyData, rungs: Sequence[int],
     reached. ASHA's rungs are vertical lines, labelled on a top axis."""
     import matplotlib.pyplot as plt
 
-    from study.labels import trial_label
+    from study.config.labels import trial_label
     from study.report.aggregate import config_key, stats
 
     curves = [t for t in data.trials if t.curve]

@@ -61,7 +61,7 @@ def read_optuna(study_dir: Path, name: str) -> OptunaSummary:
                 return OptunaSummary(note="optuna.journal holds no study: no parameter importance")
             study = optuna.load_study(study_name=name if name in names else names[0], storage=storage)
             trials = study.get_trials(deepcopy=False)
-            from study.journal import superseded_numbers
+            from study.state.journal import superseded_numbers
 
             rerun = superseded_numbers(trials)
             trials = [t for t in trials if t.number not in rerun]  # re-run to an end by `study resume`

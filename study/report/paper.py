@@ -158,7 +158,7 @@ def _other_text(value: Any) -> str:
 
 
 def paper_markdown(data: StudyData, rows: Sequence[PaperRow]) -> tuple[list[str], list[list[str]]]:
-    from study.spaces import param_label
+    from study.config.spaces import param_label
 
     keys = mean_keys(data)
     short = [k.split("/", 1)[1] for k in keys]
@@ -205,7 +205,7 @@ def per_class_delta_rows(data: StudyData, rows: Sequence[PaperRow]) -> tuple[lis
 
     names = list(class_names(16 if data.num_classes != 19 else 19))
     marks = [n + ("*" if data.num_classes != 19 and i not in CLASSES_13_IN_16 else "") for i, n in enumerate(names)]
-    from study.spaces import param_label
+    from study.config.spaces import param_label
 
     others = list(rows[0].others) if rows else []
     header = ["backbone", "λ_adv", *[param_label(n) for n in others], "n", *marks]

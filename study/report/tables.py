@@ -16,8 +16,8 @@ def _pct(value: float | None, digits: int = 2) -> str:
 
 
 def param_label(name: str) -> str:
-    """A parameter's display name, the same as in status, progress lines and TensorBoard (study.spaces)."""
-    from study.spaces import param_label as label
+    """A parameter's display name, the same as in status, progress lines and TensorBoard (study.config.spaces)."""
+    from study.config.spaces import param_label as label
 
     return label(name)
 

@@ -25,7 +25,7 @@ def _best_config(study_dir: Path, out_dir: Path, data: StudyData, best: TrialRec
         return None, "no trial has a score: no best configuration"
     if best.run_dir is None or not (study_dir / best.run_dir / "config.toml").is_file():
         return None, f"trial {best.name} has no config.toml in its run directory: no best_config.toml"
-    from study.config import dump_toml
+    from study.config.files import dump_toml
     from trainables.config import ConfigError, RuntimeConfig, TrainConfig, from_dict, to_dict
 
     source = study_dir / best.run_dir / "config.toml"
@@ -109,7 +109,7 @@ def write_report(study_dir: str | Path, *, out_dir: str | Path | None = None, wo
                      counts=counts, optuna_states=data.optuna.states, completed=completed, stopped=stopped,
                      budget=budget, at_budget=at_budget, rows_paper=rows_paper, tables=tables,
                      choice_note=choice.note)
-    from study.agreement import agreement_section
+    from study.report.agreement import agreement_section
 
     validators = agreement_section(study_dir, figure_dir, relative_to=out)  # uda/… validators (issue 14), or ""
     if validators:

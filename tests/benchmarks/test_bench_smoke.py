@@ -157,7 +157,7 @@ def test_gpu_path_imports_without_ray_optuna_pypng_tomli_w(tmp_path):
 
     code = (
         "import sys\n"
-        "for name in ('ray', 'optuna', 'png', 'tomli_w', 'tensorboard', 'study.config'):\n"
+        "for name in ('ray', 'optuna', 'png', 'tomli_w', 'tensorboard', 'study.config.files'):\n"
         "    sys.modules[name] = None\n"
         "import benchmarks.step, benchmarks.evaluate, benchmarks.precision, benchmarks.loader\n"
         "table = benchmarks.loader.demo_train_table()\n"

@@ -23,7 +23,7 @@ def test_fifo_trains_every_trial_to_the_end():
 def test_plain_asha_keeps_a_lucky_seed_and_replicate_asha_decides_on_the_mean():
     from ray.tune.schedulers import ASHAScheduler
 
-    from study.replicates import ReplicateASHA
+    from study.run.replicates import ReplicateASHA
 
     order = [(A, 1), (A, 2), (B, 1), (B, 2)]
     plain = R.simulate(ASHAScheduler(metric="m", mode="max", max_t=2, grace_period=1, reduction_factor=2),

@@ -358,7 +358,7 @@ def _study_commands() -> dict[str, list[str]]:
 def test_every_path_runs_a_valid_study_command_on_the_shared_storage():
     from study.cli import get_parser
     from study.commands.study import _run_options, split_overrides
-    from study.study_config import load_study_config
+    from study.config.study_config import load_study_config
 
     parser = get_parser()
     for path, words in _study_commands().items():

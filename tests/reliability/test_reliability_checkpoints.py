@@ -89,7 +89,7 @@ def test_sigkill_during_save_of_a_large_state_never_tears_the_checkpoint(tmp_pat
 
 _COPIER = """
 import os, sys, pyarrow.fs as pafs
-from study.atomic_fs import atomic_local_filesystem
+from study.state.atomic_fs import atomic_local_filesystem
 src, dst = sys.argv[1], sys.argv[2]
 fs = atomic_local_filesystem()
 pafs.copy_files(os.path.join(src, "a"), dst, destination_filesystem=fs)
@@ -101,7 +101,7 @@ while True:
 
 
 def test_sigkill_during_ray_state_upload_leaves_whole_files(tmp_path):
-    """Ray copies its experiment state into the study directory; through study/atomic_fs.py a copy killed midway
+    """Ray copies its experiment state into the study directory; through study/state/atomic_fs.py a copy killed midway
     leaves the previous version (before, a 0-byte experiment_state file broke `study resume`)."""
     src = tmp_path / "src"
     for name, fill in (("a", b"A"), ("b", b"B")):

@@ -51,7 +51,7 @@ def _readable_state(home: Path) -> None:
     for path in checkpoints:
         assert read_checkpoint(path)["iteration"] in (2, 4, 6), path
     for path in sorted(home.glob("experiment_state-*.json")):
-        json.loads(path.read_text())  # Ray's state files are whole (study/atomic_fs.py), never torn
+        json.loads(path.read_text())  # Ray's state files are whole (study/state/atomic_fs.py), never torn
     for pattern in ("search_gen_state-*.json", "searcher-state-*.pkl"):
         for path in home.glob(pattern):
             assert path.stat().st_size > 0, path

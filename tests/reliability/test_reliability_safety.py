@@ -23,33 +23,33 @@ DESTRUCTIVE = {"rmtree", "remove", "unlink", "rmdir", "removedirs", "rename", "m
 # Every call that deletes, moves or replaces a file, by (module, function, call), with the reason it is safe. A new
 # call site fails the test until it is reviewed and listed here (docs/reliability.md, "Data safety").
 REVIEWED = {
-    ("study/atomic_fs.py", "_AtomicFile.discard", "os.unlink"): "its own temporary file",
-    ("study/atomic_fs.py", "_AtomicFile.close", "os.unlink"): "its own temporary file, after a failed write",
-    ("study/atomic_fs.py", "_AtomicFile.close", "os.replace"): "its temporary file over the file Ray writes",
-    ("study/atomic_fs.py", "AtomicLocalHandler.delete_dir", "self._fs.delete_dir"):
+    ("study/state/atomic_fs.py", "_AtomicFile.discard", "os.unlink"): "its own temporary file",
+    ("study/state/atomic_fs.py", "_AtomicFile.close", "os.unlink"): "its own temporary file, after a failed write",
+    ("study/state/atomic_fs.py", "_AtomicFile.close", "os.replace"): "its temporary file over the file Ray writes",
+    ("study/state/atomic_fs.py", "AtomicLocalHandler.delete_dir", "self._fs.delete_dir"):
         "on Ray's behalf: checkpoint directories Ray wrote in the study (CheckpointConfig.num_to_keep)",
-    ("study/atomic_fs.py", "AtomicLocalHandler.delete_dir_contents", "self._fs.delete_dir_contents"):
+    ("study/state/atomic_fs.py", "AtomicLocalHandler.delete_dir_contents", "self._fs.delete_dir_contents"):
         "on Ray's behalf, inside its own storage directories",
-    ("study/atomic_fs.py", "AtomicLocalHandler.delete_file", "self._fs.delete_file"):
+    ("study/state/atomic_fs.py", "AtomicLocalHandler.delete_file", "self._fs.delete_file"):
         "on Ray's behalf, its own files in the study (e.g. the storage check marker)",
-    ("study/atomic_fs.py", "AtomicLocalHandler.move", "self._fs.move"): "on Ray's behalf, inside the study",
-    ("study/atomic_fs.py", "DeferredDeletes._delete", "local.delete_dir"):
+    ("study/state/atomic_fs.py", "AtomicLocalHandler.move", "self._fs.move"): "on Ray's behalf, inside the study",
+    ("study/state/atomic_fs.py", "DeferredDeletes._delete", "local.delete_dir"):
         "on Ray's behalf, later: only checkpoint_<n> directories Ray asked AtomicLocalHandler.delete_dir to delete",
-    ("study/resources.py", "probe_storage_visibility", "marker.unlink"): "the uniquely named marker it wrote",
-    ("study/search.py", "PersistentASHA._save", "os.replace"): "its temporary file over asha_rungs.json",
-    ("study/search.py", "StudySearch.save_to_dir", "os.replace"):
+    ("study/config/resources.py", "probe_storage_visibility", "marker.unlink"): "the uniquely named marker it wrote",
+    ("study/run/search.py", "PersistentASHA._save", "os.replace"): "its temporary file over asha_rungs.json",
+    ("study/run/search.py", "StudySearch.save_to_dir", "os.replace"):
         "its mkstemp file over the searcher state in Ray's driver staging directory",
-    ("study/search.py", "StudySearch.save_to_dir", "os.unlink"): "its own mkstemp file, after a failed save",
-    ("study/search.py", "StudySearch._set_aside_orphan_dir", "os.rename"):
+    ("study/run/search.py", "StudySearch.save_to_dir", "os.unlink"): "its own mkstemp file, after a failed save",
+    ("study/run/search.py", "StudySearch._set_aside_orphan_dir", "os.rename"):
         "the folder of a trial the killed driver started but Ray never recorded, moved whole into superseded/ "
         "(nothing deleted; never over an existing folder)",
-    ("study/journal.py", "repair_journal", "os.replace"):
+    ("study/state/journal.py", "repair_journal", "os.replace"):
         "the journal rewritten without a torn record (under Optuna's journal lock), from its own temporary file",
-    ("study/tensorboard.py", "TensorBoardProcess.stop", "self.log_path.unlink"):
+    ("study/view/tensorboard.py", "TensorBoardProcess.stop", "self.log_path.unlink"):
         "only the log file start() created (owns_log)",
-    ("study/tuner.py", "ray_session", "shutil.rmtree"): "the private Ray temp dir mkdtemp made in the same call",
-    ("study/tuner.py", "_write_json", "os.replace"): "its temporary file over the study's own JSON file",
-    ("study/tuner.py", "_set_aside", "run_dir.rename"):
+    ("study/run/tuner.py", "ray_session", "shutil.rmtree"): "the private Ray temp dir mkdtemp made in the same call",
+    ("study/state/location.py", "write_json", "os.replace"): "its temporary file over the study's own JSON file",
+    ("study/run/baseline.py", "_set_aside", "run_dir.rename"):
         "a baseline attempt killed before its first checkpoint kept as <dir>.attempt-N (nothing deleted)",
     ("trainables/checkpoint.py", "atomic_save", "os.replace"): "its temporary file over the checkpoint",
     ("trainables/checkpoint.py", "atomic_save", "Path(tmp_name).unlink"): "its temporary file, after a failure",
@@ -64,16 +64,16 @@ REVIEWED = {
     ("trainables/rundir.py", "write_config", "os.replace"): "its temporary file over config.toml",
     ("trainables/tune.py", "train_trial", "run_dir.rename"):
         "a restarted trial keeps its earlier attempt's run/ as run.attempt-N (nothing deleted)",
-    ("study/storage.py", "remove_checkpoint_dirs", "fs.delete_dir"):
+    ("study/state/checkpoint_files.py", "remove_checkpoint_dirs", "fs.delete_dir"):
         "Ray's own checkpoint_<n> directories (name-matched) directly in a trial's directory: of a PRUNED/finally "
         "failed trial after a snapshot (CheckpointJanitor), or on resume those the restored state no longer names "
         "and that are older than its newest (remove_orphaned_checkpoints)",
-    ("study/storage.py", "pull_study", "os.replace"): "its .part file over a file it downloads into an empty home",
-    ("study/tensorboard.py", "TensorBoardProcess.stop", "shutil.rmtree"):
+    ("study/run/storage.py", "pull_study", "os.replace"): "its .part file over a file it downloads into an empty home",
+    ("study/view/tensorboard.py", "TensorBoardProcess.stop", "shutil.rmtree"):
         "the private view directory start() made with mkdtemp for a read-only study",
-    ("study/tensorboard.py", "_remove_made", "path.unlink"):
+    ("study/view/tensorboard.py", "_remove_made", "path.unlink"):
         "a symlink/file an earlier build_view listed in the view's marker, only directly inside the view",
-    ("study/tensorboard.py", "_remove_made", "shutil.rmtree"):
+    ("study/view/tensorboard.py", "_remove_made", "shutil.rmtree"):
         "a folder an earlier build_view listed in the view's marker, only directly inside the view",
     ("trainables/objectstore.py", "local_copy", "os.replace"): "its mkstemp file over the node's cached download",
     ("trainables/staging.py", "sweep_stale_staging", "shutil.rmtree"):
@@ -147,7 +147,7 @@ def test_no_shell_deletes_and_every_torch_load_is_weights_only():
 
 
 def test_ray_token_authentication_is_only_disabled_by_tests(monkeypatch):
-    from study.tuner import RAY_ENV, configure_environment
+    from study.run.tuner import RAY_ENV, configure_environment
     from study_helpers import TEST_RAY_ENV
 
     assert TEST_RAY_ENV["RAY_AUTH_MODE"] == "disabled"  # the tests ask for it ...
@@ -191,7 +191,7 @@ def test_tensorboard_listens_on_localhost_only(tmp_path):
     import psutil
     from torch.utils.tensorboard import SummaryWriter
 
-    from study.tensorboard import start
+    from study.view.tensorboard import start
 
     with SummaryWriter(str(tmp_path / "trial_0" / "run" / "tb")) as writer:
         writer.add_scalar("val/mIoU16", 0.5, 1)
@@ -214,7 +214,7 @@ def test_local_ray_listens_on_localhost_only(monkeypatch):
     import psutil
     import ray
 
-    from study.tuner import ray_session
+    from study.run.tuner import ray_session
     from study_helpers import TEST_RAY_ENV
 
     for key, value in TEST_RAY_ENV.items():

@@ -1,4 +1,4 @@
-"""Validator agreement (study/agreement.py): rank correlations against hand-computed values, regrets on a tiny
+"""Validator agreement (study/report/agreement.py): rank correlations against hand-computed values, regrets on a tiny
 hand-made study directory, and the report section with and without target labels."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import numpy as np
 from scipy import stats
 
-from study.agreement import (agreement, agreement_section, bootstrap_correlations, cluster_resamples, equal_budget,
+from study.report.agreement import (agreement, agreement_section, bootstrap_correlations, cluster_resamples, equal_budget,
                              load_curves, percentile_interval, rank_correlations, variance_split)
 
 
@@ -104,7 +104,7 @@ def test_section_empty_without_validators(tmp_path):
 
 
 def test_study_config_accepts_a_validator_metric(tiny_benchmark):
-    from study.study_config import study_from_dict
+    from study.config.study_config import study_from_dict
     from study_helpers import study_table
     from trainables.config import ConfigError
 
@@ -123,8 +123,8 @@ def test_ray_study_optimises_a_validator_and_reports_agreement(tiny_benchmark, t
     import tempfile
 
     ray = pytest.importorskip("ray")
-    from study.study_config import study_from_dict
-    from study.tuner import run_study
+    from study.config.study_config import study_from_dict
+    from study.run.tuner import run_study
     from study_helpers import TEST_RAY_ENV, study_table
 
     for key, value in TEST_RAY_ENV.items():

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from study.study_config import study_from_dict
+from study.config.study_config import study_from_dict
 from study_helpers import TEST_RAY_ENV, study_table
 
 ray = pytest.importorskip("ray")
@@ -99,8 +99,8 @@ class _Failed(Exception):
 def test_the_autoscaler_request_is_withdrawn_when_the_session_ends(sdk, ending):
     """Issue 20, item 4: ``request_resources`` persists until the next request, so the GPU nodes of a long-lived
     cluster stayed up after the study. The driver's Ray session withdraws it however the study ends."""
-    from study.autoscale import request_from_autoscaler
-    from study.tuner import ray_session
+    from study.run.autoscale import request_from_autoscaler
+    from study.run.tuner import ray_session
 
     raised = {"done": None, "exception": _Failed, "ctrl-c": KeyboardInterrupt}[ending]
     try:
@@ -117,8 +117,8 @@ def test_the_autoscaler_request_is_withdrawn_when_the_session_ends(sdk, ending):
 def test_a_session_that_connects_withdraws_the_request_before_it_disconnects(sdk, monkeypatch):
     """When the driver itself connects (``ray.init``), the request is withdrawn while it still can be, before
     ``ray.shutdown``, also when the study raised."""
-    from study.autoscale import request_from_autoscaler
-    from study.tuner import ray_session
+    from study.run.autoscale import request_from_autoscaler
+    from study.run.tuner import ray_session
 
     events: list[str] = []
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
@@ -132,8 +132,8 @@ def test_a_session_that_connects_withdraws_the_request_before_it_disconnects(sdk
 
 
 def test_a_session_that_asked_nothing_releases_nothing_and_a_failed_release_hides_nothing(sdk, capsys):
-    from study.autoscale import release_autoscaler_request, request_from_autoscaler
-    from study.tuner import ray_session
+    from study.run.autoscale import release_autoscaler_request, request_from_autoscaler
+    from study.run.tuner import ray_session
 
     with ray_session(address="auto"):
         pass
@@ -148,7 +148,7 @@ def test_a_session_that_asked_nothing_releases_nothing_and_a_failed_release_hide
 
 
 def test_fixed_cluster_refuses_autoscaling_cluster_accepts():
-    from study.resources import NodeInfo, PreflightError, check_cluster_resources
+    from study.config.resources import NodeInfo, PreflightError, check_cluster_resources
 
     nodes = [NodeInfo(node_id="a", address="10.0.0.1", cpu=8, gpu=0)]
     with pytest.raises(PreflightError, match="no GPU"):
@@ -193,8 +193,8 @@ def _request_on_the_cluster() -> list[dict]:
 def test_the_request_reaches_a_real_cluster_and_is_withdrawn_there(cpu_only_ray):
     """The same through Ray's own request_resources on a running Ray (about 10 s: Ray starts): the request is on
     the cluster while the session lasts, and gone after a study that raised."""
-    from study.autoscale import request_from_autoscaler
-    from study.tuner import ray_session
+    from study.run.autoscale import request_from_autoscaler
+    from study.run.tuner import ray_session
 
     assert _request_on_the_cluster() == []
     with pytest.raises(_Failed):
@@ -215,9 +215,9 @@ def _gpu_study(benchmark, **overrides):
 def test_a_gpu_nobody_provides_ends_the_study_at_the_deadline(cpu_only_ray, tiny_benchmark, tmp_path, capsys):
     """About 20-40 s: Ray starts, the trial waits 3 s PENDING, the study ends with the deadline message; a resume
     on a Ray with a GPU runs the trials that waited."""
-    from study.autoscale import PendingTimeout
-    from study.resources import PreflightError
-    from study.tuner import run_study
+    from study.run.autoscale import PendingTimeout
+    from study.config.resources import PreflightError
+    from study.run.tuner import run_study
     from trainables.tune import probe_trial
 
     with pytest.raises(PreflightError, match="no GPU"):  # a fixed cluster: refused before launch
@@ -240,7 +240,7 @@ def test_a_gpu_nobody_provides_ends_the_study_at_the_deadline(cpu_only_ray, tiny
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    from study.tuner import resume_study
+    from study.run.tuner import resume_study
 
     ray.shutdown()
     gpu_tmp = tempfile.mkdtemp(prefix="rg", dir="/tmp")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from study.config import load_train_config, parse_overrides, shipped_names
+from study.config.files import load_train_config, parse_overrides, shipped_names
 from trainables.builders import validate_config
 from trainables.config import ConfigError, TrainConfig, from_dict, to_dict
 

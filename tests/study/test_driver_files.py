@@ -1,4 +1,4 @@
-"""Recovering Ray's trial files that a killed driver had only in its staging directory (study/driver_files.py).
+"""Recovering Ray's trial files that a killed driver had only in its staging directory (study/state/driver_files.py).
 The end-to-end case (a real SIGKILL, Ray's real layout) is tests/study/test_tune_resume.py."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 import platform
 from pathlib import Path
 
-from study.driver_files import driver_temp_dirs, recover_driver_files, staging_dirs
+from study.state.driver_files import driver_temp_dirs, recover_driver_files, staging_dirs
 
 
 def _staging(temp_dir: Path, experiment: str = "crash") -> Path:

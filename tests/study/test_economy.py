@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import optuna
 import pytest
 
-from study.study_config import study_from_dict
+from study.config.study_config import study_from_dict
 from study_helpers import TEST_RAY_ENV, study_table, tiny_train_table
 
 ray = pytest.importorskip("ray")
@@ -95,7 +95,7 @@ def test_more_than_one_gpu_per_trial_is_refused(tiny_benchmark, value, ok):
 
 @pytest.mark.parametrize("space, grouped", [("lambda_lr", False), ("lr_backbone", True)])
 def test_tpe_is_set_up_for_parallel_trials(tiny_benchmark, space, grouped):
-    from study.tuner import make_sampler
+    from study.run.tuner import make_sampler
 
     params = {"models": ["deeplabv2_tiny", "deeplabv2_resnet101"]} if space == "lr_backbone" else {}
     table = study_table(tiny_benchmark, search={"space": space, "sampler": "tpe", "seed": 0, "startup_trials": 2,
@@ -124,7 +124,7 @@ def test_checkpoint_state_bytes_matches_a_saved_checkpoint(tiny_benchmark, tmp_p
 
 
 def test_checkpoint_estimate_and_disk_refusal(tmp_path):
-    from study.resources import PreflightError, check_checkpoint_space, estimate_checkpoint_bytes
+    from study.config.resources import PreflightError, check_checkpoint_space, estimate_checkpoint_bytes
 
     common = dict(state_bytes=400 * 2 ** 20, kept=3, num_samples=1000, max_t=8, grace_period=1, reduction_factor=2,
                   asha=True)
@@ -163,7 +163,7 @@ def run_probe_study(benchmark: Path, storage: Path, *, name: str, num_samples: i
                     concurrent: int = 2):
     """A study of :func:`trainables.tune.checkpoint_probe` (8 evaluations, ASHA, 64 KiB checkpoints); returns its
     home and Optuna trials. Also used for the 64-trial measurement (docs/performance.md)."""
-    from study.tuner import run_study
+    from study.run.tuner import run_study
     from trainables.tune import checkpoint_probe
 
     table = study_table(benchmark, name=name, num_samples=num_samples, max_concurrent_trials=concurrent,
@@ -216,8 +216,8 @@ def test_searcher_snapshot_never_leaves_a_temporary_file_in_the_staging_dir(tmp_
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    from study.search import StudySearch
-    from study.spaces import get_space, make_define_by_run, resolve_params
+    from study.run.search import StudySearch
+    from study.config.spaces import get_space, make_define_by_run, resolve_params
 
     space = get_space("lambda_adv")
     searcher = StudySearch(make_define_by_run(space, resolve_params(space, {})), metric="val/mIoU16", mode="max",
@@ -263,7 +263,7 @@ def test_janitor_deletes_only_ray_checkpoints_of_pruned_trials_after_a_snapshot(
     would restart it from its checkpoint); completed trials keep theirs."""
     import pyarrow.fs as pafs
 
-    from study.storage import CheckpointJanitor
+    from study.run.storage import CheckpointJanitor
 
     def trial(name: str, result: dict):
         root = tmp_path / name
@@ -301,8 +301,8 @@ def test_janitor_makes_the_next_snapshot_forget_the_checkpoints_it_will_delete(t
     from ray.train._internal.session import _TrainingResult
     from ray.tune.experiment.trial import Trial
 
-    from study.snapshots import lean_run_metadata
-    from study.storage import CheckpointJanitor
+    from study.run.snapshots import lean_run_metadata
+    from study.run.storage import CheckpointJanitor
 
     def trial(name: str, result: dict) -> Trial:
         (tmp_path / name / "checkpoint_000000").mkdir(parents=True)
@@ -341,7 +341,7 @@ def test_resume_finishes_the_deletions_a_killed_driver_left_pending(tmp_path, ca
     from ray.train._internal.session import _TrainingResult
     from ray.tune.experiment.trial import Trial
 
-    from study.snapshots import StudyFIFO, forget_checkpoints, lean_run_metadata
+    from study.run.snapshots import StudyFIFO, forget_checkpoints, lean_run_metadata
 
     def killed_run(name: str, *, on_disk: range, kept: tuple[int, ...], forget: bool = False) -> str:
         """The trial as the killed driver last saved it; returns that saved run metadata."""

@@ -1,5 +1,5 @@
 """The study's Optuna journal stays readable through a full disk: a failed append leaves no trace, a torn journal
-(from Optuna's own writer) is repaired on open, and nothing that was recorded is lost (study/journal.py)."""
+(from Optuna's own writer) is repaired on open, and nothing that was recorded is lost (study/state/journal.py)."""
 from __future__ import annotations
 
 import errno
@@ -12,7 +12,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
 from study import journal as journal_module
-from study.journal import RepairingJournalBackend, repair_journal
+from study.state.journal import RepairingJournalBackend, repair_journal
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

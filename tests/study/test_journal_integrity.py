@@ -13,7 +13,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
 from study import journal as journal_module
-from study.journal import RERUN_OF, RepairingJournalBackend, repair_journal
+from study.state.journal import RERUN_OF, RepairingJournalBackend, repair_journal
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 METRIC = "val/mIoU16"
@@ -115,7 +115,7 @@ def test_storages_that_lose_or_misread_the_study_are_refused(tmp_path, url, allo
     (an SQLite file given as a path would be opened as one). Refused when the study file is read, naming the
     file, the key, the value and what is allowed."""
     from trainables.config import ConfigError
-    from study.study_config import study_from_dict
+    from study.config.study_config import study_from_dict
     from study_helpers import study_table
 
     table = study_table(tmp_path, name="s")
@@ -127,12 +127,12 @@ def test_storages_that_lose_or_misread_the_study_are_refused(tmp_path, url, allo
 
 
 # ---------------------------------------------------------------------------------------------------------
-# counting and adopting (study/search.py)
+# counting and adopting (study/run/search.py)
 
 
 def _searcher(tmp_path, num_samples=None):
-    from study.search import StudySearch
-    from study.spaces import get_space, make_define_by_run, resolve_params
+    from study.run.search import StudySearch
+    from study.config.spaces import get_space, make_define_by_run, resolve_params
 
     space = get_space("lambda_adv")
     return StudySearch(make_define_by_run(space, resolve_params(space, {})), metric=METRIC, mode="max", max_t=4,
@@ -178,7 +178,7 @@ def test_a_trial_killed_between_ask_and_its_parameters_is_adopted_and_sampled_fr
     define-by-run space then writes its parameters. A driver killed in between leaves a RUNNING trial with no
     parameters; the resume adopts it (no extra trial) and draws its values from the space it samples now, the
     edited one after ``--allow-changed-space``. A trial killed after its parameters keeps them."""
-    from study.spaces import get_space, make_define_by_run, resolve_params
+    from study.config.spaces import get_space, make_define_by_run, resolve_params
 
     before = _searcher(tmp_path, num_samples=3)
     kept = before.suggest("drawn")["adapt.lambda_adv_main"]  # parameters written before the kill
@@ -196,7 +196,7 @@ def test_a_trial_killed_between_ask_and_its_parameters_is_adopted_and_sampled_fr
 
 
 # ---------------------------------------------------------------------------------------------------------
-# what a mutation run of study/journal.py found untested (mutmut 3.8; the equivalent mutants are listed in the
+# what a mutation run of study/state/journal.py found untested (mutmut 3.8; the equivalent mutants are listed in the
 # report: format-only JSON separators, the O_DIRECTORY flag, conditions a torn line can never meet)
 
 
@@ -268,7 +268,7 @@ def test_the_writers_lock_sits_beside_the_journal_and_survives_pickling(tmp_path
     import fcntl
     import pickle
 
-    from study.journal import FlockJournalLock
+    from study.state.journal import FlockJournalLock
 
     path = tmp_path / "optuna.journal"
     _fill(_study(path), 1)

@@ -1,4 +1,4 @@
-"""The lease's heartbeat and timing (study/lease.py) without a server: a renewal that fails for a while is retried
+"""The lease's heartbeat and timing (study/state/lease.py) without a server: a renewal that fails for a while is retried
 and the lease kept; one that fails for a whole ttl loses it, once, with one line; the ttl comes from the
 environment with its heartbeat."""
 from __future__ import annotations
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from study.lease import Heartbeat, LeaseLost, LeaseTiming, advisory_key
+from study.state.lease import Heartbeat, LeaseLost, LeaseTiming, advisory_key
 
 
 class FlakyLease:

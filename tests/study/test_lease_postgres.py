@@ -1,4 +1,4 @@
-"""One writer per study whose Optuna state is in PostgreSQL (study/lease.py: a session advisory lock), against a
+"""One writer per study whose Optuna state is in PostgreSQL (study/state/lease.py: a session advisory lock), against a
 real server (tests/study/postgres_server.py): drivers racing for a study get exactly one winner every round; the
 refusal names the holder; a killed driver's lock goes with its connection, a frozen driver's after the ttl (the
 server ends its idle session), and that driver, woken, is told it lost the study; `study run` of a study that
@@ -19,8 +19,8 @@ from types import SimpleNamespace
 import pytest
 
 from postgres_server import postgres_server
-from study.lease import Holder, LeaseTiming, PostgresLease, hold_study
-from study.lock import StudyLocked
+from study.state.lease import Holder, LeaseTiming, PostgresLease, hold_study
+from study.state.lock import StudyLocked
 
 REPO = Path(__file__).resolve().parents[2]
 pytest.importorskip("psycopg", reason="psycopg is missing: `make test` installs it (pip extra 'postgres')")
@@ -78,7 +78,7 @@ HOLD = """
 import sys, time
 from pathlib import Path
 from types import SimpleNamespace
-from study.lease import LeaseTiming, hold_study
+from study.state.lease import LeaseTiming, hold_study
 location = SimpleNamespace(shared_fs=True, home=Path(sys.argv[2]))
 study = SimpleNamespace(name="demo", search=SimpleNamespace(storage=sys.argv[1]))
 with hold_study(location, study, command="the first driver", timing=LeaseTiming(ttl_s=2, heartbeat_s=0.5)):
@@ -154,7 +154,7 @@ def test_study_run_of_a_study_already_in_the_database_is_refused(postgres_url, t
 
 def test_an_unreachable_database_is_refused_in_one_line(tmp_path):
     from moto_server import free_port
-    from study.resources import PreflightError
+    from study.config.resources import PreflightError
 
     url = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"  # nothing listens there
     study = SimpleNamespace(name="demo", search=SimpleNamespace(storage=url))

@@ -1,4 +1,4 @@
-"""One writer per study on an object store (study/lease.py), against moto's S3 server (tests/study/moto_server.py):
+"""One writer per study on an object store (study/state/lease.py), against moto's S3 server (tests/study/moto_server.py):
 drivers racing for a study's lease, each with its own client, get exactly one winner every round whatever the
 start order; a second driver is refused with one line naming the holder; a dead driver's lease is taken over after
 its ttl and not before; the heartbeat keeps a live one; a driver whose lease was taken is told; `study run` on a
@@ -17,8 +17,8 @@ from types import SimpleNamespace
 import pytest
 
 from moto_server import moto_server
-from study.lease import Heartbeat, Holder, LeaseTiming, ObjectStoreLease, hold_study, lease_lost
-from study.lock import StudyLocked
+from study.state.lease import Heartbeat, Holder, LeaseTiming, ObjectStoreLease, hold_study, lease_lost
+from study.state.lock import StudyLocked
 
 BUCKET = "dastudy-lease"
 REPO = Path(__file__).resolve().parents[2]
@@ -109,7 +109,7 @@ def test_a_dead_drivers_lease_is_taken_over_after_its_ttl_and_not_before(prefix)
     assert sorted(outcome.values()).count("won") == 1, outcome
     winner = takers[[i for i, r in outcome.items() if r == "won"][0]]
     assert winner.read()[0]["token"] == winner.holder.token
-    from study.lease import LeaseLost
+    from study.state.lease import LeaseLost
 
     with pytest.raises(LeaseLost, match=winner.holder.command):
         dead.renew()  # had it been only paused, it learns at its next renewal that it lost the study
@@ -168,7 +168,7 @@ def test_a_driver_whose_lease_was_taken_is_told_and_stops_uploading(prefix, tmp_
             time.sleep(0.1)
     assert lost and "taken over by pid 7 on other" in lost[0], lost
     assert lease_lost()
-    from study.storage import StoreSync, bind_store
+    from study.run.storage import StoreSync, bind_store
 
     (tmp_path / "study.toml").write_text("# this driver's copy\n")
     bind_store(tmp_path, f"{prefix}/demo")
@@ -181,8 +181,8 @@ HOLD = """
 import sys, time
 from pathlib import Path
 from types import SimpleNamespace
-from study.lease import hold_study
-from study.lock import StudyLocked
+from study.state.lease import hold_study
+from study.state.lock import StudyLocked
 location = SimpleNamespace(shared_fs=False, home=Path(sys.argv[2]), experiment_path=sys.argv[1])
 study = SimpleNamespace(name="demo", search=SimpleNamespace(storage=None))
 try:
@@ -210,8 +210,8 @@ def test_two_driver_processes_started_together_one_runs_the_other_is_refused(pre
 
 def test_study_run_on_a_study_that_exists_in_the_store_is_refused_before_anything_is_written(prefix, tmp_path,
                                                                                            tiny_benchmark):
-    from study.study_config import study_from_dict
-    from study.tuner import run_study
+    from study.config.study_config import study_from_dict
+    from study.run.tuner import run_study
     from study_helpers import study_table
 
     client = _client()
@@ -256,7 +256,7 @@ def test_dastudy_study_run_on_a_study_in_the_store_exits_with_one_line(prefix, t
 def test_a_store_without_conditional_writes_is_refused_in_one_line_saying_so(monkeypatch, tmp_path):
     from botocore.exceptions import ClientError
 
-    from study.resources import PreflightError
+    from study.config.resources import PreflightError
 
     class OldStore:  # e.g. an S3-compatible server from before conditional writes: 501 on If-None-Match
         def put_object(self, **request):
@@ -275,9 +275,9 @@ def test_a_store_without_conditional_writes_is_refused_in_one_line_saying_so(mon
 
 RUN = """
 import sys
-from study.lock import StudyLocked
-from study.study_config import load_study_config
-from study.tuner import run_study
+from study.state.lock import StudyLocked
+from study.config.study_config import load_study_config
+from study.run.tuner import run_study
 from trainables.tune import checkpoint_probe
 try:
     run_study(load_study_config(sys.argv[1]), storage=sys.argv[2], num_cpus=2, trainable=checkpoint_probe)

@@ -1,4 +1,4 @@
-"""One driver per study (study/lock.py): a second `study run`/`resume` is refused naming the holder; a driver
+"""One driver per study (study/state/lock.py): a second `study run`/`resume` is refused naming the holder; a driver
 killed with SIGKILL leaves nothing locked."""
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from study.lock import StudyLocked, read_holder, study_lock
+from study.state.lock import StudyLocked, read_holder, study_lock
 
 REPO = Path(__file__).resolve().parents[2]
-HOLD = ("import sys, time\nfrom study.lock import study_lock\n"
+HOLD = ("import sys, time\nfrom study.state.lock import study_lock\n"
         "with study_lock(sys.argv[1], command='dastudy study resume held'):\n"
         "    print('locked', flush=True)\n    time.sleep(120)\n")
 
@@ -45,8 +45,8 @@ def test_a_second_driver_is_refused_and_a_killed_one_leaves_no_lock(tmp_path):
 def test_study_resume_of_a_held_study_exits_with_one_line_naming_the_holder(tmp_path, capsys, tiny_benchmark):
     from study.cli import main
     from study_helpers import study_table
-    from study.study_config import study_from_dict
-    from study.tuner import locate, write_study_files
+    from study.config.study_config import study_from_dict
+    from study.state.location import locate, write_study_files
 
     location = locate("held", str(tmp_path / "studies"))
     write_study_files(study_from_dict(study_table(tiny_benchmark, name="held"), source="test"), location, extra={})
@@ -93,7 +93,7 @@ beegfs_nodev /mnt/beegfs beegfs rw,cfgFile=/etc/beegfs/beegfs-client.conf 0 0
     ("/home/me/studies/demo", None, []),  # a local disk: no other node sees the study there
 ])
 def test_the_lock_is_refused_where_the_mount_keeps_it_on_one_node(path, verdict, words):
-    from study.lock import mount_of, node_local_lock
+    from study.state.lock import mount_of, node_local_lock
 
     found = node_local_lock(mount_of(path, MOUNTS))
     assert (found and found[0]) == verdict, found
@@ -102,7 +102,7 @@ def test_the_lock_is_refused_where_the_mount_keeps_it_on_one_node(path, verdict,
 
 
 def test_a_node_local_lock_is_refused_in_one_line_unless_the_user_says_one_node_drives_the_study(monkeypatch):
-    from study.lock import NODE_LOCAL_ENV, check_cluster_wide_lock
+    from study.state.lock import NODE_LOCAL_ENV, check_cluster_wide_lock
 
     monkeypatch.delenv(NODE_LOCAL_ENV, raising=False)
     with pytest.raises(StudyLocked) as refused:
@@ -115,7 +115,7 @@ def test_a_node_local_lock_is_refused_in_one_line_unless_the_user_says_one_node_
 
 
 def test_the_study_directorys_own_mount_is_read_from_proc_mounts(tmp_path):
-    from study.lock import mount_of
+    from study.state.lock import mount_of
 
     mount = mount_of(tmp_path / "not yet made")
     assert mount is not None and (tmp_path.resolve() == Path(mount.point)

@@ -77,8 +77,8 @@ def _keys(client, prefix: str) -> list[str]:
 
 DRIVER = """
 import sys
-from study.study_config import load_study_config
-from study.tuner import run_study
+from study.config.study_config import load_study_config
+from study.run.tuner import run_study
 from trainables.tune import checkpoint_probe
 run_study(load_study_config(sys.argv[1]), storage=sys.argv[2], num_cpus=2, trainable=checkpoint_probe)
 """
@@ -102,7 +102,7 @@ def test_study_in_the_bucket_resumes_on_a_new_head(s3_server, tiny_benchmark, tm
     env = {**os.environ, **TEST_RAY_ENV, **aws, "RAY_TMPDIR": str(tmp_path), "PYTHONPATH": str(REPO),
            "DASTUDY_HOME": str(tmp_path / "head1"), "DASTUDY_PROBE_CKPT_BYTES": str(64 * 1024),
            "DASTUDY_PROBE_SLEEP_S": "0.2", "DASTUDY_PROBE_DIVERGE_BELOW": "0.25",
-           "DASTUDY_LEASE_TTL_S": "10"}  # the killed driver's lease (study/lease.py): the resume waits it out
+           "DASTUDY_LEASE_TTL_S": "10"}  # the killed driver's lease (study/state/lease.py): the resume waits it out
     driver = subprocess.Popen([sys.executable, "-c", DRIVER, str(study_file), storage], cwd=tmp_path, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: queue.Queue[str] = queue.Queue()
@@ -130,8 +130,8 @@ def test_study_in_the_bucket_resumes_on_a_new_head(s3_server, tiny_benchmark, tm
     head1 = {p: p.read_bytes() for p in (tmp_path / "head1" / name).rglob("*") if p.is_file()}
 
     # A new head: an empty local folder, the bucket only.
-    from study.storage import restore_from_store
-    from study.tuner import resume_study
+    from study.run.storage import restore_from_store
+    from study.run.tuner import resume_study
     from trainables.tune import checkpoint_probe
 
     for key, value in env.items():
@@ -150,7 +150,8 @@ def test_study_in_the_bucket_resumes_on_a_new_head(s3_server, tiny_benchmark, tm
           f"of the study ({len(results)} trials)")
 
     # Optuna (the journal downloaded and kept in step) knows every trial once, none RUNNING.
-    from study.tuner import load_study_dir, optuna_storage
+    from study.state.location import load_study_dir
+    from study.state.optuna_storage import optuna_storage
 
     study_cfg, _ = load_study_dir(home)
     trials = optuna.load_study(study_name=name, storage=optuna_storage(study_cfg, home)).trials
@@ -195,7 +196,7 @@ def test_failure_record_is_read_from_the_store_by_a_retry_elsewhere(s3_server, t
 
 
 def test_pull_study_never_overwrites_a_local_folder(s3_server, tmp_path):
-    from study.storage import pull_study, push_study
+    from study.run.storage import pull_study, push_study
 
     src = tmp_path / "src"
     src.mkdir()
@@ -221,7 +222,7 @@ def test_pull_study_never_overwrites_a_local_folder(s3_server, tmp_path):
 def test_baseline_checkpoint_reaches_trials_through_the_store(s3_server, tmp_path):
     """With object storage the baseline's checkpoint (every trial's init) is uploaded next to the study and each
     node downloads it once; the trial's config points at that local copy."""
-    from study.storage import publish_checkpoint
+    from study.run.storage import publish_checkpoint
     from trainables.tune import TrialContext, trial_train_config
     from study_helpers import tiny_train_table
 

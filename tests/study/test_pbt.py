@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from study.pbt import (BoundedExplore, PB2_AVAILABLE_HINT, build_pbt_scheduler, initial_population,
+from study.run.pbt import (BoundedExplore, PB2_AVAILABLE_HINT, build_pbt_scheduler, initial_population,
                        mutation_bounds, pbt_settings)
-from study.study_config import study_from_dict
+from study.config.study_config import study_from_dict
 from study_helpers import study_table
 from trainables.config import ConfigError
 from trainables.lineage import member_history
@@ -107,7 +107,7 @@ def test_bad_pbt_settings_are_refused_naming_the_key(tmp_path, change, key):
 
 
 def test_pb2_needs_scikit_learn_and_says_so(tmp_path, monkeypatch):
-    import study.pbt as pbt
+    import study.run.pbt as pbt
 
     monkeypatch.setattr(pbt, "pb2_available", lambda: False)
     table = pbt_table(tmp_path)
@@ -126,8 +126,8 @@ def test_pb2_needs_scikit_learn_and_says_so(tmp_path, monkeypatch):
 
 
 def test_the_initial_population_is_drawn_by_the_study_sampler_inside_the_bounds(tmp_path):
-    from study.spaces import get_space, make_define_by_run
-    from study.tuner import make_sampler
+    from study.config.spaces import get_space, make_define_by_run
+    from study.run.tuner import make_sampler
 
     def draw(seed):
         table = pbt_table(tmp_path)
@@ -182,8 +182,8 @@ def test_member_history_follows_clones_to_the_donor_state_at_the_time(tmp_path):
 
 
 def test_the_preset_learns_schedules_from_the_source_only_start_on_a_label_free_metric():
-    from study.config import load_toml
-    from study.study_config import load_study_config
+    from study.config.files import load_toml
+    from study.config.study_config import load_study_config
     from trainables.config import TrainConfig, from_dict
 
     study = load_study_config("lambda_schedule_pbt")

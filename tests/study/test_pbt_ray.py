@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from study.study_config import study_from_dict
+from study.config.study_config import study_from_dict
 from study_helpers import TEST_RAY_ENV, study_table
 from trainables.lineage import member_history, read_lineage
 
@@ -40,7 +40,7 @@ def population_metric(study) -> str:
 
 @pytest.mark.slow
 def test_a_pbt_study_exploits_with_full_state_and_records_the_lineage(local_ray, tiny_benchmark, tmp_path):
-    from study.tuner import run_study
+    from study.run.tuner import run_study
 
     # 2 members, 3 evaluations each; at every evaluation the bottom half (one member) clones the top one.
     table = study_table(tiny_benchmark, name="pbt", num_samples=2, max_concurrent_trials=2, checkpoints_to_keep=3,

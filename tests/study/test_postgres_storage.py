@@ -12,7 +12,7 @@ import optuna
 import pytest
 
 from postgres_server import postgres_server
-from study.study_config import study_from_dict
+from study.config.study_config import study_from_dict
 from study_helpers import TEST_RAY_ENV, study_table
 
 ray = pytest.importorskip("ray")
@@ -42,7 +42,7 @@ def local_ray(monkeypatch):
 def test_study_keeps_its_optuna_state_in_postgres(postgres_url, local_ray, tiny_benchmark, tmp_path):
     """About 20-40 s: server start, 4 probe trials, ASHA."""
     from study.commands.study import collect_trials
-    from study.tuner import run_study
+    from study.run.tuner import run_study
     from trainables.tune import checkpoint_probe
 
     os.environ["DASTUDY_PROBE_CKPT_BYTES"] = "4096"

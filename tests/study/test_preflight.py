@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 
-from study.resources import (NodeInfo, PreflightError, check_cluster_resources, check_datasets,
+from study.config.resources import (NodeInfo, PreflightError, check_cluster_resources, check_datasets,
                              check_storage_shared, is_uri)
 from study_helpers import tiny_train_table
 from trainables.config import TrainConfig, from_dict
@@ -87,11 +87,11 @@ def test_gpu_share_is_a_no_op_without_cuda():
 
 
 # ---------------------------------------------------------------------------------------------------------
-# study.preflight: every check that needs no cluster runs before Ray starts, and nothing is left behind
+# study.config.preflight: every check that needs no cluster runs before Ray starts, and nothing is left behind
 
 
 def _study(tmp_path, tiny_benchmark, *overrides: str, **table_overrides):
-    from study.study_config import load_study_config
+    from study.config.study_config import load_study_config
     from study_helpers import study_table, write_study_file
 
     path = write_study_file(tmp_path / "study.toml", study_table(tiny_benchmark, **table_overrides))
@@ -133,7 +133,7 @@ def _checkpoint(path):
 ])
 def test_bad_study_fails_before_ray_and_leaves_nothing(case, overrides, match, tmp_path, tiny_benchmark,
                                                        monkeypatch):
-    from study.tuner import run_study
+    from study.run.tuner import run_study
     from trainables.config import ConfigError
 
     _refuse_ray(monkeypatch)
@@ -145,7 +145,7 @@ def test_bad_study_fails_before_ray_and_leaves_nothing(case, overrides, match, t
 
 
 def test_empty_dataset_root_fails_before_ray(tmp_path, tiny_benchmark, monkeypatch):
-    from study.tuner import run_study
+    from study.run.tuner import run_study
     from trainables.config import ConfigError
 
     _refuse_ray(monkeypatch)
@@ -159,7 +159,7 @@ def test_empty_dataset_root_fails_before_ray(tmp_path, tiny_benchmark, monkeypat
 
 
 def test_baseline_config_is_checked_before_ray(tmp_path, tiny_benchmark, monkeypatch):
-    from study.preflight import check_study
+    from study.config.preflight import check_study
     from trainables.config import ConfigError
 
     study = _study(tmp_path, tiny_benchmark, "baseline.overrides={model={weights=\"no/such/weights.pth\"}}")
@@ -168,7 +168,7 @@ def test_baseline_config_is_checked_before_ray(tmp_path, tiny_benchmark, monkeyp
 
 
 def test_every_backbone_and_grid_point_is_resolved_and_checked(tmp_path, tiny_benchmark):
-    from study.preflight import check_study
+    from study.config.preflight import check_study
 
     good = _checkpoint(tmp_path / "v2.pt")
     study = _study(tmp_path, tiny_benchmark, "search.space=\"lambda_sensitivity\"", "search.sampler=\"grid\"",
@@ -197,9 +197,9 @@ def test_every_backbone_and_grid_point_is_resolved_and_checked(tmp_path, tiny_be
 def test_storage_password_never_reaches_a_file(url, stored, tmp_path, tiny_benchmark, monkeypatch):
     import json
 
-    from study.preflight import PASSWORD_ENV, connect_url, mask_secrets
-    from study.study_config import study_to_dict
-    from study.tuner import StudyLocation, write_study_files
+    from study.config.preflight import PASSWORD_ENV, connect_url, mask_secrets
+    from study.config.study_config import study_to_dict
+    from study.state.location import StudyLocation, write_study_files
 
     study = _study(tmp_path, tiny_benchmark, f"search.storage=\"{url}\"")
     assert study.search.storage == url  # the run itself still has it (to connect)
@@ -257,7 +257,7 @@ def test_dry_run_prints_the_trial_configs_and_creates_nothing(tmp_path, tiny_ben
 @pytest.mark.parametrize("url", ["postgresql://u@/studies?host=/var/run/postgresql", "sqlite:///studies.db",
                                  "postgresql+psycopg://u@h:5432/db", "some/dir/optuna.journal"])
 def test_good_storage_urls_pass(url):
-    from study.preflight import check_storage_url
+    from study.config.preflight import check_storage_url
 
     check_storage_url(url, source="s.toml", files=False)
 
@@ -273,9 +273,9 @@ def test_password_of_a_real_postgres_study_is_in_no_file(tiny_benchmark, tmp_pat
     ray = pytest.importorskip("ray")
     from postgres_server import postgres_server
     from study.commands.study import collect_trials
-    from study.preflight import PASSWORD_ENV
-    from study.study_config import study_from_dict
-    from study.tuner import run_study
+    from study.config.preflight import PASSWORD_ENV
+    from study.config.study_config import study_from_dict
+    from study.run.tuner import run_study
     from study_helpers import TEST_RAY_ENV, study_table
     from trainables.tune import probe_trial
 

@@ -8,9 +8,9 @@ import re
 import pytest
 from optuna.trial import FixedTrial
 
-from study.config import load_toml
-from study.spaces import get_space, grid_points, grid_search_space
-from study.study_config import load_study_config, study_from_dict
+from study.config.files import load_toml
+from study.config.spaces import get_space, grid_points, grid_search_space
+from study.config.study_config import load_study_config, study_from_dict
 from study_helpers import study_table
 from trainables.config import ConfigError, TrainConfig, from_dict, to_dict
 from trainables.tune import apply_overrides

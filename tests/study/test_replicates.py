@@ -17,9 +17,9 @@ from optuna.storages.journal import JournalFileBackend
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
-from study.replicates import ReplicateASHA, ReplicateSearch, group_key, rung_milestones
-from study.search import StudySearch
-from study.spaces import get_space, make_define_by_run, resolve_params
+from study.run.replicates import ReplicateASHA, ReplicateSearch, group_key, rung_milestones
+from study.run.search import StudySearch
+from study.config.spaces import get_space, make_define_by_run, resolve_params
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 METRIC = "val/mIoU16"
@@ -271,7 +271,7 @@ def test_rungs_and_stops_survive_a_restore(tmp_path):
 
 
 def _demo(*overrides: str):
-    from study.study_config import load_study_config
+    from study.config.study_config import load_study_config
 
     return load_study_config("demo", list(overrides))
 
@@ -282,7 +282,7 @@ def test_search_seeds_are_declared_once_and_count_trials():
     assert cfg.num_samples == 4 and cfg.num_trials == 12  # num_samples counts configurations
     plain = _demo()
     assert plain.search.seeds is None and plain.num_trials == plain.num_samples
-    from study.study_config import study_from_dict, study_to_dict
+    from study.config.study_config import study_from_dict, study_to_dict
 
     again = study_from_dict(study_to_dict(cfg), source="study.toml")  # the resolved study.toml keeps them
     assert again.search.seeds == (1, 2, 3)
@@ -306,8 +306,8 @@ def test_bad_search_seeds_are_refused_with_key_value_and_what_is_allowed(value, 
 def test_seeds_both_declared_and_searched_are_refused_naming_both():
     from trainables.config import ConfigError
 
-    from study.config import load_toml
-    from study.study_config import study_from_dict
+    from study.config.files import load_toml
+    from study.config.study_config import study_from_dict
 
     data = load_toml("demo", "presets")
     data["search"] = {**data["search"], "space": "lambda_seeds", "params": {}}

@@ -10,7 +10,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from study.study_config import study_from_dict
+from study.config.study_config import study_from_dict
 from study_helpers import TEST_RAY_ENV, study_table
 
 ray = pytest.importorskip("ray")
@@ -42,7 +42,7 @@ def test_every_configuration_runs_on_every_seed_in_a_real_study(local_ray, tiny_
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    from study.tuner import run_study
+    from study.run.tuner import run_study
 
     table = study_table(tiny_benchmark, name="reps", num_samples=2)
     table["search"] = {**table["search"], "seeds": [3, 5]}

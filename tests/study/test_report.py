@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from data.labels import CLASSES_13_IN_16, class_names
-from study.config import dump_toml
+from study.config.files import dump_toml
 from study.report import ReportError, asha_rungs, load_study, write_report
 from trainables.config import TrainConfig, from_dict, to_dict
 
@@ -127,7 +127,7 @@ def make_study(root: Path, *, name: str = "fixture", trials=TRIALS, baseline: bo
             _write_events(trial_dir / "run" / "tb", params, rows, fate)
         states.append([json.dumps({"trial_id": f"abc_{index:05d}", "relative_logdir": trial_dir.name,
                                    "status": "ERROR" if fate in ("failed", "diverged") else "TERMINATED"}), "{}"])
-        # as study.search.StudySearch tells Optuna: FAIL, PRUNED (early stop) or COMPLETE
+        # as study.run.search.StudySearch tells Optuna: FAIL, PRUNED (early stop) or COMPLETE
         intermediate = {r["training_iteration"]: r[metric] for r in rows}
         attrs = {"trial_dir": trial_dir.name, "ray_trial_id": f"abc_{index:05d}"}
         if fate in ("failed", "diverged"):

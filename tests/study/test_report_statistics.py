@@ -293,7 +293,7 @@ def test_an_old_baseline_without_its_best_iteration_falls_back_and_says_so(tmp_p
 
 def test_a_baseline_scored_differently_from_the_trials_is_noted(tmp_path):
     study_dir = make_study(tmp_path, trials=GRID[:6], baseline=True)
-    from study.config import dump_toml
+    from study.config.files import dump_toml
 
     config = study_dir / "baseline" / "config.toml"
     data = tomllib.loads(config.read_text())

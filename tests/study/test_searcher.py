@@ -11,8 +11,8 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-from study.search import PersistentASHA, StudySearch
-from study.spaces import get_space, make_define_by_run, resolve_params
+from study.run.search import PersistentASHA, StudySearch
+from study.config.spaces import get_space, make_define_by_run, resolve_params
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 METRIC = "val/mIoU16"
@@ -139,7 +139,7 @@ def test_the_folder_ray_made_for_an_adopted_trial_is_moved_whole_to_superseded(t
 
 
 def test_a_failed_trial_that_a_resume_runs_to_the_end_is_recorded_and_the_failure_left_out(tmp_path):
-    from study.journal import superseded_numbers
+    from study.state.journal import superseded_numbers
 
     searcher = _searcher(tmp_path)
     sampled = searcher.suggest("a")
@@ -211,7 +211,7 @@ def test_a_trial_ray_reruns_after_optuna_recorded_it_keeps_its_outcome(tmp_path)
 
 
 def _storage(path):
-    from study.journal import RepairingJournalBackend
+    from study.state.journal import RepairingJournalBackend
 
     return JournalStorage(RepairingJournalBackend(path))
 
@@ -228,7 +228,7 @@ def test_pickled_searcher_and_scheduler_name_no_location(tmp_path):
     back to its first directory (issue 12). Unpickled, they refuse to work until bound to a location."""
     import pickle
 
-    from study.search import Unbound
+    from study.run.search import Unbound
 
     home = tmp_path / "where-the-study-ran"
     home.mkdir()
@@ -295,11 +295,11 @@ def test_a_trial_asha_stopped_is_stopped_again_after_a_restore(tmp_path):
 def test_asha_rungs_are_rewritten_only_when_a_record_is_added(tmp_path, monkeypatch):
     """One rewrite of asha_rungs.json per new rung record or stop, not per result (a whole-file rewrite on every
     report was quadratic over a 1,000-trial study: issue 12's scale benchmark)."""
-    import study.search
+    import study.run.search
 
     writes = []
-    real_replace = study.search.os.replace
-    monkeypatch.setattr(study.search.os, "replace", lambda a, b: (writes.append(str(b)), real_replace(a, b)))
+    real_replace = study.run.search.os.replace
+    monkeypatch.setattr(study.run.search.os, "replace", lambda a, b: (writes.append(str(b)), real_replace(a, b)))
     trial = lambda name: SimpleNamespace(trial_id=name)  # noqa: E731
     asha = _asha(PersistentASHA, tmp_path, study_dir=tmp_path)
     asha.on_trial_add(None, trial("t1"))
@@ -324,7 +324,7 @@ def test_a_tell_that_hits_a_full_disk_is_kept_and_told_later(tmp_path, monkeypat
     import os
     import pickle
 
-    import study.journal
+    import study.state.journal
 
     searcher = StudySearch(make_define_by_run(get_space("lambda_adv"), resolve_params(get_space("lambda_adv"), {})),
                            metric=METRIC, mode="max", max_t=4, study_dir=tmp_path, study_name="unit",
@@ -337,14 +337,14 @@ def test_a_tell_that_hits_a_full_disk_is_kept_and_told_later(tmp_path, monkeypat
         real_write(fd, bytes(data[:7]))
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(study.journal.os, "write", full_disk)
+    monkeypatch.setattr(study.state.journal.os, "write", full_disk)
     searcher.on_trial_complete("a", result=result)
     assert "could not record trial a" in capsys.readouterr().err
     journal = (tmp_path / "j.journal").read_bytes()
     assert journal.endswith(b"\n") and all(json.loads(line) for line in journal.splitlines())  # never torn
     snapshot = pickle.dumps(searcher)  # what Ray would have saved
     searcher.save(str(tmp_path / "searcher-state.pkl"))
-    monkeypatch.setattr(study.journal.os, "write", real_write)  # space is back
+    monkeypatch.setattr(study.state.journal.os, "write", real_write)  # space is back
 
     # a driver restored from that snapshot tells it
     restored = pickle.loads(snapshot)
@@ -357,12 +357,12 @@ def test_a_tell_that_hits_a_full_disk_is_kept_and_told_later(tmp_path, monkeypat
 def test_resuming_does_not_draw_an_adopted_trials_parameters_again(tmp_path):
     """SIGKILL just after a trial was asked: the restored sampler replays the random state of Ray's last
     snapshot, so the trial after the adopted one drew the same λ and lr (issue 11). resume_study seeds a new
-    sampler past the trials already asked (study.tuner.resume_sampler)."""
+    sampler past the trials already asked (study.run.tuner.resume_sampler)."""
     import pickle
     import shutil
 
-    from study.study_config import study_from_dict
-    from study.tuner import make_sampler, resume_sampler
+    from study.config.study_config import study_from_dict
+    from study.run.tuner import make_sampler, resume_sampler
     from study_helpers import study_table
 
     cfg = study_from_dict(study_table(tmp_path, search={"space": "lambda_adv", "sampler": "random", "seed": 0}),
@@ -397,7 +397,7 @@ def test_a_failed_trial_points_into_the_study_directory_not_rays_temp_dir(tmp_pa
     """The FAILED line named Ray's driver_artifacts copy of error.txt, deleted with Ray's temp dir (issue 11)."""
     import shlex
 
-    from study.search import StudyProgress
+    from study.run.search import StudyProgress
 
     trial_dir = tmp_path / "my studies" / "s" / "trial_x"
     trial = SimpleNamespace(trial_id="x", storage=SimpleNamespace(trial_fs_path=str(trial_dir)),
@@ -412,8 +412,8 @@ def test_a_resumed_grid_keeps_its_order_and_repeats_no_point(tmp_path):
     to points already run (seeds [2, 3, 3, 4] instead of [1, 2, 3, 4] in the driver-kill test)."""
     import pickle
 
-    from study.study_config import study_from_dict
-    from study.tuner import make_sampler, resume_sampler
+    from study.config.study_config import study_from_dict
+    from study.run.tuner import make_sampler, resume_sampler
     from study_helpers import study_table
 
     seeds = [1, 2, 3, 4, 5, 6]

@@ -1,4 +1,4 @@
-"""Deferred checkpoint deletion (study/atomic_fs.py) and Ray's forced snapshots switched off (study/snapshots.py)."""
+"""Deferred checkpoint deletion (study/state/atomic_fs.py) and Ray's forced snapshots switched off (study/run/snapshots.py)."""
 from __future__ import annotations
 
 import inspect
@@ -9,9 +9,9 @@ import pytest
 from ray.tune.execution.experiment_state import _ExperimentCheckpointManager
 from ray.tune.execution.tune_controller import TuneController
 
-from study.atomic_fs import DEFERRED, DeferredDeletes, atomic_local_filesystem
-from study.search import PersistentASHA
-from study.snapshots import StudyFIFO, stop_forced_snapshots
+from study.state.atomic_fs import DEFERRED, DeferredDeletes, atomic_local_filesystem
+from study.run.search import PersistentASHA
+from study.run.snapshots import StudyFIFO, stop_forced_snapshots
 
 
 @pytest.fixture
@@ -180,7 +180,7 @@ def test_rays_run_metadata_is_what_we_subclass():
     from ray.tune.experiment.trial import Trial
     from ray.tune.trainable.metadata import _TrainingRunMetadata
 
-    from study.snapshots import LeanRunMetadata, lean_run_metadata
+    from study.run.snapshots import LeanRunMetadata, lean_run_metadata
 
     trial = Trial("probe", stub=True)
     assert type(trial.run_metadata) is _TrainingRunMetadata and trial.run_metadata._n_steps == (5, 10)
@@ -219,7 +219,7 @@ def test_rays_checkpoint_manager_fields_are_where_we_cut_them(tmp_path):
     from ray.train._internal.session import _TrainingResult
     from ray.tune.experiment.trial import Trial
 
-    from study.snapshots import forget_checkpoints, lean_run_metadata
+    from study.run.snapshots import forget_checkpoints, lean_run_metadata
 
     trial = Trial("probe", stub=True)
     assert lean_run_metadata(trial)
@@ -257,7 +257,7 @@ def test_rays_syncer_command_is_where_we_clear_it(tmp_path):
     from ray.train._internal.storage import StorageContext
     from ray.tune.experiment.trial import Trial
 
-    from study.snapshots import idle_syncer
+    from study.run.snapshots import idle_syncer
 
     # sync_artifacts (object-store studies): the trial keeps a syncer, its own (without it, it has none: below)
     experiment = StorageContext(storage_path=str(tmp_path / "studies"), experiment_dir_name="s",
@@ -303,7 +303,7 @@ def test_without_artifact_sync_a_trial_has_no_syncer_and_ray_never_asks_for_it(t
     from ray.train._internal.storage import StorageContext
     from ray.tune.experiment.trial import Trial
 
-    from study.snapshots import idle_syncer
+    from study.run.snapshots import idle_syncer
 
     experiment = StorageContext(storage_path=str(tmp_path / "studies"), experiment_dir_name="s",
                                 sync_config=SyncConfig(), storage_filesystem=atomic_local_filesystem())
@@ -329,7 +329,7 @@ def test_compact_objects_rebuild_as_rays_own():
     from ray.train import CheckpointConfig, SyncConfig
     from ray.tune.execution.placement_groups import PlacementGroupFactory
 
-    from study.snapshots import compact
+    from study.run.snapshots import compact
 
     for obj in (SyncConfig(), SyncConfig(sync_artifacts=True, sync_period=60),
                 CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="val/mIoU16", checkpoint_score_order="min"),

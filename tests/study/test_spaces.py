@@ -9,7 +9,7 @@ import optuna
 import pytest
 
 from study import spaces
-from study.spaces import (SEED_LAMBDA_GRID, SpaceError, describe_space, get_space, grid_search_space,
+from study.config.spaces import (SEED_LAMBDA_GRID, SpaceError, describe_space, get_space, grid_search_space,
                           make_define_by_run, resolve_params)
 from study_helpers import tiny_train_table
 from trainables.config import TrainConfig, from_dict
@@ -156,13 +156,13 @@ def test_sampled_points_give_valid_train_configs(name):
     (("model.weights",), "model.weights"),  # no label: the full key, never its last part
 ])
 def test_param_label_gives_one_name_per_parameter(names, label):
-    from study.spaces import param_label
+    from study.config.spaces import param_label
 
     assert {param_label(n) for n in names} == {label}
 
 
 def test_every_dimension_of_every_space_has_a_label_that_is_not_a_bare_field_name():
-    from study.spaces import SPACES, PARAM_LABELS, param_label
+    from study.config.spaces import SPACES, PARAM_LABELS, param_label
 
     for space in SPACES.values():
         for name in describe_space(space, resolve_params(space, {}), sampler="tpe",
@@ -175,7 +175,7 @@ def test_status_table_progress_lines_and_hparams_use_the_same_names(capsys):
     from types import SimpleNamespace
 
     from study.commands.study import format_trials_table
-    from study.search import StudyProgress
+    from study.run.search import StudyProgress
 
     params = {"optim.lr@deeplabv2_tiny": 0.01, "model.name": "deeplabv2_tiny", "adapt.lambda_adv_main": 0.002}
     info = {"metric": "val/mIoU16", "max_t": 4, "num_samples": 1, "counts": {"COMPLETE": 1}, "best": None,
@@ -191,7 +191,7 @@ def test_status_table_progress_lines_and_hparams_use_the_same_names(capsys):
 
 
 def test_optuna_study_gets_the_metric_name_and_param_labels():
-    from study.spaces import label_optuna_study
+    from study.config.spaces import label_optuna_study
 
     study = optuna.create_study(direction="maximize")
     label_optuna_study(study, metric="val/mIoU16", param_names=["optim.lr@deeplabv2_tiny", "model.name"])

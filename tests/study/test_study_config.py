@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from study.config import shipped_names
-from study.study_config import (baseline_train_config, load_study_config, n_evaluations, study_from_dict,
+from study.config.files import shipped_names
+from study.config.study_config import (baseline_train_config, load_study_config, n_evaluations, study_from_dict,
                                 study_to_dict)
 from study_helpers import study_table, write_study_file
 from trainables.config import ConfigError

@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from study.tensorboard import TensorBoardError, event_files, port_is_free, start
+from study.view.tensorboard import TensorBoardError, event_files, port_is_free, start
 from trainables.config import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -42,9 +42,10 @@ def _as_the_trainable_writes_it(study_dir: Path) -> Path:
 
     import numpy as np
 
-    from study.spaces import param_label
-    from study.tensorboard import hparam_domains
-    from study.tuner import StudyLocation, load_study_dir, trial_context
+    from study.config.spaces import param_label
+    from study.config.spaces import hparam_domains
+    from study.state.location import StudyLocation, load_study_dir
+    from study.run.tuner import trial_context
     from trainables.config import TrainConfig
     from trainables.tensorboard import TensorBoardReporter, write_session_end
 
@@ -188,7 +189,7 @@ def test_start_lists_every_trial_run_and_stops_cleanly(study_dir):
 
 
 def test_view_names_runs_by_their_values_and_replaces_only_what_it_made(study_dir, tmp_path):
-    from study.tensorboard import VIEW_DIR, build_view
+    from study.view.tensorboard import VIEW_DIR, build_view
 
     study = shutil.copytree(study_dir, tmp_path / "copy", symlinks=True)
     shutil.rmtree(study / VIEW_DIR, ignore_errors=True)
@@ -217,7 +218,7 @@ def test_view_names_runs_by_their_values_and_replaces_only_what_it_made(study_di
 
 @pytest.mark.slow  # starts a TensorBoard server
 def test_read_only_study_gets_a_private_view_that_is_removed(study_dir, tmp_path):
-    from study.tensorboard import VIEW_DIR
+    from study.view.tensorboard import VIEW_DIR
 
     study = shutil.copytree(study_dir, tmp_path / "archive", symlinks=True)
     shutil.rmtree(study / VIEW_DIR)
@@ -251,7 +252,7 @@ def test_refuses_missing_events_and_busy_port(study_dir, tmp_path):
 @pytest.mark.slow  # starts a TensorBoard server: not in the -m 'not slow' loop
 def test_serve_stops_tensorboard_on_ctrl_c(study_dir):
     port = free_port()
-    code = f"from study.tensorboard import serve; raise SystemExit(serve({str(study_dir)!r}, port={port}))"
+    code = f"from study.view.tensorboard import serve; raise SystemExit(serve({str(study_dir)!r}, port={port}))"
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, cwd=REPO)
     try:
@@ -437,9 +438,10 @@ def test_hparams_page_in_a_real_browser(tiny_study, tmp_path):
 
 def test_every_trial_gets_the_study_domains_under_display_names(tmp_path, tiny_benchmark):
     """The trainable's TensorBoard reporter is given the space's domains through the trial context."""
-    from study.study_config import load_study_config
-    from study.tensorboard import hparam_domains
-    from study.tuner import StudyLocation, trial_context
+    from study.config.study_config import load_study_config
+    from study.config.spaces import hparam_domains
+    from study.state.location import StudyLocation
+    from study.run.tuner import trial_context
     from study_helpers import study_table, write_study_file
 
     table = study_table(tiny_benchmark)
@@ -462,7 +464,7 @@ def test_a_real_study_ends_with_a_view_of_display_names_and_domains(tiny_study):
     from tensorboard.backend.event_processing import event_accumulator
     from tensorboard.plugins.hparams import metadata
 
-    from study.tensorboard import run_name
+    from study.view.tensorboard import run_name
 
     dimensions = list(json.loads((tiny_study / "space.json").read_text())["dimensions"])
     links = {p.name: p for p in (tiny_study / "tb").iterdir() if p.is_symlink()}
@@ -492,7 +494,7 @@ def test_a_real_study_ends_with_a_view_of_display_names_and_domains(tiny_study):
 def test_the_printed_link_opens_unsmoothed_with_the_study_metric_pinned():
     """TensorBoard's own query parameters: smoothing 0 (its default 0.6 bends a curve of four evaluations) and
     the study metric's charts pinned above every other card of Time Series."""
-    from study.tensorboard import study_url
+    from study.view.tensorboard import study_url
 
     url = study_url("http://127.0.0.1:6006/", "select/mIoU13")
     parsed = urllib.parse.urlsplit(url)

@@ -1,4 +1,4 @@
-"""One identity per trial: the label of study.labels in Optuna's user attributes, TensorBoard and the report."""
+"""One identity per trial: the label of study.config.labels in Optuna's user attributes, TensorBoard and the report."""
 from __future__ import annotations
 
 import math
@@ -8,7 +8,7 @@ import pytest
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
-from study.labels import format_value, pct, percent_name, symbol, trial_label
+from study.config.labels import format_value, pct, percent_name, symbol, trial_label
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -38,8 +38,8 @@ def test_iou_metrics_are_named_with_their_unit():
 def test_the_searcher_gives_each_optuna_trial_its_label_and_the_metric_in_percent(tmp_path):
     """What optuna-dashboard shows: the label and the metric in percent as user attributes, next to the value
     (the fraction the sampler learns from, unchanged)."""
-    from study.search import StudySearch
-    from study.spaces import get_space, make_define_by_run, resolve_params
+    from study.run.search import StudySearch
+    from study.config.spaces import get_space, make_define_by_run, resolve_params
 
     space = get_space("lambda_adv")
     storage = JournalStorage(JournalFileBackend(str(tmp_path / "j.journal")))

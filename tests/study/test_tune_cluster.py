@@ -9,7 +9,7 @@ import tempfile
 
 import pytest
 
-from study.study_config import study_from_dict
+from study.config.study_config import study_from_dict
 from study_helpers import TEST_RAY_ENV, study_table
 
 ray = pytest.importorskip("ray")
@@ -45,8 +45,8 @@ def two_nodes(monkeypatch):
 
 @pytest.mark.slow
 def test_trials_run_on_both_nodes(two_nodes, tiny_benchmark, tmp_path):
-    from study.resources import cluster_nodes, probe_storage_visibility
-    from study.tuner import run_study
+    from study.config.resources import cluster_nodes, probe_storage_visibility
+    from study.run.tuner import run_study
     from trainables.tune import probe_trial
 
     nodes = cluster_nodes()

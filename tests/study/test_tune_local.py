@@ -10,7 +10,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from study.study_config import study_from_dict
+from study.config.study_config import study_from_dict
 from study_helpers import TEST_RAY_ENV, study_table
 
 ray = pytest.importorskip("ray")
@@ -47,7 +47,7 @@ def _rows(trial_dir: Path) -> list[dict]:
 
 @pytest.mark.slow
 def test_tiny_study_end_to_end(local_ray, tiny_benchmark, tmp_path, capsys):
-    from study.tuner import run_study
+    from study.run.tuner import run_study
 
     table = study_table(tiny_benchmark, name="e2e", num_samples=6, checkpoints_to_keep=3)
     study = study_from_dict(table, source="test")
@@ -130,7 +130,7 @@ def test_tiny_study_end_to_end(local_ray, tiny_benchmark, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_diverged_trial_fails_with_its_reason_and_the_study_goes_on(local_ray, tiny_benchmark, tmp_path):
-    from study.tuner import run_study
+    from study.run.tuner import run_study
 
     # A grid over two learning rates: 0.01 trains, 1e15 blows the weights up at the first step. Both trials hold
     # a quarter of the logical GPU: they must fall back to the CPU (torch sees no CUDA here).
@@ -158,7 +158,7 @@ def test_diverged_trial_fails_with_its_reason_and_the_study_goes_on(local_ray, t
 
 
 def test_four_quarter_gpu_trials_run_at_once_on_one_gpu(local_ray, tiny_benchmark, tmp_path):
-    from study.tuner import run_study
+    from study.run.tuner import run_study
     from trainables.tune import probe_trial
 
     table = study_table(tiny_benchmark, name="pack", num_samples=4, max_concurrent_trials=4,
@@ -199,37 +199,37 @@ def _fake_run(run_dir: Path, *, status: str | None, iterations: int, checkpoints
 def test_a_baseline_stopped_early_is_not_reused_as_completed(tiny_benchmark, tmp_path, monkeypatch):
     """Ctrl-C during the baseline wrote result.json `completed` at iteration 149 of 400 and every later study
     reused it (issue 11). Reused: only a run that trained all its iterations; else it is resumed."""
-    import study.tuner as tuner
+    import study.run.baseline as baseline
 
     study = _baseline_study(tiny_benchmark)
-    run_dir = tuner.baseline_dir(study, tmp_path)
+    run_dir = baseline.baseline_dir(study, tmp_path)
     _fake_run(run_dir, status="completed", iterations=3)
-    assert tuner.baseline_state(run_dir, 8)[0] == "resumable"
+    assert baseline.baseline_state(run_dir, 8)[0] == "resumable"
 
     started = []
-    monkeypatch.setattr(tuner, "cluster_nodes", lambda: started.append("trains") or (_ for _ in ()).throw(
+    monkeypatch.setattr(baseline, "cluster_nodes", lambda: started.append("trains") or (_ for _ in ()).throw(
         RuntimeError("stop here: the baseline would be trained")))
     with pytest.raises(RuntimeError, match="would be trained"):
-        tuner.prepare_baseline(study, storage_root=tmp_path, log=lambda _: None)
+        baseline.prepare_baseline(study, storage_root=tmp_path, log=lambda _: None)
     assert started == ["trains"]
 
     (run_dir / "result.json").write_text(json.dumps({"status": "completed", "iterations": 8, "best_value": 0.2}))
-    assert tuner.prepare_baseline(study, storage_root=tmp_path, log=lambda _: None) == (
+    assert baseline.prepare_baseline(study, storage_root=tmp_path, log=lambda _: None) == (
         run_dir, str(run_dir / "checkpoints" / "best.pt"))  # all 8 iterations: reused, nothing trained
 
 
 def test_a_baseline_killed_before_its_first_checkpoint_is_kept_aside_and_trained_again(
         tiny_benchmark, tmp_path, monkeypatch):
     """It blocked the study name for good: `FileExistsError ... pass --overwrite` (an option `study run` lacks)."""
-    import study.tuner as tuner
+    import study.run.baseline as baseline
 
     study = _baseline_study(tiny_benchmark)
-    run_dir = tuner.baseline_dir(study, tmp_path)
+    run_dir = baseline.baseline_dir(study, tmp_path)
     _fake_run(run_dir, status=None, iterations=0, checkpoints=())
     (run_dir / "metrics.jsonl").write_text('{"iteration": 1}\n')
-    assert tuner.baseline_state(run_dir, 8)[0] == "partial"
-    monkeypatch.setattr(tuner, "cluster_nodes", lambda: (_ for _ in ()).throw(RuntimeError("stop: trains")))
+    assert baseline.baseline_state(run_dir, 8)[0] == "partial"
+    monkeypatch.setattr(baseline, "cluster_nodes", lambda: (_ for _ in ()).throw(RuntimeError("stop: trains")))
     with pytest.raises(RuntimeError, match="stop: trains"):
-        tuner.prepare_baseline(study, storage_root=tmp_path, log=lambda _: None)
+        baseline.prepare_baseline(study, storage_root=tmp_path, log=lambda _: None)
     kept = run_dir.with_name(run_dir.name + ".attempt-1")
     assert not run_dir.exists() and (kept / "metrics.jsonl").read_text() == '{"iteration": 1}\n'  # kept, not deleted

@@ -75,7 +75,7 @@ def test_resume_after_driver_sigkill(tiny_benchmark, tmp_path, remove_driver_tem
                         scheduler={"kind": "fifo"},
                         # One checkpoint kept: these tiny trials report several in the ~10 s between Ray's snapshots,
                         # so the stored state names checkpoints Ray has already dropped; their deletion waits until
-                        # no stored state names them (study/atomic_fs.py DeferredDeletes), so the resume finds them.
+                        # no stored state names them (study/state/atomic_fs.py DeferredDeletes), so the resume finds them.
                         checkpoints_to_keep=1)
     table["train"]["optim"].update(iter_max=12, iter_stop=12)  # 6 evaluations per trial
     study_file = write_study_file(tmp_path / "crash.toml", table)
@@ -118,11 +118,11 @@ def test_resume_after_driver_sigkill(tiny_benchmark, tmp_path, remove_driver_tem
     kill_tree(driver)
     time.sleep(1)
     # Where Ray 2.60 stages the driver's trial files (a Ray upgrade that moves them fails here, not silently).
-    from study.driver_files import staging_dirs
+    from study.state.driver_files import staging_dirs
 
     # Ray copies a trial's files from there with each snapshot; a trial that began and ended between two snapshots
     # before the kill has them only there (CI once saw the study end with 3 of 4 params.json), and the resume
-    # recovers them (study/driver_files.py; tests/study/test_driver_files.py).
+    # recovers them (study/state/driver_files.py; tests/study/test_driver_files.py).
     staged = staging_dirs(json.loads((home / "provenance.json").read_text())["ray_temp_dir"])
     assert len(staged) == 1, staged
     for name in done_before:
@@ -164,7 +164,7 @@ def test_resume_after_driver_sigkill(tiny_benchmark, tmp_path, remove_driver_tem
                    and (json.loads((d / "run" / "provenance.json").read_text())["resumes"]
                         or list(d.glob("run.attempt-*")))]
     assert interrupted, "no trial was interrupted by the kill"
-    # No checkpoint deletion the killed driver left pending stays behind (study/storage.py
+    # No checkpoint deletion the killed driver left pending stays behind (study/run/storage.py
     # remove_orphaned_checkpoints): each trial keeps what checkpoints_to_keep = 1 keeps, its best and its latest.
     for trial_dir in trial_dirs:
         kept = sorted(p.name for p in trial_dir.glob("checkpoint_*"))
@@ -180,7 +180,7 @@ def test_resume_recovers_the_ray_files_of_trials_that_ran_between_snapshots(tiny
                                                                             remove_driver_temp_dirs):
     """Ray saves its state when the study starts and then (TUNE_GLOBAL_CHECKPOINT_S=600) not again before the
     kill, so the trials that started meanwhile have their Ray files only in the killed driver's staging directory:
-    the resume copies them in (study/driver_files.py) and the study ends with every trial's files and Optuna
+    the resume copies them in (study/state/driver_files.py) and the study ends with every trial's files and Optuna
     record. Without the recovery the study ended with folders that had only ``run/``."""
     table = study_table(tiny_benchmark, name="gap", num_samples=3, max_concurrent_trials=2,
                         scheduler={"kind": "fifo"}, checkpoints_to_keep=1)
@@ -237,8 +237,8 @@ def optuna_storage_of(home: Path):
 
 
 def _study_dir(tiny_benchmark, tmp_path, name="s", **overrides):
-    from study.study_config import study_from_dict
-    from study.tuner import locate, write_study_files
+    from study.config.study_config import study_from_dict
+    from study.state.location import locate, write_study_files
 
     location = locate(name, str(tmp_path / "studies"))
     write_study_files(study_from_dict(study_table(tiny_benchmark, name=name, **overrides), source="test"),
@@ -309,13 +309,13 @@ def test_finish_message_quotes_paths_with_spaces(tmp_path):
 
 
 def test_restored_tuner_parts_are_reachable(tmp_path):
-    """study.tuner._restored_parts reads the searcher and scheduler from a restored Tuner through a private
+    """study.run.tuner._restored_parts reads the searcher and scheduler from a restored Tuner through a private
     attribute (Ray has no public accessor); this fails if a Ray upgrade moves it. They come back unbound."""
     from ray import tune
 
-    from study.search import PersistentASHA, StudySearch, Unbound
-    from study.spaces import get_space, make_define_by_run, resolve_params
-    from study.tuner import _restored_parts
+    from study.run.search import PersistentASHA, StudySearch, Unbound
+    from study.config.spaces import get_space, make_define_by_run, resolve_params
+    from study.run.tuner import _restored_parts
 
     space = get_space("lambda_adv")
     home = tmp_path / "x"
@@ -343,8 +343,8 @@ RELOCATION_DRIVER = """\
 import json, sys
 from pathlib import Path
 
-from study.study_config import study_from_dict
-from study.tuner import resume_study, run_study
+from study.config.study_config import study_from_dict
+from study.run.tuner import resume_study, run_study
 from trainables.tune import probe_trial
 
 
@@ -417,7 +417,7 @@ def test_a_copied_or_moved_study_resumes_where_it_is_and_writes_only_there(tiny_
 
     # The λ each trial had drawn at the kill. A trial can be in the journal without one: Optuna's ask() writes
     # the trial (RUNNING) and the define-by-run space then writes its parameters, so a kill in between leaves a
-    # trial with no parameters. The resume adopts it (study/search.py _adopt_orphan) and draws its values then,
+    # trial with no parameters. The resume adopts it (study/run/search.py _adopt_orphan) and draws its values then,
     # from the edited range: right, and the reason counting every trial asked made this test flaky (issue 20,
     # item 11: 2 failures in 8 runs, the third trial from the new range).
     key = "adapt.lambda_adv_main"
@@ -485,8 +485,8 @@ def test_a_trial_that_crashed_and_completes_on_resume_is_complete_in_status(tiny
     runs it again and it completes. It stayed FAIL in Optuna (a finished trial cannot change) and in `study status`;
     now the re-run is recorded as an Optuna trial of its own (`rerun_of`) and the failure is left out."""
     from study.commands.study import collect_trials, exit_status
-    from study.study_config import study_from_dict
-    from study.tuner import resume_study, run_study
+    from study.config.study_config import study_from_dict
+    from study.run.tuner import resume_study, run_study
     from trainables.tune import probe_trial
 
     for key, value in TEST_RAY_ENV.items():

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from study.cli import get_parser, main
-from study.config import shipped_names
+from study.config.files import shipped_names
 
 REPO = Path(__file__).resolve().parents[2]
 PRESETS = shipped_names("presets")
@@ -125,9 +125,9 @@ def test_dry_run_checks_the_cluster_of_address(tmp_path, tiny_benchmark, monkeyp
 
     import torch
 
-    import study.resources
-    import study.tuner
-    from study.resources import NodeInfo
+    import study.config.resources
+    import study.run.tuner
+    from study.config.resources import NodeInfo
     from study_helpers import study_table, write_study_file
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
@@ -139,8 +139,8 @@ def test_dry_run_checks_the_cluster_of_address(tmp_path, tiny_benchmark, monkeyp
         yield None
 
     gpus = {"n": 2.0}
-    monkeypatch.setattr(study.tuner, "ray_session", session)
-    monkeypatch.setattr(study.resources, "cluster_nodes",
+    monkeypatch.setattr(study.run.tuner, "ray_session", session)
+    monkeypatch.setattr(study.config.resources, "cluster_nodes",
                         lambda: [NodeInfo("a" * 8, "10.0.0.2", cpu=16.0, gpu=gpus["n"])])
     path = write_study_file(tmp_path / "s.toml", study_table(tiny_benchmark))
     argv = ["study", "run", str(path), "--dry-run", "--storage", str(tmp_path / "studies"), "resources.gpu=0.5"]
@@ -155,9 +155,9 @@ def test_dry_run_checks_the_cluster_of_address(tmp_path, tiny_benchmark, monkeyp
     assert "but this machine has no GPU" in capsys.readouterr().out
     # two nodes: the storage must be visible on both (probed as the real run probes it, once it exists)
     gpus["n"] = 2.0
-    monkeypatch.setattr(study.resources, "cluster_nodes", lambda: [NodeInfo("a" * 8, "10.0.0.2", 16.0, 2.0),
+    monkeypatch.setattr(study.config.resources, "cluster_nodes", lambda: [NodeInfo("a" * 8, "10.0.0.2", 16.0, 2.0),
                                                                    NodeInfo("b" * 8, "10.0.0.3", 16.0, 2.0)])
-    monkeypatch.setattr(study.resources, "probe_storage_visibility",
+    monkeypatch.setattr(study.config.resources, "probe_storage_visibility",
                         lambda path, nodes: {"a" * 8: True, "b" * 8: False})
     (tmp_path / "studies").mkdir()
     assert main([*argv, "--address", "10.0.0.2:6379"]) == 2
@@ -170,15 +170,15 @@ def test_dry_run_checks_the_cluster_of_address(tmp_path, tiny_benchmark, monkeyp
         raise ConnectionError("could not connect")
         yield
 
-    monkeypatch.setattr(study.tuner, "ray_session", unreachable)
+    monkeypatch.setattr(study.run.tuner, "ray_session", unreachable)
     assert main([*argv, "--address", "10.0.0.9:6379"]) == 2
     assert "no Ray cluster answers at 10.0.0.9:6379 (ConnectionError); fix: start it" in capsys.readouterr().out
 
 
 def test_real_run_raises_the_dry_runs_first_problem(tmp_path, monkeypatch):
     """check_study (the real run's pre-Ray check) and the dry run's list are one code path."""
-    from study.preflight import check_study, diagnose
-    from study.study_config import load_study_config
+    from study.config.preflight import check_study, diagnose
+    from study.config.study_config import load_study_config
     from trainables.config import ConfigError
 
     monkeypatch.chdir(tmp_path)
@@ -222,8 +222,8 @@ def test_an_override_the_space_would_ignore_is_refused(preset, override, names, 
 
 
 def test_an_override_the_space_leaves_alone_is_kept(tiny_benchmark, tmp_path):
-    from study.preflight import check_overrides_apply
-    from study.study_config import load_study_config
+    from study.config.preflight import check_overrides_apply
+    from study.config.study_config import load_study_config
     from study_helpers import study_table, write_study_file
 
     path = write_study_file(tmp_path / "s.toml", study_table(tiny_benchmark))
@@ -236,8 +236,8 @@ def test_an_override_the_space_leaves_alone_is_kept(tiny_benchmark, tmp_path):
 
 
 def test_every_key_a_shipped_space_samples_names_its_search_params():
-    from study.preflight import SPACE_KNOBS
-    from study.spaces import SPACES, describe_space
+    from study.config.preflight import SPACE_KNOBS
+    from study.config.spaces import SPACES, describe_space
 
     for name, space in SPACES.items():
         described = describe_space(space, dict(space.params), sampler="tpe")
@@ -299,7 +299,7 @@ def _is_mention(words: list[str]) -> bool:
 
 def _parses(argv: list[str]) -> None:
     """The command line is accepted by dastudy's parser, and a shipped config or preset it names exists."""
-    from study.config import resolve_named_file
+    from study.config.files import resolve_named_file
 
     parser = get_parser()
     args, extra = parser.parse_known_args(argv)
@@ -310,7 +310,7 @@ def _parses(argv: list[str]) -> None:
         resolve_named_file(config, "configs")  # FileNotFoundError names what exists
     preset = getattr(args, "preset", None)
     if getattr(args, "study_command", None) == "run" and preset and not preset.endswith(".toml"):
-        from study.study_config import load_study_config
+        from study.config.study_config import load_study_config
         from study.commands.study import _run_options, split_overrides
 
         split = split_overrides(args, _run_options)

@@ -27,7 +27,7 @@ from study_helpers import TEST_RAY_ENV, study_table, write_study_file
 
 
 def test_sigint_and_sigterm_ask_rays_interrupt_path_once_then_stop_at_once():
-    from study.interrupts import EXIT_SIGINT, EXIT_SIGTERM, StudyInterrupted, graceful_stop, stop_requested
+    from study.run.interrupts import EXIT_SIGINT, EXIT_SIGTERM, StudyInterrupted, graceful_stop, stop_requested
 
     for signum, code in ((signal.SIGINT, EXIT_SIGINT), (signal.SIGTERM, EXIT_SIGTERM)):
         asked = []
@@ -51,7 +51,7 @@ def test_sigint_and_sigterm_ask_rays_interrupt_path_once_then_stop_at_once():
 
 
 def test_a_signal_before_rays_loop_runs_is_a_plain_keyboard_interrupt():
-    from study.interrupts import graceful_stop
+    from study.run.interrupts import graceful_stop
 
     previous_usr1 = signal.signal(signal.SIGUSR1, signal.SIG_DFL)
     try:
@@ -63,7 +63,7 @@ def test_a_signal_before_rays_loop_runs_is_a_plain_keyboard_interrupt():
 
 
 def test_rays_own_interrupt_messages_are_dropped_at_their_logger(caplog):
-    from study.interrupts import graceful_stop
+    from study.run.interrupts import graceful_stop
 
     ray_logger = logging.getLogger("ray.tune.tune")
     with caplog.at_level(logging.WARNING, logger="ray.tune.tune"), graceful_stop():
@@ -81,8 +81,9 @@ def _finished_study(tmp_path, benchmark, *, states):
     """A study directory with an Optuna journal whose trials are in ``states`` (no Ray ran)."""
     import optuna
 
-    from study.study_config import load_study_config
-    from study.tuner import StudyLocation, optuna_storage, write_study_files
+    from study.config.study_config import load_study_config
+    from study.state.location import StudyLocation, write_study_files
+    from study.state.optuna_storage import optuna_storage
 
     tmp_path.mkdir(parents=True, exist_ok=True)
     path = write_study_file(tmp_path / "s.toml", study_table(benchmark, name="done", num_samples=len(states)))
@@ -114,7 +115,8 @@ def test_resume_of_a_finished_study_says_so_and_starts_no_ray(tmp_path, tiny_ben
     out = capsys.readouterr().out
     assert out.strip() == f"study done in {home} is finished (3 of 3 trials COMPLETE or PRUNED); nothing to resume"
     # a FAILED trial is not an end (a resume runs it again), nor is a trial short of num_samples
-    from study.tuner import finished_trials, load_study_dir
+    from study.state.location import load_study_dir
+    from study.state.resume_checks import finished_trials
 
     failed = _finished_study(tmp_path / "f", tiny_benchmark, states=["COMPLETE", "FAIL"])
     assert finished_trials(load_study_dir(failed)[0], failed) is None
@@ -127,7 +129,7 @@ def _states(out: str) -> list[str]:
 
 def test_trials_of_a_study_no_driver_runs_read_interrupted(tmp_path, tiny_benchmark, capsys):
     from study.cli import main
-    from study.lock import study_lock
+    from study.state.lock import study_lock
 
     home = _finished_study(tmp_path, tiny_benchmark, states=["COMPLETE", "RUNNING", "RUNNING"])
     with study_lock(home, command="test driver"):  # a live driver: its trials do run
@@ -153,8 +155,8 @@ class _Trial:
 
 
 def _progress(stream, *, live):
-    from study.progress import LiveProgress
-    from study.search import StudyProgress, trial_dirname
+    from study.run.progress import LiveProgress
+    from study.run.search import StudyProgress, trial_dirname
 
     plain = StudyProgress(metric="val/mIoU16", mode="max", max_t=4, num_samples=4)
     return LiveProgress(plain, name_of=trial_dirname, metric="val/mIoU16", mode="max", max_t=4, num_samples=4,
@@ -233,12 +235,12 @@ def test_progress_pickles_without_its_stream():
 
 
 def test_interrupted_study_end_line_says_stopped_not_ended(monkeypatch):
-    import study.interrupts
+    import study.run.interrupts
 
     stream = io.StringIO()
     progress = _progress(stream, live=False)
     trials = _play(progress)
-    monkeypatch.setitem(study.interrupts._state, "signum", signal.SIGINT)
+    monkeypatch.setitem(study.run.interrupts._state, "signum", signal.SIGINT)
     progress.on_experiment_end(trials)
     last = stream.getvalue().splitlines()[-1]
     assert "study stopped by SIGINT: 1 of 4 trials ended, 1 interrupted" in last and "study ended" not in last
@@ -252,7 +254,7 @@ def test_no_private_api_warning_when_forced_snapshots_are_switched_off(caplog):
     from ray.tune.execution.tune_controller import TrialRunnerWrapper
     from ray.util.debug import reset_log_once
 
-    from study.snapshots import stop_forced_snapshots
+    from study.run.snapshots import stop_forced_snapshots
 
     manager = type("Manager", (), {"_sync_every_n_trial_checkpoints": 2})()
     controller = type("Controller", (), {"_checkpoint_manager": manager})()
@@ -272,14 +274,14 @@ def test_a_local_ray_keeps_rays_auth_choice_and_drops_only_its_default_notice(mo
 
     import ray
 
-    import study.tuner
+    import study.run.tuner
 
     seen = {}
     monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", lambda **kwargs: seen.update(mode=os.environ.get("RAY_AUTH_MODE"), **kwargs))
     monkeypatch.setattr(ray, "shutdown", lambda: None)
-    with study.tuner.ray_session():
+    with study.run.tuner.ray_session():
         pass
     assert seen["mode"] is None and seen["address"] == "local" and "RAY_AUTH_MODE" not in os.environ
     log = logging.getLogger("ray._private.authentication.authentication_token_setup")
@@ -291,7 +293,7 @@ def test_a_local_ray_keeps_rays_auth_choice_and_drops_only_its_default_notice(mo
     assert not passes("Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=disabled ...")
     assert passes("Token authentication is disabled for this Ray cluster. Anyone with network access ...")
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # the user's choice is kept
-    with study.tuner.ray_session():
+    with study.run.tuner.ray_session():
         pass
     assert seen["mode"] == "disabled"
 

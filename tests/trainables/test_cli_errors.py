@@ -61,7 +61,7 @@ def test_input_size_that_cannot_fit_in_memory_is_refused_before_anything_is_buil
     # and through the engine (as a trial runs it), with the available memory faked small
     from trainables.config import ConfigError
     from trainables.engine import run_training
-    from study.config import load_train_config
+    from study.config.files import load_train_config
 
     cfg = load_train_config("synth_source", SMALL)
     monkeypatch.setattr(builders, "available_bytes", lambda device: 1000)
@@ -147,7 +147,7 @@ def test_overrides_after_out_are_accepted_like_study_run(workdir, capsys):
 
 
 def test_host_that_is_not_this_machines_address_is_not_called_port_in_use():
-    from study.tensorboard import TensorBoardError, port_is_free
+    from study.view.tensorboard import TensorBoardError, port_is_free
 
     with pytest.raises(TensorBoardError, match=r"--host 192\.0\.2\.1: not an address of this machine"):
         port_is_free("192.0.2.1", 6006)  # TEST-NET-1 (RFC 5737): assigned to no machine

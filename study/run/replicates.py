@@ -4,7 +4,7 @@ A study that declares ``search.seeds = [1, 2, 3]`` measures each configuration t
 grid) on each of those run seeds (``runtime.seed``), so that a configuration is judged by the mean of its
 replicates rather than by one lucky or unlucky seed (issue 18):
 
-- :class:`ReplicateSearch` wraps :class:`study.search.StudySearch`: Optuna is asked **once per configuration**, the
+- :class:`ReplicateSearch` wraps :class:`study.run.search.StudySearch`: Optuna is asked **once per configuration**, the
   same configuration goes to one Ray trial per seed, and Optuna is told **one value per configuration**, the mean
   of its replicates, when all of them have ended. ``num_samples`` counts configurations (Optuna trials); Ray runs
   ``num_samples × len(seeds)`` trials, ``max_concurrent_trials`` of them at a time (processes, not
@@ -29,7 +29,7 @@ replicates rather than by one lucky or unlucky seed (issue 18):
   the end; set ``max_concurrent_trials`` to at least ``len(search.seeds)`` (benchmarks/replicate_asha.py measures
   both).
 
-Both are pickled by Ray like the objects they build on; locations come back through ``bind`` (study/search.py).
+Both are pickled by Ray like the objects they build on; locations come back through ``bind`` (study/run/search.py).
 """
 from __future__ import annotations
 
@@ -44,8 +44,8 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
 from data.io import atomic_write_bytes
-from study.search import FINISHED_KEY, StudySearch, Unbound
-from study.snapshots import SnapshotPacing
+from study.run.search import FINISHED_KEY, StudySearch, Unbound
+from study.run.snapshots import SnapshotPacing
 
 __all__ = ["SEED_KEY", "ReplicateSearch", "ReplicateASHA", "group_key", "rung_milestones"]
 
@@ -88,7 +88,7 @@ class ReplicateSearch(Searcher):
         self._groups: dict[str, dict[str, Any]] = {}
         self._trial_group: dict[str, str] = {}
 
-    # -- the wrapped searcher's location and space (study/tuner.py binds on resume) ---------------------------
+    # -- the wrapped searcher's location and space (study/run/tuner.py binds on resume) ---------------------------
 
     def bind(self, **kwargs) -> None:
         self.search.bind(**kwargs)
@@ -368,7 +368,7 @@ class ReplicateASHA(SnapshotPacing, FIFOScheduler):
                 self._stopped[key] = milestone
                 return
 
-    # -- persistence (like study.search.PersistentASHA) ------------------------------------------------------
+    # -- persistence (like study.run.search.PersistentASHA) ------------------------------------------------------
 
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k not in ("_study_dir", "_saved_records")}

@@ -13,8 +13,6 @@ an interrupted study (``Tuner.restore(resume_errored=True)``; the Optuna study c
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import os
 import platform
@@ -22,25 +20,40 @@ import shutil
 import sys
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from study.config import dump_toml, load_toml
-from study.resources import (PreflightError, check_datasets, check_storage_shared,
-                             cluster_nodes, describe_nodes, is_uri, private_tmpdir)
-from study.spaces import get_space, grid_search_space, label_optuna_study, make_define_by_run
-from study.study_config import StudyConfig, baseline_train_config, study_from_dict, study_to_dict
+from study.config.preflight import diagnose, mask_secrets
+from study.config.resources import check_storage_shared, cluster_nodes, describe_nodes, private_tmpdir
+from study.config.spaces import get_space, grid_search_space, hparam_domains, label_optuna_study, make_define_by_run
+from study.config.study_config import StudyConfig, metric_tags
+from study.run.baseline import copy_baseline_files, prepare_baseline
+from study.run.interrupts import StudyInterrupted, graceful_stop, stop_requested
+from study.run.pbt import pbt_context, pbt_parts
+# StudyLocation is also a name of this module: a study whose driver callbacks held one pickled it as
+# study.tuner.StudyLocation before study/ was regrouped (study/_moved.py maps study.tuner here).
+from study.state.atomic_fs import DEFERRED, atomic_local_filesystem
+from study.state.driver_files import driver_temp_dirs, recover_driver_files
+from study.state.lease import hold_study
+from study.state.location import (StudyLocation, load_study_dir, locate, package_versions, relocated_checkpoint,
+                                  relocated_storage, write_json, write_study_files)
+from study.state.lock import study_lock
+from study.state.optuna_storage import optuna_storage
+from study.state.resume_checks import SpaceChanged, StudyFinished, finished_trials, space_changes
 from trainables.config import to_dict
 
-__all__ = ["RAY_ENV", "StudyLocation", "locate", "configure_environment", "ray_session", "make_sampler",
-           "optuna_storage", "build_tuner", "run_study", "resume_study", "prepare_baseline", "default_storage",
-           "load_study_dir", "StudyFinished", "finished_trials"]
+# Imported inside the functions that use them, for start-up cost and order, not to dodge a circle: Ray (and the
+# study/run modules that import it at their top: search, replicates, snapshots, storage, autoscale, progress)
+# after configure_environment() has set RAY_ENV, which Ray reads when it is first imported; Optuna and
+# trainables.tune (torch) only when a study runs.
+
+__all__ = ["RAY_ENV", "configure_environment", "ray_session", "make_sampler", "trial_context", "wrap_trainable",
+           "build_tuner", "run_study", "resume_study", "resume_sampler"]
 
 # Quiet, private Ray (ray-tune-optuna notes §5.4). TUNE_DISABLE_AUTO_CALLBACK_LOGGERS drops Ray's TBX logger
 # (tags ray/tune/...; the engine writes clean ones); CSV/JSON loggers are passed explicitly for dataframes.
 # Ray's warning about experiment snapshots forced less than 5 s apart stays on. On a filesystem storage Ray's forced
-# snapshots are off (study/snapshots.py: checkpoint deletions are deferred instead); on an object store they follow
+# snapshots are off (study/run/snapshots.py: checkpoint deletions are deferred instead); on an object store they follow
 # checkpoint_every and checkpoints_to_keep (a snapshot is forced after that many checkpoints of one trial). Ray's
 # periodic ones follow TUNE_GLOBAL_CHECKPOINT_S ("auto": >= 10 s apart, <= 5 % of the driver's time).
 RAY_ENV = {
@@ -49,47 +62,12 @@ RAY_ENV = {
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
     "RAY_AIR_NEW_OUTPUT": "0",  # the legacy reporter prints nothing at verbose=0 (the new one prints a header)
 }
-STUDY_FILES = ("study.toml", "space.json", "provenance.json")
-
-
-def default_storage() -> str:
-    return os.environ.get("DASTUDY_STORAGE") or "studies"
-
-
-@dataclass(frozen=True)
-class StudyLocation:
-    """``home``: the local (or network-mounted) study directory with study.toml, space.json, provenance.json and
-    the Optuna journal. ``ray_storage``: Ray's storage_path; with a filesystem path Ray's experiment directory is
-    ``home`` itself, with an object-store URI Ray writes trials to ``<uri>/<name>`` and ``home`` stays local."""
-
-    home: Path
-    ray_storage: str
-    name: str
-
-    @property
-    def shared_fs(self) -> bool:
-        return not is_uri(self.ray_storage)
-
-    @property
-    def experiment_path(self) -> str:
-        return str(self.home) if self.shared_fs else f"{self.ray_storage.rstrip('/')}/{self.name}"
-
-
-def locate(name: str, storage: str | None = None) -> StudyLocation:
-    storage = storage or default_storage()
-    if is_uri(storage):
-        local = Path(os.environ.get("DASTUDY_HOME", "studies")).resolve()
-        return StudyLocation(home=local / name, ray_storage=storage, name=name)
-    root = Path(storage[len("file://"):] if storage.startswith("file://") else storage).resolve()
-    return StudyLocation(home=root / name, ray_storage=str(root), name=name)
 
 
 def ray_filesystem(location: StudyLocation):
     """Ray's storage filesystem: for a filesystem path one whose files are written whole or not at all (Ray copies
     its experiment state in place; a driver killed mid-copy left 0-byte state files that `study resume` could not
-    use, see study/atomic_fs.py); None (Ray's default) for an object-store URI."""
-    from study.atomic_fs import atomic_local_filesystem
-
+    use, see study/state/atomic_fs.py); None (Ray's default) for an object-store URI."""
     return atomic_local_filesystem() if location.shared_fs else None
 
 
@@ -106,12 +84,12 @@ def ray_session(*, address: str | None = None, num_cpus: int | None = None,
                 num_gpus: int | None = None) -> Iterator[str | None]:
     """Start a private local Ray (``address=None``) or connect to a cluster; shut down only what we started.
     Yields the private Ray temp dir of a local Ray (None otherwise): a killed driver leaves it behind, with the
-    files Ray had not yet copied into the study (study/driver_files.py).
+    files Ray had not yet copied into the study (study/state/driver_files.py).
 
     A local cluster gets a short private temp dir (unix socket paths are limited to ~107 characters) and is
     stopped by ``ray.shutdown()``; ``ray stop`` is never used (it kills every Ray process on the machine).
     An already initialised Ray (a test session) is used as it is. A request made to the autoscaler during the
-    session is withdrawn at its end, however it ends (study/autoscale.py).
+    session is withdrawn at its end, however it ends (study/run/autoscale.py).
     """
     import ray
 
@@ -120,7 +98,7 @@ def ray_session(*, address: str | None = None, num_cpus: int | None = None,
     # ("Failed to merge the Job's runtime env"; tests/deploy/test_job_submit.py).
     job_env = {key: value for key, value in RAY_ENV.items() if key not in os.environ}
     configure_environment()
-    from study.autoscale import autoscaler_request_released  # an autoscaler request ends with the session
+    from study.run.autoscale import autoscaler_request_released  # an autoscaler request ends with the session
 
     if ray.is_initialized():
         with autoscaler_request_released():
@@ -185,37 +163,14 @@ def make_sampler(study: StudyConfig):
                                           constant_liar=True, multivariate=True, group=conditional)
 
 
-def optuna_storage(study: StudyConfig, home: Path):
-    """The study's Optuna storage: a journal file in the study directory (NFS-safe, no server) by default, or the
-    URL in ``search.storage`` (``sqlite:///...``, ``postgresql://...``, or a path to a ``.journal`` file)."""
-    import optuna
-    from optuna.storages import JournalStorage
-
-    from study.journal import RepairingJournalBackend
-    from study.preflight import connect_url
-
-    url = connect_url(study.search.storage)  # a password goes to the environment, never into pickled state
-    if url is None or url.endswith(".journal"):
-        path = home / "optuna.journal" if url is None else Path(url)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(RepairingJournalBackend(path))  # whole records or none (disk full, kill)
-    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
-    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
 
 
 def trial_context(study: StudyConfig, location: StudyLocation, init_checkpoint: str | None):
-    from study.tensorboard import hparam_domains
     from trainables.tune import TrialContext
 
-    tags = [study.study_metric]
-    num_classes = study.train.data.num_classes
-    for metric in (("mIoU19",) if num_classes == 19 else ()) + ("mIoU16", "mIoU13"):
-        for prefix in ("val", "select") if study.selection == "holdout" else ("val",):
-            if f"{prefix}/{metric}" not in tags:
-                tags.append(f"{prefix}/{metric}")
     return TrialContext(train=to_dict(study.train), study_dir=str(location.home) if location.shared_fs else "",
                         metric=study.study_metric, init_checkpoint=init_checkpoint, gpu=study.resources.gpu,
-                        metric_tags=tuple(tags), store="" if location.shared_fs else location.experiment_path,
+                        metric_tags=metric_tags(study), store="" if location.shared_fs else location.experiment_path,
                         checkpoint_every=study.checkpoint_every,
                         extra={"hparam_domains": hparam_domains(study.describe_space())})
 
@@ -237,10 +192,10 @@ def build_tuner(study: StudyConfig, *, location: StudyLocation, init_checkpoint:
     object store)."""
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
-    from study.snapshots import StudyFIFO
+    from study.run.snapshots import StudyFIFO
 
-    from study.progress import LiveProgress
-    from study.search import PersistentASHA, StudyProgress, StudySearch, trial_dirname
+    from study.run.progress import LiveProgress
+    from study.run.search import PersistentASHA, StudyProgress, StudySearch, trial_dirname
 
     configure_environment()
     metric, mode = study.study_metric, study.mode
@@ -257,7 +212,7 @@ def build_tuner(study: StudyConfig, *, location: StudyLocation, init_checkpoint:
     label_optuna_study(searcher._ot_study, metric=metric, param_names=list(study.describe_space()["dimensions"]))
     seeds = study.search.seeds
     if seeds:  # replicates: one Optuna trial per configuration, one Ray trial per (configuration, seed)
-        from study.replicates import ReplicateASHA, ReplicateSearch
+        from study.run.replicates import ReplicateASHA, ReplicateSearch
 
         searcher._ot_study.set_user_attr("replicate_seeds", list(seeds))
         searcher = ReplicateSearch(searcher, seeds=seeds)
@@ -269,22 +224,20 @@ def build_tuner(study: StudyConfig, *, location: StudyLocation, init_checkpoint:
         scheduler = PersistentASHA(study_dir=location.home, time_attr="training_iteration",
                                    max_t=study.max_t, grace_period=study.scheduler.grace_period,
                                    reduction_factor=study.scheduler.reduction_factor)
-    elif study.scheduler.kind in ("pbt", "pb2"):  # Ray refuses any searcher beside PBT: study/pbt.py
-        from study.pbt import pbt_parts
+    elif study.scheduler.kind in ("pbt", "pb2"):  # Ray refuses any searcher beside PBT: study/run/pbt.py
 
         pbt = pbt_parts(study, define=define, sampler=make_sampler(study), ot_study=searcher._ot_study,
                         home=location.home if location.shared_fs else None)
         searcher, scheduler = pbt.searcher, pbt.scheduler
     else:
         scheduler = StudyFIFO()
-    from study.pbt import pbt_context  # a PBT member may restart from a donor with the mutated keys changed
 
     trainable = wrap_trainable(study, pbt_context(study, trial_context(study, location, init_checkpoint)), trainable)
     tune_config = tune.TuneConfig(
         metric=metric, mode=mode, search_alg=searcher, scheduler=scheduler, num_samples=study.num_trials,
         max_concurrent_trials=study.max_concurrent_trials, reuse_actors=study.reuse_actors,
         trial_name_creator=trial_dirname, trial_dirname_creator=trial_dirname)
-    from study.storage import study_callbacks
+    from study.run.storage import study_callbacks
 
     extra_callbacks, stopper = study_callbacks(study, location)  # checkpoint janitor, store sync, pending watchdog
     run_config = tune.RunConfig(
@@ -305,182 +258,23 @@ def build_tuner(study: StudyConfig, *, location: StudyLocation, init_checkpoint:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# study directory
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for package in ("dastudy", "ray", "optuna", "torch", "torchvision", "numpy"):
-        try:
-            out[package] = version(package)
-        except PackageNotFoundError:
-            pass
-    return out
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
-
-
-def write_study_files(study: StudyConfig, location: StudyLocation, *, extra: dict[str, Any]) -> None:
-    from study.preflight import mask_secrets
-    from trainables.rundir import git_revision
-
-    home = location.home
-    home.mkdir(parents=True, exist_ok=False)
-    (home / "study.toml").write_text(f"# resolved study {study.name!r}; `dastudy study resume` reads this file\n"
-                                     + dump_toml(study_to_dict(study)))
-    _write_json(home / "space.json", study.describe_space())
-    _write_json(home / "provenance.json", {
-        "versions": _versions(), "git_revision": git_revision(), "command": [mask_secrets(a) for a in sys.argv],
-        "cwd": os.getcwd(),
-        "hostname": platform.node(), "start_time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "sampler": study.search.sampler, "sampler_seed": study.search.seed, "metric": study.study_metric,
-        "storage": location.ray_storage, "experiment_path": location.experiment_path, "resumes": [], **extra})
-
-
-def load_study_dir(home: Path) -> tuple[StudyConfig, dict[str, Any]]:
-    """The resolved study and its provenance from a study directory (works without Ray)."""
-    home = Path(home)
-    if not (home / "study.toml").is_file():
-        raise FileNotFoundError(f"{home}: not a study directory (no study.toml)")
-    study = study_from_dict(load_toml(home / "study.toml", "presets"), source=str(home / "study.toml"), cwd=home)
-    try:
-        provenance = json.loads((home / "provenance.json").read_text())
-    except (OSError, ValueError):
-        provenance = {}
-    return study, provenance
-
-
-# ---------------------------------------------------------------------------------------------------------
 # baseline
 
 
-def baseline_dir(study: StudyConfig, storage_root: Path) -> Path:
-    cfg = baseline_train_config(study)
-    identity = {k: v for k, v in to_dict(cfg).items() if k != "name"}  # same training = same baseline
-    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
-    stem = Path(study.baseline.config).stem if study.baseline.config else cfg.name  # type: ignore[union-attr]
-    return storage_root / "baselines" / f"{stem}-{digest}"
 
 
-def prepare_baseline(study: StudyConfig, *, storage_root: Path,
-                     log: Callable[[str], None] = print) -> tuple[Path, str]:
-    """Train the source-only baseline (as a Ray task) unless a completed one with the same config exists in
-    ``<storage>/baselines/``; returns its run directory and best checkpoint (model weights chosen on the
-    baseline's own selection split), which initialises every trial."""
-    import ray
-
-    from trainables.tune import run_baseline
-
-    cfg = baseline_train_config(study)
-    run_dir = baseline_dir(study, storage_root)
-    best = run_dir / "checkpoints" / "best.pt"
-    state, result = baseline_state(run_dir, cfg.optim.iterations)
-    if state == "completed":
-        log(f"baseline: reusing {run_dir} ({result.get('best_metric')} = {_pct(result.get('best_value'))})")
-        return run_dir, str(best)
-    check_datasets(cfg, what="baseline")
-    if state == "partial":  # killed before its first checkpoint: nothing to resume, and its files block a start
-        kept = _set_aside(run_dir)
-        log(f"baseline: an interrupted attempt without a checkpoint was kept as {kept}; training again")
-    resume = state == "resumable"
-    nodes = cluster_nodes()
-    biggest = max(nodes, key=lambda n: (n.gpu, n.cpu))
-    num_gpus = 1 if study.resources.gpu > 0 and biggest.gpu >= 1 else 0
-    # A trial's CPU share, not more: Ray sets OMP_NUM_THREADS from it, and on a small busy machine two torch
-    # threads per process contend badly (measured ~30x slower steps on 2 loaded cores).
-    num_cpus = max(1.0, min(biggest.cpu, study.resources.cpu))
-    log(f"baseline: training {cfg.adapt.mode} {cfg.model.name} for {cfg.optim.iterations} iterations in {run_dir}"
-        + (" (resuming)" if resume else ""))
-    task = ray.remote(run_baseline).options(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=0)
-    ref = task.remote(to_dict(cfg), str(run_dir), resume=resume)
-    last_line = ""
-    while True:
-        ready, _ = ray.wait([ref], timeout=10)
-        if ready:
-            break
-        line = _last_progress(run_dir / "metrics.jsonl", cfg.optim.iterations)
-        if line and line != last_line:
-            log(f"baseline: {line}")
-            last_line = line
-    result = ray.get(ref)
-    if baseline_state(run_dir, cfg.optim.iterations)[0] != "completed":
-        raise RuntimeError(f"baseline run {run_dir} ended {result.get('status')} at iteration "
-                           f"{result.get('iterations')} of {cfg.optim.iterations}: {result.get('message')}; "
-                           "rerunning the study resumes it")
-    log(f"baseline: done in {result.get('wall_s', 0):.0f}s, {result.get('best_metric')} = "
-        f"{_pct(result.get('best_value'))} at iteration {result.get('best_iteration')}")
-    return run_dir, str(best)
 
 
-def baseline_state(run_dir: Path, iterations: int) -> tuple[str, dict[str, Any]]:
-    """``completed`` only if its result says so *and* it trained all ``iterations`` with a best checkpoint (a
-    Ctrl-C during an older baseline recorded 149 of 400 iterations as completed, and every later study reused it);
-    else ``resumable`` (``checkpoints/last.pt`` exists), ``partial`` (files but no checkpoint: killed early) or
-    ``absent``. Returns the state and the result record (``{}`` if none)."""
-    try:
-        result = json.loads((run_dir / "result.json").read_text())
-    except (OSError, ValueError):
-        result = {}
-    if (result.get("status") == "completed" and int(result.get("iterations") or 0) >= iterations
-            and (run_dir / "checkpoints" / "best.pt").is_file()):
-        return "completed", result
-    if (run_dir / "checkpoints" / "last.pt").is_file():
-        return "resumable", result
-    if run_dir.is_dir() and any(run_dir.iterdir()):
-        return "partial", result
-    return "absent", result
 
 
-def _set_aside(run_dir: Path) -> Path:
-    """Rename an unusable attempt to ``<name>.attempt-N`` (nothing is deleted)."""
-    n = 1
-    while run_dir.with_name(f"{run_dir.name}.attempt-{n}").exists():
-        n += 1
-    kept = run_dir.with_name(f"{run_dir.name}.attempt-{n}")
-    run_dir.rename(kept)
-    return kept
 
 
-def _pct(value: Any) -> str:
-    return f"{100 * value:.2f} %" if isinstance(value, (int, float)) else str(value)
 
 
-BASELINE_COPY = ("config.toml", "provenance.json", "metrics.jsonl", "result.json")
 
 
-def copy_baseline_files(run_dir: Path, dest: Path, checkpoint: str) -> None:
-    """``<study>/baseline/``: the baseline's small files and TensorBoard events (not its checkpoints), so the
-    study directory alone holds what reports and TensorBoard compare against."""
-    dest.mkdir(parents=True, exist_ok=False)
-    for name in BASELINE_COPY:
-        if (run_dir / name).is_file():
-            shutil.copy2(run_dir / name, dest / name)
-    if (run_dir / "tb").is_dir():
-        shutil.copytree(run_dir / "tb", dest / "tb")
-    _write_json(dest / "baseline.json", {"run_dir": str(run_dir), "checkpoint": checkpoint})
 
 
-def _last_progress(path: Path, total: int) -> str:
-    try:
-        lines = path.read_text().splitlines()
-    except OSError:
-        return ""
-    for line in reversed(lines):
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        shown = " ".join(f"{k.split('/', 1)[1] if k.startswith('train/') else k}={v:.3g}" for k, v in record.items()
-                         if (k.startswith("train/") or k in ("val/mIoU16", "val/mIoU19", "select/mIoU16"))
-                         and isinstance(v, float))
-        return f"iteration {record.get('iteration')}/{total} {shown}".strip()
-    return ""
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -489,7 +283,7 @@ def _last_progress(path: Path, total: int) -> str:
 
 def _preflight_cluster(study: StudyConfig, location: StudyLocation, log: Callable[[str], None]) -> None:
     nodes = cluster_nodes()
-    from study.storage import preflight_study
+    from study.run.storage import preflight_study
 
     slots = preflight_study(study, location, nodes, log)  # autoscaler request, checkpoint volume
     check_storage_shared(location.ray_storage, nodes)
@@ -499,12 +293,10 @@ def _preflight_cluster(study: StudyConfig, location: StudyLocation, log: Callabl
 
 def _fit(tuner, location: StudyLocation):
     """``Tuner.fit`` with Ray's checkpoint deletions deferred on a filesystem storage until no stored experiment
-    state can name them, so that Ray's forced snapshots can be switched off (study/snapshots.py). The ones still
+    state can name them, so that Ray's forced snapshots can be switched off (study/run/snapshots.py). The ones still
     pending when ``fit`` returns (its final state has landed) are deleted then; if ``fit`` raises they stay.
-    SIGINT / SIGTERM stop it gracefully and raise :class:`~study.interrupts.StudyInterrupted` once Ray has saved
-    the state (study/interrupts.py)."""
-    from study.atomic_fs import DEFERRED
-    from study.interrupts import StudyInterrupted, graceful_stop, stop_requested
+    SIGINT / SIGTERM stop it gracefully and raise :class:`~study.run.interrupts.StudyInterrupted` once Ray has saved
+    the state (study/run/interrupts.py)."""
 
     if not location.shared_fs:
         with graceful_stop():
@@ -528,14 +320,12 @@ def run_study(study: StudyConfig, *, storage: str | None = None, address: str | 
               num_cpus: int | None = None, trainable: Callable | None = None,
               log: Callable[[str], None] = print):
     """Run a new study; returns ``(ResultGrid, StudyLocation)``. Never touches an existing study directory."""
-    from study.autoscale import raise_if_pending_timeout
+    from study.run.autoscale import raise_if_pending_timeout
     location = locate(study.name, storage)
     if location.home.exists():
         raise FileExistsError(f"study directory {location.home} already exists; continue it with "
                               f"`dastudy study resume {study.name}` or choose another --name")
     # Every check that needs no cluster, before Ray starts: each trial's resolved config, files, datasets, URL.
-    from study.lock import study_lock
-    from study.preflight import diagnose, mask_secrets
 
     _, problems = diagnose(study, trials=trainable is None)
     if problems:  # the first one's full message; the dry run lists them all, each with its fix
@@ -543,7 +333,6 @@ def run_study(study: StudyConfig, *, storage: str | None = None, address: str | 
             print(f"{len(problems)} problems stop this study; `dastudy study run ... --dry-run` lists each with the "
                   "command that fixes it. The first:", file=sys.stderr)
         raise problems[0].error
-    from study.lease import hold_study  # one driver per study wherever it lives; refuses an existing remote study
 
     with hold_study(location, study, command=" ".join(mask_secrets(a) for a in sys.argv), new=True), \
             ray_session(address=address, num_cpus=num_cpus) as ray_temp_dir:
@@ -552,7 +341,7 @@ def run_study(study: StudyConfig, *, storage: str | None = None, address: str | 
         if study.baseline is not None:
             baseline_run, init_checkpoint = prepare_baseline(study, storage_root=location.home.parent, log=log)
             if not location.shared_fs:  # trials on other nodes read it from the store, not the driver's disk
-                from study.storage import publish_checkpoint
+                from study.run.storage import publish_checkpoint
 
                 init_checkpoint = publish_checkpoint(init_checkpoint, location.experiment_path)
             extra["baseline"] = {"config": study.baseline.config, "run_dir": str(baseline_run),
@@ -561,7 +350,7 @@ def run_study(study: StudyConfig, *, storage: str | None = None, address: str | 
         with study_lock(location.home, command=" ".join(mask_secrets(a) for a in sys.argv)):
             if baseline_run is not None:
                 copy_baseline_files(baseline_run, location.home / "baseline", init_checkpoint)
-            count = (f"{study.num_samples} configurations x {study.replicates} seeds = {study.num_trials} trials"
+            count = (f"{study.num_samples} configurations x {study.run.replicates} seeds = {study.num_trials} trials"
                      if study.search.seeds else f"{study.num_samples} trials")
             log(f"study {study.name}: {count} of space {study.search.space!r} "
                 f"({study.search.sampler}, seed {study.search.seed}), metric {study.study_metric} ({study.mode}), "
@@ -581,69 +370,14 @@ def _restored_parts(tuner) -> tuple[Any, Any]:
     return config.search_alg, config.scheduler
 
 
-def space_changes(study: StudyConfig, home: Path, provenance: dict[str, Any] | None = None) -> list[str]:
-    """What differs between the study file now and what the study ran with: the resolved search space (name,
-    sampler, every dimension; space.json, written by `study run` and never rewritten) and the sampler seed and
-    metric (provenance.json). ``[]`` if nothing; each item names the key, the value that ran and the new one."""
-    try:
-        space = json.loads((Path(home) / "space.json").read_text())
-    except (OSError, ValueError):
-        space = {}  # nothing to compare with (a study from before space.json)
-    now_space = json.loads(json.dumps(study.describe_space(), default=str))
-    ran = {f"space.{k}": space[k] for k in ("name", "sampler", "dimensions") if k in space}
-    now = {f"space.{k}": now_space.get(k) for k in ("name", "sampler", "dimensions") if k in space}
-    for key, value in (("sampler_seed", study.search.seed), ("metric", study.study_metric)):
-        if key in (provenance or {}):
-            ran[key], now[key] = provenance[key], value
-    flat_ran, flat_now = _flatten(ran), _flatten(now)
-    out = []
-    for key in sorted(set(flat_ran) | set(flat_now)):
-        if flat_ran.get(key, "<absent>") != flat_now.get(key, "<absent>"):
-            out.append(f"{key}: {flat_ran.get(key, '<absent>')!r} -> {flat_now.get(key, '<absent>')!r}")
-    return out
 
 
-def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(data, dict):
-        out: dict[str, Any] = {}
-        for key, value in data.items():
-            out.update(_flatten(value, f"{prefix}{key}."))
-        return out
-    if isinstance(data, list) and any(isinstance(x, (dict, list)) for x in data):
-        out = {}
-        for index, value in enumerate(data):
-            out.update(_flatten(value, f"{prefix}{index}."))
-        return out
-    return {prefix.rstrip("."): data}
 
 
-class SpaceChanged(PreflightError):
-    """The study file's search space differs from the one the study ran with."""
 
 
-def _relocated_storage(provenance: dict[str, Any], home: Path) -> str:
-    """Ray's storage for a study now in ``home``: an object-store URI stays as recorded; a filesystem storage is
-    the directory that holds the study now, wherever the study was when it ran (it may have been moved or copied,
-    or be mounted elsewhere)."""
-    recorded = provenance.get("storage")
-    if recorded and is_uri(recorded) and not recorded.startswith("file://"):
-        return recorded
-    return str(Path(home).parent)
 
 
-def _relocated_checkpoint(recorded: str | None, provenance: dict[str, Any], home: Path) -> str | None:
-    """The baseline checkpoint every new trial starts from, looked up under the study's current storage first
-    (``<storage>/baselines/...`` moves with the studies), then where it was when the study ran."""
-    if not recorded:
-        return None
-    old_root = Path(provenance.get("experiment_path") or "").parent
-    try:
-        moved = Path(home).parent / Path(recorded).relative_to(old_root)
-    except ValueError:
-        moved = None
-    if moved is not None and moved.is_file():
-        return str(moved)
-    return recorded
 
 
 def resume_sampler(study: StudyConfig, storage):
@@ -666,35 +400,12 @@ def resume_sampler(study: StudyConfig, storage):
     return make_sampler(replace(study, search=replace(study.search, seed=study.search.seed + asked)))
 
 
-class StudyFinished(Exception):
-    """``study resume`` of a study whose trials have all ended: nothing to do (no Ray is started)."""
 
 
-def finished_trials(study: StudyConfig, home: Path) -> str | None:
-    """``"8 of 8 trials COMPLETE or PRUNED"`` when every trial the study asks for has ended for good in its Optuna
-    storage, else None. A FAILED trial is not an end: a resume runs it again (``resume_errored``)."""
-    import optuna
-
-    from study.journal import superseded_numbers
-
-    if study.search.storage is None and not (home / "optuna.journal").is_file():
-        return None
-    try:
-        trials = optuna.load_study(study_name=study.name, storage=optuna_storage(study, home)).get_trials(
-            deepcopy=False)
-    except KeyError:  # no study in the storage yet
-        return None
-    rerun = superseded_numbers(trials)
-    states = [t.state.name for t in trials if t.number not in rerun]
-    if len(states) < study.num_samples or any(s not in ("COMPLETE", "PRUNED") for s in states):
-        return None
-    return f"{len(states)} of {study.num_samples} trials COMPLETE or PRUNED"
 
 
 def _recover_driver_files(home: Path, provenance: dict[str, Any], log: Callable[[str], None]) -> None:
-    """Ray's files of trials a killed driver of this study had not yet copied into it (study/driver_files.py)."""
-    from study.driver_files import driver_temp_dirs, recover_driver_files
-
+    """Ray's files of trials a killed driver of this study had not yet copied into it (study/state/driver_files.py)."""
     for found in recover_driver_files(home, driver_temp_dirs(provenance)):
         log(f"resume: recovered {found.files} file(s) of Ray's (params.json, result.json, ...) for "
             f"{len(found.trials)} trial(s) that started after the stopped driver's last snapshot "
@@ -707,15 +418,13 @@ def resume_study(home: Path, *, address: str | None = None, num_cpus: int | None
     """Continue an interrupted study: finished trials are kept, unfinished and errored ones resume from their last
     checkpoint, the searcher (with its Optuna study) is restored, ASHA rungs come back from ``asha_rungs.json``.
 
-    Only one driver at a time (study/lock.py). Everything is located from ``home``, where the study is now: a
+    Only one driver at a time (study/state/lock.py). Everything is located from ``home``, where the study is now: a
     moved or copied study continues there and writes nothing into its old location. A study file whose space
     was edited since the study ran is refused (:class:`SpaceChanged`) unless ``allow_changed_space``."""
     from ray import tune
 
-    from study.autoscale import raise_if_pending_timeout
-    from study.lock import study_lock
-    from study.preflight import mask_secrets
-    from study.storage import bind_store
+    from study.run.autoscale import raise_if_pending_timeout
+    from study.run.storage import bind_store
 
     home = Path(home)
     study, provenance = load_study_dir(home)
@@ -728,8 +437,7 @@ def resume_study(home: Path, *, address: str | None = None, num_cpus: int | None
                            f"(space.json): {'; '.join(changes[:5])}{' ...' if len(changes) > 5 else ''}; restore "
                            "the file, or pass --allow-changed-space to sample the remaining trials from the new "
                            "space")
-    location = StudyLocation(home=home, ray_storage=_relocated_storage(provenance, home), name=study.name)
-    from study.lease import hold_study
+    location = StudyLocation(home=home, ray_storage=relocated_storage(provenance, home), name=study.name)
 
     with study_lock(home, command=" ".join(mask_secrets(a) for a in sys.argv)), \
             hold_study(location, study, command=" ".join(mask_secrets(a) for a in sys.argv)), \
@@ -738,19 +446,17 @@ def resume_study(home: Path, *, address: str | None = None, num_cpus: int | None
             raise FileNotFoundError(f"{location.experiment_path}: no Ray experiment state (tuner.pkl) to resume; "
                                     "the study was interrupted before its first trial started")
         _preflight_cluster(study, location, log)
-        init_checkpoint = _relocated_checkpoint((provenance.get("baseline") or {}).get("checkpoint"), provenance,
+        init_checkpoint = relocated_checkpoint((provenance.get("baseline") or {}).get("checkpoint"), provenance,
                                                 home)
-        from study.pbt import pbt_context  # a PBT member may restart from a donor with the mutated keys changed
-
         context = pbt_context(study, trial_context(study, location, init_checkpoint))
         if location.shared_fs:
             _recover_driver_files(home, provenance, log)
         provenance.setdefault("resumes", []).append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                                      "command": [mask_secrets(a) for a in sys.argv],
-                                                     "versions": _versions(), "home": str(home),
+                                                     "versions": package_versions(), "home": str(home),
                                                      "hostname": platform.node(), "ray_temp_dir": ray_temp_dir,
                                                      **({"space_changes": changes} if changes else {})})
-        _write_json(home / "provenance.json", provenance)
+        write_json(home / "provenance.json", provenance)
         log(f"study {study.name}: resuming from {location.home}")
         tuner = tune.Tuner.restore(location.experiment_path, trainable=wrap_trainable(study, context, trainable),
                                    resume_errored=True, storage_filesystem=ray_filesystem(location))

@@ -10,8 +10,8 @@ would let a third driver lock a new inode while a second still waits on the old 
 arbitrates; drivers on different hosts sharing a study directory are therefore also excluded there, and on Lustre
 mounted with ``-o flock``. Not everywhere: NFS mounted with ``nolock`` or ``local_lock=flock|all`` and Lustre with
 ``localflock`` keep the lock on one node, and Lustre without ``flock`` has none; :func:`check_cluster_wide_lock`
-reads the study's mount in ``/proc/mounts`` and refuses those (study/lease.py calls it before a driver starts).
-Object-store and PostgreSQL studies are held by a lease in their own storage (study/lease.py); this lock then
+reads the study's mount in ``/proc/mounts`` and refuses those (study/state/lease.py calls it before a driver starts).
+Object-store and PostgreSQL studies are held by a lease in their own storage (study/state/lease.py); this lock then
 guards the driver's local home directory only.
 """
 from __future__ import annotations
@@ -115,7 +115,7 @@ def mount_of(path: str | os.PathLike, mounts_text: str | None = None) -> Mount |
     return best
 
 
-# Filesystems whose flock (through study/lock.py) other nodes never see, or which have no flock at all, are
+# Filesystems whose flock (through study/state/lock.py) other nodes never see, or which have no flock at all, are
 # decided from their mount options; these others are not known to arbitrate flock across nodes.
 UNKNOWN_LOCKING = {"beegfs": "BeeGFS arbitrates flock across nodes only with the client's tuneUseGlobalFileLocks",
                    "cifs": "CIFS/SMB flock is emulated per client", "smb3": "CIFS/SMB flock is emulated per client"}

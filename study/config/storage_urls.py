@@ -6,7 +6,7 @@ A password in ``search.storage`` (``postgresql://user:secret@host/db``) never re
 ``PGPASSWORD`` at run time, so the URL the storage object keeps (and Ray pickles into the study directory) has
 none. On resume the password comes from ``PGPASSWORD`` or ``~/.pgpass``.
 
-(:mod:`study.preflight` re-exports these names; :mod:`study.study_config` reads them from here, so that neither
+(:mod:`study.config.preflight` re-exports these names; :mod:`study.config.study_config` reads them from here, so that neither
 module imports the other.)
 """
 from __future__ import annotations

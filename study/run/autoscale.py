@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator, Sequence
 from ray.tune import Callback
 from ray.tune.stopper import Stopper
 
-from study.resources import PendingTimeout
+from study.config.resources import PendingTimeout
 
 __all__ = ["request_from_autoscaler", "release_autoscaler_request", "autoscaler_request_released",
            "PendingWatchdog", "raise_if_pending_timeout"]

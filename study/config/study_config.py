@@ -15,7 +15,7 @@ A study file (or a preset shipped in :mod:`study.presets`) is TOML::
 
 Everything is validated strictly (unknown keys, types, ranges, unknown space parameters, gpu 1.5) by
 :func:`load_study_config`; what needs the cluster or the filesystem (dataset roots, GPUs present, shared storage)
-is checked by :mod:`study.resources` before Ray starts any trial.
+is checked by :mod:`study.config.resources` before Ray starts any trial.
 """
 from __future__ import annotations
 
@@ -25,14 +25,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
-from study.config import load_toml, parse_overrides
-from study.spaces import SpaceError, describe_space, get_space, grid_search_space, grid_size, resolve_params
+from study.config.pbt_settings import check_pbt
+from study.config.files import load_toml, parse_overrides
+from study.config.spaces import SpaceError, describe_space, get_space, grid_search_space, grid_size, resolve_params
 from trainables.config import VALIDATOR_NAMES as VALIDATORS
 from trainables.config import ConfigError, TrainConfig, from_dict, merge, to_dict
 
 __all__ = ["SearchConfig", "SchedulerConfig", "ResourcesConfig", "BaselineConfig", "StudyConfig",
            "load_study_config", "study_from_dict", "study_to_dict", "n_evaluations", "absolutize_paths",
-           "baseline_train_config",
+           "baseline_train_config", "metric_tags",
            "METRICS"]
 
 METRICS = ("mIoU19", "mIoU16", "mIoU13", "pixel_acc")
@@ -51,19 +52,19 @@ class SearchConfig:
     space: str = "lambda_adv"
     sampler: Literal["tpe", "random", "grid"] = "tpe"
     seed: int = 0
-    startup_trials: int = 4  # TPE's random start (parallel trials: constant liar, no concurrency cap; study/tuner.py)
+    startup_trials: int = 4  # TPE's random start (parallel trials: constant liar, no concurrency cap; study/run/tuner.py)
     params: Any = field(default_factory=dict)
     # Optuna storage URL (sqlite:///..., postgresql://...); default: a journal file inside the study directory.
     storage: str | None = None
     # Replicates: every configuration the sampler proposes runs once per seed (runtime.seed); Optuna is told the
-    # replicate mean once per configuration and num_samples counts configurations (study/replicates.py).
+    # replicate mean once per configuration and num_samples counts configurations (study/run/replicates.py).
     seeds: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
 class SchedulerConfig:
     """ASHA on ``training_iteration`` (= number of evaluations), FIFO (no early stopping), or population-based
-    training (``pbt`` / ``pb2``, adversarial studies: its ``[scheduler.pbt]`` table is read by study/pbt.py)."""
+    training (``pbt`` / ``pb2``, adversarial studies: its ``[scheduler.pbt]`` table is read by study/run/pbt.py)."""
 
     kind: Literal["asha", "fifo", "pbt", "pb2"] = "asha"
     max_t: int | None = None  # default: every evaluation of a full run
@@ -79,7 +80,7 @@ class ResourcesConfig:
     cpu: float = 1.0
     gpu: float = 0.0
     # A trial PENDING this long (no node can host it, and an autoscaler did not add one) ends the study with a
-    # message naming the missing resource instead of waiting forever (study.resources.PendingWatchdog).
+    # message naming the missing resource instead of waiting forever (study.config.resources.PendingWatchdog).
     pending_timeout: float = 600.0
     # The cluster adds nodes on demand (KubeRay autoscaler, `ray up` worker types): a request no live node can host
     # is asked of the autoscaler instead of refused; pending_timeout still ends a study whose nodes never come.
@@ -263,7 +264,7 @@ def _validate(cfg: StudyConfig, source: str) -> None:
     # search
     search = cfg.search
     _check(search.startup_trials >= 0, source, "search.startup_trials", search.startup_trials, ">= 0")
-    from study.storage_urls import check_storage_url
+    from study.config.storage_urls import check_storage_url
 
     check_storage_url(search.storage, source=source, files=False)
     _check(isinstance(search.params, Mapping), source, "search.params", search.params, "a table of parameters")
@@ -288,8 +289,6 @@ def _validate(cfg: StudyConfig, source: str) -> None:
            f"1..max_t ({cfg.max_t})")
     _check(sched.reduction_factor > 1, source, "scheduler.reduction_factor", sched.reduction_factor, "> 1")
     if sched.kind in ("pbt", "pb2") or sched.pbt:
-        from study.pbt import check_pbt  # late: the PBT rules need the whole study
-
         check_pbt(cfg, source)
     # baseline
     if cfg.baseline is not None:
@@ -384,7 +383,7 @@ def load_study_config(name_or_path: str | Path, overrides: Sequence[str] = (), *
 
 def study_to_dict(cfg: StudyConfig) -> dict[str, Any]:
     """The resolved study (``study.toml``): loading it again gives the same :class:`StudyConfig`."""
-    from study.storage_urls import redact_url
+    from study.config.storage_urls import redact_url
 
     out = to_dict(cfg)
     out["train"] = to_dict(cfg.train)
@@ -395,3 +394,15 @@ def study_to_dict(cfg: StudyConfig) -> dict[str, Any]:
 
 def with_name(cfg: StudyConfig, name: str) -> StudyConfig:
     return replace(cfg, name=name)
+
+
+def metric_tags(study: StudyConfig) -> tuple[str, ...]:
+    """The metrics every trial of ``study`` logs as HParams columns, the study metric first: the mIoUs of its
+    class count on the labelled validation split, and on the selection holdout when the study selects by one."""
+    tags = [study.study_metric]
+    num_classes = study.train.data.num_classes
+    for metric in (("mIoU19",) if num_classes == 19 else ()) + ("mIoU16", "mIoU13"):
+        for prefix in ("val", "select") if study.selection == "holdout" else ("val",):
+            if f"{prefix}/{metric}" not in tags:
+                tags.append(f"{prefix}/{metric}")
+    return tuple(tags)

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SpaceError", "Space", "Suggest", "SPACES", "get_space", "list_spaces", "resolve_params",
            "make_define_by_run", "DefineByRun", "grid_search_space", "describe_space", "split_qualifier",
-           "param_label", "PARAM_LABELS", "label_optuna_study", "SEED_LAMBDA_GRID", "LR_RANGES"]
+           "param_label", "PARAM_LABELS", "label_optuna_study", "SEED_LAMBDA_GRID", "LR_RANGES", "hparam_domains"]
 
 # The seed's λ_adv sensitivity sweep (its Table 3): 0.0005, 0.001, 0.002, 0.004.
 SEED_LAMBDA_GRID = (0.0005, 0.001, 0.002, 0.004)
@@ -259,7 +259,7 @@ _register(Space("lambda_seeds", "λ_adv × run seeds (replicates; meant for the 
 _register(Space("lambda_lr", "λ_adv × backbone learning rate (the demo's space)", (lambda_adv, learning_rate),
                 {**_LAMBDA, **_LR}))
 _register(Space("adversarial_schedule", "λ_adv main and aux × backbone lr × discriminator lr: what population-based "
-                "training mutates (study/pbt.py)", (lambda_adv_levels, learning_rate, discriminator_lr),
+                "training mutates (study/run/pbt.py)", (lambda_adv_levels, learning_rate, discriminator_lr),
                 {**_LAMBDA, **_LAMBDA_AUX, **_LR, **_LR_D}))
 
 
@@ -345,7 +345,7 @@ def make_define_by_run(space: Space, params: Mapping[str, Any], *, grid: bool = 
                        base: TrainConfig | None = None) -> DefineByRun:
     """The space as OptunaSearch's ``space`` argument (the space must be registered under its name)."""
     if SPACES.get(space.name) is not space:
-        raise SpaceError(f"space {space.name!r} is not the registered one; register it in study.spaces.SPACES")
+        raise SpaceError(f"space {space.name!r} is not the registered one; register it in study.config.spaces.SPACES")
     return DefineByRun(space.name, dict(params), grid, base)
 
 
@@ -488,3 +488,27 @@ def grid_points(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
     """Every point of a grid (tests and the status table)."""
     names = list(grid)
     return [dict(zip(names, combo)) for combo in itertools.product(*(grid[n] for n in names))]
+
+
+def hparam_domains(description: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The HParams domains of a space description (``space.json``): an interval per continuous dimension, the
+    values of a grid or categorical one, ``log`` for λ- and lr-like log-uniform dimensions; keyed by display
+    name, so the per-backbone copies of one parameter (``optim.lr@deeplabv2_tiny``, ...) are one column whose
+    interval covers all of them."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, variants in description.get("dimensions", {}).items():
+        label = param_label(name)
+        for d in variants:
+            if d.get("type") in ("float", "int"):
+                new: dict[str, Any] = {"low": d["low"], "high": d["high"], "log": bool(d.get("log"))}
+            else:  # grid values of a log-uniform dimension, or a categorical
+                new = {"values": list(d.get("choices", [])), "log": d.get("type") == "grid"}
+            old = out.get(label)
+            if old is None:
+                out[label] = new
+            elif "values" in old and "values" in new:
+                old["values"] += [v for v in new["values"] if v not in old["values"]]
+            else:  # an interval (also over another variant's values) covering both
+                points = [x for dom in (old, new) for x in (dom.get("values") or [dom["low"], dom["high"]])]
+                out[label] = {"low": min(points), "high": max(points), "log": old["log"] or new["log"]}
+    return out

@@ -18,8 +18,8 @@ Where the state lives decides what is locked, and ``hold_study`` takes every loc
   ends (the driver exits or is killed); ``idle_session_timeout`` (PostgreSQL >= 14) and TCP keepalives end the
   session of a frozen driver or a vanished host after ``ttl_s``; a ``SELECT 1`` every ``heartbeat_s`` keeps a
   live one. The holder is named from ``pg_locks`` and ``pg_stat_activity`` (application name = host and pid).
-- **A filesystem** (the study directory, NFS, Lustre): the ``flock`` of study/lock.py, and its check that the
-  lock is cluster-wide on the study's mount (``study.lock.node_local_lock``): Lustre with ``localflock`` and NFS
+- **A filesystem** (the study directory, NFS, Lustre): the ``flock`` of study/state/lock.py, and its check that the
+  lock is cluster-wide on the study's mount (``study.state.lock.node_local_lock``): Lustre with ``localflock`` and NFS
   with ``nolock``/``local_lock`` give locks that other nodes never see, and are refused before the driver starts.
 
 A second `study run` is refused at once, naming the holder. A resume (a requeued job, a restarted head, right after
@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Iterator
 
-from study.lock import StudyLocked, check_cluster_wide_lock
+from study.state.lock import StudyLocked, check_cluster_wide_lock
 
 __all__ = ["LeaseTiming", "Holder", "ObjectStoreLease", "PostgresLease", "Heartbeat", "hold_study",
            "refuse_existing_study", "lease_lost", "LEASE_OBJECT", "LeaseLost", "advisory_key"]
@@ -282,7 +282,7 @@ def advisory_key(study_name: str) -> int:
 
 class PostgresLease:
     """A session advisory lock on the study's Optuna database (module docstring). ``url`` is what
-    ``study.preflight.connect_url`` returns (no password; libpq reads ``PGPASSWORD``/``~/.pgpass``)."""
+    ``study.config.preflight.connect_url`` returns (no password; libpq reads ``PGPASSWORD``/``~/.pgpass``)."""
 
     def __init__(self, url: str, study_name: str, holder: Holder, timing: LeaseTiming):
         scheme, _, rest = url.partition("://")
@@ -385,7 +385,7 @@ class PostgresLease:
 
 
 def redact(url: str) -> str:
-    from study.preflight import redact_url
+    from study.config.preflight import redact_url
 
     return redact_url(url)
 
@@ -457,7 +457,7 @@ class Heartbeat:
 
 
 def _postgres_url(study) -> str | None:
-    from study.preflight import connect_url
+    from study.config.preflight import connect_url
 
     url = connect_url(getattr(getattr(study, "search", None), "storage", None))
     return url if url and url.split("://", 1)[0].split("+", 1)[0] == "postgresql" else None
@@ -492,7 +492,7 @@ def hold_study(location, study, *, command: str = "", new: bool = False, timing:
                on_lost: Callable[[str], None] = _stop_driver) -> Iterator[list]:
     """Hold the study against every other driver for the block, wherever its state lives (module docstring):
     the object-store lease (``location`` on ``s3://``), the PostgreSQL lock (``search.storage``), and for a
-    study directory on a shared filesystem the check that its flock (taken by study/lock.py) is cluster-wide.
+    study directory on a shared filesystem the check that its flock (taken by study/state/lock.py) is cluster-wide.
     ``new``: `study run`, which also refuses a study that already exists there (:func:`refuse_existing_study`).
     :class:`StudyLocked` naming the holder when another driver has it."""
     timing = timing or LeaseTiming.from_env()
@@ -518,7 +518,7 @@ def hold_study(location, study, *, command: str = "", new: bool = False, timing:
             except (StudyLocked, ValueError):
                 raise
             except Exception as err:  # credentials, endpoint, a store without conditional writes: one line
-                from study.resources import PreflightError
+                from study.config.resources import PreflightError
 
                 said = " ".join(str(err).split())  # libpq's messages span lines
                 raise PreflightError(f"{lease.where}: the driver lease could not be taken ({type(err).__name__}: "

@@ -12,7 +12,7 @@
 Relocation: both are pickled by Ray (``tuner.pkl``, ``searcher-state-*.pkl``) and come back on ``Tuner.restore``,
 possibly in another directory or on another machine. Neither pickles a location: the Optuna storage, the study
 directory and the rung file are dropped from their pickles and set again with ``bind(...)`` by the driver that
-restores them (study/tuner.py), from the study's current home. A restored object used unbound raises.
+restores them (study/run/tuner.py), from the study's current home. A restored object used unbound raises.
 - :class:`StudyProgress` prints one line per trial event instead of Ray's tables (``verbose=0``).
 """
 from __future__ import annotations
@@ -33,8 +33,8 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from study.journal import RERUN_OF
-from study.snapshots import SnapshotPacing
+from study.state.journal import RERUN_OF
+from study.run.snapshots import SnapshotPacing
 from trainables import faults
 
 __all__ = ["StudySearch", "PersistentASHA", "Unbound", "StudyProgress", "FINISHED_KEY", "FAILURE_FILE", "read_failure",
@@ -52,9 +52,9 @@ def trial_dirname(trial: Any) -> str:
 
 
 def short_param(name: str) -> str:
-    """The parameter's display name, as everywhere else (:func:`study.spaces.param_label`): ``optim.lr@deeplabv2_tiny``
+    """The parameter's display name, as everywhere else (:func:`study.config.spaces.param_label`): ``optim.lr@deeplabv2_tiny``
     → ``lr``, ``adapt.lambda_adv_main`` → ``lambda_adv``, ``model.name`` → ``backbone``."""
-    from study.spaces import param_label
+    from study.config.spaces import param_label
 
     return param_label(name)
 
@@ -143,7 +143,7 @@ class StudySearch(OptunaSearch):
             fh.write(json.dumps(self.state_dict()))  # dumps: C encoder; dump encodes in Python, chunk by chunk
 
     def state_dict(self) -> dict:
-        """What :meth:`save` writes (JSON-ready); :class:`study.replicates.ReplicateSearch` nests it in its own."""
+        """What :meth:`save` writes (JSON-ready); :class:`study.run.replicates.ReplicateSearch` nests it in its own."""
         return {"ot_trials": _trial_ids(self._ot_trials), "completed": sorted(self._completed_trials),
                 "pending": self._pending}
 
@@ -204,7 +204,7 @@ class StudySearch(OptunaSearch):
         if ot_trial is not None:
             ot_trial.set_user_attr("ray_trial_id", trial_id)
             ot_trial.set_user_attr("trial_dir", f"trial_{trial_id}")
-            from study.labels import trial_label
+            from study.config.labels import trial_label
 
             # optuna-dashboard shows user attributes: the same name the CLI, the report and TensorBoard use
             ot_trial.set_user_attr("label", trial_label(ot_trial.number, ot_trial.params))
@@ -228,13 +228,13 @@ class StudySearch(OptunaSearch):
     def _all_asked(self) -> bool:
         """True when Optuna already holds ``num_samples`` trials (re-runs of a FAIL not counted twice) and none is
         left to adopt. After a driver kill Ray's saved state can be older than trials that were asked *and ended*
-        since (snapshots come every ≥ 10 s; study/snapshots.py): their results are in Optuna and in their trial
+        since (snapshots come every ≥ 10 s; study/run/snapshots.py): their results are in Optuna and in their trial
         folders, but Ray counts them as never created and would sample as many new trials, one Optuna trial too
         many each (a 4-seed grid study ended with 5). The study is complete when Optuna says so."""
         total = getattr(self, "_num_samples", None)  # None in a searcher pickled by older code: no cap
         if not total:
             return False
-        from study.journal import superseded_numbers
+        from study.state.journal import superseded_numbers
 
         trials = self._ot_study.get_trials(deepcopy=False)
         return len(trials) - len(superseded_numbers(trials)) >= total
@@ -286,7 +286,7 @@ class StudySearch(OptunaSearch):
         """A trial Optuna holds as FAIL that ``study resume`` ran again (Ray resumes errored trials from their last
         checkpoint) and that now ended without error. Optuna never changes a finished trial, so the outcome becomes
         a new Optuna trial with the same parameters and earlier intermediate values, ``rerun_of`` naming the failed
-        one, which ``study status`` and ``study report`` then leave out (:func:`study.journal.superseded_numbers`;
+        one, which ``study status`` and ``study report`` then leave out (:func:`study.state.journal.superseded_numbers`;
         TPE ignores FAIL trials anyway). Before: the trial stayed FAIL although it completed."""
         old = self._ot_study._storage.get_trial(self._ot_trials[trial_id]._trial_id)
         value = result.get(self.metric)
@@ -320,7 +320,7 @@ class StudySearch(OptunaSearch):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False, *,
                           failed_dir: str | None = None) -> None:
         """Ray's end of a trial (``failed_dir``: the trial directory holding ``failure.json`` when it is not
-        ``trial_<trial_id>``, i.e. a failed replicate of a configuration; study/replicates.py)."""
+        ``trial_<trial_id>``, i.e. a failed replicate of a configuration; study/run/replicates.py)."""
         if trial_id in self._completed_trials and not error and self._recorded_as_failed(trial_id):
             self._record_rerun(trial_id, result or {})
             return
@@ -361,13 +361,13 @@ class StudySearch(OptunaSearch):
                 raise
 
     def _tell_state(self, ot_trial, value, *, error: bool, iteration: int, finished: bool, trial_id: str) -> None:
-        from study.labels import percent_name
+        from study.config.labels import percent_name
 
         if not error and isinstance(value, (int, float)) and math.isfinite(value) and \
                 percent_name(self.metric) != self.metric:  # Optuna's value stays the fraction the sampler saw
             ot_trial.set_user_attr(percent_name(self.metric), round(100 * float(value), 4))
         if error or not isinstance(value, (int, float)) or not math.isfinite(value):
-            # a configuration run on several seeds names the replicate that failed (study/replicates.py)
+            # a configuration run on several seeds names the replicate that failed (study/run/replicates.py)
             where = self._pending.get(trial_id, {}).get("trial_dir") or f"trial_{trial_id}"
             reason = read_failure(f"{self._study_dir.rstrip('/')}/{where}") if self._study_dir else None
             if reason is None:

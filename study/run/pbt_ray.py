@@ -1,4 +1,4 @@
-"""The Ray classes behind ``scheduler.kind = "pbt" | "pb2"`` (study/pbt.py builds them; Ray pickles them into the
+"""The Ray classes behind ``scheduler.kind = "pbt" | "pb2"`` (study/run/pbt.py builds them; Ray pickles them into the
 experiment state, so they live at module level here rather than inside functions).
 
 - :class:`StudyPBT` / :class:`StudyPB2`: Ray's PopulationBasedTraining / PB2 that do not perturb at the end of a

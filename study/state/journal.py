@@ -36,7 +36,7 @@ from optuna.storages.journal import JournalFileBackend
 
 __all__ = ["RepairingJournalBackend", "FlockJournalLock", "repair_journal", "RERUN_OF", "superseded_numbers"]
 
-RERUN_OF = "rerun_of"  # user attribute of an Optuna trial recording a re-run of a FAILED one (study/search.py)
+RERUN_OF = "rerun_of"  # user attribute of an Optuna trial recording a re-run of a FAILED one (study/run/search.py)
 
 
 def superseded_numbers(trials) -> set[int]:

@@ -4,7 +4,7 @@ session per trial) and the source-only baseline side by side.
 What TensorBoard is pointed at is a *view* of the study, ``<study>/tb/`` (:func:`build_view`; the trial
 directories stay as Ray wrote them):
 
-- one entry per trial named by its trial label (:func:`study.labels.trial_label`, ``#6 λ=0.0291 lr=0.0429
+- one entry per trial named by its trial label (:func:`study.config.labels.trial_label`, ``#6 λ=0.0291 lr=0.0429
   seed=1``: the Optuna trial number and the searched values, as in the CLI, the report and optuna-dashboard), a
   relative symlink to ``trial_<id>/run/tb``;
 - ``baseline``: the source-only baseline as its own HParams row (λ_adv = 0, its lr and seed) with its selected
@@ -39,11 +39,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from study.cli import UserError
+from study.errors import UserError
 from trainables.tensorboard import LAYOUT
 
 __all__ = ["TensorBoardError", "TensorBoardProcess", "event_files", "start", "serve", "port_is_free",
-           "build_view", "hparam_domains", "run_name", "VIEW_DIR", "LAYOUT", "BASELINE_PREFIX", "study_url"]
+           "build_view", "run_name", "VIEW_DIR", "LAYOUT", "BASELINE_PREFIX", "study_url"]
 
 EVENTS_GLOB = "events.out.tfevents.*"
 VIEW_DIR = "tb"
@@ -53,37 +53,11 @@ VIEW_MARKER = ".dastudy-view.json"  # what the last build_view made (and only th
 BASELINE_PREFIX = "z_baseline"
 
 
-def hparam_domains(description: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """The HParams domains of a space description (``space.json``): an interval per continuous dimension, the
-    values of a grid or categorical one, ``log`` for λ- and lr-like log-uniform dimensions; keyed by display
-    name, so the per-backbone copies of one parameter (``optim.lr@deeplabv2_tiny``, ...) are one column whose
-    interval covers all of them."""
-    from study.spaces import param_label
-
-    out: dict[str, dict[str, Any]] = {}
-    for name, variants in description.get("dimensions", {}).items():
-        label = param_label(name)
-        for d in variants:
-            if d.get("type") in ("float", "int"):
-                new: dict[str, Any] = {"low": d["low"], "high": d["high"], "log": bool(d.get("log"))}
-            else:  # grid values of a log-uniform dimension, or a categorical
-                new = {"values": list(d.get("choices", [])), "log": d.get("type") == "grid"}
-            old = out.get(label)
-            if old is None:
-                out[label] = new
-            elif "values" in old and "values" in new:
-                old["values"] += [v for v in new["values"] if v not in old["values"]]
-            else:  # an interval (also over another variant's values) covering both
-                points = [x for dom in (old, new) for x in (dom.get("values") or [dom["low"], dom["high"]])]
-                out[label] = {"low": min(points), "high": max(points), "log": old["log"] or new["log"]}
-    return out
-
-
 def run_name(params: Mapping[str, Any], dimensions: Sequence[str], number: int | None = None,
              fallback: str = "") -> str:
-    """The trial's run name: its label (:func:`study.labels.trial_label`), ``#6 λ=0.0291 lr=0.0429 seed=1``;
+    """The trial's run name: its label (:func:`study.config.labels.trial_label`), ``#6 λ=0.0291 lr=0.0429 seed=1``;
     a ``/`` in a value would make a sub-directory, so it becomes ``_``."""
-    from study.labels import trial_label
+    from study.config.labels import trial_label
 
     return trial_label(number, params, dimensions, fallback=fallback).replace("/", "_")
 
@@ -178,8 +152,9 @@ def _write_baseline_run(study_dir: Path, dest: Path, description: Mapping[str, A
 
     from torch.utils.tensorboard import SummaryWriter
 
-    from study.spaces import param_label
-    from study.tuner import StudyLocation, load_study_dir, trial_context
+    from study.config.spaces import hparam_domains, param_label
+    from study.state.location import load_study_dir
+    from study.config.study_config import metric_tags
     from trainables.tensorboard import (PRUNED_TAG, default_metric_tags, percent_tag, write_hparams_session,
                                         write_layout, write_session_end)
 
@@ -205,7 +180,7 @@ def _write_baseline_run(study_dir: Path, dest: Path, description: Mapping[str, A
         config = {}
     try:  # the trials' metric columns, so that the baseline's row lines up with theirs
         study, _ = load_study_dir(study_dir)
-        tags = trial_context(study, StudyLocation(study_dir, str(study_dir.parent), study.name), None).metric_tags
+        tags = metric_tags(study)
     except (OSError, ValueError):  # a study.toml this version cannot load: the metric it names, the mIoUs
         try:
             data = tomllib.loads((study_dir / "study.toml").read_text())

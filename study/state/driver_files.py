@@ -2,12 +2,12 @@
 
 Ray's driver writes each trial's ``params.json``, ``params.pkl``, ``result.json`` and ``progress.csv`` into a
 staging directory inside its Ray session (``<ray temp dir>/session_*/artifacts/<time>/<experiment>/driver_artifacts``)
-and copies that directory into the study only with its experiment snapshot (every >= 10 s; study/snapshots.py).
+and copies that directory into the study only with its experiment snapshot (every >= 10 s; study/run/snapshots.py).
 A trial that was asked *and ended* between the last snapshot and a driver SIGKILL is in Optuna and in its engine
 folder (``run/``), but Ray's saved state does not know it, so the resumed study never writes those files again.
 
 The killed driver's staging directory is still on disk when the resume runs on the same machine: the driver's
-private Ray temp dir (study/resources.py ``private_tmpdir``) is removed only by a driver that ends normally.
+private Ray temp dir (study/config/resources.py ``private_tmpdir``) is removed only by a driver that ends normally.
 :func:`recover_driver_files` copies from it the files such trials lack. It fills only trial folders that already
 exist in the study and have no ``params.json``, never overwrites a file and never deletes anything; the killed
 driver's temp dir stays where it is (its logs tell what happened).

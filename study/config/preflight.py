@@ -8,7 +8,7 @@ the source-only baseline's config, the Optuna storage URL and that every dataset
 A problem is one :class:`~trainables.config.ConfigError` naming the file, the key, the value and what is allowed,
 raised before anything is created: no study directory, no Optuna study, no Ray.
 
-Storage URLs are checked and kept free of passwords by :mod:`study.storage_urls`.
+Storage URLs are checked and kept free of passwords by :mod:`study.config.storage_urls`.
 """
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from study.spaces import (SPACES, SpaceError, _walk, get_space, grid_points, grid_search_space, param_label,
+from study.config.spaces import (SPACES, SpaceError, _walk, get_space, grid_points, grid_search_space, param_label,
                           split_qualifier)
-from study.storage_urls import (PASSWORD_ENV, STORAGE_SCHEMES, check_storage_url, connect_url, mask_secrets,
+from study.config.storage_urls import (PASSWORD_ENV, STORAGE_SCHEMES, check_storage_url, connect_url, mask_secrets,
                                 redact_url)
-from study.study_config import StudyConfig, baseline_train_config
+from study.config.study_config import StudyConfig, baseline_train_config
 from trainables.config import ConfigError, TrainConfig, to_dict
 
 __all__ = ["TrialPlan", "Preflight", "check_study", "trial_plans", "check_storage_url", "redact_url",
@@ -145,7 +145,7 @@ def _origin(key: str, params: Mapping[str, Any], constants: Mapping[str, Any]) -
 # ---------------------------------------------------------------------------------------------------------
 # overrides the space would overwrite
 
-# The [search.params] entries that set what a space samples for a run-config key (study/spaces.py); a key absent
+# The [search.params] entries that set what a space samples for a run-config key (study/config/spaces.py); a key absent
 # here is named with the space's parameter list instead. tests/study/test_user_path.py checks that every key a
 # shipped space samples is listed.
 SPACE_KNOBS: dict[str, tuple[str, ...]] = {
@@ -396,7 +396,7 @@ def _weights_fix(weights: str) -> str:
 def _checkpoint_fix(path: Path, key: str) -> str:
     """The ``dastudy train-source`` / ``adapt`` command that writes ``runs/<config>/checkpoints/best.pt`` when
     ``<config>`` is a shipped config; otherwise where to point the key."""
-    from study.config import load_train_config, shipped_names
+    from study.config.files import load_train_config, shipped_names
 
     run = path.parent.parent
     if path.parent.name == "checkpoints" and run.name in shipped_names("configs"):
@@ -410,10 +410,10 @@ def _checkpoint_fix(path: Path, key: str) -> str:
 
 def resource_problems(study: StudyConfig, home: Path, nodes: list | None, *,
                       where: str) -> tuple[list[Problem], list[str]]:
-    """What the real run checks once Ray runs (study/storage.py:preflight_study), against ``nodes`` (this
+    """What the real run checks once Ray runs (study/run/storage.py:preflight_study), against ``nodes`` (this
     machine, or the cluster of ``--address``): a trial fits on a node (a GPU request without a GPU), and the
     checkpoints fit on the study's filesystem. Returns the problems and the notes to print."""
-    from study.resources import (PreflightError, check_checkpoint_space, check_cluster_resources,
+    from study.config.resources import (PreflightError, check_checkpoint_space, check_cluster_resources,
                                  estimate_checkpoint_bytes)
 
     problems: list[Problem] = []

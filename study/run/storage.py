@@ -20,15 +20,17 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 from ray.tune import Callback
 
-from study.atomic_fs import CHECKPOINT_DIR  # Ray's checkpoint_<n> directories: nothing else is touched
+from study.state.checkpoint_files import remove_checkpoint_dirs
+from study.state.location import locate
+from study.run.snapshots import forget_checkpoints
 from trainables.objectstore import filesystem
 
 __all__ = ["STATE_FILES", "StoreSync", "push_study", "pull_study", "study_uri", "CheckpointJanitor",
-           "bind_store", "publish_checkpoint", "restore_from_store", "remove_orphaned_checkpoints"]
+           "bind_store", "publish_checkpoint", "restore_from_store"]
 
 # What defines a study besides Ray's own files, relative to its home (baseline/ is uploaded recursively).
 STATE_FILES = ("study.toml", "space.json", "provenance.json", "asha_rungs.json", "optuna.journal")
@@ -124,9 +126,9 @@ class StoreSync(Callback):
         pass
 
     def _push(self) -> None:
-        from study.lease import lease_lost
+        from study.state.lease import lease_lost
 
-        if lease_lost():  # another driver holds the study now (study/lease.py): its files are not ours to replace
+        if lease_lost():  # another driver holds the study now (study/state/lease.py): its files are not ours to replace
             print("warning: the study files are no longer uploaded: this driver lost its lease", file=sys.stderr)
             return
         if not _BOUND:
@@ -183,8 +185,6 @@ class CheckpointJanitor(Callback):
         self.__init__(**state)
 
     def _mark(self, trial) -> None:
-        from study.snapshots import forget_checkpoints
-
         storage = getattr(trial, "storage", None)
         if storage is not None:
             self._pending.append((self._snapshots, storage.storage_filesystem, storage.trial_fs_path))
@@ -232,74 +232,14 @@ class CheckpointJanitor(Callback):
             self._mark(trial)
 
 
-def remove_checkpoint_dirs(fs, root: str, keep: Callable[[int], bool] = lambda index: False) -> tuple[int, int]:
-    """Delete the ``checkpoint_<n>`` directories directly inside ``root`` (a trial's directory, through Ray's
-    storage filesystem) whose ``n`` is not kept; nothing else. Returns (directories, bytes)."""
-    import pyarrow.fs as pafs
-
-    try:
-        entries = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
-    except OSError:
-        return 0, 0
-    dirs = total = 0
-    for entry in entries:
-        if (entry.type != pafs.FileType.Directory or not CHECKPOINT_DIR.match(entry.base_name)
-                or keep(checkpoint_index(entry.base_name))):
-            continue
-        try:
-            files = fs.get_file_info(pafs.FileSelector(entry.path, recursive=True))
-            size = sum(f.size or 0 for f in files if f.type == pafs.FileType.File)
-            fs.delete_dir(entry.path)
-        except OSError as err:  # never let housekeeping end a study
-            print(f"warning: could not remove {entry.path}: {err}", file=sys.stderr)
-            continue
-        dirs, total = dirs + 1, total + size
-    return dirs, total
-
-
-def checkpoint_index(name: str) -> int:
-    return int(name.rpartition("_")[2])
-
-
-def remove_orphaned_checkpoints(trial) -> tuple[int, int]:
-    """On resume, for one trial restored from the experiment state: delete the checkpoint directories that the
-    state does not name and that nothing will read, which a killed driver left pending. Returns (dirs, bytes).
-
-    - the trial's checkpoints were to be deleted (a PRUNED or finally FAILED trial; the janitor's decision is
-      stored with the state, :func:`study.snapshots.forget_checkpoints`): all of them;
-    - otherwise those older than the newest checkpoint the state names, and not named by it: Ray had deleted them
-      (``num_to_keep``) and the deletion was still deferred (study/atomic_fs.py ``DeferredDeletes``).
-
-    Newer unnamed ones are left alone (a checkpoint written after the last snapshot; the resumed trial rewrites
-    its index). Nothing is done when Ray's checkpoint manager fields are not where
-    ``tests/study/test_snapshots.py::test_rays_checkpoint_manager_fields_are_where_we_cut_them`` expects them."""
-    storage, metadata = getattr(trial, "storage", None), getattr(trial, "run_metadata", None)
-    manager = getattr(metadata, "checkpoint_manager", None)
-    results = getattr(manager, "_checkpoint_results", None)
-    if storage is None or not isinstance(results, list):
-        return 0, 0
-    named: set[int] = set()
-    for result in [*results, getattr(manager, "_latest_checkpoint_result", None)]:
-        name = os.path.basename(str(getattr(getattr(result, "checkpoint", None), "path", "")).rstrip("/"))
-        if CHECKPOINT_DIR.match(name):
-            named.add(checkpoint_index(name))
-    if getattr(metadata, "forget_checkpoints", False):
-        return remove_checkpoint_dirs(storage.storage_filesystem, storage.trial_fs_path)
-    if not named:  # a new trial, or one Ray has no checkpoint of: nothing to decide (and no listing)
-        return 0, 0
-    newest = max(named)
-    return remove_checkpoint_dirs(storage.storage_filesystem, storage.trial_fs_path,
-                                  keep=lambda index: index in named or index > newest)
-
-
 # ---------------------------------------------------------------------------------------------------------
-# what the driver adds to a study (study/tuner.py calls these)
+# what the driver adds to a study (study/run/tuner.py calls these)
 
 
 def study_callbacks(study, location) -> tuple[list[Callback], Any]:
     """The Tune callbacks and the stopper of a study: the checkpoint janitor, the store sync (object storage) and
     the watchdog for trials that never start. Binds the store to this driver."""
-    from study.autoscale import PendingWatchdog
+    from study.run.autoscale import PendingWatchdog
 
     callbacks: list[Callback] = []
     if not study.keep_pruned_checkpoints:
@@ -318,8 +258,8 @@ def preflight_study(study, location, nodes, log) -> int:
     """Launch checks of this module's concerns; returns the trial slots available now. An autoscaling cluster
     without room for a trial is asked for it; the checkpoint estimate is printed and, on a local filesystem,
     a study that cannot fit is refused."""
-    from study.autoscale import request_from_autoscaler
-    from study.resources import check_checkpoint_space, check_cluster_resources, estimate_checkpoint_bytes
+    from study.run.autoscale import request_from_autoscaler
+    from study.config.resources import check_checkpoint_space, check_cluster_resources, estimate_checkpoint_bytes
     from trainables.tune import checkpoint_state_bytes
 
     res = study.resources
@@ -359,8 +299,7 @@ def restore_from_store(study: str, storage: str | None) -> Path | None:
     """``dastudy study resume`` on a new head: the local study directory, downloaded from the store when
     ``study`` is an object-store URI (``s3://bucket/prefix/<name>``), or a bare name whose ``--storage`` is one
     and which has no local copy yet; None when the study is local (the caller locates it as before)."""
-    from study.resources import is_uri
-    from study.tuner import locate
+    from study.config.resources import is_uri
 
     if is_uri(study):
         storage, _, name = study.rstrip("/").rpartition("/")

@@ -30,7 +30,7 @@ without ``runtime.seed``); they are not independent models, so every correlation
 correlation) has a 95 % percentile interval from a two-stage bootstrap: resample the configurations with
 replacement, then the seeds within each drawn configuration (Davison & Hinkley 1997, Sec. 3.8; Field & Welsh 2007,
 "Bootstrapping clustered data", JRSS B 69:369). :data:`BOOTSTRAP_RESAMPLES` resamples from a fixed generator
-(:data:`BOOTSTRAP_SEED`), so a report is reproducible (the statistics: :mod:`study.agreement_stats`). Beside the
+(:data:`BOOTSTRAP_SEED`), so a report is reproducible (the statistics: :mod:`study.report.agreement_stats`). Beside the
 table, the **variance split** of the target metric at B: the share of its sum of squares between configuration
 means (configuration) and within configurations (seed).
 
@@ -51,7 +51,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from study.agreement_stats import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, Interval, VarianceSplit,
+from study.report.agreement_stats import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, Interval, VarianceSplit,
                                    bootstrap_correlations, cluster_resamples, percentile_interval, rank_correlations,
                                    resampled, tied_best, variance_split)
 

@@ -1,5 +1,5 @@
 """Checks made before Ray starts any trial: datasets present, the cluster can host one trial, storage shared,
-checkpoints fit on the disk (the watchdog for trials that never start is in :mod:`study.autoscale`).
+checkpoints fit on the disk (the watchdog for trials that never start is in :mod:`study.run.autoscale`).
 
 Each check raises :class:`PreflightError` with what is wrong and what to do; a study that would otherwise
 hang PENDING forever (a GPU request on a CPU-only cluster), fail on a worker node (a storage path only the head

@@ -8,7 +8,7 @@ forced ones grow with the reports of all trials and their size with the trials i
 463 snapshots of a 20 MB state were the driver's largest cost (docs/performance.md, "Scale").
 
 dastudy's storage filesystem defers those deletions until no stored state can name the checkpoint
-(:class:`study.atomic_fs.DeferredDeletes`), which makes the forced snapshots unnecessary; :func:`stop_forced_snapshots`
+(:class:`study.state.atomic_fs.DeferredDeletes`), which makes the forced snapshots unnecessary; :func:`stop_forced_snapshots`
 then switches them off. Object-store storage keeps Ray's behaviour (its deletions are not deferred).
 
 Each snapshot re-encodes every trial's metadata, so its size matters as much as its count: :func:`lean_run_metadata`
@@ -30,7 +30,8 @@ from ray.tune.schedulers import FIFOScheduler
 from ray.tune.trainable.metadata import _TrainingRunMetadata  # private: see lean_run_metadata
 from ray.tune.utils.serialization import TuneFunctionEncoder
 
-from study.atomic_fs import DEFERRED
+from study.state.atomic_fs import DEFERRED
+from study.state.checkpoint_files import remove_orphaned_checkpoints
 
 __all__ = ["stop_forced_snapshots", "lean_run_metadata", "idle_syncer", "compact", "compact_resources",
            "forget_checkpoints", "SnapshotPacing", "StudyFIFO"]
@@ -255,7 +256,7 @@ def _resources(bundles: list, strategy: str = "PACK") -> Any:
 
 def forget_checkpoints(trial: Any) -> None:
     """From now on the snapshots store no checkpoint of this trial: dastudy deletes its checkpoints (a pruned
-    trial, or one failed for good; study/storage.py ``CheckpointJanitor``), so no stored state should name them.
+    trial, or one failed for good; study/run/storage.py ``CheckpointJanitor``), so no stored state should name them.
     The trial keeps them in memory (Ray finishes with them as before)."""
     if lean_run_metadata(trial):
         trial.run_metadata.forget_checkpoints = True  # Ray's __setattr__ drops the cached JSON
@@ -265,7 +266,7 @@ class SnapshotPacing:
     """Scheduler mix-in: when a trial is added (the only hook that is given Ray's controller), give it lean run
     metadata (:func:`lean_run_metadata`) and a syncer of its own (:func:`idle_syncer`), and, if this driver defers
     checkpoint deletions (a filesystem storage), stop the forced snapshots. A trial restored by a resume also gets
-    the deletions a killed driver left pending (:func:`study.storage.remove_orphaned_checkpoints`), and if it runs
+    the deletions a killed driver left pending (:func:`study.state.checkpoint_files.remove_orphaned_checkpoints`), and if it runs
     again, its checkpoints are stored again."""
 
     def on_trial_add(self, tune_controller, trial) -> None:
@@ -279,8 +280,6 @@ class SnapshotPacing:
 
 
 def _finish_pending_deletions(trial: Any) -> None:
-    from study.storage import remove_orphaned_checkpoints
-
     dirs, size = remove_orphaned_checkpoints(trial)
     if dirs:
         print(f"resume: removing {dirs} checkpoint folder(s) ({size / 2**20:.1f} MiB) of "

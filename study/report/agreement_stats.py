@@ -1,4 +1,4 @@
-"""Statistics of validator agreement (:mod:`study.agreement`): rank correlations from ``scipy.stats``, a two-stage
+"""Statistics of validator agreement (:mod:`study.report.agreement`): rank correlations from ``scipy.stats``, a two-stage
 (configuration, then seed) bootstrap with percentile intervals, the configuration/seed variance split, and ties.
 
 Trials that differ only in the seed are replicates of one configuration, not independent models: resampling the

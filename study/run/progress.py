@@ -22,7 +22,7 @@ from typing import Any, Callable, TextIO
 
 from ray.tune import Callback
 
-from study.spaces import param_label
+from study.config.spaces import param_label
 
 __all__ = ["LiveProgress", "format_eta"]
 
@@ -43,7 +43,7 @@ def format_eta(seconds: float | None) -> str:
 
 class LiveProgress(Callback):
     """The study's progress (module docstring). ``plain``: the callback whose lines are shown off a terminal
-    (study.search.StudyProgress: one line per trial event); ``name_of``: a trial's name (its directory name).
+    (study.run.search.StudyProgress: one line per trial event); ``name_of``: a trial's name (its directory name).
     ``live``: redraw a table in place (default: when ``stream`` is a terminal); ``refresh_s``: how often the table
     is redrawn between trial events (the ETA ticks)."""
 
@@ -201,7 +201,7 @@ class LiveProgress(Callback):
             self._draw(trials)
 
     def on_experiment_end(self, trials, **info) -> None:
-        from study.interrupts import stop_requested
+        from study.run.interrupts import stop_requested
 
         if self.live:
             self._draw(trials)

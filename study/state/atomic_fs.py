@@ -19,7 +19,7 @@ deleted checkpoint it forces a full experiment snapshot every ``num_to_keep`` ch
 (ray-project/ray#31613) — at 1,000 trials a 20 MB state re-encoded 463 times, the largest driver cost of a study
 (docs/performance.md). Here a deletion Ray asks for waits until two experiment snapshots have landed in the
 storage after the request: the second one was written after Ray forgot the checkpoint, so no state a resume can
-read still names it, and Ray's forced snapshots can be switched off (:func:`study.snapshots.stop_forced_snapshots`).
+read still names it, and Ray's forced snapshots can be switched off (:func:`study.run.snapshots.stop_forced_snapshots`).
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ __all__ = ["AtomicLocalHandler", "atomic_local_filesystem", "TEMP_PREFIX", "CHEC
            "DEFERRED"]
 
 TEMP_PREFIX = ".dastudy-partial-"  # temporary siblings; one left behind means a writer was killed mid-file
-CHECKPOINT_DIR = re.compile(r"^checkpoint_\d+$")  # Ray's trial checkpoint directories (also study/storage.py)
+CHECKPOINT_DIR = re.compile(r"^checkpoint_\d+$")  # Ray's trial checkpoint directories (also study/run/storage.py)
 _STATE_FILE = re.compile(r"^experiment_state-.+\.json$")  # Ray's experiment snapshot, one per driver session
 
 

@@ -1,0 +1,146 @@
+"""Studies written by the flat ``study/`` layout still load: every class their pickles name by an old module path
+resolves (study/_moved.py), to the same class the new layout defines. The fixture is a real replicate-ASHA study
+made by tests/study/fixtures/make_pre_layers_study.py on the flat layout (commit 97014a7)."""
+from __future__ import annotations
+
+import importlib
+import json
+import pickletools
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from study._moved import OLD_PATHS
+
+FIXTURE = Path(__file__).parent / "fixtures" / "pre_layers_study.tar.gz"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _globals(data: bytes) -> set[tuple[str, str]]:
+    """The (module, name) pairs a pickle imports, read from its opcodes without running it."""
+    found, strings, memo = set(), [], {}
+    for op, arg, _ in pickletools.genops(data):
+        if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE"):
+            strings.append(arg)
+        elif op.name == "MEMOIZE":
+            memo[len(memo)] = strings[-1] if strings else None
+        elif op.name in ("BINPUT", "LONG_BINPUT", "PUT"):
+            memo[arg] = strings[-1] if strings else None
+        elif op.name in ("BINGET", "LONG_BINGET", "GET"):
+            strings.append(memo.get(arg))
+        elif op.name in ("GLOBAL", "INST"):
+            found.add(tuple(arg.split(" ", 1)))
+        elif op.name == "STACK_GLOBAL":
+            found.add((strings[-2], strings[-1]))
+    return found
+
+
+def _pickles(home: Path) -> dict[str, bytes]:
+    """Every pickle Ray left in the study: whole files, and the cloudpickled fields of the JSON trial records."""
+    out: dict[str, bytes] = {}
+
+    def walk(where: str, value) -> None:
+        if isinstance(value, dict):
+            if value.get("_type") == "CLOUDPICKLE_FALLBACK":
+                out[f"{where}:{len(out)}"] = bytes.fromhex(value["value"])
+            for item in value.values():
+                walk(where, item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(where, item)
+        elif isinstance(value, str) and value[:1] == "{":
+            try:
+                walk(where, json.loads(value))
+            except ValueError:
+                pass
+
+    for path in sorted(home.rglob("*")):
+        if path.suffix not in (".pkl", ".json"):
+            continue
+        data = path.read_bytes()
+        if data[:1] == b"\x80":  # a pickle protocol header (Ray's search_gen_state-*.json is one too)
+            out[str(path.relative_to(home))] = data
+        elif data[:1] == b"{":
+            try:
+                walk(str(path.relative_to(home)), json.loads(data))
+            except ValueError:  # result.json: JSON lines
+                continue
+    return out
+
+
+@pytest.fixture(scope="module")
+def old_study(tmp_path_factory) -> Path:
+    home = tmp_path_factory.mktemp("prelayers")
+    with tarfile.open(FIXTURE) as tar:
+        tar.extractall(home, filter="data")
+    return home
+
+
+def test_the_fixture_names_classes_by_their_old_paths(old_study):
+    """The fixture can tell: it does pickle the flat layout's paths (else the next test would prove nothing)."""
+    names = set().union(*map(_globals, _pickles(old_study).values()))
+    old = {(m, n) for m, n in names if m in OLD_PATHS}
+    assert {("study.search", "StudySearch"), ("study.replicates", "ReplicateASHA"),
+            ("study.replicates", "ReplicateSearch"), ("study.storage", "CheckpointJanitor")} <= old, sorted(old)
+
+
+def test_every_name_an_old_study_pickled_resolves_to_the_new_class(old_study):
+    names = set().union(*map(_globals, _pickles(old_study).values()))
+    ours = sorted((m, n) for m, n in names if m.split(".")[0] in ("study", "trainables", "models", "data"))
+    assert ours
+    for module, name in ours:
+        obj = getattr(importlib.import_module(module), name)
+        if module in OLD_PATHS:  # the same object as the new path's, not a copy
+            assert obj is getattr(importlib.import_module(OLD_PATHS[module]), name)
+            if isinstance(obj, type):  # a new pickle of it names the new path
+                assert obj.__module__ == OLD_PATHS[module], (module, name, obj.__module__)
+
+
+def test_an_old_studys_ray_state_unpickles_into_the_new_classes(old_study):
+    """In a fresh interpreter (no module of the new layout imported beforehand): Ray's tuner.pkl, its search
+    generator state and every trial record load, and the searcher and scheduler are the new layout's classes."""
+    code = f"""
+import json, pickle, sys
+sys.path.insert(0, {str(REPO)!r})
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from test_old_layout import _pickles
+from pathlib import Path
+blobs = _pickles(Path({str(old_study)!r}))
+loaded = {{where: pickle.loads(data) for where, data in blobs.items()}}
+tuner = loaded["tuner.pkl"]["_tune_config"]
+print(type(tuner.search_alg).__module__, type(tuner.search_alg).__name__)
+print(type(tuner.scheduler).__module__, type(tuner.scheduler).__name__)
+print(len(loaded))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    searcher, scheduler, count = result.stdout.split("\n")[:3]
+    assert searcher == "study.run.replicates ReplicateSearch"
+    assert scheduler == "study.run.replicates ReplicateASHA"
+    assert int(count) >= 6  # tuner.pkl, the search state and the trial records' storage contexts
+
+
+def test_old_paths_are_the_new_modules_and_keep_their_own_spec():
+    """Each old path imported first (before its new module), in a fresh interpreter."""
+    code = """
+import importlib, sys
+from study._moved import OLD_PATHS
+for old, new in OLD_PATHS.items():
+    fresh = new not in sys.modules
+    module = importlib.import_module(old)
+    assert module is sys.modules[new] and module.__name__ == new and module.__spec__.name == new, (old, fresh)
+    importlib.reload(module)
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True,
+                            timeout=120, cwd=REPO)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+def test_every_old_path_has_a_new_home_and_no_module_is_left_at_the_old_one():
+    for old, new in OLD_PATHS.items():
+        assert not (REPO / (old.replace(".", "/") + ".py")).exists(), old
+        assert (REPO / (new.replace(".", "/") + ".py")).is_file(), new
