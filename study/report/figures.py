@@ -22,6 +22,7 @@ from typing import Any, Mapping, Sequence
 
 from study.report.aggregate import MODEL_KEY, ConfigAggregate, is_seed
 from study.report.collect import StudyData, TrialRecord, _number
+from study.report.schedules import PBT_KINDS, schedule_figure
 from study.report.tables import param_label, per_class_rows
 
 _STATUS_STYLE = {"completed": ("o", 1.0), "pruned": ("x", 0.8), "stopped": ("x", 0.8), "running": ("^", 0.6)}
@@ -410,10 +411,18 @@ def _draw_all(figure_dir: Path, data: StudyData, *, best: ConfigAggregate | Tria
         ("importance", lambda p: _importance_figure(p, data, importances)),
         ("per_class_iou", lambda p: _per_class_figure(p, data, best)),
     ]
+    if data.scheduler in PBT_KINDS:
+        jobs.append(("pbt_schedules", lambda p: _schedules(p, data, space_dir or figure_dir.parent)))
     with plt.style.context("default"), matplotlib.rc_context({"svg.hashsalt": "dastudy", "path.simplify": True}):
         drawn = _run_jobs(jobs, figure_dir, workers=workers if _fork_safe() else 1)
-    shown = ("sensitivity", "learning_curves", "per_class_iou", "importance")  # the report's order
+    shown = ("pbt_schedules", "sensitivity", "learning_curves", "per_class_iou", "importance")  # the report's order
     return {key: figure_dir / f"{key}.png" for key in shown if drawn.get(key)}
+
+
+def _schedules(path: Path, data: StudyData, study_dir: Path) -> Path | None:
+    """PBT/PB2: the members' learned schedules (study/report/schedules.py)."""
+    fig = schedule_figure(study_dir, data)
+    return None if fig is None else _save(fig, path)
 
 
 def _fork_safe() -> bool:

@@ -8,6 +8,7 @@ from study.report.aggregate import (LAMBDA_KEY, MIN_CONFIGS_FOR_IMPORTANCE, MIN_
                                     paired_vs_control, seeds_text)
 from study.report.collect import FIGURES, STATUSES, ReportError, StudyData, TrialRecord, _read_toml, _rungs, load_study
 from study.report.figures import _draw_all
+from study.report.schedules import PBT_KINDS, member_schedules, schedule_rows
 from study.report.importance import Importance, config_importances
 from study.report.paper import (SINGLE_NOTE, control_note, fmt_ci, fmt_p, fmt_stats, paper_csv, paper_markdown,
                                 paper_rows, per_class_delta_rows, pooled_parameters)
@@ -97,6 +98,13 @@ def write_report(study_dir: str | Path, *, out_dir: str | Path | None = None, wo
         csv_path = table_dir / "lambda_backbone.csv"
         csv_path.write_text(paper_csv(data, rows_paper))
         tables.append(csv_path)
+    if data.scheduler in PBT_KINDS:
+        members = member_schedules(study_dir, data)
+        if members:
+            table_dir.mkdir(exist_ok=True)
+            csv_path = table_dir / "pbt_schedules.csv"
+            csv_path.write_text(_csv(*schedule_rows(members)))
+            tables.append(csv_path)
     best_config, config_note = (_best_config(study_dir, out, data, best, best_cfg) if best_cfg is not None
                                 else (None, None))
     if config_note:
@@ -268,10 +276,15 @@ def _markdown(data: StudyData, *, best: TrialRecord | None, best_cfg: ConfigAggr
     else:
         lines += ["No evaluation with per-class IoU.", ""]
     titles = {"sensitivity": "Sensitivity", "learning_curves": "Learning curves", "per_class_iou": "Per-class IoU",
-              "importance": "Parameter importance"}
+              "importance": "Parameter importance", "pbt_schedules": "Learned schedules (PBT)"}
     lines += ["## Figures", ""]
     for key, path in figures.items():
         lines += [f"### {titles.get(key, key)}", "", f"![{key}]({FIGURES}/{path.name})", ""]
+        if key == "pbt_schedules":
+            lines += [f"Each line is one member's values over SGD iterations, the segments of the donors it cloned "
+                      f"included (from each member's `run/lineage.jsonl`), coloured by its final {data.metric}; "
+                      f"dots mark its clones. Table: [`{TABLES}/pbt_schedules.csv`]({TABLES}/pbt_schedules.csv).",
+                      ""]
     lines += ["## Parameter importance (Optuna PED-ANOVA over configuration means, seed left out)", ""]
     if importance.values:
         lines += [f"From {importance.configurations} completed configurations ({importance.trials} trials); "
@@ -286,3 +299,14 @@ def _markdown(data: StudyData, *, best: TrialRecord | None, best_cfg: ConfigAggr
     lines += ["---", "Regenerate with `dastudy study report NAME` (`--out DIR` writes elsewhere); browse the runs with "
               "`dastudy study tensorboard NAME` or `optuna-dashboard optuna.journal`.", ""]
     return "\n".join(lines)
+
+
+def _csv(header: list[str], rows: list[list]) -> str:
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows([["" if v is None else v for v in row] for row in rows])
+    return out.getvalue()

@@ -1,0 +1,101 @@
+"""PBT studies in the report: each member's learned schedule (donors' segments included) as a figure and a CSV,
+read from the members' lineage files (trainables/lineage.py), checked against hand-built lineages."""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from study.report import load_study, write_report
+from study.report.schedules import member_schedules, schedule_rows
+from test_report import TRIALS, make_study
+
+LAM = "adapt.lambda_adv_main"
+LR = "optim.lr"
+
+
+def _lineage(run_dir, records):
+    with open(run_dir / "lineage.jsonl", "w") as out:
+        for record in records:
+            out.write(json.dumps(record) + "\n")
+
+
+def _eval(iteration, time, lam, lr, value):
+    return {"event": "eval", "iteration": iteration, "time": time, "hparams": {LAM: lam, LR: lr},
+            "metric": "val/mIoU13", "value": value}
+
+
+@pytest.fixture
+def pbt_study(tmp_path):
+    """Three members over 40 iterations (evaluations every 10): B clones A at 20 with λ doubled; C clones B at 30
+    with lr halved (so C's schedule runs through A, then B, then itself)."""
+    study_dir = make_study(tmp_path, trials=TRIALS[:3], baseline=False)
+    toml = study_dir / "study.toml"
+    toml.write_text(toml.read_text().replace('kind = "asha"', 'kind = "pbt"'))
+    a, b, c = sorted(p.name for p in study_dir.iterdir() if p.name.startswith("trial_"))
+    _lineage(study_dir / a / "run", [
+        {"event": "start", "iteration": 0, "time": 1.0, "hparams": {LAM: 1e-3, LR: 0.01}},
+        _eval(10, 2.0, 1e-3, 0.01, 0.30), _eval(20, 3.0, 1e-3, 0.01, 0.35), _eval(30, 5.0, 1e-3, 0.01, 0.37),
+        _eval(40, 7.0, 1e-3, 0.01, 0.38)])
+    _lineage(study_dir / b / "run", [
+        {"event": "start", "iteration": 0, "time": 1.0, "hparams": {LAM: 5e-3, LR: 0.02}},
+        _eval(10, 2.0, 5e-3, 0.02, 0.20), _eval(20, 3.0, 5e-3, 0.02, 0.22),  # this segment is lost at the clone
+        {"event": "clone", "iteration": 20, "time": 3.5, "hparams": {LAM: 2e-3, LR: 0.01}, "donor": a,
+         "donor_iteration": 20},
+        _eval(30, 5.0, 2e-3, 0.01, 0.40), _eval(40, 7.0, 2e-3, 0.01, 0.41)])
+    _lineage(study_dir / c / "run", [
+        {"event": "start", "iteration": 0, "time": 1.0, "hparams": {LAM: 1e-4, LR: 0.03}},
+        _eval(10, 2.0, 1e-4, 0.03, 0.10), _eval(20, 3.0, 1e-4, 0.03, 0.12), _eval(30, 5.0, 1e-4, 0.03, 0.13),
+        {"event": "clone", "iteration": 30, "time": 5.5, "hparams": {LAM: 2e-3, LR: 0.005}, "donor": b,
+         "donor_iteration": 30},
+        _eval(40, 7.0, 2e-3, 0.005, 0.42)])
+    return study_dir, (a, b, c)
+
+
+def test_each_member_schedule_runs_through_its_donors(pbt_study):
+    study_dir, (a, b, c) = pbt_study
+    members = {m.name: m for m in member_schedules(study_dir, load_study(study_dir))}
+    assert members[a].segments == ((0, {LAM: 1e-3, LR: 0.01}),) and members[a].clones == ()
+    assert members[b].segments == ((0, {LAM: 1e-3, LR: 0.01}), (20, {LAM: 2e-3, LR: 0.01}))
+    assert members[b].clones == ((20, a),)
+    # C: A's values to 20, B's after its clone to 30, then its own halved lr
+    assert members[c].segments == ((0, {LAM: 1e-3, LR: 0.01}), (20, {LAM: 2e-3, LR: 0.01}),
+                                   (30, {LAM: 2e-3, LR: 0.005}))
+    assert members[c].clones == ((30, b),) and {m.end for m in members.values()} == {40}
+
+
+def test_schedule_rows_are_one_per_segment_best_member_first(pbt_study):
+    study_dir, _ = pbt_study
+    data = load_study(study_dir)
+    members = member_schedules(study_dir, data)
+    scores = [m.score for m in members]
+    assert scores == sorted(scores, reverse=True)  # mode max: best first
+    header, rows = schedule_rows(members)
+    assert header == ["member", "score", "from_iteration", "to_iteration", LAM, LR]
+    assert len(rows) == 1 + 2 + 3
+    by_member = {}
+    for row in rows:
+        by_member.setdefault(row[0], []).append((row[2], row[3]))
+    assert all(spans[0][0] == 0 and spans[-1][1] == 40 for spans in by_member.values())
+    assert all(a[1] == b[0] for spans in by_member.values() for a, b in zip(spans, spans[1:]))
+
+
+def test_the_report_of_a_pbt_study_draws_the_schedules_and_writes_their_table(pbt_study, tmp_path):
+    study_dir, (a, b, c) = pbt_study
+    summary = write_report(study_dir, out_dir=tmp_path / "out")
+    names = {p.name for p in summary.figures}
+    assert "pbt_schedules.png" in names and (tmp_path / "out" / "figures" / "pbt_schedules.pdf").is_file()
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "### Learned schedules (PBT)" in report and "tables/pbt_schedules.csv" in report
+    with open(tmp_path / "out" / "tables" / "pbt_schedules.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["member"], r["from_iteration"], r["to_iteration"], float(r[LR])) for r in rows if r["member"] == c] \
+        == [(c, "0", "20", 0.01), (c, "20", "30", 0.01), (c, "30", "40", 0.005)]
+
+
+def test_a_study_that_is_not_pbt_has_no_schedules(tmp_path):
+    study_dir = make_study(tmp_path, trials=TRIALS[:3], baseline=False)
+    summary = write_report(study_dir, out_dir=tmp_path / "out")
+    assert "pbt_schedules.png" not in {p.name for p in summary.figures}
+    assert not (tmp_path / "out" / "tables" / "pbt_schedules.csv").exists()
