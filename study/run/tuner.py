@@ -350,7 +350,7 @@ def run_study(study: StudyConfig, *, storage: str | None = None, address: str | 
         with study_lock(location.home, command=" ".join(mask_secrets(a) for a in sys.argv)):
             if baseline_run is not None:
                 copy_baseline_files(baseline_run, location.home / "baseline", init_checkpoint)
-            count = (f"{study.num_samples} configurations x {study.run.replicates} seeds = {study.num_trials} trials"
+            count = (f"{study.num_samples} configurations x {study.replicates} seeds = {study.num_trials} trials"
                      if study.search.seeds else f"{study.num_samples} trials")
             log(f"study {study.name}: {count} of space {study.search.space!r} "
                 f"({study.search.sampler}, seed {study.search.seed}), metric {study.study_metric} ({study.mode}), "
