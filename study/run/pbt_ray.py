@@ -5,22 +5,63 @@ experiment state, so they live at module level here rather than inside functions
   run: a member at ``max_t`` evaluations has nothing left to train, and an exploit there would only restart it to
   report its donor's final score as its own.
 - :class:`PopulationGenerator`: Ray's BasicVariantGenerator running exactly the drawn initial population.
+- :func:`register_each_checkpoint_once`: every member's checkpoint manager keeps one entry per checkpoint directory
+  (see there: Ray 2.60's PBT registers a member's latest checkpoint twice, and the second entry deleted the first's
+  directory, which a clone was about to restore from).
 """
 from __future__ import annotations
 
 from typing import Any
 
 from ray import tune
+from ray.train._internal.checkpoint_manager import _CheckpointManager  # private: see register_each_checkpoint_once
 from ray.tune.experiment import _convert_to_experiment_list
 from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
 from ray.tune.schedulers.pb2 import PB2
 from ray.tune.search import BasicVariantGenerator
 
-__all__ = ["StudyPBT", "StudyPB2", "PopulationGenerator"]
+__all__ = ["StudyPBT", "StudyPB2", "PopulationGenerator", "OnceCheckpointManager", "register_each_checkpoint_once"]
+
+
+class OnceCheckpointManager(_CheckpointManager):
+    """Ray's per-trial checkpoint manager (``num_to_keep``, ordered by the study metric) that registers a checkpoint
+    directory once: registering one it already holds makes that entry the latest and deletes nothing."""
+
+    def register_checkpoint(self, checkpoint_result) -> None:
+        path = getattr(getattr(checkpoint_result, "checkpoint", None), "path", None)
+        for held in [self._latest_checkpoint_result, *self._checkpoint_results]:
+            if path is not None and getattr(getattr(held, "checkpoint", None), "path", None) == path:
+                self._latest_checkpoint_result = held
+                return
+        super().register_checkpoint(checkpoint_result)
+
+
+def register_each_checkpoint_once(trial: Any) -> bool:
+    """Give ``trial`` an :class:`OnceCheckpointManager`; True when it has one.
+
+    PBT asks a top member to save at each perturbation (``PopulationBasedTraining._checkpoint_or_exploit``); for a
+    function trainable the save returns the checkpoint the member has just reported, and Ray registers it a second
+    time as a separate entry (ray-project/ray#38736 moved PBT to persistent checkpoints; the duplicate-registration
+    guard of ray#9517 did not survive the storage refactor). The two entries share a directory: they take two of
+    ``num_to_keep`` places, and when the older entry is evicted Ray deletes the directory the newer one, the
+    member's latest, still names. A clone handed that checkpoint then failed (``FileNotFoundError``/
+    ``CheckpointError``: seen after ``study resume`` in tests/study/test_pbt_ray.py). The manager's class is Ray 2.60's
+    private ``_CheckpointManager``, swapped in place so that its state stays as Ray built or restored it;
+    ``tests/study/test_pbt.py::test_a_member_registers_each_checkpoint_once`` fails if an upgrade changes the class
+    or fixes the duplicate (then this can go)."""
+    metadata = getattr(trial, "run_metadata", None)
+    manager = getattr(metadata, "checkpoint_manager", None)
+    if type(manager) is _CheckpointManager:
+        manager.__class__ = OnceCheckpointManager
+    return isinstance(manager, OnceCheckpointManager)
 
 
 class _AtMaxT:
     _max_t: int
+
+    def on_trial_add(self, tune_controller, trial) -> None:
+        register_each_checkpoint_once(trial)
+        super().on_trial_add(tune_controller, trial)
 
     def on_trial_result(self, tune_controller, trial, result: dict[str, Any]) -> str:
         if result.get("training_iteration", 0) >= self._max_t:

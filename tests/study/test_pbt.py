@@ -198,3 +198,80 @@ def test_the_preset_learns_schedules_from_the_source_only_start_on_a_label_free_
     assert source.adapt.mode == "source_only"
     assert (source.model.name, source.model.multi_level, source.data.num_classes) == (
         cfg.model.name, cfg.model.multi_level, cfg.data.num_classes)
+
+
+def _register_like_pbt(manager, tmp_path):
+    """A member reports checkpoints 0..2 (scores 0.5, 0.6, 0.4); PBT then saves the member, which registers its
+    latest checkpoint (2) once more, as a new result object."""
+    from ray.train import Checkpoint
+    from ray.train._internal.session import _TrainingResult
+
+    dirs = []
+    for index, score in enumerate((0.5, 0.6, 0.4)):
+        path = tmp_path / f"checkpoint_{index:06d}"
+        path.mkdir(parents=True)
+        (path / "state.pt").write_text("x")
+        dirs.append(path)
+        manager.register_checkpoint(_TrainingResult(Checkpoint(str(path)), {"val/mIoU16": score}))
+    manager.register_checkpoint(_TrainingResult(Checkpoint(str(dirs[2])), {"val/mIoU16": 0.4}))  # PBT's save
+    return dirs
+
+
+def test_a_member_registers_each_checkpoint_once(tmp_path):
+    """Ray 2.60 deletes a member's latest checkpoint when PBT registers it twice (study/run/pbt_ray.py): with the
+    plain manager the directory PBT hands a clone is gone; with ours it stays and is held once. If the first half
+    fails, Ray changed its manager or fixed the duplicate, and OnceCheckpointManager can be reconsidered."""
+    from ray.train import CheckpointConfig
+    from ray.train._internal.checkpoint_manager import _CheckpointManager
+
+    from study.run.pbt_ray import OnceCheckpointManager, register_each_checkpoint_once
+
+    config = CheckpointConfig(num_to_keep=3, checkpoint_score_attribute="val/mIoU16", checkpoint_score_order="max")
+    plain = _CheckpointManager(checkpoint_config=config)
+    dirs = _register_like_pbt(plain, tmp_path / "plain")
+    assert not dirs[2].exists()  # upstream: the latest checkpoint's directory deleted
+    assert plain._latest_checkpoint_result.checkpoint.path == str(dirs[2])
+
+    class Trial:  # what register_each_checkpoint_once reads of Ray's Trial
+        class run_metadata:
+            checkpoint_manager = _CheckpointManager(checkpoint_config=config)
+
+    assert register_each_checkpoint_once(Trial) and type(Trial.run_metadata.checkpoint_manager) is \
+        OnceCheckpointManager
+    ours = Trial.run_metadata.checkpoint_manager
+    dirs = _register_like_pbt(ours, tmp_path / "ours")
+    assert all(d.is_dir() for d in dirs)  # three checkpoints, num_to_keep = 3: nothing to delete
+    held = [r.checkpoint.path for r in ours._checkpoint_results]
+    assert sorted(held) == sorted(map(str, dirs)) and ours._latest_checkpoint_result.checkpoint.path == str(dirs[2])
+    # a fourth, better checkpoint evicts the worst (2, score 0.4) only now, and it is no longer the latest
+    from ray.train import Checkpoint
+    from ray.train._internal.session import _TrainingResult
+
+    fourth = tmp_path / "ours" / "checkpoint_000003"
+    fourth.mkdir()
+    ours.register_checkpoint(_TrainingResult(Checkpoint(str(fourth)), {"val/mIoU16": 0.7}))
+    assert not dirs[2].exists() and dirs[0].is_dir() and dirs[1].is_dir() and fourth.is_dir()
+
+
+def test_pbt_schedulers_give_every_member_the_once_manager(tmp_path):
+    from ray.train import CheckpointConfig
+    from ray.train._internal.checkpoint_manager import _CheckpointManager
+
+    from study.run.pbt_ray import OnceCheckpointManager, StudyPBT
+
+    class Trial:  # what PopulationBasedTraining.on_trial_add reads of Ray's Trial
+        experiment_tag, config = "0", {"x": 1}
+
+        class run_metadata:
+            checkpoint_manager = _CheckpointManager(
+                checkpoint_config=CheckpointConfig(num_to_keep=3, checkpoint_score_attribute="m",
+                                                   checkpoint_score_order="max"))
+
+    scheduler = StudyPBT(max_t=6, metric="m", mode="max", perturbation_interval=1,
+                         hyperparam_mutations={"x": [1, 2]})
+
+    class Controller:
+        search_alg = None
+
+    scheduler.on_trial_add(Controller(), Trial)
+    assert type(Trial.run_metadata.checkpoint_manager) is OnceCheckpointManager

@@ -157,10 +157,9 @@ def test_a_pbt_study_survives_a_driver_kill_with_no_member_repeated_or_lost(tiny
 
     resumed = subprocess.run(_cli("study", "resume", "pbtkill", "--storage", str(storage), "--num-cpus", "2"),
                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=150)
-    if resumed.returncode == 3 and "CheckpointError" in "".join(
-            p.read_text() for p in home.glob("trial_*/error.txt")):
-        # Known defect (docs/pbt.md): after a resume, a clone can restart from a donor checkpoint that is gone
-        pytest.xfail("a clone after resume restarted from a donor checkpoint no longer on disk")
+    errors = "".join(p.read_text() for p in home.glob("trial_*/error.txt"))
+    # a clone restarted from a donor checkpoint Ray had deleted (PBT registered it twice): study/run/pbt_ray.py
+    assert not errors, errors[-3000:]
     members = sorted(p.name for p in home.glob("trial_*") if (p / "run").is_dir())
     assert members == sorted(before)  # no member lost, none added
     for name in members:
