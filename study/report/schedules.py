@@ -84,7 +84,8 @@ def schedule_figure(study_dir: str | Path, data: StudyData):
     from study.report.tables import param_label
 
     keys = sorted({k for m in members for _, values in m.segments for k in values})
-    finite = [100 * m.score for m in members if m.score is not None and math.isfinite(m.score)]
+    scale = 100.0 if "mIoU" in data.metric or "acc" in data.metric else 1.0  # mIoU in percent, validators as they are
+    finite = [scale * m.score for m in members if m.score is not None and math.isfinite(m.score)]
     norm = colors.Normalize(vmin=min(finite, default=0.0), vmax=max(finite, default=1.0))
     cmap = plt.get_cmap("viridis" if data.mode == "max" else "viridis_r")
     fig, axes = plt.subplots(len(keys), 1, figsize=(6.4, 1.2 + 2.2 * len(keys)), sharex=True, squeeze=False,
@@ -98,7 +99,7 @@ def schedule_figure(study_dir: str | Path, data: StudyData):
                     ys += [float(values[key])] * 2
             if not xs:
                 continue
-            colour = cmap(norm(100 * m.score)) if m.score is not None and math.isfinite(m.score) else "0.6"
+            colour = cmap(norm(scale * m.score)) if m.score is not None and math.isfinite(m.score) else "0.6"
             ax.plot(xs, ys, color=colour, linewidth=1.6 if m is members[0] else 1.0)
             for iteration, _ in m.clones:
                 y = next((float(v[key]) for s, v in reversed(m.segments) if s <= iteration and key in v), None)
@@ -111,5 +112,5 @@ def schedule_figure(study_dir: str | Path, data: StudyData):
     axes[-1, 0].set_xlabel("SGD iteration")
     axes[0, 0].set_title(f"{data.scheduler.upper()} schedules of {len(members)} members (dots: clones)")
     bar = fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes[:, 0].tolist(), fraction=0.05)
-    bar.set_label(f"final {data.metric} (%)")
+    bar.set_label(f"final {data.metric}" + (" (%)" if scale == 100.0 else ""))
     return fig
