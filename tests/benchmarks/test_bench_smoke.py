@@ -21,6 +21,7 @@ def _report(out, stem):
     return payload
 
 
+@pytest.mark.slow  # > 3 s: outside make test-quick
 def test_step_reference_vs_project(tmp_path):
     from benchmarks import step
 
@@ -58,6 +59,7 @@ def test_published_style_reference_syncs_the_host_every_step(tmp_path, monkeypat
     assert sum(reads) == 8  # seg ×2, adv ×2, D ×4
 
 
+@pytest.mark.slow  # > 3 s: outside make test-quick
 def test_step_packing(tmp_path):
     from benchmarks import step
 
@@ -68,6 +70,7 @@ def test_step_packing(tmp_path):
     assert packing[1]["throughput_vs_one"] > 0
 
 
+@pytest.mark.slow  # > 2 s: outside make test-quick
 def test_ablation(tmp_path):
     from benchmarks import ablation
 
@@ -147,6 +150,7 @@ def test_asha_efficiency_configs_and_summary(tmp_path):
                           "asha": {"summary": {"trial_iterations": 410, "best": 0.40}}})["goal_met"]
 
 
+@pytest.mark.slow  # > 2 s: outside make test-quick
 def test_gpu_path_imports_without_ray_optuna_pypng_tomli_w(tmp_path):
     """The GPU machine has torch, torchvision, numpy and pillow only: the benchmarks gpu_check.sh runs must import
     and build their configs there."""

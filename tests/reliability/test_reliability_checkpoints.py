@@ -72,6 +72,7 @@ def _kill_mid_write(directory: Path, proc: subprocess.Popen, pattern: str, *, mi
 
 
 @pytest.mark.parametrize("round_", [1, 2])
+@pytest.mark.slow  # > 3 s: outside make test-quick
 def test_sigkill_during_save_of_a_large_state_never_tears_the_checkpoint(tmp_path, round_):
     path = tmp_path / "last.pt"
     proc = subprocess.Popen([sys.executable, "-c", _SAVER, str(path)], cwd=REPO, stdout=subprocess.PIPE,

@@ -84,6 +84,7 @@ def test_nothing_matches_says_so_in_one_line(tmp_path):
     assert "λ=0.002 lr=0.01 deeplabv2_tiny" in text and "(n=3)" in text and "(n=1, no interval)" in text
 
 
+@pytest.mark.slow  # > 3 s: outside make test-quick
 def test_cli_compare_and_refusals(tmp_path):
     a = make_study(tmp_path / "a", name="a", trials=PAPER, baseline=False)
     b = make_study(tmp_path / "b", name="b", trials=_shifted(PAPER, 0.01), baseline=False)

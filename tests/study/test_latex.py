@@ -81,6 +81,7 @@ def test_lambda_table_file_matches_the_report_table(tmp_path):
         assert done.returncode == 0, done.stdout[-2000:]
 
 
+@pytest.mark.slow  # > 2 s: outside make test-quick
 def test_cli_report_format_latex(tmp_path):
     study_dir = make_study(tmp_path, trials=PAPER, baseline=False)
     done = dastudy("study", "report", str(study_dir), "--format", "latex")

@@ -32,6 +32,7 @@ def _run(lease, timing: LeaseTiming, seconds: float) -> tuple[list[str], Heartbe
     return lost, beat
 
 
+@pytest.mark.slow  # > 2 s: outside make test-quick
 def test_renewals_that_fail_for_less_than_the_ttl_keep_the_lease(capsys):
     timing = LeaseTiming(ttl_s=1.0, heartbeat_s=0.2)
     lease = FlakyLease(fail_at={1, 2, 8, 9})  # twice about 0.4 s without a renewal, the second after one ttl

@@ -94,6 +94,7 @@ def _holder(url: str, home: Path) -> subprocess.Popen:
     return proc
 
 
+@pytest.mark.slow  # > 3 s: outside make test-quick
 def test_a_killed_drivers_lock_goes_with_it_and_a_frozen_ones_after_the_ttl(postgres_url, tmp_path):
     timing = LeaseTiming(ttl_s=2, heartbeat_s=0.5)
     killed = _holder(postgres_url, tmp_path)

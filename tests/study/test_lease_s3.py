@@ -20,6 +20,8 @@ from moto_server import moto_server
 from study.state.lease import Heartbeat, Holder, LeaseTiming, ObjectStoreLease, hold_study, lease_lost
 from study.state.lock import StudyLocked
 
+pytestmark = pytest.mark.slow  # moto's S3 server per test, 3-8 s each: outside make test-quick
+
 BUCKET = "dastudy-lease"
 REPO = Path(__file__).resolve().parents[2]
 

@@ -99,6 +99,7 @@ def test_every_name_an_old_study_pickled_resolves_to_the_new_class(old_study):
                 assert obj.__module__ == OLD_PATHS[module], (module, name, obj.__module__)
 
 
+@pytest.mark.slow  # > 2 s: outside make test-quick
 def test_an_old_studys_ray_state_unpickles_into_the_new_classes(old_study):
     """In a fresh interpreter (no module of the new layout imported beforehand): Ray's tuner.pkl, its search
     generator state and every trial record load, and the searcher and scheduler are the new layout's classes."""
@@ -123,6 +124,7 @@ print(len(loaded))
     assert int(count) >= 6  # tuner.pkl, the search state and the trial records' storage contexts
 
 
+@pytest.mark.slow  # > 2 s: outside make test-quick
 def test_old_paths_are_the_new_modules_and_keep_their_own_spec():
     """Each old path imported first (before its new module), in a fresh interpreter."""
     code = """

@@ -388,6 +388,7 @@ def test_report_tables_match_the_results(study):
     assert "rungs at 1, 2, 4 training_iteration" in text
 
 
+@pytest.mark.slow  # > 3 s: outside make test-quick
 def test_figures_are_real_pngs_and_best_config_runs(study):
     study_dir, summary = study
     names = sorted(p.name for p in summary.figures)
@@ -408,6 +409,7 @@ def test_figures_are_real_pngs_and_best_config_runs(study):
     assert "val/mIoU13" in str(summary) and summary.best_trial in str(summary)
 
 
+@pytest.mark.slow  # > 3 s: outside make test-quick
 def test_regenerating_is_byte_identical_and_independent_of_location(study, tmp_path):
     study_dir, summary = study
     before = {p.relative_to(study_dir): p.read_bytes()
@@ -534,6 +536,7 @@ def test_best_configuration_is_the_best_seed_mean_not_a_lucky_seed(tmp_path):
     assert best_row[0] == "best configuration (mean of 3 seeds)" and best_row[-1] == f"{100 * means[0]:.1f}"
 
 
+@pytest.mark.slow  # > 2 s: outside make test-quick
 def test_importance_leaves_the_seed_out_over_configuration_means(tmp_path):
     # seed 1 ranks the configurations in the reverse order of their means: only averaging gives the means' order
     configs = [(1e-4, 0.01), (3e-4, 0.02), (1e-3, 0.015), (3e-3, 0.03), (6e-3, 0.005), (1e-2, 0.04)]
@@ -607,6 +610,7 @@ PAPER = [(f"{m[8:11]}{lam}s{s}", lam, 0.01, s, 4, "completed", m, q + 0.02 * s +
          for s in (1, 2, 3)]
 
 
+@pytest.mark.slow  # > 2 s: outside make test-quick
 def test_lambda_backbone_table_markdown_and_csv(tmp_path):
     import csv
 
@@ -728,6 +732,7 @@ def test_rung_labels_are_inside_the_figure(tmp_path, monkeypatch):
         assert 0 <= box.x0 and box.x1 <= width and 0 <= box.y0 and box.y1 <= height, (t.get_text(), box)
 
 
+@pytest.mark.slow  # > 2 s: outside make test-quick
 def test_report_out_leaves_the_study_directory_untouched_and_json(tmp_path):
     study_dir = make_study(tmp_path, trials=LUCKY, baseline=True)
     before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(study_dir.rglob("*")) if p.is_file()}
@@ -771,6 +776,7 @@ def test_oracle_best_on_val_is_shown_apart_and_never_ranks(tmp_path):
     assert summary.best_params[LAMBDA] != 0.0  # the oracle peak did not make λ = 0 the best configuration
 
 
+@pytest.mark.slow  # > 2 s: outside make test-quick
 def test_figures_drawn_by_forked_workers_are_the_same_files(study, tmp_path, monkeypatch):
     """`study report` draws its figures in parallel processes (issue 12: ≤ 3 s at 1,000 trials); the files and the
     markdown must be what one process writes."""
@@ -807,6 +813,7 @@ def test_a_figure_whose_worker_died_is_drawn_by_the_parent(tmp_path):
 
 
 @pytest.mark.parametrize("command", ["report", "status"])
+@pytest.mark.slow  # > 2 s: outside make test-quick
 def test_reading_a_study_does_not_import_torch(study, tmp_path, command):
     """`study report`/`status` on a 1,000-trial study must take seconds (issue 12); importing torch alone costs
     2.4 s on the project's VM, and twice a hidden import path (study.toml → validators → torch) brought it back."""

@@ -161,6 +161,7 @@ def test_a_surviving_seed_is_never_the_best_configuration(tmp_path):
     assert "± 0.00" not in format_trials_table(info)
 
 
+@pytest.mark.slow  # > 2 s: outside make test-quick
 def test_without_two_completed_replicates_the_best_is_ranked_at_equal_budget(tmp_path):
     # no configuration completed twice; at round 2 (all reached it) λ = 1e-3 has 3 replicates and the best mean
     trials = ([("k1", 0.001, 0.01, 1, 4, "completed", M, 0.50), ("k2", 0.001, 0.01, 2, 2, "pruned", M, 0.52),

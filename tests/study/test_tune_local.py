@@ -157,6 +157,7 @@ def test_diverged_trial_fails_with_its_reason_and_the_study_goes_on(local_ray, t
         assert provenance["gpu_share"] == 0.25
 
 
+@pytest.mark.slow  # > 3 s: outside make test-quick
 def test_four_quarter_gpu_trials_run_at_once_on_one_gpu(local_ray, tiny_benchmark, tmp_path):
     from study.run.tuner import run_study
     from trainables.tune import probe_trial

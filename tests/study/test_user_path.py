@@ -74,6 +74,7 @@ def test_every_preset_dry_runs_on_a_bare_clone(preset, bare, capsys):
     assert not (bare / "studies").exists() and not (bare / "runs").exists()
 
 
+@pytest.mark.slow  # > 3 s: outside make test-quick
 def test_the_demo_presets_fix_makes_its_dry_run_pass(bare, capsys):
     """The fix a dry run prints is the command that fixes it: run as printed, the next dry run passes."""
     argv = ["study", "run", "demo", "--dry-run", "--storage", str(bare / "studies")]

@@ -25,6 +25,7 @@ def test_engine_reexports_the_same_function():
     assert engine.resolve_device is resolve_device
 
 
+@pytest.mark.slow  # > 2 s: outside make test-quick
 def test_evaluation_and_validators_load_without_the_engine():
     """Importing (and evaluating with) the evaluation and validator modules never loads trainables.engine: the
     evaluation takes its device from trainables.device, the validators their forward pass from the evaluation."""
