@@ -43,6 +43,7 @@ def test_tenth_cost_is_cpu_seconds_per_report_at_each_end():
 
 
 @pytest.mark.slow
+@pytest.mark.extended  # 25 s smoke run of a benchmark script: outside make test's 15 minutes
 def test_scale_benchmark_runs_a_small_study(tmp_path):
     """~30-60 s on 2 loaded cores (a driver process with its own local Ray, 8 trials, status/report once)."""
     payload = scale.main(["--trials", "8", "--reports", "2", "--concurrency", "2", "--num-cpus", "2",

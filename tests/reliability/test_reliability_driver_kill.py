@@ -58,6 +58,7 @@ def _readable_state(home: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.extended  # 80 s; make test keeps test_tune_resume.py::test_resume_after_driver_sigkill (43 s)
 @pytest.mark.timeout(900)
 def test_study_survives_driver_kills_at_trial_start_checkpoint_and_evaluation(tiny_benchmark, tmp_path,
                                                                               remove_driver_temp_dirs):

@@ -69,7 +69,6 @@ def _listing(home: Path) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.extended
 def test_resume_after_driver_sigkill(tiny_benchmark, tmp_path, remove_driver_temp_dirs):
     table = study_table(tiny_benchmark, name="crash", num_samples=NUM_SAMPLES, max_concurrent_trials=2,
                         scheduler={"kind": "fifo"},
