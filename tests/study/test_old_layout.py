@@ -146,3 +146,56 @@ def test_every_old_path_has_a_new_home_and_no_module_is_left_at_the_old_one():
     for old, new in OLD_PATHS.items():
         assert not (REPO / (old.replace(".", "/") + ".py")).exists(), old
         assert (REPO / (new.replace(".", "/") + ".py")).is_file(), new
+
+
+FLAT_LAYOUT_COMMIT = "97014a7"  # the last commit with the flat study/ layout
+
+
+@pytest.mark.slow
+@pytest.mark.extended
+def test_a_study_killed_under_the_flat_layout_resumes_to_the_end_with_the_layers(tiny_benchmark, tmp_path,
+                                                                                  remove_driver_temp_dirs):
+    """The real thing, once per `make test-extended`: the flat layout's own code (a git worktree of its last commit)
+    starts a replicate study and is SIGKILLed mid-trial; `dastudy study resume` of this tree finishes it."""
+    import os
+    import time
+
+    from study_helpers import TEST_RAY_ENV, kill_tree, study_table, write_study_file
+
+    old = tmp_path / "flat"
+    made = subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(old), FLAT_LAYOUT_COMMIT],
+                          capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"no worktree of {FLAT_LAYOUT_COMMIT} (a shallow clone?): {made.stderr.strip()}")
+    try:
+        table = study_table(tiny_benchmark, name="flat", num_samples=2, scheduler={"kind": "fifo"},
+                            search={"space": "lambda_lr", "sampler": "tpe", "seed": 0, "startup_trials": 2,
+                                    "seeds": [1, 2]})
+        table["train"]["optim"].update(iter_max=8, iter_stop=8)
+        study_file = write_study_file(tmp_path / "flat.toml", table)
+        storage, faults = tmp_path / "studies", tmp_path / "faults"
+        faults.mkdir()
+        remove_driver_temp_dirs(storage / "flat")
+        env = {**os.environ, **TEST_RAY_ENV, "RAY_TMPDIR": str(tmp_path), "PYTHONPATH": str(old),
+               "DASTUDY_FAULT": "pause_at:step:5", "DASTUDY_FAULT_PAUSE_S": "600", "DASTUDY_FAULT_DIR": str(faults)}
+        with open(tmp_path / "flat.log", "w") as log:
+            driver = subprocess.Popen([sys.executable, "-m", "study.cli", "study", "run", str(study_file),
+                                       "--storage", str(storage), "--num-cpus", "2"], cwd=old, env=env, stdout=log,
+                                      stderr=subprocess.STDOUT)
+            deadline = time.time() + 300
+            while not any(faults.iterdir()):
+                assert driver.poll() is None and time.time() < deadline, (tmp_path / "flat.log").read_text()[-3000:]
+                time.sleep(0.3)
+            kill_tree(driver)
+        pickled = _globals((storage / "flat" / "tuner.pkl").read_bytes())
+        assert ("study.search", "StudySearch") in pickled  # the flat layout wrote it
+        env.update(PYTHONPATH=str(REPO))
+        for key in ("DASTUDY_FAULT", "DASTUDY_FAULT_DIR"):
+            env.pop(key)
+        resumed = subprocess.run([sys.executable, "-m", "study.cli", "study", "resume", "flat", "--storage",
+                                  str(storage), "--num-cpus", "2"], cwd=REPO, env=env, capture_output=True,
+                                 text=True, timeout=600)
+        assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+        assert "2 of 2 trials (2 COMPLETE)" in resumed.stdout, resumed.stdout[-3000:]
+    finally:
+        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(old)], capture_output=True)
