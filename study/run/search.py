@@ -266,14 +266,24 @@ class StudySearch(OptunaSearch):
 
     def record_reruns(self, results) -> int:
         """After ``fit`` of a resumed study: record each trial Optuna holds as FAIL that this run ended without error
-        (:meth:`_record_rerun`); returns how many. Needed because Ray's ``ConcurrencyLimiter`` (which
-        ``max_concurrent_trials`` puts around this searcher) passes on the end of a trial only if it suggested that
-        trial in this run, so a restored trial's end never reaches :meth:`on_trial_complete`."""
+        (:meth:`_record_rerun`), and tell Optuna the end of each trial it still holds as RUNNING that this run ended
+        (:meth:`on_trial_complete`); returns how many. Needed because Ray's ``ConcurrencyLimiter`` (which
+        ``max_concurrent_trials`` puts around this searcher) passes on the end of a trial only if its restored
+        ``live_trials`` name it, and they lag this searcher's state: a trial suggested shortly before the driver was
+        killed was in this searcher's saved state but not the limiter's, so its end never reached
+        :meth:`on_trial_complete`, Optuna kept it RUNNING and `study status` called it INTERRUPTED (seen in
+        tests/study/test_tune_resume.py::test_resume_after_driver_sigkill, 1 run in 3 fresh-clone runs)."""
         recorded = 0
         for result in results:
             trial_id = (result.metrics or {}).get("trial_id")
-            if result.error is None and trial_id and self._recorded_as_failed(trial_id):
+            if not trial_id:
+                continue
+            if result.error is None and self._recorded_as_failed(trial_id):
                 self._record_rerun(trial_id, result.metrics)
+                recorded += 1
+            elif (trial_id in self._ot_trials and trial_id not in self._completed_trials
+                  and not self._already_recorded(trial_id)):
+                self.on_trial_complete(trial_id, result=dict(result.metrics or {}), error=result.error is not None)
                 recorded += 1
         return recorded
 

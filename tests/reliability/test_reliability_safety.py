@@ -176,7 +176,7 @@ LOOPBACK = {"127.0.0.1", "::1"}
 
 
 def test_server_defaults_are_localhost():
-    from study import tensorboard
+    from study.view import tensorboard
     from study.cli import get_parser
 
     args = get_parser().parse_args(["study", "tensorboard", "somewhere"])

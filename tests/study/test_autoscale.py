@@ -24,7 +24,7 @@ class _Clock:
 
 
 def test_watchdog_clock_runs_only_while_nothing_runs(monkeypatch):
-    from study import autoscale
+    from study.run import autoscale
 
     clock = _Clock()
     dog = autoscale.PendingWatchdog(timeout_s=10, request={"CPU": 1.0, "GPU": 1.0}, clock=clock)
@@ -82,7 +82,7 @@ class _Sdk:
 def sdk(monkeypatch):
     import ray.autoscaler.sdk
 
-    from study import autoscale
+    from study.run import autoscale
 
     fake = _Sdk()
     monkeypatch.setattr(ray.autoscaler.sdk, "request_resources", fake)

@@ -12,7 +12,7 @@ import pytest
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
-from study import journal as journal_module
+from study.state import journal as journal_module
 from study.state.journal import RERUN_OF, RepairingJournalBackend, repair_journal
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -87,6 +87,7 @@ def test_the_fixture_names_classes_by_their_old_paths(old_study):
             ("study.replicates", "ReplicateSearch"), ("study.storage", "CheckpointJanitor")} <= old, sorted(old)
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # old paths on purpose
 def test_every_name_an_old_study_pickled_resolves_to_the_new_class(old_study):
     names = set().union(*map(_globals, _pickles(old_study).values()))
     ours = sorted((m, n) for m, n in names if m.split(".")[0] in ("study", "trainables", "models", "data"))

@@ -433,3 +433,28 @@ def test_a_resumed_grid_keeps_its_order_and_repeats_no_point(tmp_path):
         restored.suggest(trial_id)
     study = optuna.load_study(study_name=cfg.name, storage=_storage(tmp_path / "j.journal"))
     assert sorted(t.params["runtime.seed"] for t in study.trials) == seeds
+
+
+def test_a_trial_whose_end_rays_restored_limiter_dropped_is_told_after_the_resume(tmp_path):
+    """Ray's ConcurrencyLimiter passes on a trial's end only if its restored live_trials name the trial; they lag
+    this searcher's saved state, so a trial suggested just before the kill ended unseen and Optuna kept it RUNNING.
+    record_reruns tells Optuna from the resumed fit's results: each such end once, COMPLETE or PRUNED as it ended."""
+    from types import SimpleNamespace
+
+    searcher = _searcher(tmp_path, max_t=4)
+    for trial_id in ("done", "late", "stopped"):
+        searcher.suggest(trial_id)
+    searcher.on_trial_complete("done", result=_report(searcher, "done", [0.1, 0.2, 0.3, 0.4], finished=True))
+    restored = _searcher(tmp_path, max_t=4)  # `study resume`: the searcher's state as saved
+    restored._ot_trials, restored._completed_trials = dict(searcher._ot_trials), set(searcher._completed_trials)
+    results = [SimpleNamespace(error=None, metrics={"trial_id": "done", METRIC: 0.4, "training_iteration": 4,
+                                                    "finished": 1.0}),
+               SimpleNamespace(error=None, metrics={"trial_id": "late", METRIC: 0.5, "training_iteration": 4,
+                                                    "finished": 1.0}),
+               SimpleNamespace(error=None, metrics={"trial_id": "stopped", METRIC: 0.05, "training_iteration": 1})]
+    assert [t.state.name for t in restored._ot_study.trials] == ["COMPLETE", "RUNNING", "RUNNING"]
+    assert restored.record_reruns(results) == 2
+    trials = restored._ot_study.trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "PRUNED"] and trials[1].value == 0.5
+    assert restored.record_reruns(results) == 0  # told once
+

@@ -8,7 +8,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from study import spaces
+from study.config import spaces
 from study.config.spaces import (SEED_LAMBDA_GRID, SpaceError, describe_space, get_space, grid_search_space,
                           make_define_by_run, resolve_params)
 from study_helpers import tiny_train_table
