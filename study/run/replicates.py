@@ -162,14 +162,25 @@ class ReplicateSearch(Searcher):
 
     def record_reruns(self, results) -> int:
         """After ``fit`` of a resumed study: a configuration Optuna holds as FAIL whose failed replicates this run
-        trained to an end without error is recorded again from all its replicates (StudySearch.record_reruns)."""
+        trained to an end without error is recorded again from all its replicates, and the end of each replicate
+        that Ray's restored ``ConcurrencyLimiter`` did not pass on is recorded now, so that its configuration is
+        told once all its replicates have ended (StudySearch.record_reruns says why both happen)."""
+        recorded = 0
+        for result in results:
+            trial_id = (result.metrics or {}).get("trial_id")
+            gid = self._trial_group.get(trial_id)
+            group = self._groups.get(gid) if gid is not None else None
+            if (group is None or group["told"] or trial_id in group["ends"]
+                    or self.search._already_recorded(gid)):
+                continue
+            self.on_trial_complete(trial_id, result=dict(result.metrics or {}), error=result.error is not None)
+            recorded += int(self._groups[gid]["told"])
         by_group: dict[str, dict[str, dict]] = {}
         for result in results:
             trial_id = (result.metrics or {}).get("trial_id")
             gid = self._trial_group.get(trial_id)
             if gid is not None and result.error is None:
                 by_group.setdefault(gid, {})[trial_id] = dict(result.metrics)
-        recorded = 0
         for gid, finals in by_group.items():
             group = self._groups[gid]
             if set(finals) != set(group["trials"]) or not self.search._recorded_as_failed(gid):

@@ -341,3 +341,25 @@ def test_a_failed_configuration_rerun_to_its_end_on_resume_is_recorded_from_all_
     assert failed.state.name == "FAIL" and rerun.state.name == "COMPLETE"
     assert rerun.value == pytest.approx(0.6) and rerun.user_attrs["rerun_of"] == failed.number
     assert searcher.record_reruns(results) == 0  # told once
+
+
+def test_replicate_ends_rays_restored_limiter_dropped_are_recorded_after_the_resume(tmp_path):
+    """A configuration's last replicate ended in the resumed fit without reaching on_trial_complete (Ray's
+    restored ConcurrencyLimiter did not know it): record_reruns records it, and the configuration is told once."""
+    from types import SimpleNamespace
+
+    searcher = _replicates(tmp_path, seeds=(1, 2), num_samples=1)
+    searcher.suggest("a"), searcher.suggest("b")
+    _run(searcher, "a", [0.2, 0.4, 0.6, 0.8], finished=True)
+    for step, value in enumerate([0.1, 0.2, 0.3], start=1):
+        searcher.on_trial_result("b", {METRIC: value, "training_iteration": step})
+    assert [t.state.name for t in _optuna_trials(tmp_path)] == ["RUNNING"]
+    results = [SimpleNamespace(error=None, metrics={"trial_id": "a", METRIC: 0.8, "training_iteration": 4,
+                                                    "finished": 1.0}),
+               SimpleNamespace(error=None, metrics={"trial_id": "b", METRIC: 0.4, "training_iteration": 4,
+                                                    "finished": 1.0})]
+    assert searcher.record_reruns(results) == 1
+    (trial,) = _optuna_trials(tmp_path)
+    assert trial.state.name == "COMPLETE" and trial.value == pytest.approx(0.6)  # the mean of 0.8 and 0.4
+    assert searcher.record_reruns(results) == 0  # told once
+
