@@ -46,26 +46,22 @@ RESULTS = REPO / "benchmarks" / "results" / "cpu"
 LAMBDAS = (0.001, 0.003, 0.01, 0.03)
 POPULATION = len(LAMBDAS)
 ITERATIONS, INTERVAL = 120, 20
-SIZE = [96, 48]
-VAL_IMAGES = 50
 PICK = "uda/im"
 TARGET = "val/mIoU16"
 
 
 def train_table(data: Path, init: Path, *, seed: int, lam: float, name: str) -> dict[str, Any]:
-    target = {"dataset": "cityscapes", "root": str(data / "target"), "size": SIZE}
-    return {
-        "name": name,
-        "data": {"source": {"dataset": "synthia", "root": str(data / "source"), "split": "train", "size": SIZE},
-                 "target": {**target, "split": "train"}, "val": {**target, "split": "val"},
-                 "num_classes": 16, "workers": 0},
-        "model": {"name": "deeplabv2_tiny", "multi_level": False, "init_checkpoint": str(init)},
-        "optim": {"lr": 0.01, "batch_size": 2, "iter_max": ITERATIONS, "iter_stop": ITERATIONS},
+    """The validator study's run config (benchmarks/validator_study.py), single-level, with ``uda/im`` only."""
+    from benchmarks.validator_study import base_config
+    from trainables.config import merge
+
+    return merge(base_config(data, name=name), {
+        "model": {"multi_level": False, "init_checkpoint": str(init)},
+        "optim": {"iter_max": ITERATIONS, "iter_stop": ITERATIONS},
         "adapt": {"mode": "adversarial", "lambda_adv_main": lam, "d_ndf": 16},
-        "eval": {"protocol": "full", "select_metric": "mIoU16", "max_images": VAL_IMAGES, "interval": INTERVAL,
-                 "validators": ["im"], "validator_images": 16, "validator_pixels": 256},
-        "runtime": {"device": "cpu", "threads": 1, "progress": False, "log_interval": 50, "seed": seed},
-    }
+        "eval": {"interval": INTERVAL, "validators": ["im"]},
+        "runtime": {"seed": seed},
+    })
 
 
 def baseline(out: Path, data: Path) -> Path:

@@ -22,7 +22,8 @@ from typing import Any, Mapping, Sequence
 
 from study.report.aggregate import MODEL_KEY, ConfigAggregate, is_seed
 from study.report.collect import StudyData, TrialRecord, _number
-from study.report.schedules import PBT_KINDS, schedule_figure
+from study.config.pbt_settings import PBT_KINDS
+from study.report.schedules import schedule_figure
 from study.report.tables import param_label, per_class_rows
 
 _STATUS_STYLE = {"completed": ("o", 1.0), "pruned": ("x", 0.8), "stopped": ("x", 0.8), "running": ("^", 0.6)}

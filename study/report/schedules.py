@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from study.config.pbt_settings import PBT_KINDS
 from study.report.collect import StudyData
 from trainables.lineage import member_history, read_lineage, schedule_segments
 
-__all__ = ["MemberSchedule", "member_schedules", "schedule_figure", "schedule_rows", "PBT_KINDS"]
+__all__ = ["MemberSchedule", "member_schedules", "schedule_figure", "schedule_rows"]
 
-PBT_KINDS = ("pbt", "pb2")
 _LOG_KEYS = ("lambda", "lr")  # λ_adv and learning rates are searched log-uniform: drawn on a log axis
 
 

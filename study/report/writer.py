@@ -8,7 +8,8 @@ from study.report.aggregate import (LAMBDA_KEY, MIN_CONFIGS_FOR_IMPORTANCE, MIN_
                                     paired_vs_control, seeds_text)
 from study.report.collect import FIGURES, STATUSES, ReportError, StudyData, TrialRecord, _read_toml, _rungs, load_study
 from study.report.figures import _draw_all
-from study.report.schedules import PBT_KINDS, member_schedules, schedule_rows
+from study.config.pbt_settings import PBT_KINDS
+from study.report.schedules import member_schedules, schedule_rows
 from study.report.importance import Importance, config_importances
 from study.report.paper import (SINGLE_NOTE, control_note, fmt_ci, fmt_p, fmt_stats, paper_csv, paper_markdown,
                                 paper_rows, per_class_delta_rows, pooled_parameters)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from ray import tune
-from ray.train._internal.checkpoint_manager import _CheckpointManager  # private: see register_each_checkpoint_once
+from ray.tune.experiment.trial import _CheckpointManager  # private: see register_each_checkpoint_once
 from ray.tune.experiment import _convert_to_experiment_list
 from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
 from ray.tune.schedulers.pb2 import PB2

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from data.io import atomic_write_bytes
 from study.config.files import dump_toml, load_toml
 from study.config.resources import is_uri
 from study.config.storage_urls import mask_secrets
@@ -69,9 +70,7 @@ def package_versions() -> dict[str, str]:
 
 
 def write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    atomic_write_bytes(path, (json.dumps(data, indent=2, default=str) + "\n").encode())
 
 
 def write_study_files(study: StudyConfig, location: StudyLocation, *, extra: dict[str, Any]) -> None:

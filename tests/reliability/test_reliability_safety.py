@@ -48,7 +48,6 @@ REVIEWED = {
     ("study/view/tensorboard.py", "TensorBoardProcess.stop", "self.log_path.unlink"):
         "only the log file start() created (owns_log)",
     ("study/run/tuner.py", "ray_session", "shutil.rmtree"): "the private Ray temp dir mkdtemp made in the same call",
-    ("study/state/location.py", "write_json", "os.replace"): "its temporary file over the study's own JSON file",
     ("study/run/baseline.py", "_set_aside", "run_dir.rename"):
         "a baseline attempt killed before its first checkpoint kept as <dir>.attempt-N (nothing deleted)",
     ("trainables/checkpoint.py", "atomic_save", "os.replace"): "its temporary file over the checkpoint",

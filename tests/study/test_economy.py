@@ -296,9 +296,9 @@ def test_janitor_makes_the_next_snapshot_forget_the_checkpoints_it_will_delete(t
     """A pruned trial's checkpoints leave the stored state when the trial ends (its files go two snapshots later);
     a completed trial's stay."""
     import pyarrow.fs as pafs
-    from ray.train import Checkpoint
-    from ray.train._internal.checkpoint_manager import _CheckpointManager
-    from ray.train._internal.session import _TrainingResult
+    from ray.tune import Checkpoint
+    from ray.tune.experiment.trial import _CheckpointManager
+    from ray.tune.experiment.trial import _TrainingResult
     from ray.tune.experiment.trial import Trial
 
     from study.run.snapshots import lean_run_metadata
@@ -336,9 +336,9 @@ def test_resume_finishes_the_deletions_a_killed_driver_left_pending(tmp_path, ca
     saved state, the checkpoint folders that state no longer names and nothing will read go: all of a trial the
     janitor had marked, the ones older than the newest named otherwise. Anything else stays."""
     import pyarrow.fs as pafs
-    from ray.train import Checkpoint, CheckpointConfig
-    from ray.train._internal.checkpoint_manager import _CheckpointManager
-    from ray.train._internal.session import _TrainingResult
+    from ray.tune import Checkpoint, CheckpointConfig
+    from ray.tune.experiment.trial import _CheckpointManager
+    from ray.tune.experiment.trial import _TrainingResult
     from ray.tune.experiment.trial import Trial
 
     from study.run.snapshots import StudyFIFO, forget_checkpoints, lean_run_metadata

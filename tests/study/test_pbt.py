@@ -203,8 +203,8 @@ def test_the_preset_learns_schedules_from_the_source_only_start_on_a_label_free_
 def _register_like_pbt(manager, tmp_path):
     """A member reports checkpoints 0..2 (scores 0.5, 0.6, 0.4); PBT then saves the member, which registers its
     latest checkpoint (2) once more, as a new result object."""
-    from ray.train import Checkpoint
-    from ray.train._internal.session import _TrainingResult
+    from ray.tune import Checkpoint
+    from ray.tune.experiment.trial import _TrainingResult
 
     dirs = []
     for index, score in enumerate((0.5, 0.6, 0.4)):
@@ -221,8 +221,8 @@ def test_a_member_registers_each_checkpoint_once(tmp_path):
     """Ray 2.60 deletes a member's latest checkpoint when PBT registers it twice (study/run/pbt_ray.py): with the
     plain manager the directory PBT hands a clone is gone; with ours it stays and is held once. If the first half
     fails, Ray changed its manager or fixed the duplicate, and OnceCheckpointManager can be reconsidered."""
-    from ray.train import CheckpointConfig
-    from ray.train._internal.checkpoint_manager import _CheckpointManager
+    from ray.tune import CheckpointConfig
+    from ray.tune.experiment.trial import _CheckpointManager
 
     from study.run.pbt_ray import OnceCheckpointManager, register_each_checkpoint_once
 
@@ -244,8 +244,8 @@ def test_a_member_registers_each_checkpoint_once(tmp_path):
     held = [r.checkpoint.path for r in ours._checkpoint_results]
     assert sorted(held) == sorted(map(str, dirs)) and ours._latest_checkpoint_result.checkpoint.path == str(dirs[2])
     # a fourth, better checkpoint evicts the worst (2, score 0.4) only now, and it is no longer the latest
-    from ray.train import Checkpoint
-    from ray.train._internal.session import _TrainingResult
+    from ray.tune import Checkpoint
+    from ray.tune.experiment.trial import _TrainingResult
 
     fourth = tmp_path / "ours" / "checkpoint_000003"
     fourth.mkdir()
@@ -254,8 +254,8 @@ def test_a_member_registers_each_checkpoint_once(tmp_path):
 
 
 def test_pbt_schedulers_give_every_member_the_once_manager(tmp_path):
-    from ray.train import CheckpointConfig
-    from ray.train._internal.checkpoint_manager import _CheckpointManager
+    from ray.tune import CheckpointConfig
+    from ray.tune.experiment.trial import _CheckpointManager
 
     from study.run.pbt_ray import OnceCheckpointManager, StudyPBT
 

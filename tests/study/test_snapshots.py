@@ -214,9 +214,9 @@ def test_rays_run_metadata_is_what_we_subclass():
 def test_rays_checkpoint_manager_fields_are_where_we_cut_them(tmp_path):
     """Fails when an upgrade of Ray moves the checkpoint manager's private fields: the snapshot keeps the retained
     checkpoints with their metrics cut to the summaries and what a restore reads; after forget_checkpoints none."""
-    from ray.train import Checkpoint, CheckpointConfig
-    from ray.train._internal.checkpoint_manager import _CheckpointManager
-    from ray.train._internal.session import _TrainingResult
+    from ray.tune import Checkpoint, CheckpointConfig
+    from ray.tune.experiment.trial import _CheckpointManager
+    from ray.tune.experiment.trial import _TrainingResult
     from ray.tune.experiment.trial import Trial
 
     from study.run.snapshots import forget_checkpoints, lean_run_metadata
@@ -253,8 +253,8 @@ def test_rays_syncer_command_is_where_we_clear_it(tmp_path):
     syncer (a shallow copy of the experiment's storage context), so each trial record pickled the driver's last
     upload command; with a syncer of its own, the trial's record holds none, and the driver's syncs never reach it."""
     from ray import cloudpickle
-    from ray.train import SyncConfig
-    from ray.train._internal.storage import StorageContext
+    from ray.tune import SyncConfig
+    from ray.tune.experiment.trial import StorageContext
     from ray.tune.experiment.trial import Trial
 
     from study.run.snapshots import idle_syncer
@@ -299,8 +299,8 @@ def test_without_artifact_sync_a_trial_has_no_syncer_and_ray_never_asks_for_it(t
     """Fails when an upgrade of Ray uses a trial's syncer without ``sync_artifacts`` (a filesystem study): then
     idle_syncer must keep one. Ray's persist_artifacts is the only user of a trial's syncer in Ray 2.60."""
     from ray import cloudpickle
-    from ray.train import SyncConfig
-    from ray.train._internal.storage import StorageContext
+    from ray.tune import SyncConfig
+    from ray.tune.experiment.trial import StorageContext
     from ray.tune.experiment.trial import Trial
 
     from study.run.snapshots import idle_syncer
@@ -326,7 +326,7 @@ def test_compact_objects_rebuild_as_rays_own():
     """Fails when an upgrade of Ray moves the private fields of its resource request that compact reads, or when
     a compact object stops unpickling as Ray's own (equal, same type, same hash)."""
     from ray import cloudpickle
-    from ray.train import CheckpointConfig, SyncConfig
+    from ray.tune import CheckpointConfig, SyncConfig
     from ray.tune.execution.placement_groups import PlacementGroupFactory
 
     from study.run.snapshots import compact
