@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.dastudy-installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup demo test test-extended test-quick browser postgresql clean-venv
+.PHONY: setup demo test test-extended test-quick browser postgresql slurm clean-venv
 
 setup: $(STAMP)
 
@@ -39,10 +39,20 @@ postgresql:
 	    (apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null 2>&1)) ) || \
 	  echo "note: PostgreSQL could not be installed; the PostgreSQL storage test will be skipped"
 
-test: setup browser postgresql
+# The SLURM tests (tests/deploy/test_slurm.py) start their own single-node cluster from Debian's slurm-wlm and
+# munge (private config, state, key, socket and ports; the machine's /etc/slurm and /run/munge are never used):
+# install them where missing, else those tests skip themselves with a clear message.
+slurm:
+	@test -x /usr/sbin/slurmctld && test -x /usr/sbin/munged && test -x /usr/bin/sbatch || \
+	  (command -v apt-get >/dev/null 2>&1 && \
+	   (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null 2>&1 || \
+	    (apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null 2>&1)) ) || \
+	  echo "note: slurm-wlm/munge could not be installed; the SLURM tests will be skipped"
+
+test: setup browser postgresql slurm
 	$(PY) -m pytest -q --durations=25 -m "not extended"
 
-test-extended: setup browser postgresql
+test-extended: setup browser postgresql slurm
 	$(PY) -m pytest -q --durations=25 -m extended
 
 test-quick: setup

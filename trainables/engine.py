@@ -19,7 +19,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 
@@ -164,6 +164,7 @@ class Trainer:
         self.elapsed_s = 0.0  # training + evaluation time over every session of this run
         self.stop_reason: str | None = None
         self._started = False
+        self._save_request: tuple[Path, Callable[[int, Path], None]] | None = None
         self._reset_pending()
 
     # ---------------------------------------------------------------------------------------------- set-up
@@ -227,6 +228,8 @@ class Trainer:
                 elif (self.run_dir is not None and runtime.checkpoint_interval
                       and self.iteration % runtime.checkpoint_interval == 0):
                     self._write_checkpoint(last_checkpoint(self.run_dir))
+                if self._save_request is not None:
+                    self._save_now()
         finally:
             self.elapsed_s += time.perf_counter() - session_start
         return self.last_metrics
@@ -432,6 +435,20 @@ class Trainer:
             for group in d_optimizer.param_groups:
                 group["base_lr"] = adapt.lr_d
         self.cfg = replace(self.cfg, adapt=adapt, optim=optim)
+
+    def request_save(self, path: str | Path, then: Callable[[int, Path], None]) -> None:
+        """Ask the loop (from any thread) to write the full state to ``path`` after the iteration it is in, then
+        call ``then(iteration, path)`` from the training thread. A graceful stop uses it so that no iteration is
+        lost between evaluations: the state carries the data streams and RNGs, so a run continued from it equals
+        the uninterrupted one."""
+        self._save_request = (Path(path), then)
+
+    def _save_now(self) -> None:
+        (path, then), self._save_request = self._save_request, None
+        self.save_checkpoint(path)
+        if self.manifest is not None:
+            self.manifest.record(path)
+        then(self.iteration, path)
 
     def save_checkpoint(self, path: str | Path) -> Path:
         """Write the full training state to ``path`` atomically (no reporter is notified)."""

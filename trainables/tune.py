@@ -35,7 +35,8 @@ from trainables.staging import staging_prefix, sweep_stale_staging
 
 __all__ = ["TrialContext", "TrialFailed", "train_trial", "oom_reason", "FINAL_FAILURES", "apply_overrides",
            "trial_train_config", "estimate_gpu_memory_gib", "gpu_share", "run_baseline", "FINISHED_KEY",
-           "FAILURE_FILE", "RUN_SUBDIR", "probe_trial", "LAST_EVAL_FILE", "tune_summary", "PBT_MUTABLE_KEY"]
+           "FAILURE_FILE", "RUN_SUBDIR", "probe_trial", "LAST_EVAL_FILE", "tune_summary", "PBT_MUTABLE_KEY",
+           "STOP_STATE", "stop_channel_name", "open_stop_channel"]
 
 FINISHED_KEY = "finished"  # 1.0 in the report of the evaluation that ends a full run
 FAILURE_FILE = "failure.json"  # why a trial failed, next to Ray's error.txt in the trial directory
@@ -47,6 +48,11 @@ RUN_SUBDIR = "run"  # the engine's run directory inside the trial directory
 # so that `study report`/`study status` read one small file per trial instead of every line of metrics.jsonl.
 LAST_EVAL_FILE = "last_eval.json"
 GIB = 1024 ** 3
+# <run>/checkpoints/stop.pt: the full state a trial saved at its current iteration when the study was stopped
+# gracefully (SIGTERM at a SLURM time limit, Ctrl-C); its next start continues from it, not from the evaluation
+# before, when it lies between that evaluation and the next.
+STOP_STATE = "stop.pt"
+STOP_NAMESPACE = "dastudy"
 
 
 class TrialFailed(RuntimeError):
@@ -227,6 +233,9 @@ class _TuneReporter(Reporter):
             trainer.save_checkpoint(Path(tmp) / "state.pt")
             faults.inject("checkpoint", iteration, seed=trainer.cfg.runtime.seed)  # test-only: not yet in Ray
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(tmp))
+        if self.run_dir is not None:  # Ray holds a later state now than a graceful stop saved: never used again
+            with contextlib.suppress(OSError):
+                (self.run_dir / "checkpoints" / STOP_STATE).unlink()
 
 
 def _json_safe(value: Any) -> Any:
@@ -368,7 +377,8 @@ def train_trial(config: dict[str, Any], *, context: TrialContext) -> None:
             lineage.origin = (str(((state.get("meta") or {}).get("config") or {}).get("name", trial_dir.name)),
                               trainer.iteration)
         del state
-        append_resume(run_dir, checkpoint=Path(checkpoint.path), iteration=trainer.iteration,
+        stopped_at = None if mutable else _continue_from_stop_state(trainer, run_dir)
+        append_resume(run_dir, checkpoint=stopped_at or Path(checkpoint.path), iteration=trainer.iteration,
                       device=str(trainer.device))
     else:
         import ray
@@ -379,6 +389,10 @@ def train_trial(config: dict[str, Any], *, context: TrialContext) -> None:
                                 "ray_node_id": ray.get_runtime_context().get_node_id()})
     write_config(run_dir, cfg)
     status, message = "completed", None
+    watch = None
+    if context.extra.get("stop_channel") and not mutable:  # PBT's members are saved and cloned by Ray itself
+        watch = _StopWatch(trainer, name=str(context.extra["stop_channel"]), path=run_dir / "checkpoints" / STOP_STATE,
+                           trial_id=tune.get_context().get_trial_id())
     try:
         trainer.fit()
     except TrainingDiverged as err:
@@ -402,6 +416,8 @@ def train_trial(config: dict[str, Any], *, context: TrialContext) -> None:
             _write_failure(trial_dir, "error", message, context)
         raise
     finally:
+        if watch is not None:
+            watch.close()
         trainer.close()
         result = trainer.result(status=status, message=message, wall_s=time.perf_counter() - started)
         with contextlib.suppress(OSError, ValueError):
@@ -411,6 +427,102 @@ def train_trial(config: dict[str, Any], *, context: TrialContext) -> None:
                 reporter.on_end(result)
             except Exception:
                 pass
+
+
+# ---------------------------------------------------------------------------------------------------------
+# graceful stop: each running trial saves its state at its current iteration before Ray stops it
+
+
+def stop_channel_name(study_name: str) -> str:
+    """The named Ray actor through which a study's driver asks its trials to save now (one driver per study)."""
+    return f"dastudy-stop-{study_name}"
+
+
+class _StopChannel:
+    """The driver creates it when a stop is asked for; trials find it by name, save, report, and hold."""
+
+    def __init__(self):
+        self.saved: dict[str, int] = {}
+
+    def report_saved(self, trial_id: str, iteration: int) -> None:
+        self.saved[trial_id] = iteration
+
+    def saved_trials(self) -> dict[str, int]:
+        return dict(self.saved)
+
+
+def open_stop_channel(study_name: str):
+    """Create the study's stop channel (the driver, on SIGTERM/SIGINT): every trial that finds it saves its state
+    at the iteration it is in, reports ``(trial_id, iteration)`` to it, and holds until Ray stops it. The actor
+    lives as long as the driver (not detached) and takes no CPU. Returns the actor handle."""
+    import ray
+
+    actor_class = ray.remote(num_cpus=0, max_concurrency=64)(_StopChannel)
+    return actor_class.options(name=stop_channel_name(study_name), namespace=STOP_NAMESPACE,
+                               get_if_exists=True).remote()
+
+
+class _StopWatch:
+    """A daemon thread in the trial: every ``poll_s`` it looks for the study's stop channel; once it exists, the
+    engine saves ``path`` after its current iteration and the training thread holds there (no iteration is
+    trained that the study would lose), reporting the save, until Ray stops the trial. If the channel vanishes
+    (its driver died before stopping Ray), training goes on."""
+
+    def __init__(self, trainer, *, name: str, path: Path, trial_id: str, poll_s: float = 1.0):
+        import threading
+
+        self.trainer, self.name, self.path, self.trial_id, self.poll_s = trainer, name, path, trial_id, poll_s
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="dastudy-stop-watch", daemon=True)
+        self._thread.start()
+
+    def _channel(self):
+        import ray
+
+        try:
+            return ray.get_actor(self.name, namespace=STOP_NAMESPACE)
+        except ValueError:  # not created: no stop asked for
+            return None
+
+    def _watch(self) -> None:
+        while not self._done.wait(self.poll_s):
+            if self._channel() is not None:
+                self.trainer.request_save(self.path, self._hold)
+                return
+
+    def _hold(self, iteration: int, path: Path) -> None:
+        import ray
+
+        channel = self._channel()
+        if channel is None:
+            return
+        ray.get(channel.report_saved.remote(self.trial_id, iteration))
+        print(f"stop requested: state saved at iteration {iteration} ({path}); waiting to be stopped", flush=True)
+        while self._channel() is not None:
+            time.sleep(self.poll_s)
+
+    def close(self) -> None:
+        self._done.set()
+
+
+def _continue_from_stop_state(trainer, run_dir: Path) -> Path | None:
+    """Load ``<run>/checkpoints/stop.pt`` into ``trainer`` (just restored from Ray's checkpoint) when it continues
+    that checkpoint: its iteration lies after the restored one and before the next evaluation (a later Ray
+    checkpoint, or an older stop, fall outside). Returns the file used, or None."""
+    from trainables.checkpoint import CheckpointError, read_checkpoint
+
+    path = run_dir / "checkpoints" / STOP_STATE
+    if not path.is_file():
+        return None
+    try:
+        state = read_checkpoint(path, what="stop state")
+    except CheckpointError as err:  # torn by a kill while saving: Ray's checkpoint stands
+        print(f"note: {err}; continuing from the last evaluation", flush=True)
+        return None
+    if not trainer.iteration < int(state.get("iteration", -1)) < trainer.next_eval_iteration:
+        return None
+    trainer.load_state_dict(state, source=str(path))
+    return path
 
 
 # ---------------------------------------------------------------------------------------------------------

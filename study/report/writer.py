@@ -153,7 +153,7 @@ def _markdown(data: StudyData, *, best: TrialRecord | None, best_cfg: ConfigAggr
         "",
         f"- search space `{data.space}`, sampler `{data.sampler}`; {len(data.trials)} trials: {counted}",
         f"- study metric `{data.metric}` ({data.mode}), read on {selection}",
-        f"- a trial's score is its metric at its **last** report; final numbers are always target val (`val/…`)",
+        "- a trial's score is its metric at its **last** report; final numbers are always target val (`val/…`)",
         ("- seeds are replicates: a *configuration* is the searched parameters without `runtime.seed` (seeds "
          f"{', '.join(seeds)}); rankings, the best configuration, the sensitivity means and the importances use "
          "per-configuration mean ± sample sd (n) with a 95 % Student-t interval (`scipy.stats`), never one seed; "
@@ -179,7 +179,7 @@ def _markdown(data: StudyData, *, best: TrialRecord | None, best_cfg: ConfigAggr
     # seed-aggregated, budget-fair rankings
     lines += ["", "## Configurations (seeds aggregated, budget-fair)", ""]
     if completed:
-        lines += [f"### Completed: ranked at their final evaluation", ""]
+        lines += ["### Completed: ranked at their final evaluation", ""]
         h, b = config_rows(data, completed, names=names)
         lines += [_markdown_table(h, b), "", f"Rank `–`: {SINGLE_NOTE}."
                   + (" *Replicates stopped early*: seeds of the configuration the scheduler stopped; the mean is "

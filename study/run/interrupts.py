@@ -22,16 +22,21 @@ import os
 import signal
 import sys
 import threading
-from typing import Iterator
+import time
+from typing import Callable, Iterator
 
-__all__ = ["EXIT_SIGINT", "EXIT_SIGTERM", "StudyInterrupted", "graceful_stop", "stop_requested"]
+__all__ = ["EXIT_SIGINT", "EXIT_SIGTERM", "StudyInterrupted", "graceful_stop", "stop_requested",
+           "save_running_trials", "STOP_GRACE_ENV"]
+
+STOP_GRACE_ENV = "DASTUDY_STOP_GRACE_S"  # how long a graceful stop waits for the running trials to save
+DEFAULT_STOP_GRACE_S = 300.0
 
 EXIT_SIGINT = 128 + signal.SIGINT  # 130, the shell's code for a Ctrl-C
 EXIT_SIGTERM = 128 + signal.SIGTERM  # 143: stopped by SIGTERM (a scheduler's time limit), state saved
 
 # Ray's messages about an interrupt it did not start: its restore hint names a Python call, not our command.
 _RAY_INTERRUPT_MESSAGES = ("Stop signal received", "Experiment has been interrupted", "Trials did not complete")
-_state: dict[str, int | None] = {"signum": None}
+_state: dict[str, object] = {"signum": None, "channel": None}
 
 
 class StudyInterrupted(Exception):
@@ -55,7 +60,36 @@ class StudyInterrupted(Exception):
 
 def stop_requested() -> int | None:
     """The signal that asked the running study to stop, or None."""
-    return _state["signum"]
+    return _state["signum"]  # type: ignore[return-value]
+
+
+def save_running_trials(study_name: str, running: Callable[[], set[str]], *, grace_s: float | None = None,
+                        log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)) -> None:
+    """Ask every running trial of the study to save its full state at the iteration it is in
+    (``trainables.tune.open_stop_channel``) and wait until each trial in ``running()`` (Ray trial ids) has saved, at
+    most ``grace_s`` (default ``$DASTUDY_STOP_GRACE_S`` or 300 s). A trial that has not saved by then continues
+    from its last evaluation when the study resumes."""
+    import ray
+
+    from trainables.tune import open_stop_channel
+
+    grace = float(os.environ.get(STOP_GRACE_ENV, DEFAULT_STOP_GRACE_S)) if grace_s is None else grace_s
+    channel = open_stop_channel(study_name)
+    _state["channel"] = channel  # a named actor lives while a handle does: until the study has stopped
+    deadline = time.monotonic() + grace
+    while True:
+        saved = ray.get(channel.saved_trials.remote())
+        waiting = running() - set(saved)
+        if not waiting:
+            if saved:
+                log(f"{len(saved)} running trial(s) saved their state at iterations "
+                    f"{', '.join(str(i) for i in sorted(saved.values()))}")
+            return
+        if time.monotonic() > deadline:
+            log(f"{len(waiting)} trial(s) did not save within {grace:.0f} s ({STOP_GRACE_ENV}): they will continue "
+                "from their last evaluation")
+            return
+        time.sleep(0.5)
 
 
 class _DropRayInterruptMessages(logging.Filter):
@@ -63,11 +97,23 @@ class _DropRayInterruptMessages(logging.Filter):
         return not str(record.msg).startswith(_RAY_INTERRUPT_MESSAGES)
 
 
+def _drain_then_stop(drain: Callable[[], None]) -> None:
+    try:
+        drain()
+    except Exception as err:  # the stop itself must happen: trials then continue from their last evaluation
+        print(f"note: the running trials could not be asked to save ({type(err).__name__}: {err})",
+              file=sys.stderr, flush=True)
+    finally:
+        # Ray's handler must run in the main thread (it re-installs a signal handler): signal this process
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+
 @contextlib.contextmanager
-def graceful_stop() -> Iterator[None]:
+def graceful_stop(drain: Callable[[], None] | None = None) -> Iterator[None]:
     """For the block (``Tuner.fit``): SIGINT and SIGTERM stop the study gracefully through Ray Tune's interrupt
-    path; :func:`stop_requested` says which signal came. Outside the main thread signals cannot be caught: the
-    block runs unchanged."""
+    path; :func:`stop_requested` says which signal came. ``drain`` (e.g. :func:`save_running_trials`) runs first,
+    in a thread while Ray's loop goes on, and Ray is told to stop when it returns. Outside the main thread signals
+    cannot be caught: the block runs unchanged."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -82,9 +128,16 @@ def graceful_stop() -> Iterator[None]:
         ray_handler = signal.getsignal(signal.SIGUSR1)
         if not callable(ray_handler):  # Ray's loop has not started (or has ended): nothing to stop gracefully
             raise KeyboardInterrupt
-        print(f"\n{signal.Signals(signum).name}: stopping the study and saving its state (again to stop at once)",
-              file=sys.stderr, flush=True)
-        ray_handler(signal.SIGUSR1, frame)
+        name = signal.Signals(signum).name
+        if drain is None:
+            print(f"\n{name}: stopping the study and saving its state (again to stop at once)",
+                  file=sys.stderr, flush=True)
+            ray_handler(signal.SIGUSR1, frame)
+            return
+        print(f"\n{name}: the running trials save their state where they are, then the study stops and saves its "
+              "state (again to stop at once)", file=sys.stderr, flush=True)
+        threading.Thread(target=_drain_then_stop, args=(drain,), name="dastudy-drain",
+                         daemon=True).start()
 
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     ray_logger = logging.getLogger("ray.tune.tune")
@@ -95,6 +148,7 @@ def graceful_stop() -> Iterator[None]:
     try:
         yield
     finally:
+        _state["channel"] = None  # the study has stopped: its stop channel may go
         for sig, old in previous.items():
             signal.signal(sig, old)
         ray_logger.removeFilter(quiet)

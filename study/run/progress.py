@@ -24,7 +24,18 @@ from ray.tune import Callback
 
 from study.config.spaces import param_label
 
-__all__ = ["LiveProgress", "format_eta"]
+__all__ = ["LiveProgress", "format_eta", "running_trial_ids"]
+
+# The Ray trial ids this driver's study shows RUNNING, as of Tune's last loop step (read by a graceful stop, which
+# waits for exactly these trials to save).
+_RUNNING: set[str] = set()
+
+
+_AT_STOP: dict[str, set[str] | None] = {"running": None}  # those RUNNING when a stop was asked for
+
+
+def running_trial_ids() -> set[str]:
+    return set(_RUNNING)
 
 _ENDED = ("TERMINATED", "ERROR")
 
@@ -153,6 +164,10 @@ class LiveProgress(Callback):
         return ["  " + "  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows]]
 
     # -- Ray Tune callback hooks
+    def setup(self, **info) -> None:  # each fit (run or resume) starts with nothing running
+        _RUNNING.clear()
+        _AT_STOP["running"] = None
+
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         if self.live:
             self._draw(trials)
@@ -196,7 +211,13 @@ class LiveProgress(Callback):
         else:
             self._line(f"progress: {self.summary(trials)}")
 
-    def on_step(self, iteration, trials, **info) -> None:
+    def on_step_end(self, iteration, trials, **info) -> None:  # after each step of Tune's loop
+        from study.run.interrupts import stop_requested
+
+        _RUNNING.clear()
+        _RUNNING.update(t.trial_id for t in trials if getattr(t, "status", "") == "RUNNING")
+        if stop_requested() is not None and _AT_STOP.get("running") is None:
+            _AT_STOP["running"] = set(_RUNNING)
         if self.live and time.time() - self._last_draw >= self.refresh_s:
             self._draw(trials)
 
@@ -213,9 +234,15 @@ class LiveProgress(Callback):
             return
         import signal
 
-        c = self.counts(trials)
-        self._line(f"study stopped by {signal.Signals(signum).name}: {c['done']} of {self.num_samples} trials "
-                   f"ended, {c['running']} interrupted (their last checkpoints are kept), state saved")
+        # Ray has stopped the trials that were running by now: those that had not finished are the interrupted ones
+        stopped = _AT_STOP.get("running") or set()
+        cut = {t.trial_id for t in trials if t.trial_id in stopped
+               and not (getattr(t, "last_result", None) or {}).get("finished")}
+        interrupted = len(cut) + sum(1 for t in trials if getattr(t, "status", "") == "RUNNING"
+                                     and t.trial_id not in cut)
+        done = sum(1 for t in trials if getattr(t, "status", "") in _ENDED and t.trial_id not in cut)
+        self._line(f"study stopped by {signal.Signals(signum).name}: {done} of {self.num_samples} trials "
+                   f"ended, {interrupted} interrupted (each continues from its saved state on resume), state saved")
 
 
 def _fmt(value: Any) -> str:

@@ -23,6 +23,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from study.config.pbt_settings import PBT_KINDS
 from study.config.preflight import diagnose, mask_secrets
 from study.config.resources import check_storage_shared, cluster_nodes, describe_nodes, private_tmpdir
 from study.config.spaces import get_space, grid_search_space, hparam_domains, label_optuna_study, make_define_by_run
@@ -166,13 +167,16 @@ def make_sampler(study: StudyConfig):
 
 
 def trial_context(study: StudyConfig, location: StudyLocation, init_checkpoint: str | None):
-    from trainables.tune import TrialContext
+    from trainables.tune import TrialContext, stop_channel_name
 
     return TrialContext(train=to_dict(study.train), study_dir=str(location.home) if location.shared_fs else "",
                         metric=study.study_metric, init_checkpoint=init_checkpoint, gpu=study.resources.gpu,
                         metric_tags=metric_tags(study), store="" if location.shared_fs else location.experiment_path,
                         checkpoint_every=study.checkpoint_every,
-                        extra={"hparam_domains": hparam_domains(study.describe_space())})
+                        extra={"hparam_domains": hparam_domains(study.describe_space()),
+                               # a graceful stop asks each trial to save at its current iteration (PBT: Ray's own)
+                               **({} if study.scheduler.kind in PBT_KINDS
+                                  else {"stop_channel": stop_channel_name(study.name)})})
 
 
 def wrap_trainable(study: StudyConfig, context, trainable: Callable | None = None):
@@ -291,20 +295,25 @@ def _preflight_cluster(study: StudyConfig, location: StudyLocation, log: Callabl
         f"(cpu {study.resources.cpu:g}, gpu {study.resources.gpu:g} each)")
 
 
-def _fit(tuner, location: StudyLocation):
+def _fit(tuner, location: StudyLocation, study: StudyConfig):
     """``Tuner.fit`` with Ray's checkpoint deletions deferred on a filesystem storage until no stored experiment
     state can name them, so that Ray's forced snapshots can be switched off (study/run/snapshots.py). The ones still
     pending when ``fit`` returns (its final state has landed) are deleted then; if ``fit`` raises they stay.
     SIGINT / SIGTERM stop it gracefully and raise :class:`~study.run.interrupts.StudyInterrupted` once Ray has saved
-    the state (study/run/interrupts.py)."""
+    the state (study/run/interrupts.py); before that, each running trial saves its state at its current iteration
+    (:func:`~study.run.interrupts.save_running_trials`; PBT studies stop at their last evaluation)."""
+    from study.run.interrupts import save_running_trials
+    from study.run.progress import running_trial_ids
 
+    drain = (None if study.scheduler.kind in PBT_KINDS
+             else lambda: save_running_trials(study.name, running_trial_ids))
     if not location.shared_fs:
-        with graceful_stop():
+        with graceful_stop(drain):
             fitted = tuner.fit()
     else:
         DEFERRED.enable()
         try:
-            with graceful_stop():
+            with graceful_stop(drain):
                 fitted = tuner.fit()
         except BaseException:
             DEFERRED.disable()
@@ -356,7 +365,7 @@ def run_study(study: StudyConfig, *, storage: str | None = None, address: str | 
                 f"({study.search.sampler}, seed {study.search.seed}), metric {study.study_metric} ({study.mode}), "
                 f"{study.scheduler.kind} max_t={study.max_t} -> {location.home}")
             tuner = build_tuner(study, location=location, init_checkpoint=init_checkpoint, trainable=trainable)
-            results = _fit(tuner, location)
+            results = _fit(tuner, location, study)
             raise_if_pending_timeout()  # the watchdog ended the study: trials could not start
     return results, location
 
@@ -471,7 +480,7 @@ def resume_study(home: Path, *, address: str | None = None, num_cpus: int | None
             scheduler.bind(study_dir=home)
         if not location.shared_fs:
             bind_store(home, location.experiment_path)  # the restored StoreSync syncs this home
-        results = _fit(tuner, location)
+        results = _fit(tuner, location, study)
         raise_if_pending_timeout()
         if hasattr(searcher, "record_reruns"):
             searcher.record_reruns(results)  # failed trials this resume ran to an end
