@@ -86,7 +86,7 @@ class SlurmCluster:
             f"SlurmdUser={_user()}",
             "AuthType=auth/munge",
             "CredType=cred/munge",
-            f"AuthInfo=socket={self.munge_socket},cred_expire=10",  # also the wait before a requeued job runs
+            f"AuthInfo=socket={self.munge_socket},cred_expire=5",  # also the wait before a requeued job runs
             f"StateSaveLocation={r / 'state'}",
             f"SlurmdSpoolDir={r / 'spool'}",
             f"SlurmctldPidFile={r / 'slurmctld.pid'}",

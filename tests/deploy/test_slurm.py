@@ -2,7 +2,8 @@
 started by the test on this machine with private config, state, spool, key, socket and ports
 (tests/deploy/slurm_cluster.py), configured only through environment variables and ``sbatch`` options.
 
-- a study submitted with ``sbatch`` runs to the end on the job's own Ray (its own port block, temp dir and token);
+- (``make test-extended``) a study submitted with ``sbatch`` runs to the end on the job's own Ray (its own port
+  block, temp dir and token);
 - the time-limit warning (``--signal=B:USR1@...``, here sent with ``scancel --batch --signal=USR1``, which is what
   slurmctld does at the warning time) stops the driver gracefully: each running trial saves its state at the
   iteration it is in, the job requeues itself, and the requeued job resumes the study to the end with no trial
@@ -89,6 +90,7 @@ def _status(home: Path) -> dict:
     return json.loads(status.stdout)
 
 
+@pytest.mark.extended  # make test's time-limit test below also runs a study through sbatch to its end
 def test_sbatch_runs_a_study_to_the_end_on_the_jobs_own_ray(slurm, tiny_benchmark, tmp_path):
     study_file = _study_file(tmp_path, tiny_benchmark, iterations=2, interval=1)
     job, log = _submit(slurm, tmp_path, study_file, "--time=10", "--signal=B:USR1@30")
@@ -103,10 +105,10 @@ def test_sbatch_runs_a_study_to_the_end_on_the_jobs_own_ray(slurm, tiny_benchmar
 
 
 def test_time_limit_warning_saves_the_trials_requeues_and_resumes(slurm, tiny_benchmark, tmp_path):
-    study_file = _study_file(tmp_path, tiny_benchmark, iterations=300, interval=100)
+    study_file = _study_file(tmp_path, tiny_benchmark, iterations=200, interval=100)
     job, log = _submit(slurm, tmp_path, study_file, "--time=10", "--signal=B:USR1@30")
     deadline = time.monotonic() + 300
-    while "eval 1/3" not in (log.read_text() if log.exists() else ""):  # mid-way between evaluations 1 and 2
+    while "eval 1/2" not in (log.read_text() if log.exists() else ""):  # mid-way between evaluations 1 and 2
         assert time.monotonic() < deadline, log.read_text()[-3000:] if log.exists() else "no job output"
         assert slurm.job(job).get("JobState") in ("PENDING", "RUNNING", "CONFIGURING"), log.read_text()[-3000:]
         time.sleep(0.5)
@@ -123,13 +125,15 @@ def test_time_limit_warning_saves_the_trials_requeues_and_resumes(slurm, tiny_be
     assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", f"{info}\n{text[-4000:]}"
     assert "time limit near (USR1)" in text and "saved their state at iterations" in text, text[-4000:]
     assert "driver exited with 143" in text and "resuming from" in text and "driver exited with 0" in text
+    # the job's Ray lived in its own temp dir, and its token file went with it
+    assert (slurm.root / f"ray-{job}").is_dir() and not list((tmp_path / "home" / ".ray").glob("*.token"))
     home = tmp_path / "studies" / "slurmtiny"
     status = _status(home)
     assert [t["state"] for t in status["trials"]] == ["COMPLETE", "COMPLETE"], status
     trained = _trained_iterations(home)
     assert len(trained) == 2  # no trial repeated, none added
     for name, iterations in trained.items():
-        assert iterations == list(range(1, 301)), (name, [i for i in iterations if iterations.count(i) > 1][:10])
+        assert iterations == list(range(1, 201)), (name, [i for i in iterations if iterations.count(i) > 1][:10])
         resumes = json.loads((home / name / "run" / "provenance.json").read_text())["resumes"]
         assert len(resumes) == 1 and resumes[0]["checkpoint"].endswith("checkpoints/stop.pt"), resumes
         assert 100 < resumes[0]["iteration"] < 200  # continued where it stopped, not from the evaluation at 100
