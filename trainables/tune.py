@@ -36,7 +36,7 @@ from trainables.staging import staging_prefix, sweep_stale_staging
 __all__ = ["TrialContext", "TrialFailed", "train_trial", "oom_reason", "FINAL_FAILURES", "apply_overrides",
            "trial_train_config", "estimate_gpu_memory_gib", "gpu_share", "run_baseline", "FINISHED_KEY",
            "FAILURE_FILE", "RUN_SUBDIR", "probe_trial", "LAST_EVAL_FILE", "tune_summary", "PBT_MUTABLE_KEY",
-           "STOP_STATE", "stop_channel_name", "open_stop_channel"]
+           "STOP_STATE", "stop_channel_name", "open_stop_channel", "check_node"]
 
 FINISHED_KEY = "finished"  # 1.0 in the report of the evaluation that ends a full run
 FAILURE_FILE = "failure.json"  # why a trial failed, next to Ray's error.txt in the trial directory
@@ -272,6 +272,38 @@ def _write_failure(trial_dir: Path, kind: str, reason: str, context: TrialContex
             write_bytes(uri, text.encode())
 
 
+def _node_label() -> str:
+    import socket
+
+    import ray
+
+    context = ray.get_runtime_context()
+    return f"{socket.gethostname()} ({ray.util.get_node_ip_address()}, node {context.get_node_id()[:8]})"
+
+
+def check_node(context: TrialContext) -> None:
+    """On the node Ray placed this trial on, whenever a trial starts: the study's storage is there. A cluster that
+    scales from zero has one node when the driver's own check runs, so this is where a worker that joined later
+    and lacks the shared mount, or the store's credentials, is found; the error is one line naming the node."""
+    if context.study_dir:
+        if not (Path(context.study_dir) / "study.toml").is_file():
+            raise TrialFailed(
+                f"node {_node_label()} does not see the study directory {context.study_dir} (no study.toml there): "
+                "mount the shared storage at the same path on every node, or use an object store "
+                "(--storage s3://...); see docs/cluster.md")
+    elif context.store:
+        from trainables.objectstore import exists
+
+        try:
+            exists(context.store)
+        except Exception as err:  # pyarrow raises OSError for auth, endpoint and network problems alike
+            reason = (str(err).strip().splitlines() or [""])[0][:200]
+            raise TrialFailed(
+                f"node {_node_label()} cannot reach the study's store {context.store} ({type(err).__name__}: "
+                f"{reason}): give every node the store's credentials and endpoint (AWS_ACCESS_KEY_ID / "
+                "AWS_SECRET_ACCESS_KEY or an instance or pod role; AWS_ENDPOINT_URL for a non-AWS store)") from None
+
+
 def _final_failure(trial_dir: Path, context: TrialContext | None = None) -> str | None:
     uri = _store_path(context, trial_dir) if context is not None else None
     try:
@@ -312,6 +344,7 @@ def train_trial(config: dict[str, Any], *, context: TrialContext) -> None:
     """The Ray function trainable of a study (source-only or adversarial, as the run config says)."""
     started = time.perf_counter()
     sweep_stale_staging()  # checkpoints that killed trials left in this node's temp folder
+    check_node(context)  # before anything is written: a node without the storage gets one line, nothing else
     trial_dir = _trial_dir(context)
     previous = _final_failure(trial_dir, context)
     if previous is not None:  # a retry of a divergence / OOM would only repeat it
