@@ -320,7 +320,9 @@ def _fit(tuner, location: StudyLocation, study: StudyConfig):
             raise
         DEFERRED.flush()
     signum = stop_requested()
-    if signum is not None:  # Ray saved its state and stopped the trials (resumable): say so, not "study ended"
+    # Ray saved its state and stopped the trials (resumable): say so, not "study ended"; unless every trial had
+    # ended by then (a stop that came as the last trials finished: a requeued job would only find nothing to do)
+    if signum is not None and finished_trials(study, location.home) is None:
         raise StudyInterrupted(signum, location.name)
     return fitted
 

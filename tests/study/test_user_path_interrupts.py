@@ -97,6 +97,30 @@ def test_a_drain_that_fails_still_stops_the_study(capsys):
     assert "could not be asked to save (ConnectionError: no cluster)" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("finished", [None, "2 of 2 trials COMPLETE or PRUNED"])
+def test_a_stop_that_came_as_the_last_trials_ended_is_not_an_interruption(monkeypatch, tmp_path, finished):
+    """SLURM's warning can arrive while the last trials finish: the study is then complete, and exiting 143 would
+    only make the job requeue itself to find nothing to resume."""
+    import study.run.interrupts
+    import study.run.tuner as tuner_module
+    from study.run.interrupts import StudyInterrupted
+    from study.state.location import StudyLocation
+
+    class FakeTuner:  # Ray's fit, as a stop leaves it: the signal recorded, the state saved, fit returned
+        def fit(self):
+            study.run.interrupts._state["signum"] = signal.SIGTERM
+            return "results"
+
+    monkeypatch.setattr(tuner_module, "finished_trials", lambda study_cfg, home: finished)
+    location = StudyLocation(home=tmp_path, ray_storage="s3://bucket/studies", name="s")
+    study_cfg = type("S", (), {"name": "s", "scheduler": type("K", (), {"kind": "fifo"})()})()
+    if finished is None:
+        with pytest.raises(StudyInterrupted):
+            tuner_module._fit(FakeTuner(), location, study_cfg)
+    else:
+        assert tuner_module._fit(FakeTuner(), location, study_cfg) == "results"
+
+
 def test_a_signal_before_rays_loop_runs_is_a_plain_keyboard_interrupt():
     from study.run.interrupts import graceful_stop
 
