@@ -15,7 +15,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=24"
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[test,postgres,s3-test]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[test,postgres,s3-test,pb2]"
 	@touch $(STAMP)
 
 demo: setup

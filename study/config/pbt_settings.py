@@ -129,6 +129,8 @@ def check_pbt(study: StudyConfig, source: str) -> None:
            "that num_to_keep <= 2 loses them)")
     mutation_bounds(study, settings, source)
     if kind == "pb2":
+        _check(settings.burn_in == 0, source, "scheduler.pbt.burn_in", settings.burn_in,
+               "0 with scheduler.kind = 'pb2' (Ray 2.60's PB2 has no burn-in period)")
         _check(pb2_available(), source, "scheduler.kind", kind,
                f"'pbt', or {PB2_AVAILABLE_HINT} (Ray 2.60's PB2 imports sklearn.gaussian_process): "
-               "pip install scikit-learn")
+               "pip install 'dastudy[pb2]' (scikit-learn)")

@@ -57,19 +57,19 @@ def build_pbt_scheduler(study: StudyConfig):
     settings = pbt_settings(study)
     bounds = mutation_bounds(study, settings)
     common = dict(time_attr="training_iteration", perturbation_interval=settings.perturbation_interval,
-                  burn_in_period=settings.burn_in, quantile_fraction=settings.quantile_fraction,
+                  quantile_fraction=settings.quantile_fraction,
                   log_config=True, synch=settings.synch, custom_explore_fn=BoundedExplore(tuple(bounds)))
     if study.scheduler.kind == "pb2":
         if not pb2_available():
             raise ConfigError(getattr(study, "source", "<study>"), "scheduler.kind", "pb2",
-                              f"'pbt', or {PB2_AVAILABLE_HINT}: pip install scikit-learn")
+                              f"'pbt', or {PB2_AVAILABLE_HINT}: pip install 'dastudy[pb2]' (scikit-learn)")
         from study.run.pbt_ray import StudyPB2
 
         return StudyPB2(max_t=study.max_t, hyperparam_bounds={b.name: [b.low, b.high] for b in bounds}, **common)
     from study.run.pbt_ray import StudyPBT
 
     mutations = {b.name: (tune.loguniform if b.log else tune.uniform)(b.low, b.high) for b in bounds}
-    return StudyPBT(max_t=study.max_t, hyperparam_mutations=mutations,
+    return StudyPBT(max_t=study.max_t, hyperparam_mutations=mutations, burn_in_period=settings.burn_in,
                     resample_probability=settings.resample_probability,
                     perturbation_factors=tuple(settings.perturbation_factors), **common)
 

@@ -80,6 +80,7 @@ def test_explored_values_stay_inside_the_bounds(tmp_path):
     ({"pbt": {"resample_probability": 1.5}}, "scheduler.pbt.resample_probability"),
     ({"pbt": {"perturbation_factors": [1.2, -0.8]}}, "scheduler.pbt.perturbation_factors"),
     ({"pbt": {"burn_in": 3}}, "scheduler.pbt.burn_in"),
+    ({"kind": "pb2", "pbt": {"burn_in": 1}}, "scheduler.pbt.burn_in"),  # Ray's PB2 has none
     ({"pbt": {"mutate": ["adapt.lambda_target"]}}, "scheduler.pbt.mutate"),
     ({"pbt": {"mutate": ["adapt.lr_d"]}}, "scheduler.pbt.mutate"),  # not in the lambda_lr space: no bounds
     ({"kind": "asha", "pbt": {"perturbation_interval": 1}}, "scheduler.pbt"),
@@ -107,9 +108,10 @@ def test_bad_pbt_settings_are_refused_naming_the_key(tmp_path, change, key):
 
 
 def test_pb2_needs_scikit_learn_and_says_so(tmp_path, monkeypatch):
+    import study.config.pbt_settings as settings_module
     import study.run.pbt as pbt
 
-    monkeypatch.setattr(pbt, "pb2_available", lambda: False)
+    monkeypatch.setattr(settings_module, "pb2_available", lambda: False)  # where the study config checks it
     table = pbt_table(tmp_path)
     table["scheduler"]["kind"] = "pb2"
     with pytest.raises(ConfigError, match=PB2_AVAILABLE_HINT) as err:

@@ -118,6 +118,33 @@ def test_a_pbt_study_exploits_with_full_state_and_records_the_lineage(local_ray,
 
 
 @pytest.mark.slow
+def test_a_pb2_study_runs_rays_pb2_with_full_state_clones_inside_the_bounds(local_ray, tiny_benchmark, tmp_path):
+    """PB2 (Ray's, scikit-learn's Gaussian process choosing the explored values) through the same path."""
+    pytest.importorskip("sklearn", reason="PB2 needs scikit-learn (pip install 'dastudy[pb2]')")
+    from study.run.tuner import run_study
+
+    table = study_table(tiny_benchmark, name="pb2", num_samples=2, max_concurrent_trials=2, checkpoints_to_keep=3,
+                        scheduler={"kind": "pb2", "pbt": {"perturbation_interval": 1, "quantile_fraction": 0.5,
+                                                          "synch": True}})
+    table["search"]["params"] = {"lambda_low": 1e-4, "lambda_high": 1e-1, "lr_low": 2e-3, "lr_high": 4e-2}
+    study = study_from_dict(table, source="test")
+    results, location = run_study(study, storage=str(tmp_path / "studies"))
+    home = location.home
+    assert len(results) == 2 and results.num_errors == 0
+    population = json.loads((home / "pbt_population.json").read_text())
+    assert population["scheduler"] == "pb2"
+    bounds = {b["key"]: (b["low"], b["high"]) for b in population["mutations"]}
+    lineages = {t.name: read_lineage(t / "run") for t in sorted(home.glob("trial_*")) if (t / "run").is_dir()}
+    clones = [r for records in lineages.values() for r in records if r["event"] == "clone"]
+    assert clones, lineages  # PB2 exploits like PBT; its GP picks the new values
+    for clone in clones:
+        assert clone["donor_iteration"] == clone["iteration"]
+        for key, value in clone["hparams"].items():
+            assert bounds[key][0] <= value <= bounds[key][1], (key, value, bounds[key])
+    assert all(records[-1]["event"] == "eval" and records[-1]["iteration"] == 6 for records in lineages.values())
+
+
+@pytest.mark.slow
 @pytest.mark.extended
 def test_a_pbt_study_survives_a_driver_kill_with_no_member_repeated_or_lost(tiny_benchmark, tmp_path,
                                                                             remove_driver_temp_dirs):
