@@ -1,7 +1,7 @@
 """Population-based training of λ_adv against a constant λ_adv and the DANN ramp, at equal compute, with a
 label-free selection (issue 22).
 
-Three arms on the synthetic benchmark, each spending ``POPULATION`` runs of ``ITERATIONS`` adversarial iterations
+Four arms on the synthetic benchmark, each spending ``POPULATION`` runs of ``ITERATIONS`` adversarial iterations
 (single-level AdaptSegNet on ``deeplabv2_tiny`` from one source-only checkpoint) per population seed:
 
 ``constant``
@@ -14,6 +14,10 @@ Three arms on the synthetic benchmark, each spending ``POPULATION`` runs of ``IT
     a real dastudy study with ``scheduler.kind = "pbt"``: ``POPULATION`` members, initial λ_adv drawn by the
     seeded sampler over [min(LAMBDAS), max(LAMBDAS)], the bottom quarter cloning a top member at every evaluation
     after the first, λ_adv resampled or multiplied by 1.2 / 0.8 (Ray Tune's PopulationBasedTraining).
+``pb2``
+    the same study with ``scheduler.kind = "pb2"`` (Ray Tune's PB2, Parker-Holder et al. 2020,
+    https://arxiv.org/abs/2002.02518): the explored λ_adv chosen by a Gaussian-process bandit instead of at random;
+    no burn-in (PB2 has none).
 
 Every arm picks its model WITHOUT target labels, by the label-free validator ``uda/im`` at the last evaluation (the
 PBT study's own metric); the target val mIoU16 of that pick is the arm's result. The best val mIoU16 within each
@@ -47,6 +51,7 @@ LAMBDAS = (0.001, 0.003, 0.01, 0.03)
 POPULATION = len(LAMBDAS)
 ITERATIONS, INTERVAL = 120, 20
 PICK = "uda/im"
+ARMS = ("constant", "ramp", "pbt", "pb2")
 TARGET = "val/mIoU16"
 
 
@@ -115,12 +120,16 @@ def engine_run(job: tuple[str, int, float, str, str, str]) -> dict[str, Any]:
             "iterations": ITERATIONS, **_final(run)}
 
 
-def pbt_study(out: Path, data: Path, init: Path, seed: int) -> list[dict[str, Any]]:
+def pbt_study(out: Path, data: Path, init: Path, seed: int, kind: str = "pbt") -> list[dict[str, Any]]:
+    """A real study with ``scheduler.kind = kind`` (``pbt`` or ``pb2``; PB2 has no burn-in and its Gaussian process
+    chooses the explored values, so it gets neither ``burn_in`` nor ``resample_probability``)."""
     from study.config.study_config import study_from_dict
     from study.run.tuner import run_study
     from trainables.lineage import read_lineage
 
-    name = f"pbt_s{seed}"
+    name = f"{kind}_s{seed}"
+    settings = ({"perturbation_interval": 1, "burn_in": 1, "quantile_fraction": 0.25, "resample_probability": 0.25}
+                if kind == "pbt" else {"perturbation_interval": 1, "quantile_fraction": 0.25})
     home = out / "studies" / name
     if not home.is_dir():
         table = {
@@ -128,8 +137,7 @@ def pbt_study(out: Path, data: Path, init: Path, seed: int) -> list[dict[str, An
             "checkpoints_to_keep": 3, "reuse_actors": True,
             "search": {"space": "lambda_adv", "sampler": "tpe", "seed": seed, "startup_trials": POPULATION,
                        "params": {"lambda_low": min(LAMBDAS), "lambda_high": max(LAMBDAS)}},
-            "scheduler": {"kind": "pbt", "pbt": {"perturbation_interval": 1, "burn_in": 1,
-                                                 "quantile_fraction": 0.25, "resample_probability": 0.25}},
+            "scheduler": {"kind": kind, "pbt": settings},
             "resources": {"cpu": 1, "gpu": 0},
             "train": train_table(data, init, seed=seed, lam=0.001, name=name),
         }
@@ -140,7 +148,7 @@ def pbt_study(out: Path, data: Path, init: Path, seed: int) -> list[dict[str, An
         run = trial / "run"
         lineage = read_lineage(run)
         trained = sum(1 for r in lineage if r.get("event") == "eval") * INTERVAL  # this member's own work
-        rows.append({"arm": "pbt", "seed": seed, "run": trial.name, "iterations": trained, **_final(run)})
+        rows.append({"arm": kind, "seed": seed, "run": trial.name, "iterations": trained, **_final(run)})
     return rows
 
 
@@ -149,7 +157,7 @@ def summarise(rows: list[dict[str, Any]]) -> str:
     against the constant arm's pick, with a 95 % t-interval."""
     from scipy import stats
 
-    arms = ("constant", "ramp", "pbt")
+    arms = tuple(a for a in ARMS if any(r["arm"] == a for r in rows))
     seeds = sorted({r["seed"] for r in rows})
     picked: dict[tuple[str, int], float] = {}
     oracle: dict[tuple[str, int], float] = {}
@@ -193,6 +201,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--summary-only", action="store_true", help="summarise the CSV in --results")
+    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS),
+                        help="arms to run; the CSV keeps the other arms' rows already in it")
     args = parser.parse_args(argv)
     csv_path = args.results / "pbt_comparison.csv"
     fields = ["arm", "seed", "run", PICK, TARGET, "iteration", "iterations"]
@@ -207,11 +217,19 @@ def main(argv=None) -> int:
         started = time.perf_counter()
         for seed in args.seeds:
             jobs = [(arm, seed, lam, str(data), str(init), str(args.out)) for arm in ("constant", "ramp")
-                    for lam in LAMBDAS]
-            with ProcessPoolExecutor(max_workers=2) as pool:
-                rows += list(pool.map(engine_run, jobs))
-            rows += pbt_study(args.out, data, init, seed)
+                    if arm in args.arms for lam in LAMBDAS]
+            if jobs:
+                with ProcessPoolExecutor(max_workers=2) as pool:
+                    rows += list(pool.map(engine_run, jobs))
+            for kind in ("pbt", "pb2"):
+                if kind in args.arms:
+                    rows += pbt_study(args.out, data, init, seed, kind)
             print(f"seed {seed} done ({time.perf_counter() - started:.0f} s)", flush=True)
+        if csv_path.is_file():  # keep what earlier runs measured for the arms and seeds not run now
+            with open(csv_path) as fh:
+                kept = [r for r in csv.DictReader(fh)
+                        if not (r["arm"] in args.arms and int(r["seed"]) in args.seeds)]
+            rows = kept + rows
         args.results.mkdir(parents=True, exist_ok=True)
         with open(csv_path, "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=fields, lineterminator="\n")

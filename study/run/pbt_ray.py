@@ -8,6 +8,7 @@ experiment state, so they live at module level here rather than inside functions
 - :func:`register_each_checkpoint_once`: every member's checkpoint manager keeps one entry per checkpoint directory
   (see there: Ray 2.60's PBT registers a member's latest checkpoint twice, and the second entry deleted the first's
   directory, which a clone was about to restore from).
+- :func:`unstick_synch`: with ``synch = true`` a resumed population is never run again by Ray's PBT (see there).
 """
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
 from ray.tune.schedulers.pb2 import PB2
 from ray.tune.search import BasicVariantGenerator
 
-__all__ = ["StudyPBT", "StudyPB2", "PopulationGenerator", "OnceCheckpointManager", "register_each_checkpoint_once"]
+__all__ = ["StudyPBT", "StudyPB2", "PopulationGenerator", "OnceCheckpointManager", "register_each_checkpoint_once",
+           "unstick_synch"]
 
 
 class OnceCheckpointManager(_CheckpointManager):
@@ -56,6 +58,32 @@ def register_each_checkpoint_once(trial: Any) -> bool:
     return isinstance(manager, OnceCheckpointManager)
 
 
+def unstick_synch(scheduler: PopulationBasedTraining, trials: list) -> bool:
+    """With ``synch = true`` keep the next synchronisation time ahead of a population that has just synchronised;
+    True when it had to be moved.
+
+    Ray 2.60's synchronous PBT sets the next time to ``max(previous + interval, latest train time of any member)``
+    after each synchronisation and runs only members whose train time is below it
+    (``PopulationBasedTraining.choose_trial_to_run``). ``Tuner.restore`` gives back the scheduler as it was
+    pickled at the start (Ray keeps no scheduler state: ray-project/ray#30838), so after ``study resume`` the
+    previous time is the first interval while the members are already further on: the first synchronisation sets
+    the next time equal to where every member now stands, no member is below it, and nothing ever runs again
+    (the hang of docs/pbt.md). Reads and sets Ray's private ``_synch``, ``_trial_state``,
+    ``_next_perturbation_sync`` and ``_perturbation_interval``;
+    ``tests/study/test_pbt.py::test_a_resumed_synchronous_population_is_run_again`` fails if an upgrade changes
+    them, and shows Ray's own ``choose_trial_to_run`` stuck without this."""
+    if not getattr(scheduler, "_synch", False) or any(t.status == "RUNNING" for t in trials):
+        return False  # a running member will report, and Ray synchronises then
+    waiting = [t for t in trials if t.status in ("PENDING", "PAUSED") and t in scheduler._trial_state]
+    if not waiting:
+        return False
+    times = [scheduler._trial_state[t].last_train_time for t in waiting]
+    if min(times) < scheduler._next_perturbation_sync:
+        return False  # some member is still below the next time: Ray runs it
+    scheduler._next_perturbation_sync = min(times) + scheduler._perturbation_interval
+    return True
+
+
 class _AtMaxT:
     _max_t: int
 
@@ -67,6 +95,10 @@ class _AtMaxT:
         if result.get("training_iteration", 0) >= self._max_t:
             return TrialScheduler.CONTINUE  # the member's last evaluation: it ends by itself
         return super().on_trial_result(tune_controller, trial, result)
+
+    def choose_trial_to_run(self, tune_controller):
+        unstick_synch(self, tune_controller.get_trials())
+        return super().choose_trial_to_run(tune_controller)
 
 
 class StudyPBT(_AtMaxT, PopulationBasedTraining):

@@ -277,3 +277,51 @@ def test_pbt_schedulers_give_every_member_the_once_manager(tmp_path):
 
     scheduler.on_trial_add(Controller(), Trial)
     assert type(Trial.run_metadata.checkpoint_manager) is OnceCheckpointManager
+
+
+def test_a_resumed_synchronous_population_is_run_again():
+    """``synch = true`` after ``study resume``: the scheduler comes back as pickled at the start while the members are
+    at iteration 4. Ray's own PBT synchronises them there and then runs nothing (its next time equals where they
+    stand: the resume hang); unstick_synch moves the next time one interval on, and only when no member runs."""
+    from ray.tune.schedulers import PopulationBasedTraining
+    from ray.tune.schedulers.pbt import _PBTTrialState
+
+    from study.run.pbt_ray import StudyPBT, unstick_synch
+
+    class Member:  # what Ray's choose_trial_to_run reads of a Trial
+        def __init__(self, name, status):
+            self.name, self.status, self.experiment_tag = name, status, name
+
+    class Controller:
+        def __init__(self, trials):
+            self.trials = trials
+
+        def get_trials(self):
+            return self.trials
+
+    def resumed(cls, **kwargs):
+        scheduler = cls(time_attr="training_iteration", metric="m", mode="max", perturbation_interval=1, synch=True,
+                        hyperparam_mutations={"x": [1, 2]}, **kwargs)
+        members = [Member("a", "PAUSED"), Member("b", "PAUSED")]
+        for member in members:
+            scheduler._trial_state[member] = _PBTTrialState(member)
+            scheduler._trial_state[member].last_train_time = 4
+        # what Ray's synchronisation leaves: max(previous 1 + interval 1, latest train time 4)
+        scheduler._next_perturbation_sync = max(scheduler._next_perturbation_sync + 1, 4)
+        return scheduler, members
+
+    plain, members = resumed(PopulationBasedTraining)
+    assert plain.choose_trial_to_run(Controller(members)) is None  # upstream: stuck for good
+    ours, members = resumed(StudyPBT, max_t=6)
+    assert ours.choose_trial_to_run(Controller(members)) in members and ours._next_perturbation_sync == 5
+    # not while a member runs: it will report, and Ray synchronises then
+    ours, members = resumed(StudyPBT, max_t=6)
+    members[1].status = "RUNNING"
+    assert not unstick_synch(ours, members) and ours._next_perturbation_sync == 4
+    # nor asynchronously, nor while a member is still below the next time
+    members[1].status = "PAUSED"
+    ours._trial_state[members[1]].last_train_time = 3
+    assert not unstick_synch(ours, members)
+    ours._synch = False
+    ours._trial_state[members[1]].last_train_time = 4
+    assert not unstick_synch(ours, members)

@@ -146,8 +146,9 @@ def test_a_pb2_study_runs_rays_pb2_with_full_state_clones_inside_the_bounds(loca
 
 @pytest.mark.slow
 @pytest.mark.extended
+@pytest.mark.parametrize("synch", [False, True])
 def test_a_pbt_study_survives_a_driver_kill_with_no_member_repeated_or_lost(tiny_benchmark, tmp_path,
-                                                                            remove_driver_temp_dirs):
+                                                                            remove_driver_temp_dirs, synch):
     """SIGKILL the driver while one member is held mid-interval after exploits happened; `study resume` finishes
     both members from their checkpoints, and each lineage keeps what was written before the kill."""
     import subprocess
@@ -159,7 +160,7 @@ def test_a_pbt_study_survives_a_driver_kill_with_no_member_repeated_or_lost(tiny
     table = study_table(tiny_benchmark, name="pbtkill", num_samples=2, max_concurrent_trials=2,
                         checkpoints_to_keep=3,
                         scheduler={"kind": "pbt", "pbt": {"perturbation_interval": 1, "quantile_fraction": 0.5,
-                                                          "synch": False}})
+                                                          "synch": synch}})
     table["search"]["params"] = {"lambda_low": 1e-4, "lambda_high": 1e-1, "lr_low": 2e-3, "lr_high": 4e-2}
     table["train"]["optim"].update(iter_max=12, iter_stop=12)  # 6 evaluations per member
     study_file = write_study_file(tmp_path / "pbtkill.toml", table)
