@@ -4,8 +4,9 @@
 directories and ports on 127.0.0.1, so they touch nothing of the machine's (no ``/etc/slurm``, ``/run/munge`` or
 default ports); the clients (``sbatch``, ``scontrol``, ``squeue``) find this cluster through ``SLURM_CONF``. The
 node offers this machine's cores and one generic GPU resource without a device (``Gres=gpu:1``, ``Count`` only), so
-a job script that asks ``--gpus-per-node=1`` is scheduled as on a GPU cluster; what runs in it sees no GPU. Every
-daemon is stopped by its PID (never ``scancel``-all or ``killall``: other jobs share the machine).
+a job script that asks ``--gpus-per-node=1`` is scheduled as on a GPU cluster; what runs in it sees no GPU. At the
+end the jobs of this private cluster are cancelled (through its own ``SLURM_CONF``: no other cluster's jobs) and
+every daemon is stopped by its PID (never ``killall``: other jobs share the machine).
 
 The Makefile installs the packages (``make slurm``); where they are missing, :func:`missing` says so and the tests
 skip themselves with that line.
@@ -105,8 +106,10 @@ class SlurmCluster:
             "ReturnToService=2",
             "JobRequeue=1",
             "MinJobAge=3600",
-            "KillWait=5",  # Slurm's default is 30 s: a step that ignores SIGTERM is killed sooner here
-            "SchedulerParameters=defer_batch",  # no other jobs here: schedule at once
+            "KillWait=2",  # Slurm's default is 30 s: a step that ignores SIGTERM is killed sooner here
+            # the main scheduling loop every second (Slurm's default is 60 s): a requeued job starts as soon as its
+            # hold (cred_expire) ends
+            "SchedulerParameters=sched_interval=1",
             "SchedulerType=sched/builtin",
             "SlurmctldTimeout=30",
             "SlurmdTimeout=60",
@@ -190,6 +193,19 @@ class SlurmCluster:
             time.sleep(1)
 
     def stop(self) -> None:
+        """Cancel this cluster's jobs (a test that failed mid-job leaves one running: slurmstepd outlives slurmd by
+        design), wait for them to end, then stop the daemons by PID."""
+        if all(self.procs.get(n) is not None and self.procs[n].poll() is None for n in DAEMONS):
+            try:
+                self.run(["scancel", "--full", "--partition=test", f"--user={_user()}"], check=False)
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    left = self.run(["squeue", "-h", "-o", "%i"], check=False)
+                    if left.returncode or not left.stdout.strip():
+                        break
+                    time.sleep(0.5)
+            except (OSError, subprocess.SubprocessError):
+                pass
         for name in reversed(DAEMONS):
             proc = self.procs.get(name)
             if proc is None or proc.poll() is not None:

@@ -105,14 +105,14 @@ def test_sbatch_runs_a_study_to_the_end_on_the_jobs_own_ray(slurm, tiny_benchmar
 
 
 def test_time_limit_warning_saves_the_trials_requeues_and_resumes(slurm, tiny_benchmark, tmp_path):
-    study_file = _study_file(tmp_path, tiny_benchmark, iterations=200, interval=100)
+    study_file = _study_file(tmp_path, tiny_benchmark, iterations=120, interval=60)
     job, log = _submit(slurm, tmp_path, study_file, "--time=10", "--signal=B:USR1@30")
     deadline = time.monotonic() + 300
     while "eval 1/2" not in (log.read_text() if log.exists() else ""):  # mid-way between evaluations 1 and 2
         assert time.monotonic() < deadline, log.read_text()[-3000:] if log.exists() else "no job output"
         assert slurm.job(job).get("JobState") in ("PENDING", "RUNNING", "CONFIGURING"), log.read_text()[-3000:]
         time.sleep(0.5)
-    time.sleep(2)
+    time.sleep(1)
     slurm.run(["scancel", "--batch", "--signal=USR1", job])  # what slurmctld sends at --signal's warning time
     deadline = time.monotonic() + 400
     while True:
@@ -133,10 +133,10 @@ def test_time_limit_warning_saves_the_trials_requeues_and_resumes(slurm, tiny_be
     trained = _trained_iterations(home)
     assert len(trained) == 2  # no trial repeated, none added
     for name, iterations in trained.items():
-        assert iterations == list(range(1, 201)), (name, [i for i in iterations if iterations.count(i) > 1][:10])
+        assert iterations == list(range(1, 121)), (name, [i for i in iterations if iterations.count(i) > 1][:10])
         resumes = json.loads((home / name / "run" / "provenance.json").read_text())["resumes"]
         assert len(resumes) == 1 and resumes[0]["checkpoint"].endswith("checkpoints/stop.pt"), resumes
-        assert 100 < resumes[0]["iteration"] < 200  # continued where it stopped, not from the evaluation at 100
+        assert 60 < resumes[0]["iteration"] < 120  # continued where it stopped, not from the evaluation at 60
         assert not (home / name / "run" / "checkpoints" / "stop.pt").exists()  # superseded, removed
 
 

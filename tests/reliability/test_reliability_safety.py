@@ -61,6 +61,8 @@ REVIEWED = {
     ("trainables/rundir.py", "_remove_run_files", "run_dir / MANIFEST.unlink"): "--overwrite: the old manifest",
     ("trainables/rundir.py", "write_json_atomic", "os.replace"): "its temporary file over a run file",
     ("trainables/rundir.py", "write_config", "os.replace"): "its temporary file over config.toml",
+    ("trainables/tune.py", "_TuneReporter.on_evaluate", "self.run_dir / 'checkpoints' / STOP_STATE.unlink"):
+        "the trial's own stop.pt (a graceful stop's state), once Ray holds a later checkpoint of the same trial",
     ("trainables/tune.py", "train_trial", "run_dir.rename"):
         "a restarted trial keeps its earlier attempt's run/ as run.attempt-N (nothing deleted)",
     ("study/state/checkpoint_files.py", "remove_checkpoint_dirs", "fs.delete_dir"):

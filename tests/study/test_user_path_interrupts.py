@@ -424,6 +424,7 @@ def _drive(command, env, cwd, *, until, signum, group, timeout=240):
 
 
 @pytest.mark.slow
+@pytest.mark.extended  # ~50 s; make test has SIGTERM end to end on a real SLURM (tests/deploy/test_slurm.py)
 def test_sigint_stops_a_study_that_resumes_to_the_end(tiny_benchmark, tmp_path, remove_driver_temp_dirs):
     table = study_table(tiny_benchmark, name="stopme", num_samples=3, max_concurrent_trials=2,
                         scheduler={"kind": "fifo"})
