@@ -10,6 +10,17 @@ from pathlib import Path
 
 import pytest
 
+
+def pytest_configure(config):
+    """Ctrl-C must reach the processes the tests start. A shell that runs `make test` in the background without job
+    control (`nohup make test &`, `cmd &` in a script) starts it with SIGINT ignored, and an ignored signal stays
+    ignored in every child: TensorBoard's `serve`, a study driver and a lease holder then never see the SIGINT the
+    tests send (seen: three tests timing out in such a run). Python's own handler here means SIG_DFL in children."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
 # A tiny synthetic benchmark (about 1 s to write): 11 target train images per city, so that the
 # between-city splits group{0,1}_{train,val} are all non-empty.
 TINY_BENCHMARK = dict(seed=0, num_source=12, num_source_val=4, num_target_train=66, num_target_val=6,
