@@ -151,7 +151,11 @@ class ConsoleReporter(Reporter):
             self._bar = None
         line = f"{result.get('status')}: {result.get('iterations')} iterations in {result.get('wall_s', 0):.1f} s"
         if result.get("best_value") is not None:
-            line += f"; best {result['best_metric']} = {100 * result['best_value']:.2f} at {result['best_iteration']}"
+            metric, value = result["best_metric"], result["best_value"]
+            # mIoU and pixel accuracy are fractions shown in percent; a label-free score (uda/im, ...) is not one
+            shown = (f"{100 * value:.2f} %" if metric.rsplit("/", 1)[-1].startswith(("mIoU", "pixel_acc"))
+                     else f"{value:.4g}")
+            line += f"; best {metric} = {shown} at {result['best_iteration']}"
         if result.get("message"):
             line += f" ({result['message']})"
         self._print(line)

@@ -65,7 +65,11 @@ def test_console_prints_logs_tables_and_result_without_progress_bar():
     text = stream.getvalue()
     assert "adversarial | tiny" in text and "[2] loss_seg=0.1235" in text
     assert "iteration 2: target val" in text and "sky" in text and "75.00" in text and "mIoU16 50.00" in text
-    assert "completed: 2 iterations" in text and "best val/mIoU13 = 60.00 at 2" in text
+    assert "completed: 2 iterations" in text and "best val/mIoU13 = 60.00 % at 2" in text
+    # a label-free selection score is not a percentage
+    reporter.on_end({"status": "completed", "iterations": 2, "wall_s": 1.5, "best_metric": "uda/im",
+                     "best_value": 0.97753, "best_iteration": 2})
+    assert stream.getvalue().rstrip().endswith("best uda/im = 0.9775 at 2")
 
 
 def test_console_progress_bar_reaches_the_total():
