@@ -446,10 +446,11 @@ def resource_problems(study: StudyConfig, home: Path, nodes: list | None, *,
     notes.append(estimate.describe())
     try:
         check_checkpoint_space(estimate, home)
-    except PreflightError as err:
+    except PreflightError as err:  # the path goes into the fix: the problem stays a few words whatever the path
         problems.append(Problem(f"checkpoints need about {estimate.total / 2 ** 30:.1f} GiB, more than is free "
-                                f"under {home.parent}",
-                                "--storage on a larger filesystem, or lower num_samples / checkpoints_to_keep", err))
+                                "under the storage",
+                                f"--storage on a larger filesystem than {home.parent}, or lower num_samples / "
+                                "checkpoints_to_keep", err))
     return problems, notes
 
 

@@ -74,6 +74,25 @@ def test_every_preset_dry_runs_on_a_bare_clone(preset, bare, capsys):
     assert not (bare / "studies").exists() and not (bare / "runs").exists()
 
 
+def test_too_little_disk_for_the_checkpoints_is_one_short_problem_whatever_the_path(bare, capsys, monkeypatch):
+    """Seen on a nearly full disk: the problem named the (long) storage path and outgrew its one short line; the
+    path belongs in the fix."""
+    import study.config.resources as resources
+    from study.config.resources import PreflightError
+
+    def full(estimate, home):
+        raise PreflightError(f"no room under {home}")
+
+    monkeypatch.setattr(resources, "check_checkpoint_space", full)
+    storage = bare / ("a-very-long-storage-path-" * 4) / "studies"
+    assert main(["study", "run", "lambda_sensitivity", "--dry-run", "--storage", str(storage)]) == 2
+    disk = [p for p in _problems(capsys.readouterr().out) if "checkpoints need about" in p]
+    assert len(disk) == 1, disk
+    what, fix = disk[0].split("; fix: ")
+    assert len(what) < 110 and what.endswith("GiB, more than is free under the storage"), what
+    assert fix.startswith(f"--storage on a larger filesystem than {storage}") and "checkpoints_to_keep" in fix
+
+
 @pytest.mark.slow  # > 3 s: outside make test-quick
 def test_the_demo_presets_fix_makes_its_dry_run_pass(bare, capsys):
     """The fix a dry run prints is the command that fixes it: run as printed, the next dry run passes."""
