@@ -65,7 +65,10 @@ def _submit(slurm: SlurmCluster, tmp_path: Path, study_file: Path, *options: str
     home.mkdir(exist_ok=True)
     env = {"DASTUDY_VENV": str(Path(sys.executable).parents[1]), "STORAGE": str(tmp_path / "studies"),
            "HOME": str(home), "RAY_PORT_BASE": str(free_port_range(100)), "TORCH_HOME": str(tmp_path / "torch"),
-           "TMPDIR": str(slurm.root)}  # short: Ray's unix socket paths are limited to ~107 characters
+           "TMPDIR": str(slurm.root),  # short: Ray's unix socket paths are limited to ~107 characters
+           # the job's Ray on loopback: this host's name once resolved to its sandbox interface inside the job, where
+           # a Ray head cannot start ("node timed out during startup")
+           "HEAD_IP": "127.0.0.1"}
     out = slurm.run(["sbatch", "--parsable", "--nodes=1", f"--cpus-per-task={slurm.cpus}", "--mem=1G",
                      f"--output={tmp_path}/job-%j.out", *options, SBATCH, study_file], env=env, cwd=tmp_path)
     job = out.stdout.strip().split(";")[0]
