@@ -38,19 +38,6 @@ def missing() -> str | None:
     return None
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 class SlurmCluster:
     """``slurmctld`` + ``slurmd`` (one node named after this host) + ``munged``, all under ``root``."""
 
@@ -74,7 +61,9 @@ class SlurmCluster:
         key = self.root / "munge" / "munge.key"
         key.write_bytes(os.urandom(1024))
         key.chmod(0o400)
-        ctld_port, slurmd_port, srun_lo = _free_ports(3)
+        from test_job_submit import free_ports
+
+        ctld_port, slurmd_port = free_ports(2)
         r = self.root
         self.munge_socket = r / "munge" / "munge.socket"
         self.conf.write_text("\n".join([
@@ -121,7 +110,6 @@ class SlurmCluster:
             "",
         ]))
         (self.root / "gres.conf").write_text(f"NodeName={self.node} Name=gpu File=/dev/null\n")
-        self.srun_port = srun_lo
 
     def start(self, timeout: float = 60) -> "SlurmCluster":
         self._write_files()

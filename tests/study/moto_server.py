@@ -3,6 +3,7 @@ nothing reaches a real cloud. Skips the test where moto[server] or boto3 is miss
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import socket
 import subprocess
@@ -21,15 +22,18 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def moto_server(log_dir: Path, bucket: str) -> Iterator[dict[str, str]]:
-    """Yields the standard AWS variables that point boto3, pyarrow and Ray at the server, with ``bucket`` made."""
+def moto_server(log_dir: Path, bucket: str, *, server_env: dict[str, str] | None = None
+                ) -> Iterator[dict[str, str]]:
+    """Yields the standard AWS variables that point boto3, pyarrow and Ray at the server, with ``bucket`` made.
+    ``server_env``: moto's own settings, e.g. ``INITIAL_NO_AUTH_ACTION_COUNT=1`` (signatures checked after the one
+    unsigned call that makes the bucket)."""
     pytest.importorskip("moto", reason="moto[server] is missing: `make test` installs it (pip extra 's3-test')")
     boto3 = pytest.importorskip("boto3", reason="boto3 is missing: `make test` installs it with moto[server]")
     port = free_port()
     log_path = Path(log_dir) / "moto.log"
     log = log_path.open("w")
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT)
+                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(server_env or {})})
     env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
     try:

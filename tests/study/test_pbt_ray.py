@@ -33,6 +33,15 @@ def local_ray():
             os.environ[key] = value
 
 
+def population_table(benchmark, name: str, kind: str, *, synch: bool) -> dict:
+    """Two members over λ_adv and lr; every evaluation the bottom half (one member) may clone the top one."""
+    table = study_table(benchmark, name=name, num_samples=2, max_concurrent_trials=2, checkpoints_to_keep=3,
+                        scheduler={"kind": kind, "pbt": {"perturbation_interval": 1, "quantile_fraction": 0.5,
+                                                         "synch": synch}})
+    table["search"]["params"] = {"lambda_low": 1e-4, "lambda_high": 1e-1, "lr_low": 2e-3, "lr_high": 4e-2}
+    return table
+
+
 def population_metric(study) -> str:
     return study.metric
 
@@ -42,11 +51,7 @@ def test_a_pbt_study_exploits_with_full_state_and_records_the_lineage(local_ray,
     from study.run.tuner import run_study
 
     # 2 members, 3 evaluations each; at every evaluation the bottom half (one member) clones the top one.
-    table = study_table(tiny_benchmark, name="pbt", num_samples=2, max_concurrent_trials=2, checkpoints_to_keep=3,
-                        scheduler={"kind": "pbt", "pbt": {"perturbation_interval": 1, "quantile_fraction": 0.5,
-                                                          "synch": True}})
-    table["search"]["params"] = {"lambda_low": 1e-4, "lambda_high": 1e-1, "lr_low": 2e-3, "lr_high": 4e-2}
-    study = study_from_dict(table, source="test")
+    study = study_from_dict(population_table(tiny_benchmark, "pbt", "pbt", synch=True), source="test")
     results, location = run_study(study, storage=str(tmp_path / "studies"))
     home = location.home
     assert len(results) == 2 and results.num_errors == 0
@@ -122,11 +127,7 @@ def test_a_pb2_study_runs_rays_pb2_with_full_state_clones_inside_the_bounds(loca
     pytest.importorskip("sklearn", reason="PB2 needs scikit-learn (pip install 'dastudy[pb2]')")
     from study.run.tuner import run_study
 
-    table = study_table(tiny_benchmark, name="pb2", num_samples=2, max_concurrent_trials=2, checkpoints_to_keep=3,
-                        scheduler={"kind": "pb2", "pbt": {"perturbation_interval": 1, "quantile_fraction": 0.5,
-                                                          "synch": True}})
-    table["search"]["params"] = {"lambda_low": 1e-4, "lambda_high": 1e-1, "lr_low": 2e-3, "lr_high": 4e-2}
-    study = study_from_dict(table, source="test")
+    study = study_from_dict(population_table(tiny_benchmark, "pb2", "pb2", synch=True), source="test")
     results, location = run_study(study, storage=str(tmp_path / "studies"))
     home = location.home
     assert len(results) == 2 and results.num_errors == 0
@@ -156,11 +157,7 @@ def test_a_pbt_study_survives_a_driver_kill_with_no_member_repeated_or_lost(tiny
     from study_helpers import kill_tree, write_study_file
     from test_tune_resume import _cli, _env
 
-    table = study_table(tiny_benchmark, name="pbtkill", num_samples=2, max_concurrent_trials=2,
-                        checkpoints_to_keep=3,
-                        scheduler={"kind": "pbt", "pbt": {"perturbation_interval": 1, "quantile_fraction": 0.5,
-                                                          "synch": synch}})
-    table["search"]["params"] = {"lambda_low": 1e-4, "lambda_high": 1e-1, "lr_low": 2e-3, "lr_high": 4e-2}
+    table = population_table(tiny_benchmark, "pbtkill", "pbt", synch=synch)
     table["train"]["optim"].update(iter_max=12, iter_stop=12)  # 6 evaluations per member
     study_file = write_study_file(tmp_path / "pbtkill.toml", table)
     storage = tmp_path / "studies"

@@ -3,15 +3,15 @@ driver's own check runs while a cluster that scales from zero has one node, so a
 the shared mount, or without the store's credentials, is found here, with one line naming the node."""
 from __future__ import annotations
 
-import socket
-import subprocess
 import sys
-import time
+from pathlib import Path
 
 import pytest
 
 import trainables.tune as tune_module
 from trainables.tune import TrialContext, TrialFailed, check_node
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "study"))  # moto_server, the tests' S3 server
 
 
 @pytest.fixture(autouse=True)
@@ -35,41 +35,18 @@ def test_a_node_without_the_shared_mount_is_named_in_one_line(tmp_path):
 
 
 def test_a_node_without_the_stores_credentials_is_named_in_one_line(tmp_path, monkeypatch):
-    """A real S3 API (moto's server) that checks signatures: one unauthenticated call makes the bucket, after
-    which the node's unknown key is refused; check_node turns that into one line."""
-    pytest.importorskip("moto")
-    import boto3
+    """A real S3 API (moto's server) that checks signatures: one unsigned call makes the bucket, after which the
+    node's unknown key is refused; check_node turns that into one line."""
+    from moto_server import moto_server
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    log = (tmp_path / "moto.log").open("w")
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=log, stderr=subprocess.STDOUT,
-                              env={**__import__("os").environ, "INITIAL_NO_AUTH_ACTION_COUNT": "1"})
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert server.poll() is None and time.time() < deadline, (tmp_path / "moto.log").read_text()
-                time.sleep(0.2)
-        for key, value in {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "not-a-key",
-                           "AWS_SECRET_ACCESS_KEY": "wrong", "AWS_DEFAULT_REGION": "us-east-1",
-                           "AWS_REGION": "us-east-1"}.items():
+    with moto_server(tmp_path, "studies", server_env={"INITIAL_NO_AUTH_ACTION_COUNT": "1"}) as env:
+        for key, value in {**env, "AWS_ACCESS_KEY_ID": "not-a-key", "AWS_SECRET_ACCESS_KEY": "wrong"}.items():
             monkeypatch.setenv(key, value)
         monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
-        boto3.client("s3").create_bucket(Bucket="studies")  # the one call moto lets through unsigned
         store = "s3://studies/prefix/demo"
         with pytest.raises(TrialFailed) as err:
             check_node(TrialContext(train={}, study_dir="", metric="m", store=store))
-        message = str(err.value)
-        assert "\n" not in message and message.startswith("node worker-7 (10.0.0.7, node 1a2b3c4d) cannot reach")
-        assert f"the study's store {store} (OSError: " in message and "AWS_ACCESS_KEY_ID" in message, message
-        assert "InvalidAccessKeyId" in message or "ACCESS_DENIED" in message.upper(), message  # refused, not missing
-    finally:
-        server.terminate()  # our own server, by PID
-        server.wait(timeout=15)
-        log.close()
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("node worker-7 (10.0.0.7, node 1a2b3c4d) cannot reach")
+    assert f"the study's store {store} (OSError: " in message and "AWS_ACCESS_KEY_ID" in message, message
+    assert "InvalidAccessKeyId" in message or "ACCESS_DENIED" in message.upper(), message  # refused, not missing
