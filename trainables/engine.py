@@ -445,9 +445,7 @@ class Trainer:
 
     def _save_now(self) -> None:
         (path, then), self._save_request = self._save_request, None
-        self.save_checkpoint(path)
-        if self.manifest is not None:
-            self.manifest.record(path)
+        self._write_checkpoint(path)
         then(self.iteration, path)
 
     def save_checkpoint(self, path: str | Path) -> Path:

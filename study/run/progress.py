@@ -242,7 +242,7 @@ class LiveProgress(Callback):
                                      and t.trial_id not in cut)
         done = sum(1 for t in trials if getattr(t, "status", "") in _ENDED and t.trial_id not in cut)
         self._line(f"study stopped by {signal.Signals(signum).name}: {done} of {self.num_samples} trials "
-                   f"ended, {interrupted} interrupted (each continues from its saved state on resume), state saved")
+                   f"ended, {interrupted} interrupted (each continues on resume from where it saved), state saved")
 
 
 def _fmt(value: Any) -> str:
