@@ -61,7 +61,8 @@ def register(subparsers) -> None:
                        help="source image size (default: 192x112, about SYNTHIA's aspect ratio)")
     synth.add_argument("--target-size", type=_size, default=(192, 96), metavar="WxH",
                        help="target image size (default: 192x96, Cityscapes' 2:1)")
-    synth.add_argument("--shift", default="default", choices=("default", "mild", "strong"),
+    # the names of data.synthetic.SHIFTS, not imported at start-up (numpy, PIL); a test compares them
+    synth.add_argument("--shift", default="default", choices=("default", "mild", "strong", "hard"),
                        help="strength of the target's appearance shift (palette, texture, noise, blur); default: "
                             "the original benchmark, byte for byte")
     synth.add_argument("--no-progress", action="store_true", help="no progress bar")
