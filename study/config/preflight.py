@@ -440,7 +440,7 @@ def resource_problems(study: StudyConfig, home: Path, nodes: list | None, *,
         notes.append(f"checkpoints: no size estimate ({type(err).__name__}: {err})")
         return problems, notes
     estimate = estimate_checkpoint_bytes(
-        state_bytes=state_bytes, kept=study.checkpoints_to_keep + 1, num_samples=study.num_samples,
+        state_bytes=state_bytes, kept=study.checkpoints_to_keep + 1, num_samples=study.num_trials,
         keep_pruned=study.keep_pruned_checkpoints, max_t=study.max_t, grace_period=study.scheduler.grace_period,
         reduction_factor=study.scheduler.reduction_factor, asha=study.scheduler.kind == "asha")
     notes.append(estimate.describe())
@@ -458,7 +458,9 @@ def format_plan(pre: Preflight, problems: Sequence[Problem] = (), notes: Sequenc
     """The dry-run printout: what the study would launch, with the resolved values of the keys that vary, the
     ``notes`` (resources, checkpoint volume), then every problem with its fix."""
     study = pre.study
-    lines = [f"study {study.name}: {study.num_samples} trial(s), space {study.search.space!r} "
+    trials = (f"{study.num_samples} configuration(s) x {study.replicates} seeds = {study.num_trials} trials"
+              if study.search.seeds else f"{study.num_samples} trial(s)")
+    lines = [f"study {study.name}: {trials}, space {study.search.space!r} "
              f"({study.search.sampler}, seed {study.search.seed}), metric {study.study_metric} ({study.mode}), "
              f"{study.scheduler.kind} max_t={study.max_t}, {study.max_concurrent_trials} at a time "
              f"(cpu {study.resources.cpu:g}, gpu {study.resources.gpu:g} each)"]
@@ -472,6 +474,10 @@ def format_plan(pre: Preflight, problems: Sequence[Problem] = (), notes: Sequenc
     varying = [k for k in flat[0] if k != "name" and len({repr(f.get(k)) for f in flat}) > 1] if flat else []
     shown_keys = ["model.name", "optim.lr", "optim.iterations", "optim.batch_size", "adapt.lambda_adv_main",
                   "runtime.seed"]
+    if study.search.seeds:  # the plans hold the config's own seed; the replicates replace it
+        shown_keys.remove("runtime.seed")
+        lines.append(f"replicates: every configuration runs once per seed in search.seeds = "
+                     f"{list(study.search.seeds)} (runtime.seed)")
     fixed = [k for k in shown_keys if k not in varying and flat and k in flat[0]]
     if fixed:
         lines.append("same in every trial: " + ", ".join(f"{k}={_fmt(flat[0][k])}" for k in fixed))
@@ -491,8 +497,9 @@ def format_plan(pre: Preflight, problems: Sequence[Problem] = (), notes: Sequenc
         lines.append(f"resolved trial configs checked ({len(pre.plans)}: each branch at both ends of its ranges):")
     else:
         lines.append("")
+        each = f", each on {study.replicates} seeds" if study.search.seeds else ""
         lines.append(f"trial configs (grid of {len(pre.plans)}, {study.num_samples} launched in the sampler's "
-                     "order):")
+                     f"order{each}):")
     header = ["#", *varying]
     rows = [[str(i + 1), *(_cell(f.get(k, "-")) for k in varying)] for i, f in enumerate(flat)]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]

@@ -275,7 +275,7 @@ def preflight_study(study, location, nodes, log) -> int:
         return slots
     estimate = estimate_checkpoint_bytes(
         state_bytes=state_bytes, kept=study.checkpoints_to_keep + 1,
-        num_samples=study.num_samples, keep_pruned=study.keep_pruned_checkpoints, max_t=study.max_t,
+        num_samples=study.num_trials, keep_pruned=study.keep_pruned_checkpoints, max_t=study.max_t,
         grace_period=study.scheduler.grace_period, reduction_factor=study.scheduler.reduction_factor,
         asha=study.scheduler.kind == "asha")
     log(estimate.describe())

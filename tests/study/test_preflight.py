@@ -239,6 +239,13 @@ def test_dry_run_prints_the_trial_configs_and_creates_nothing(tmp_path, tiny_ben
     assert sorted((float(r[1]), float(r[2])) for r in rows) == [(0.01, 0.001), (0.01, 0.004), (0.02, 0.001),
                                                                 (0.02, 0.004)]
     assert not storage.exists()
+    # replicates: the plan counts trials, not configurations, and so does the checkpoint estimate
+    assert main(["study", "run", str(path), "search.seeds=[4, 5, 6]", "--dry-run", "--storage", str(storage)]) == 0
+    out = capsys.readouterr().out
+    assert "4 configuration(s) x 3 seeds = 12 trials" in out
+    assert "search.seeds = [4, 5, 6]" in out and "trial configs (grid of 4, 4 launched" in out
+    assert "runtime.seed=" not in out  # the config's own seed is not what the trials run with
+    assert "ASHA lets ~6 of 12 trials finish" in out, out
     # samplers: the space with its distributions; options may follow the overrides
     path = write_study_file(tmp_path / "tpe.toml", study_table(tiny_benchmark))
     assert main(["study", "run", str(path), "search.params.lambda_high=0.05", "--dry-run",
