@@ -301,7 +301,9 @@ def _validate(cfg: StudyConfig, source: str) -> None:
         base = baseline_train_config(cfg)
         _check(base.adapt.mode == "source_only", source, "baseline.config", cfg.baseline.config,
                "a run config with adapt.mode = 'source_only'")
-        for key in ("model.name", "data.num_classes"):
+        # what models/pretrained.py refuses when the trials load the baseline's checkpoint: refused here, before
+        # the baseline trains and every trial fails on it
+        for key in ("model.name", "data.num_classes", "model.multi_level", "model.aspp_dilations"):
             section, attr = key.split(".")
             mine, theirs = getattr(getattr(cfg.train, section), attr), getattr(getattr(base, section), attr)
             _check(mine == theirs, source, f"baseline.{key}", theirs, f"{mine!r}, the study's train.{key}")

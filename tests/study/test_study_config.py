@@ -103,6 +103,21 @@ def test_baseline_cannot_initialise_a_space_over_backbones(tmp_path, tiny_benchm
         _load(tmp_path, table)
 
 
+@pytest.mark.parametrize("key, base, train", [("model.multi_level", True, False), ("model.multi_level", False, True),
+                                                ("model.aspp_dilations", [6, 12], [6, 12, 18, 24])])
+def test_baseline_whose_checkpoint_the_trials_cannot_load_is_refused(tmp_path, tiny_benchmark, key, base, train):
+    """A multi-level baseline cannot start single-level trials (models/pretrained.py refuses the checkpoint): said
+    before the baseline trains, not by every trial after it (found running a single-level λ study)."""
+    section, attr = key.split(".")
+    table = study_table(tiny_benchmark, baseline={"overrides": {section: {attr: base}}})
+    table["train"][section][attr] = train
+    with pytest.raises(ConfigError, match=rf"baseline\.{key} = .*the study's train\.{key}"):
+        _load(tmp_path, table)
+    table["baseline"]["overrides"][section][attr] = train  # the same network: accepted
+    assert getattr(getattr(_load(tmp_path, table).train, section), attr) == (tuple(train) if isinstance(train, list)
+                                                                              else train)
+
+
 def test_relative_dataset_roots_become_absolute(tmp_path, tiny_benchmark):
     table = study_table(tiny_benchmark)
     table["train"]["data"]["source"]["root"] = "datasets/synth/source"
