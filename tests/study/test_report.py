@@ -230,6 +230,8 @@ def real_study(root: Path, benchmark: Path) -> Path:
                    env=env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Token authentication is enabled" not in done.stdout + done.stderr  # Ray's default, not news
+    # the project's own private-API use once made Ray warn on every run (issue 19)
+    assert "You are trying to access" not in done.stdout + done.stderr
     _REAL_STUDY["home"] = root / "studies" / "tiny"
     return _REAL_STUDY["home"]
 

@@ -172,6 +172,33 @@ def _finished_study(tmp_path, benchmark, *, states):
     return home
 
 
+@pytest.mark.parametrize("command, signum, code", [("run", signal.SIGINT, 130), ("run", signal.SIGTERM, 143),
+                                                   ("resume", signal.SIGINT, 130)])
+def test_an_interrupted_study_exits_130_or_143_with_the_one_resume_line(tmp_path, tiny_benchmark, monkeypatch, capsys,
+                                                                       command, signum, code):
+    """The command's side of an interrupt (end to end with Ray: the extended SIGINT test and the SLURM test): the
+    driver's StudyInterrupted becomes the documented exit code and one line that can be pasted, no traceback."""
+    import study.run.tuner as tuner
+    from study.cli import main
+    from study.run.interrupts import StudyInterrupted
+
+    def interrupted(*args, **kwargs):
+        raise StudyInterrupted(signum, "my study")
+
+    monkeypatch.setattr(tuner, "run_study", interrupted)
+    monkeypatch.setattr(tuner, "resume_study", interrupted)
+    path = write_study_file(tmp_path / "s.toml", study_table(tiny_benchmark))
+    storage = tmp_path / "my studies"
+    (storage / "my study").mkdir(parents=True)
+    (storage / "my study" / "study.toml").write_text("")  # found by name; resume_study itself is replaced
+    args = ["study", "run", str(path)] if command == "run" else ["study", "resume", "my study"]
+    assert main([*args, "--storage", str(storage)]) == code
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines() == [
+        f"interrupted — resume with: dastudy study resume 'my study' --storage '{storage}'"]
+    assert "Traceback" not in captured.out + captured.err and "Tuner.restore" not in captured.out + captured.err
+
+
 def test_resume_of_a_finished_study_says_so_and_starts_no_ray(tmp_path, tiny_benchmark, monkeypatch, capsys):
     import ray
 
