@@ -337,6 +337,52 @@ def _parses(argv: list[str]) -> None:
         load_study_config(preset, split.overrides)
 
 
+def _runnable_here(words: list[str]) -> bool:
+    """Doc commands that need no dataset, weights, GPU or study, and take a second: run, not only parsed."""
+    if not words or any(PLACEHOLDER.search(w) or "|" in w or w.endswith(":") for w in words):
+        return False
+    if words[-1] in ("--help", "--version") and not any(w.startswith("--") for w in words[:-1]):
+        return True
+    if words[:2] == ["config", "show"]:  # a shipped config by name (a user's own file is an example)
+        return len(words) > 2 and not words[2].endswith(".toml")
+    return words[0] == "models" or words[:2] in (["config", "list"], ["study", "presets"]) or (
+        words[:2] == ["study", "run"] and "--dry-run" in words)
+
+
+def test_commands_that_need_nothing_run_as_written(tmp_path, monkeypatch, capsys):
+    """Run every distinct doc or preset command that needs no data (help, model and config listings, `config show`,
+    `study presets`, dry runs): exit 0 (a dry run: 0, or 2 with its problems listed after the plan), no traceback."""
+    import ray
+
+    from study.cli import main
+
+    def refused(*args, **kwargs):
+        raise AssertionError("a command of this kind must not start Ray")
+
+    monkeypatch.setattr(ray, "init", refused)
+    monkeypatch.chdir(tmp_path)  # a bare folder: no datasets, weights or studies
+    monkeypatch.setenv("DASTUDY_STORAGE", str(tmp_path / "studies"))
+    commands = sorted({shlex.join(words) for _, command in _doc_commands()
+                       if _runnable_here(words := shlex.split(command.replace("$s", "1"))[1:])})
+    assert len(commands) >= 8, commands
+    failures = []
+    for command in commands:
+        words = shlex.split(command)
+        try:
+            code = main(words)
+        except SystemExit as err:  # argparse's --help and --version
+            code = err.code
+        captured = capsys.readouterr()
+        output = captured.out + captured.err
+        dry = "--dry-run" in words
+        if code not in ((0, 2) if dry else (0,)) or "Traceback" in output or (
+                dry and code == 2 and "problem(s); a real run would not start" not in output):
+            failures.append(f"dastudy {command}: exit {code}: {output[-600:]}")
+    assert failures == [], "\n".join(failures)
+    print(f"{len(commands)} commands ran:", *commands, sep="\n  ")
+    assert not (tmp_path / "studies").exists()  # none of them created a study
+
+
 def test_commands_in_presets_and_docs_work_as_written(capsys):
     commands = _doc_commands()
     assert len(commands) > 40
