@@ -51,6 +51,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from study.report.figure_files import save_figure
 from study.report.agreement_stats import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, Interval, VarianceSplit,
                                    bootstrap_correlations, cluster_resamples, percentile_interval, rank_correlations,
                                    resampled, tied_best, variance_split)
@@ -299,10 +300,7 @@ def agreement_figure(curves: Sequence[TrialCurve], validators: list[str], target
     for ax in list(axes.flat)[len(validators):]:
         ax.axis("off")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, metadata={"Software": None})
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)  # PNG at 200 dpi and a PDF beside it, as every report figure
 
 
 def _budget_line(curves: Sequence[TrialCurve], budget: int) -> str:

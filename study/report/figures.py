@@ -1,5 +1,6 @@
-"""Figures of the report, fit for a paper draft: each figure as a PNG at :data:`DPI` dpi (for report.md) and a
-vector PDF beside it (for LaTeX), both without version or date stamps so that a regenerated figure is identical.
+"""Figures of the report, fit for a paper draft: each figure as a PNG at 200 dpi (for report.md) and a
+vector PDF beside it (for LaTeX), both without version or date stamps so that a regenerated figure is identical
+(:mod:`study.report.figure_files`, which the validator-agreement figure uses too).
 
 Conventions (the reasons are in the functions):
 
@@ -22,6 +23,7 @@ from typing import Any, Mapping, Sequence
 
 from study.report.aggregate import MODEL_KEY, ConfigAggregate, is_seed
 from study.report.collect import StudyData, TrialRecord, _number
+from study.report.figure_files import save_figure
 from study.config.pbt_settings import PBT_KINDS
 from study.report.schedules import schedule_figure
 from study.report.tables import param_label, per_class_rows
@@ -49,21 +51,6 @@ def _space_dimensions(study_dir: Path) -> Mapping[str, Any]:
         return dims if isinstance(dims, Mapping) else {}
     except (OSError, json.JSONDecodeError, AttributeError):
         return {}
-
-
-DPI = 200  # PNG resolution: a column-wide figure (3.3 in) keeps ~650 pixels, enough for print
-_PDF_METADATA = {"Creator": None, "Producer": None, "CreationDate": None}  # no version or clock in the file
-
-
-def _save(fig, path: Path) -> Path:
-    """``path`` (PNG, :data:`DPI` dpi) and the same figure as ``path.with_suffix('.pdf')``."""
-    # "Software" would stamp the matplotlib version; the Agg PNG writer adds no date of its own.
-    fig.savefig(path, dpi=DPI, metadata={"Software": None})
-    fig.savefig(path.with_suffix(".pdf"), metadata=_PDF_METADATA)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return path
 
 
 def _group_of(data: StudyData, trial: TrialRecord) -> str:
@@ -231,7 +218,7 @@ def _sensitivity(path: Path, data: StudyData, searched: Sequence[str], space: Ma
     strip = 0.3 + 0.2 * legend_rows
     fig.set_size_inches(fig.get_size_inches()[0], 3.9 * rows + strip)
     fig.tight_layout(rect=(0, strip / (3.9 * rows + strip), 1, 1))
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _means(ax, xs: Sequence[float], configs: Sequence[ConfigAggregate], colour: str, marker: str, *,
@@ -260,7 +247,6 @@ def _learning_curves(path: Path, data: StudyData, rungs: Sequence[int],
     reached. ASHA's rungs are vertical lines, labelled on a top axis."""
     import matplotlib.pyplot as plt
 
-    from study.config.labels import trial_label
     from study.report.aggregate import config_key, stats
 
     curves = [t for t in data.trials if t.curve]
@@ -274,7 +260,7 @@ def _learning_curves(path: Path, data: StudyData, rungs: Sequence[int],
         return [x * scale for x, _ in trial.curve]
 
     def label_of(trial: TrialRecord) -> str:
-        return trial_label(trial.order, trial.params, dimensions, fallback=trial.name)
+        return data.label(trial, dimensions)
 
     fig, ax = plt.subplots(figsize=(8, 4.8))
     cmap = plt.get_cmap("tab20")
@@ -341,7 +327,7 @@ def _learning_curves(path: Path, data: StudyData, rungs: Sequence[int],
         if handles:
             ax.legend(fontsize=7, ncol=2 if len(handles) > 6 else 1, loc="best")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _per_class_figure(path: Path, data: StudyData, best: ConfigAggregate | TrialRecord | None) -> Path | None:
@@ -376,7 +362,7 @@ def _per_class_figure(path: Path, data: StudyData, best: ConfigAggregate | Trial
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _importance_figure(path: Path, data: StudyData, importances: Mapping[str, float]) -> Path | None:
@@ -391,7 +377,7 @@ def _importance_figure(path: Path, data: StudyData, importances: Mapping[str, fl
     ax.set_title(f"{data.name}: hyperparameter importance for {data.metric}", fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _draw_all(figure_dir: Path, data: StudyData, *, best: ConfigAggregate | TrialRecord | None,
@@ -423,7 +409,7 @@ def _draw_all(figure_dir: Path, data: StudyData, *, best: ConfigAggregate | Tria
 def _schedules(path: Path, data: StudyData, study_dir: Path) -> Path | None:
     """PBT/PB2: the members' learned schedules (study/report/schedules.py)."""
     fig = schedule_figure(study_dir, data)
-    return None if fig is None else _save(fig, path)
+    return None if fig is None else save_figure(fig, path)
 
 
 def _fork_safe() -> bool:

@@ -42,7 +42,7 @@ def _capture(monkeypatch):
 
     matplotlib.use("Agg", force=True)
     kept = []
-    monkeypatch.setattr(figures, "_save", lambda fig, path: kept.append(fig) or path)
+    monkeypatch.setattr(figures, "save_figure", lambda fig, path: kept.append(fig) or path)
     return figures, kept
 
 
@@ -237,14 +237,14 @@ def test_report_figures_never_show_seeds_none(tmp_path):
     data = load_study(study_dir)
     completed, _ = completed_and_stopped(data)
     svg = tmp_path / "s.svg"
-    original = figures._save
+    original = figures.save_figure
     try:
-        figures._save = lambda fig, path: fig.savefig(svg) or path
+        figures.save_figure = lambda fig, path: fig.savefig(svg) or path
         with matplotlib.rc_context({"svg.fonttype": "none"}):  # text as text: the legend can be read back
             figures._sensitivity(tmp_path / "s.png", data, [LAMBDA, LR, MODEL],
                                  figures._space_dimensions(study_dir), completed)
     finally:
-        figures._save = original
+        figures.save_figure = original
     svg_texts = svg.read_text()
     assert "lr=0.01: one seed each, no interval" in svg_texts
     assert "None" not in svg_texts and "seeds [" not in svg_texts

@@ -665,7 +665,7 @@ def _capture(monkeypatch):
     import study.report.figures as figures
 
     kept = []
-    monkeypatch.setattr(figures, "_save", lambda fig, path: kept.append(fig) or path)
+    monkeypatch.setattr(figures, "save_figure", lambda fig, path: kept.append(fig) or path)
     return figures, kept
 
 
