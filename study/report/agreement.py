@@ -361,7 +361,8 @@ def agreement_section(study_dir: str | Path, figures_dir: str | Path, *, target:
               "mIoU points (0 = oracle, negative = worse): *trial* picks a trial at the budget, *ckpt* a checkpoint "
               f"within each trial (mean), *overall* one (trial, checkpoint). {_tie_line()}", "",
               f"Variance of `{target}` at iteration {budget} over {split.trials} trials of {split.configurations} "
-              f"configurations: configuration {_share(split.configuration)}, seed (within configuration) "
+              f"configuration{'' if split.configurations == 1 else 's'}: configuration "
+              f"{_share(split.configuration)}, seed (within configuration) "
               f"{_share(split.seed)}.", "",
               "| validator | n (configs) | ρ trials [95 % CI] | τ trials [95 % CI] | ρ ckpts [95 % CI] "
               "| τ ckpts [95 % CI] | regret trial | regret ckpt | regret overall | overall pick |",

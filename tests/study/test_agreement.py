@@ -364,3 +364,110 @@ def test_a_study_of_two_trials_compares_them_where_both_were(tmp_path):
     assert equal_budget(curves) == 20
     im = agreement(curves, "uda/im")  # at 20: B (im 0.9·0.75, target 0.2·0.75) is picked over A (0.5, 0.3)
     assert im.trials == 2 and im.regret_trial == pytest.approx(0.2 * 0.75 - 0.3)
+
+
+@pytest.mark.parametrize("budget", [None, 20])
+def test_agreement_figure_draws_every_evaluation_grey_and_the_budget_blue(tmp_path, monkeypatch, budget):
+    """What each panel shows, read back from the figure: one panel per validator (the rest switched off), every
+    evaluation as a small grey point, the trials at the budget (or at their last evaluation) as larger blue points,
+    target mIoU in percent on y, the validator's name on x, the budget in the title."""
+    import matplotlib.colors as mcolors
+
+    import study.report.agreement as module
+
+    kept = []
+    monkeypatch.setattr(module, "save_figure", lambda fig, path: kept.append(fig) or path)
+    curves = load_curves(write_study(tmp_path / "study"))
+    validators = ["uda/snd", "uda/entropy"] * 2  # four panels: two rows of up to three columns
+    path = module.agreement_figure(curves, validators, "val/mIoU16", tmp_path / "f.png", budget=budget)
+    assert path == tmp_path / "f.png"
+    (fig,) = kept
+    assert tuple(fig.get_size_inches()) == pytest.approx((12.0, 6.4))  # 3 columns x 4 in, 2 rows x 3.2 in
+    axes = fig.axes
+    assert len(axes) == 6 and [ax.axison for ax in axes] == [True] * 4 + [False] * 2
+    column = {"uda/snd": 0, "uda/entropy": 1}
+    for ax, validator in zip(axes, validators):
+        grey, blue = ax.collections
+        every = np.array([(evals[k][column[validator]], 100 * evals[k][2]) for evals in TRIALS.values()
+                          for k in range(3)])
+        np.testing.assert_allclose(np.asarray(grey.get_offsets()), every)
+        at = 2 if budget is None else 1  # the last evaluation (30) or iteration 20
+        marked = [(evals[at][column[validator]], 100 * evals[at][2]) for evals in TRIALS.values()]
+        np.testing.assert_allclose(np.asarray(blue.get_offsets()), marked)
+        assert mcolors.to_hex(grey.get_facecolor()[0]) == mcolors.to_hex("0.7")
+        assert mcolors.to_hex(blue.get_facecolor()[0]) == mcolors.to_hex("tab:blue")
+        assert list(grey.get_sizes()) == [8] and list(blue.get_sizes()) == [14]
+        assert ax.get_xlabel() == validator and ax.get_ylabel() == "val/mIoU16 (%)"
+        title = "blue: last evaluation" if budget is None else "blue: iteration 20"
+        assert ax.get_title() == title and ax.title.get_fontsize() == 8
+    # one validator: one panel, no empty ones
+    kept.clear()
+    module.agreement_figure(curves, ["uda/snd"], "val/mIoU16", tmp_path / "g.png")
+    assert len(kept[0].axes) == 1 and tuple(kept[0].get_size_inches()) == pytest.approx((4.0, 3.2))
+
+
+# The whole section for TRIALS, every number checked by hand: snd as in test_agreement_regrets_by_hand (trial
+# 0.12 − 0.45, ckpt −0.05, overall 0.10 − 0.50, ρ −0.5, τ −1/3, ρ ckpts (0.5 − 0.5 − 0.5)/3); entropy: last scores (−0.3, −0.7, −0.05)
+# rank (2, 1, 3) against mIoU (2, 3, 1) → ρ = 1 − 6·8/24 = −1 and all three pairs discordant → τ = −1; within
+# trials entropy ranks (1,2,3), (1,2,3), (2,1,3) against (1,3,2) each → ρ (0.5 + 0.5 − 0.5)/3, τ (1/3 + 1/3 − 1/3)/3;
+# its ckpt picks are the last evaluations (−0.05, −0.05, −0.03 → −4.33), its overall pick trial_c @ 30 (0.12 − 0.50);
+# random pick: mean(0.25, 0.45, 0.12) − 0.45; keeping the checkpoint at the budget: the same −4.33; one
+# configuration, so all the variance is the seeds'. (The bootstrap intervals equal scipy on each resample:
+# test_bootstrap_statistics_equal_scipy_on_each_resample.)
+SECTION_WITH_LABELS = """## Label-free validators
+
+Trials per evaluation iteration: 10: 3, 20: 3, 30: 3. Every number below is taken at iteration **30**, the largest \
+that at least 3 trials reached (equal budgets: trials stopped earlier would compare training lengths, not \
+validators), over the trials that reached it and their evaluations up to it.
+
+Target metric `val/mIoU16` (labels used only here, to judge the validators). ρ = Spearman, τ = Kendall τ-b \
+(scipy.stats), each with a 95 % interval from a two-stage bootstrap (configurations resampled, then the seeds \
+within each; 2000 resamples, seed 0): seeds of one configuration are not independent models. *trials*: over the \
+trials at the budget; *ckpts*: over the evaluations of each trial, mean over trials. Regret = target mIoU of the \
+pick − the oracle's, in mIoU points (0 = oracle, negative = worse): *trial* picks a trial at the budget, *ckpt* a \
+checkpoint within each trial (mean), *overall* one (trial, checkpoint). Ties: where several trials or checkpoints \
+share a validator's top score, its regret is their mean (the expected regret of a random pick among them) and all \
+are named; trial order and names never decide.
+
+Variance of `val/mIoU16` at iteration 30 over 3 trials of 1 configuration: configuration 0 %, seed (within \
+configuration) 100 %.
+
+| validator | n (configs) | ρ trials [95 % CI] | τ trials [95 % CI] | ρ ckpts [95 % CI] | τ ckpts [95 % CI] \
+| regret trial | regret ckpt | regret overall | overall pick |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|---|
+| `uda/entropy` | 3 (1) | -1.00 [-1.00, -1.00] | -1.00 [-1.00, -1.00] | +0.17 [-0.50, +0.50] | +0.11 [-0.33, +0.33] \
+| -33.00 | -4.33 | -38.00 | trial_c @ 30 |
+| `uda/snd` | 3 (1) | -0.50 [-1.00, +1.00] | -0.33 [-1.00, +1.00] | -0.17 [-0.50, +0.50] | -0.11 [-0.33, +0.33] \
+| -33.00 | -5.00 | -40.00 | trial_c @ 10 |
+
+References: a trial picked at random has an expected regret of -17.67; always keeping the checkpoint at the \
+budget, -4.33 (ckpt).
+
+![validators vs val/mIoU16](../study/figures/validator_agreement.png)
+"""
+
+# without labels: the highest score anywhere, entropy −0.05 (trial_c @ 30), snd 0.9 (trial_c @ 10)
+SECTION_WITHOUT_LABELS = """## Label-free validators
+
+Trials per evaluation iteration: 10: 3, 20: 3, 30: 3. Every number below is taken at iteration **30**, the largest \
+that at least 3 trials reached (equal budgets: trials stopped earlier would compare training lengths, not \
+validators), over the trials that reached it and their evaluations up to it.
+
+No trial reports `val/mIoU16`: the choices below cannot be checked against labels. Ties: where several trials or \
+checkpoints share a validator's top score, its regret is their mean (the expected regret of a random pick among \
+them) and all are named; trial order and names never decide.
+
+| validator | would choose | score |
+|---|---|---:|
+| `uda/entropy` | trial_c (adapt.lambda_adv_main=0.01, optim.lr=0.002) @ 30 | -0.05 |
+| `uda/snd` | trial_c (adapt.lambda_adv_main=0.01, optim.lr=0.002) @ 10 | 0.9 |
+"""
+
+
+def test_the_whole_section_as_a_reader_gets_it(tmp_path):
+    study = write_study(tmp_path / "study")
+    out = tmp_path / "report"
+    assert agreement_section(study, study / "figures", relative_to=out) == SECTION_WITH_LABELS
+    bare = write_study(tmp_path / "bare", labels=False)
+    assert agreement_section(bare, bare / "figures") == SECTION_WITHOUT_LABELS
+    assert not (bare / "figures").exists()  # no labels, no figure
