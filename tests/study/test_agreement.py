@@ -471,3 +471,54 @@ def test_the_whole_section_as_a_reader_gets_it(tmp_path):
     bare = write_study(tmp_path / "bare", labels=False)
     assert agreement_section(bare, bare / "figures") == SECTION_WITHOUT_LABELS
     assert not (bare / "figures").exists()  # no labels, no figure
+
+
+def test_configuration_drops_every_seed_key_and_keeps_the_rest_in_a_stable_order():
+    from study.report.agreement import TrialCurve, configuration_of
+
+    params = {"runtime.seed": 3, "optim.lr@deeplabv2_tiny": 0.01, "adapt.lambda_adv_main": 0.001,
+              "runtime.seed@deeplabv2_tiny": 4, "train.runtime.seed": 5, "search.seed_of.x": 1,
+              "model.name": "deeplabv2_tiny"}
+    expected = ('{"adapt.lambda_adv_main": 0.001, "model.name": "deeplabv2_tiny", "optim.lr@deeplabv2_tiny": 0.01, '
+                '"search.seed_of.x": 1}')  # "…seed@model" is a seed; a key whose last part is not "seed" is not
+    assert configuration_of(TrialCurve("t", params)) == expected
+    assert configuration_of(TrialCurve("u", dict(reversed(list(params.items()))))) == expected
+    assert configuration_of(TrialCurve("v", {"runtime.seed": 1})) == "{}"
+    assert configuration_of(TrialCurve("w", {})) == "trial:w"  # no params.json: a configuration of its own
+
+
+def test_validators_are_listed_in_the_documented_order_then_by_name():
+    from study.report.agreement import TrialCurve, validators_in
+
+    curves = [TrialCurve("a", {}, [10], [{"uda/snd": 1.0, "uda/zz_custom": 1.0, "val/mIoU16": 0.1}]),
+              TrialCurve("b", {}, [10], [{"uda/entropy": 1.0, "uda/aa_custom": 1.0, "uda/source_val": 1.0}])]
+    assert validators_in(curves) == ["uda/source_val", "uda/entropy", "uda/snd", "uda/aa_custom", "uda/zz_custom"]
+
+
+def test_small_pieces_of_the_section():
+    from study.report.agreement import TrialCurve, _params_text, agreement
+    from study.report.agreement_stats import Interval
+
+    curves = [TrialCurve("trial_1", {"adapt.lambda_adv_main": 0.000123456, "runtime.seed": 2, "model.name": "m"}),
+              TrialCurve("trial_2", {})]
+    assert _params_text(curves, "trial_1") == "(adapt.lambda_adv_main=0.000123, runtime.seed=2, model.name=m)"
+    assert _params_text(curves, "trial_2") == "" and _params_text(curves, "trial_9") == ""
+    assert math.isnan(TrialCurve("t", {}, [10], [{"uda/snd": 1.0}]).at(20, "uda/snd"))
+    assert Interval(math.nan, 0.1, 0.2).text() == "n/a" and Interval(0.5).text() == "+0.50"
+    # no evaluation anywhere: an empty result, not an error
+    empty = agreement([], "uda/snd")
+    assert (empty.validator, empty.budget, empty.trials, empty.configurations, empty.picked) == ("uda/snd", -1, 0, 0, ())
+    assert all(math.isnan(v) for v in (empty.spearman_trials.value, empty.kendall_checkpoints.value,
+                                       empty.regret_trial, empty.regret_checkpoint, empty.regret_overall))
+
+
+def test_a_trial_without_validators_does_not_hide_a_later_one(tmp_path):
+    from study.report.agreement import any_validator_reported
+
+    for name, record in (("trial_a", {"val/mIoU16": 0.1}), ("trial_b", {"uda/im": 0.9})):
+        run = tmp_path / name / "run"
+        run.mkdir(parents=True)
+        (run / "last_eval.json").write_text(json.dumps(record))
+    assert any_validator_reported(tmp_path)
+    (tmp_path / "trial_b" / "run" / "last_eval.json").write_text(json.dumps({"val/mIoU16": 0.2}))
+    assert not any_validator_reported(tmp_path)
