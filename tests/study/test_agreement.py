@@ -258,6 +258,15 @@ def test_variance_split_by_hand(tmp_path):
     assert (split.trials, split.configurations) == (7, 3)
     assert math.isnan(variance_split([0.2, 0.2], ["a", "b"]).seed)  # a constant has no variance to split
     assert variance_split([0.1, math.nan, 0.3], ["a", "a", "b"]).trials == 2  # a NaN target is left out
+    # two values of two configurations: all of it between them; of one configuration: all of it seed
+    assert (variance_split([0.1, 0.3], ["a", "b"]).configuration, variance_split([0.1, 0.3], ["a", "a"]).seed) == (
+        pytest.approx(1.0), pytest.approx(1.0))
+    assert variance_split([1, 3], ["a", "a"]).seed == pytest.approx(1.0)  # integers are values too
+    for few in ([0.4], [], [math.nan, 0.2]):  # fewer than two finite values: no split, counted
+        split = variance_split(few, ["a", "b"][:len(few)])
+        assert math.isnan(split.configuration) and math.isnan(split.seed)
+        assert (split.trials, split.configurations) == (sum(math.isfinite(v) for v in few),
+                                                         len({g for g, v in zip("ab", few) if math.isfinite(v)}))
     study = write_trials(tmp_path / "study", ASHA_TRIALS)
     text = agreement_section(study, study / "figures")
     assert "over 7 trials of 3 configurations: configuration 86 %, seed (within configuration) 14 %" in text
@@ -505,6 +514,7 @@ def test_small_pieces_of_the_section():
     assert _params_text(curves, "trial_2") == "" and _params_text(curves, "trial_9") == ""
     assert math.isnan(TrialCurve("t", {}, [10], [{"uda/snd": 1.0}]).at(20, "uda/snd"))
     assert Interval(math.nan, 0.1, 0.2).text() == "n/a" and Interval(0.5).text() == "+0.50"
+    assert Interval(0.5, 0.25, 0.75).text(100) == "+50.00 [+25.00, +75.00]"  # scaled (mIoU in points)
     # no evaluation anywhere: an empty result, not an error
     empty = agreement([], "uda/snd")
     assert (empty.validator, empty.budget, empty.trials, empty.configurations, empty.picked) == ("uda/snd", -1, 0, 0, ())
