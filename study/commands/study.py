@@ -237,12 +237,14 @@ def collect_trials(home: Path) -> dict[str, Any]:
     """The study's trials from its Optuna storage: state, parameters, value, last step, failure reason."""
     import optuna
 
+    from study.config.labels import trial_label
     from study.state.location import load_study_dir
     from study.state.optuna_storage import optuna_storage
 
     study_cfg, _ = load_study_dir(home)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     journal = home / "optuna.journal"
+    dimensions = _space_dimensions(home)
     trials: list[dict[str, Any]] = []
     if study_cfg.scheduler.kind in ("pbt", "pb2"):
         trials = _population_members(home)
@@ -261,19 +263,17 @@ def collect_trials(home: Path) -> dict[str, Any]:
             steps = sorted(t.intermediate_values)
             value = t.value if t.value is not None else (t.intermediate_values[steps[-1]] if steps else None)
             trials.append({
-                "number": t.number, "trial": t.user_attrs.get("trial_dir", f"#{t.number}"), "state": t.state.name,
+                # label: the identity shown (TensorBoard's run name, the report's and optuna-dashboard's label; a
+                # configuration's, without a seed, in a study with replicates); trial: its directory
+                "number": t.number, "label": trial_label(t.number, t.params, dimensions),
+                "trial": t.user_attrs.get("trial_dir", f"#{t.number}"), "state": t.state.name,
                 "params": dict(t.params), "value": value,
                 "step": max(steps[-1] if steps else 0, study_cfg.max_t if t.state.name == "COMPLETE" else 0),
                 "pruned_at": t.user_attrs.get("pruned_at"), "reason": t.user_attrs.get("fail_reason"),
                 "validators": _validator_scores(home, t.user_attrs.get("trial_dir")),
                 "curve": [[int(k), float(v)] for k, v in sorted(t.intermediate_values.items())],
             })
-    scored = [t for t in trials if t["state"] in ("COMPLETE", "PRUNED") and t["value"] is not None
-              and math.isfinite(t["value"])]
-    complete = [t for t in scored if t["state"] == "COMPLETE"]
-    pick = max if study_cfg.mode == "max" else min
-    # A full run beats an early-stopped one: the best is chosen among completed trials when there are any.
-    best = pick(complete or scored, key=lambda t: t["value"]) if scored else None
+    best = _best_trial(trials, mode=study_cfg.mode)
     best_config = _best_configuration(trials, mode=study_cfg.mode)
     _mark_interrupted(home, trials)
     counts: dict[str, int] = {}
@@ -282,6 +282,27 @@ def collect_trials(home: Path) -> dict[str, Any]:
     return {"name": study_cfg.name, "home": str(home), "metric": study_cfg.study_metric, "mode": study_cfg.mode,
             "num_samples": study_cfg.num_samples, "max_t": study_cfg.max_t, "trials": trials, "counts": counts,
             "best": best, "best_config": best_config}
+
+
+def _space_dimensions(home: Path) -> list[str] | None:
+    """The searched dimensions in the space's order (``space.json``), the order a trial label lists them in."""
+    try:
+        dims = json.loads((Path(home) / "space.json").read_text()).get("dimensions")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return list(dims) if isinstance(dims, dict) else None
+
+
+def _best_trial(trials: list[dict[str, Any]], *, mode: str) -> dict[str, Any] | None:
+    """The best single trial by the report's rule (its trials table, StudyData.scored): a full run beats an
+    early-stopped one (the best is chosen among completed trials when there are any, so a trial pruned at a
+    higher intermediate value never wins), then by value; equal values in start order (Optuna number)."""
+    scored = [t for t in trials if t["state"] in ("COMPLETE", "PRUNED") and t["value"] is not None
+              and math.isfinite(t["value"])]
+    complete = [t for t in scored if t["state"] == "COMPLETE"]
+    sign = -1.0 if mode == "max" else 1.0
+    ranked = sorted(complete or scored, key=lambda t: (sign * t["value"], t["number"]))
+    return ranked[0] if ranked else None
 
 
 _STATE_OF = {"completed": "COMPLETE", "pruned": "PRUNED", "stopped": "PRUNED", "running": "RUNNING",
@@ -295,9 +316,11 @@ def _population_members(home: Path) -> list[dict[str, Any]]:
     from study.report.collect import load_study
 
     members = []
-    for number, record in enumerate(load_study(home).trials):
+    data = load_study(home)
+    for number, record in enumerate(data.trials):
         members.append({
-            "number": number, "trial": record.name, "state": _STATE_OF.get(record.status, "FAIL"),
+            "number": number, "label": data.label(record), "trial": record.name,
+            "state": _STATE_OF.get(record.status, "FAIL"),
             "params": dict(record.params), "value": record.metric, "step": record.rounds, "pruned_at": None,
             "reason": record.reason, "validators": _validator_scores(home, record.name),
             "curve": [[int(x), float(y)] for x, y in record.curve],
@@ -378,8 +401,24 @@ def _best_configuration(trials: list[dict[str, Any]], *, mode: str) -> dict[str,
             "seeds": list(config.seeds), "budget": config.group}
 
 
+def _label(trial: dict[str, Any]) -> str:
+    """A status row's identity: its trial label (``#6 λ=0.0291 lr=0.0429``), as TensorBoard, the report and
+    optuna-dashboard name it; rows built without one (older callers) get it from their number and parameters."""
+    from study.config.labels import trial_label
+
+    return trial.get("label") or trial_label(trial.get("number"), trial.get("params", {}),
+                                             fallback=str(trial.get("trial", "")))
+
+
+def _dir(trial: dict[str, Any]) -> str:
+    """A status row's directory in the study (``trial_<id>``); ``-`` for a trial with none yet."""
+    name = str(trial.get("trial") or "")
+    return "-" if not name or name.startswith("#") else name
+
+
 def format_trials_table(info: dict[str, Any]) -> str:
-    """A plain-text table: one row per trial with its searched parameters, state, metric; the best marked."""
+    """A plain-text table: one row per trial, named by its trial label, with its searched parameters, state, metric
+    and, last, its directory; the best marked."""
     metric, max_t = info["metric"], info["max_t"]
     names: list[str] = []
     for t in info["trials"]:
@@ -388,7 +427,7 @@ def format_trials_table(info: dict[str, Any]) -> str:
                 names.append(_short(key))
     validators = sorted({k for t in info["trials"] for k in t.get("validators", {})})
     header = ["trial", *names, f"{metric} (%)" if "mIoU" in metric else metric, *validators, "evals", "state",
-              "note"]
+              "note", "dir"]
     rows = []
     best = info["best"]
     for t in info["trials"]:
@@ -403,9 +442,9 @@ def format_trials_table(info: dict[str, Any]) -> str:
             note = ("best " + note).strip()
         state_text = {"FAIL": "FAILED"}.get(state, state)
         scores = t.get("validators", {})
-        rows.append([t["trial"], *(_fmt_param(params.get(n, "-")) for n in names), _fmt_metric(metric, t["value"]),
+        rows.append([_label(t), *(_fmt_param(params.get(n, "-")) for n in names), _fmt_metric(metric, t["value"]),
                      *(_fmt_metric(v, scores.get(v)) for v in validators), f"{t['step']}/{max_t}", state_text,
-                     note])
+                     note, _dir(t)])
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)] if rows else [len(h) for h in header]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths).rstrip())
@@ -413,9 +452,9 @@ def format_trials_table(info: dict[str, Any]) -> str:
     lines.append("")
     lines.append(f"{len(info['trials'])} of {info['num_samples']} trials ({counts or 'none yet'})")
     if best is not None:
-        params = ", ".join(f"{_short(k)} = {_fmt_param(v)}" for k, v in best["params"].items())
+        where = f" in {_dir(best)}" if _dir(best) != "-" else ""
         lines.append(f"best {metric} = {_fmt_metric(metric, best['value'])}{' %' if 'mIoU' in metric else ''} "
-                     f"({best['trial']}: {params}; one trial, not a configuration)")
+                     f"({_label(best)}{where}; one trial, not a configuration)")
     best_config = info.get("best_config")
     if best_config is not None:
         unit = " %" if "mIoU" in metric else ""

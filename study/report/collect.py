@@ -6,7 +6,7 @@ import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from study.report.importance import OptunaSummary, read_optuna
 
@@ -80,6 +80,16 @@ class StudyData:
     @property
     def selection(self) -> str:
         return "holdout" if self.metric.startswith("select/") else "val"
+
+    def label(self, trial: TrialRecord, dimensions: Sequence[str] | None = None) -> str:
+        """The trial's label (:func:`study.config.labels.trial_label`), as TensorBoard's run list, the status
+        table and the progress lines show it: ``#6 λ=0.0291 lr=0.0429 seed=1``; a replicate (``search.seeds``)
+        carries its configuration's Optuna number and its seed; a trial Optuna never numbered, its directory."""
+        from study.config.labels import trial_label
+
+        number = self.optuna.numbers.get(trial.name, trial.order)
+        return trial_label(number, trial.params, dimensions, fallback=trial.name,
+                           seed=self.optuna.seeds.get(trial.name))
 
     def scored(self) -> list[TrialRecord]:
         """Trials with a finite metric that did not fail or diverge, best first; equal scores in start order

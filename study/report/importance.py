@@ -13,6 +13,10 @@ class OptunaSummary:
 
     states: Mapping[str, int] = field(default_factory=dict)  # COMPLETE / PRUNED / FAIL / RUNNING → count
     order: Mapping[str, int] = field(default_factory=dict)  # trial directory → Optuna trial number (start order)
+    # every Ray trial directory → the number of the Optuna trial it belongs to: with replicates (search.seeds) a
+    # configuration's seeds share its number (``order`` names only the first replicate: ties break by start order)
+    numbers: Mapping[str, int] = field(default_factory=dict)
+    seeds: Mapping[str, Any] = field(default_factory=dict)  # a replicate's directory → its seed (search.seeds)
     records: tuple[OptunaRecord, ...] = ()
     note: str | None = None
 
@@ -68,13 +72,32 @@ def read_optuna(study_dir: Path, name: str) -> OptunaSummary:
         except Exception as err:  # a damaged journal must not stop the rest of the report
             return OptunaSummary(note=f"the Optuna journal could not be read ({type(err).__name__}: {err})")
         states = {state.name: sum(t.state == state for t in trials) for state in optuna.trial.TrialState}
-        summary = OptunaSummary(states={k: v for k, v in states.items() if v},
-                                order={str(t.user_attrs["trial_dir"]): t.number for t in trials
-                                       if "trial_dir" in t.user_attrs})
+        order = {str(t.user_attrs["trial_dir"]): t.number for t in trials if "trial_dir" in t.user_attrs}
+        replicates = _replicates(trials)
+        summary = OptunaSummary(states={k: v for k, v in states.items() if v}, order=order,
+                                numbers={**order, **{d: n for d, (n, _) in replicates.items()}},
+                                seeds={d: seed for d, (_, seed) in replicates.items()})
         records = tuple(OptunaRecord(trial_dir=str(t.user_attrs.get("trial_dir", "")), params=dict(t.params),
                                      distributions=dict(t.distributions), value=t.value, state=t.state.name)
                         for t in trials)
     return replace(summary, records=records)
+
+
+def _replicates(trials) -> dict[str, tuple[int, Any]]:
+    """Replicate directory → (its configuration's Optuna number, its seed), from the user attribute
+    ``replicate_trials`` (``{"<seed>": "trial_<id>"}``, study.run.replicates.ReplicateSearch)."""
+    out: dict[str, tuple[int, Any]] = {}
+    for t in trials:
+        named = t.user_attrs.get("replicate_trials")
+        if not isinstance(named, dict):
+            continue
+        for seed, trial_dir in named.items():
+            try:
+                value: Any = int(seed)
+            except (TypeError, ValueError):
+                value = seed
+            out[str(trial_dir)] = (t.number, value)
+    return out
 
 
 def config_importances(summary: OptunaSummary, *, completed: Iterable[str], direction: str) -> Importance:

@@ -49,7 +49,7 @@ def per_class_rows(data: StudyData, best: TrialRecord | ConfigAggregate | None
         mean = [stats(col).mean for col in zip(*per_seed)]
         rows.append((f"best configuration (mean of {len(per_seed)} seed{'s' if len(per_seed) > 1 else ''})", mean))
     elif best is not None:
-        rows.append((f"best trial ({best.name})", row(best.final)))
+        rows.append((f"best trial ({data.label(best)})", row(best.final)))
     if data.baseline and best is not None:
         rows.append(("difference", [b - a for a, b in zip(rows[0][1], rows[1][1])]))
     return header, rows
@@ -62,11 +62,13 @@ def _markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str
 
 
 def _summary_header(data: StudyData, searched: Sequence[str]) -> list[str]:
+    """``trial``: the trial's label (:meth:`StudyData.label`, as in TensorBoard, ``study status`` and the progress
+    lines); ``dir``: its directory in the study (Ray's ``trial_<id>``), last."""
     final_keys = _final_keys(data)
     return (["rank", "trial", "status", *[param_label(n) for n in searched], "rounds", "iteration",
              f"{data.metric} (selection)",
              f"best report{' (oracle)' if data.selection == 'val' else ''}"]
-            + [f"{k} (final)" for k in final_keys] + ["time s"])
+            + [f"{k} (final)" for k in final_keys] + ["time s", "dir"])
 
 
 def _final_keys(data: StudyData) -> list[str]:
@@ -86,12 +88,12 @@ def _summary_rows(data: StudyData, searched: Sequence[str]) -> list[list[str]]:
               + [(f"s{k}", t) for k, t in enumerate(stopped, start=1)] + [("-", t) for t in unranked])
     rows = []
     for rank, trial in ranked:
-        rows.append([rank, trial.name, trial.status,
+        rows.append([rank, data.label(trial), trial.status,
                      *[_param_text(trial.params.get(n, "")) for n in searched], str(trial.rounds),
                      str(trial.iteration) if trial.iteration is not None else "n/a", _pct(trial.metric),
                      _pct(trial.best_report(data.mode)),
                      *[_pct(trial.final.get(k)) for k in _final_keys(data)],
-                     f"{trial.time_s:.0f}" if trial.time_s is not None else "n/a"])
+                     f"{trial.time_s:.0f}" if trial.time_s is not None else "n/a", trial.name])
     return rows
 
 
@@ -142,6 +144,7 @@ class ReportSummary:
     tables: tuple[Path, ...] = ()
     importance_configurations: int = 0
     best_note: str | None = None  # why there is no best configuration (or the budget it was ranked at)
+    best_label: str | None = None  # best_trial's label (as in the trials table, TensorBoard and `study status`)
 
     def to_json(self) -> dict[str, Any]:
         """The summary as plain JSON types (``dastudy study report --json``); fractions, not percent."""
@@ -154,6 +157,7 @@ class ReportSummary:
             "counts": dict(self.counts),
             "best": None if self.best_trial is None else {
                 "params": dict(self.best_params), "seeds": list(self.best_seeds), "trial": self.best_trial,
+                "label": self.best_label,
                 "mean": num(score.mean) if score else num(self.best_metric), "sd": num(score.sd) if score else None,
                 "n": score.n if score else 1, "ci95": num(score.ci95) if score else None,
                 "final": {k: num(v) for k, v in self.best_final.items()}},
@@ -171,6 +175,12 @@ class ReportSummary:
         lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in self.rows]
         return "\n".join(lines)
 
+    def _best_name(self) -> str:
+        """The best trial's label, then its directory: ``#6 λ=0.0291 lr=0.0429 seed=1 (trial_ab12)``."""
+        if self.best_label and self.best_label != self.best_trial:
+            return f"{self.best_label} ({self.best_trial})"
+        return str(self.best_trial)
+
     def __str__(self) -> str:
         counts = ", ".join(f"{v} {k}" for k, v in self.counts.items() if v)
         head = f"study {self.study}: {counts}; metric {self.metric} ({self.mode}, selection split: {self.selection})"
@@ -182,9 +192,9 @@ class ReportSummary:
 
             best = (f"best configuration: {params or '(no searched parameter)'}: {self.metric} = "
                     f"{fmt_stats(self.best_score)} over {seeds_text(self.best_seeds)} "
-                    f"(median replicate {self.best_trial})")
+                    f"(median replicate {self._best_name()})")
         elif self.best_trial:
-            best = f"best: {self.best_trial} {self.metric} = {_pct(self.best_metric)}"
+            best = f"best: {self._best_name()} {self.metric} = {_pct(self.best_metric)}"
         else:
             best = "best: none" + (f" ({self.best_note})" if self.best_note else "")
         return "\n".join([head, self.table(), best, f"report: {self.report}"])

@@ -135,6 +135,7 @@ def write_report(study_dir: str | Path, *, out_dir: str | Path | None = None, wo
         best_config=best_config, header=tuple(header), rows=tuple(tuple(r) for r in rows), notes=tuple(notes),
         best_seeds=best_cfg.seeds if best_cfg else (), best_score=best_cfg.score if best_cfg else None,
         tables=tuple(tables), importance_configurations=importance.configurations, best_note=choice.note,
+        best_label=data.label(best) if best else None,
     )
 
 
@@ -248,8 +249,8 @@ def _markdown(data: StudyData, *, best: TrialRecord | None, best_cfg: ConfigAggr
     failed = [t for t in data.trials if t.status in ("failed", "diverged")]
     if failed:
         lines += ["Failed or diverged trials:", ""]
-        lines += [f"- `{t.name}`: {t.status} after {t.rounds} rounds" + (f": {t.reason}" if t.reason else "")
-                  for t in failed]
+        lines += [f"- {data.label(t)}, `{t.name}`: {t.status} after {t.rounds} rounds"
+                  + (f": {t.reason}" if t.reason else "") for t in failed]
         lines.append("")
     lines += ["## Best configuration", ""]
     if best is None or best_cfg is None:
@@ -259,7 +260,8 @@ def _markdown(data: StudyData, *, best: TrialRecord | None, best_cfg: ConfigAggr
         budget = "completed, at the final evaluation" if best_cfg.group == "completed" else best_cfg.group
         lines += [f"{params or 'No searched parameter'}: {data.metric} = {fmt_stats(best_cfg.score)} over "
                   f"{seeds_text(best_cfg.seeds)} (95 % CI {fmt_ci(best_cfg.score)}; {budget}). "
-                  f"Its median replicate is trial `{best.name}` (Ray trial id {best.trial_id}, {best.rounds} rounds).",
+                  f"Its median replicate is trial {data.label(best)} (directory `{best.name}`, Ray trial id "
+                  f"{best.trial_id}, {best.rounds} rounds).",
                   ""]
         if best_config is not None:
             lines += [f"Ready to run: [`{best_config.name}`]({best_config.name}) — `dastudy adapt {best_config.name}`",

@@ -54,7 +54,8 @@ def format_eta(seconds: float | None) -> str:
 
 class LiveProgress(Callback):
     """The study's progress (module docstring). ``plain``: the callback whose lines are shown off a terminal
-    (study.run.search.StudyProgress: one line per trial event); ``name_of``: a trial's name (its directory name).
+    (study.run.search.StudyProgress: one line per trial event); ``name_of``: a trial's name (the driver passes
+    study.run.search.TrialLabels: its label, as TensorBoard, the report and ``study status`` show it).
     ``live``: redraw a table in place (default: when ``stream`` is a terminal); ``refresh_s``: how often the table
     is redrawn between trial events (the ETA ticks)."""
 

@@ -44,7 +44,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
 from data.io import atomic_write_bytes
-from study.run.search import FINISHED_KEY, StudySearch, Unbound
+from study.run.search import FINISHED_KEY, StudySearch, Unbound, note_optuna_number
 from study.run.snapshots import SnapshotPacing
 
 __all__ = ["SEED_KEY", "ReplicateSearch", "ReplicateASHA", "group_key", "rung_milestones"]
@@ -125,6 +125,8 @@ class ReplicateSearch(Searcher):
                         for gid, g in saved["groups"].items()}
         self._trial_group = {tid: gid for gid, g in self._groups.items() for tid in g["trials"]}
         self.search.load_state_dict(saved["search"])
+        for tid, gid in self._trial_group.items():
+            self._note_number(tid, gid)
         for gid in list(self._groups):
             self._tell_if_ended(gid)
 
@@ -203,8 +205,14 @@ class ReplicateSearch(Searcher):
         group = self._groups[gid]
         group["trials"][trial_id] = seed
         self._trial_group[trial_id] = gid
+        self._note_number(trial_id, gid)
         self._annotate(gid, "replicate_trials", {str(s): f"trial_{t}" for t, s in group["trials"].items()})
         return {**group["config"], self.seed_key: seed}
+
+    def _note_number(self, trial_id: str, gid: str) -> None:
+        """A replicate's progress lines carry its configuration's Optuna number (study.run.search.TrialLabels)."""
+        ot_trial = self.search._ot_trials.get(gid)
+        note_optuna_number(trial_id, ot_trial.number if ot_trial is not None else None)
 
     def _annotate(self, gid: str, key: str, value: Any) -> None:
         ot_trial = self.search._ot_trials.get(gid)

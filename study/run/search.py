@@ -13,7 +13,9 @@ Relocation: both are pickled by Ray (``tuner.pkl``, ``searcher-state-*.pkl``) an
 possibly in another directory or on another machine. Neither pickles a location: the Optuna storage, the study
 directory and the rung file are dropped from their pickles and set again with ``bind(...)`` by the driver that
 restores them (study/run/tuner.py), from the study's current home. A restored object used unbound raises.
-- :class:`StudyProgress` prints one line per trial event instead of Ray's tables (``verbose=0``).
+- :class:`StudyProgress` prints one line per trial event instead of Ray's tables (``verbose=0``), each trial named
+  by its label (:class:`TrialLabels`: ``#6 λ=0.0291 lr=0.0429 seed=1``, as TensorBoard, the report and ``study
+  status`` name it; ``trial_<id>`` is only its directory).
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import optuna
 from ray.tune import Callback
@@ -38,7 +40,7 @@ from study.run.snapshots import SnapshotPacing
 from trainables import faults
 
 __all__ = ["StudySearch", "PersistentASHA", "Unbound", "StudyProgress", "FINISHED_KEY", "FAILURE_FILE", "read_failure",
-           "trial_dirname", "short_param"]
+           "trial_dirname", "short_param", "TrialLabels", "optuna_number", "note_optuna_number"]
 
 # Reported (1.0) with the last evaluation of a run that trained all its iterations; absent when stopped early.
 FINISHED_KEY = "finished"
@@ -49,6 +51,44 @@ FAILURE_FILE = "failure.json"
 def trial_dirname(trial: Any) -> str:
     """Short, stable trial directory names (Ray's default repeats every parameter in the name)."""
     return f"trial_{trial.trial_id}"
+
+
+# Ray trial id -> the number of the Optuna trial it runs (a replicate: its configuration's), as this driver's searcher
+# asked or restored it (StudySearch, study.run.replicates.ReplicateSearch). The searcher and the progress callbacks
+# run in the driver process; this is never pickled (a resumed driver fills it again when the searcher is restored).
+_OPTUNA_NUMBERS: dict[str, int] = {}
+
+
+def note_optuna_number(trial_id: str, number: int | None) -> None:
+    if number is not None:
+        _OPTUNA_NUMBERS[str(trial_id)] = int(number)
+
+
+def optuna_number(trial_id: str) -> int | None:
+    """The Optuna trial number of a Ray trial of this driver's study; None if its searcher never named one (a PBT
+    member, a trial of another driver)."""
+    return _OPTUNA_NUMBERS.get(str(trial_id))
+
+
+class TrialLabels:
+    """A running trial's label (:func:`study.config.labels.trial_label`), the identity the progress lines and the
+    live table show: ``#6 λ=0.0291 lr=0.0429 seed=1``, the number of its Optuna trial (:func:`optuna_number`) and
+    its searched values in the space's order (``dimensions``); with replicates (``replicates``: ``search.seeds``)
+    its seed last, its configuration's number first, as the report and TensorBoard label a replicate. A trial
+    without an Optuna number (a PBT member) is named by its directory in place of the number, as there too.
+    Pickled with the callbacks into ``tuner.pkl``: it holds names only."""
+
+    def __init__(self, dimensions: Sequence[str], *, replicates: bool = False):
+        self.dimensions = list(dimensions)
+        self.replicates = bool(replicates)
+
+    def __call__(self, trial: Any) -> str:
+        from study.config.labels import SEED_KEY, trial_label
+
+        config = getattr(trial, "config", None) or {}
+        seed = config.get(SEED_KEY) if self.replicates else None
+        return trial_label(optuna_number(trial.trial_id), config, self.dimensions, fallback=trial_dirname(trial),
+                           seed=seed)
 
 
 def short_param(name: str) -> str:
@@ -130,6 +170,12 @@ class StudySearch(OptunaSearch):
                                              direction="minimize" if self._mode == "min" else "maximize")
         ids = getattr(self, "_ot_trial_ids", None) or _trial_ids(self._ot_trials)
         self._ot_trials = {tid: optuna.trial.Trial(self._ot_study, storage_id) for tid, storage_id in ids.items()}
+        self._note_numbers()
+
+    def _note_numbers(self) -> None:
+        """The Optuna number of every Ray trial this searcher knows, for the progress lines (:func:`optuna_number`)."""
+        for tid, ot_trial in self._ot_trials.items():
+            note_optuna_number(tid, ot_trial.number)
 
     def bind_space(self, space) -> None:
         """Sample the trials still to come from ``space`` (a resume with ``--allow-changed-space``)."""
@@ -187,6 +233,7 @@ class StudySearch(OptunaSearch):
         self._pending = dict(saved.get("pending", {}))
         self._ot_trials = {tid: optuna.trial.Trial(self._ot_study, storage_id) for tid, storage_id in ids.items()}
         self._ot_trial_ids = ids
+        self._note_numbers()
         self._flush_pending()
 
     # -- Ray's searcher interface ----------------------------------------------------------------------------
@@ -202,6 +249,7 @@ class StudySearch(OptunaSearch):
         config = super().suggest(trial_id)
         ot_trial = self._ot_trials.get(trial_id)
         if ot_trial is not None:
+            note_optuna_number(trial_id, ot_trial.number)  # the progress lines' label (TrialLabels)
             ot_trial.set_user_attr("ray_trial_id", trial_id)
             ot_trial.set_user_attr("trial_dir", f"trial_{trial_id}")
             from study.config.labels import trial_label
@@ -507,10 +555,12 @@ def _fmt_metric(metric: str, value: Any) -> str:
 
 
 class StudyProgress(Callback):
-    """One line per trial event on stdout: start (with its parameters), each evaluation, end state, failure."""
+    """One line per trial event on stdout: start (with its parameters), each evaluation, end state, failure.
+    ``name_of``: a trial's name in the lines (the driver passes :class:`TrialLabels`; default: its directory)."""
 
-    def __init__(self, *, metric: str, mode: str, max_t: int, num_samples: int):
+    def __init__(self, *, metric: str, mode: str, max_t: int, num_samples: int, name_of: Any = None):
         self.metric, self.mode, self.max_t, self.num_samples = metric, mode, max_t, num_samples
+        self.name_of = name_of
         self._best: tuple[float, str] | None = None
         self._t0 = time.time()
         self._ended = 0
@@ -524,18 +574,26 @@ class StudyProgress(Callback):
             return True
         return value > self._best[0] if self.mode == "max" else value < self._best[0]
 
+    def _name(self, trial: Any) -> str:
+        name_of = self.__dict__.get("name_of")  # None in a callback pickled by older code: the directory name
+        return name_of(trial) if name_of is not None else trial_dirname(trial)
+
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        name, where = self._name(trial), trial_dirname(trial)
+        if name != where:  # the label holds the searched values; the start line adds where the trial's files are
+            self._line(f"{name} started" + ("" if name.startswith(where) else f"   in {where}"))
+            return
         params = " ".join(f"{short_param(k)}={_fmt(v)}" for k, v in sorted(trial.config.items()))
-        self._line(f"{trial_dirname(trial)} started   {params}")
+        self._line(f"{name} started   {params}")
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         value = result.get(self.metric)
         step = result.get("training_iteration")
         note = ""
         if isinstance(value, (int, float)) and math.isfinite(value) and self._better(value):
-            self._best = (float(value), trial_dirname(trial))
+            self._best = (float(value), self._name(trial))
             note = "  (highest so far)"
-        self._line(f"{trial_dirname(trial)} eval {step}/{self.max_t}  {self.metric}={_fmt_metric(self.metric, value)}"
+        self._line(f"{self._name(trial)} eval {step}/{self.max_t}  {self.metric}={_fmt_metric(self.metric, value)}"
                    f"{note}")
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
@@ -543,7 +601,7 @@ class StudyProgress(Callback):
         step = int(result.get("training_iteration", 0) or 0)
         state = "COMPLETE" if result.get(FINISHED_KEY) or step >= self.max_t else f"PRUNED at {step}/{self.max_t}"
         self._ended += 1
-        self._line(f"{trial_dirname(trial)} {state}  {self.metric}={_fmt_metric(self.metric, result.get(self.metric))}"
+        self._line(f"{self._name(trial)} {state}  {self.metric}={_fmt_metric(self.metric, result.get(self.metric))}"
                    f"   [{self._ended}/{self.num_samples} trials ended]")
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
@@ -553,7 +611,7 @@ class StudyProgress(Callback):
             # deleted when Ray shuts down
             reason = "see " + shlex.quote(f"{trial.storage.trial_fs_path.rstrip('/')}/error.txt")
         self._ended += 1
-        self._line(f"{trial_dirname(trial)} FAILED  {reason or ''}   [{self._ended}/{self.num_samples} trials ended]")
+        self._line(f"{self._name(trial)} FAILED  {reason or ''}   [{self._ended}/{self.num_samples} trials ended]")
 
     def on_experiment_end(self, trials, **info) -> None:
         errors = sum(t.status == "ERROR" for t in trials)

@@ -49,7 +49,7 @@ from trainables.config import to_dict
 # trainables.tune (torch) only when a study runs.
 
 __all__ = ["RAY_ENV", "configure_environment", "ray_session", "make_sampler", "trial_context", "wrap_trainable",
-           "build_tuner", "run_study", "resume_study", "resume_sampler"]
+           "build_tuner", "study_progress", "run_study", "resume_study", "resume_sampler"]
 
 # Quiet, private Ray (ray-tune-optuna notes §5.4). TUNE_DISABLE_AUTO_CALLBACK_LOGGERS drops Ray's TBX logger
 # (tags ray/tune/...; the engine writes clean ones); CSV/JSON loggers are passed explicitly for dataframes.
@@ -198,8 +198,7 @@ def build_tuner(study: StudyConfig, *, location: StudyLocation, init_checkpoint:
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
     from study.run.snapshots import StudyFIFO
 
-    from study.run.progress import LiveProgress
-    from study.run.search import PersistentASHA, StudyProgress, StudySearch, trial_dirname
+    from study.run.search import PersistentASHA, StudySearch, trial_dirname
 
     configure_environment()
     metric, mode = study.study_metric, study.mode
@@ -252,13 +251,23 @@ def build_tuner(study: StudyConfig, *, location: StudyLocation, init_checkpoint:
         sync_config=None if location.shared_fs else tune.SyncConfig(sync_artifacts=True),
         verbose=0,
         callbacks=[CSVLoggerCallback(), JsonLoggerCallback(),
-                   LiveProgress(StudyProgress(metric=metric, mode=mode, max_t=study.max_t,
-                                              num_samples=study.num_trials),
-                                name_of=trial_dirname, metric=metric, mode=mode, max_t=study.max_t,
-                                num_samples=study.num_trials, max_concurrent=study.max_concurrent_trials,
-                                name=study.name),
-                   *extra_callbacks], stop=stopper)
+                   study_progress(study), *extra_callbacks], stop=stopper)
     return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
+
+
+def study_progress(study: StudyConfig):
+    """What a running study shows (study/run/progress.py): every trial named by its label, as TensorBoard, the
+    report and ``study status`` name it (``#6 λ=0.0291 lr=0.0429``; a replicate: its configuration's Optuna number
+    and its seed), its directory (``trial_<id>``) only where a path is wanted."""
+    from study.run.progress import LiveProgress
+    from study.run.search import StudyProgress, TrialLabels
+
+    label_of = TrialLabels(list(study.describe_space()["dimensions"]), replicates=bool(study.search.seeds))
+    metric, mode = study.study_metric, study.mode
+    return LiveProgress(StudyProgress(metric=metric, mode=mode, max_t=study.max_t, num_samples=study.num_trials,
+                                      name_of=label_of),
+                        name_of=label_of, metric=metric, mode=mode, max_t=study.max_t, num_samples=study.num_trials,
+                        max_concurrent=study.max_concurrent_trials, name=study.name)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -5,8 +5,13 @@ What TensorBoard is pointed at is a *view* of the study, ``<study>/tb/`` (:func:
 directories stay as Ray wrote them):
 
 - one entry per trial named by its trial label (:func:`study.config.labels.trial_label`, ``#6 λ=0.0291 lr=0.0429
-  seed=1``: the Optuna trial number and the searched values, as in the CLI, the report and optuna-dashboard), a
-  relative symlink to ``trial_<id>/run/tb``;
+  seed=1``: the Optuna trial number and the searched values), a relative symlink to ``trial_<id>/run/tb``. The
+  same label names the trial in ``dastudy study status`` (its ``trial`` column and ``best`` line), the live
+  progress lines of ``study run``/``resume``, the report (the trials table, figure legends, the best trial) and
+  optuna-dashboard (the user attribute ``label``); ``trial_<id>`` is only its directory, shown beside the label
+  where a path is wanted. A replicate (``search.seeds``) is its configuration's label with its seed (``#6 λ=0.0291
+  lr=0.0429 seed=2``: the seeds of a configuration share its Optuna number); ``study status`` and
+  optuna-dashboard list configurations, labelled without a seed;
 - ``baseline``: the source-only baseline as its own HParams row (λ_adv = 0, its lr and seed) with its selected
   checkpoint's metrics at step 0, where every trial starts from it, so it shares the trials' x-axis instead of
   stretching it to its own length; its full curves are under ``z_baseline/…`` tags: one group that sorts after
@@ -54,16 +59,17 @@ BASELINE_PREFIX = "z_baseline"
 
 
 def run_name(params: Mapping[str, Any], dimensions: Sequence[str], number: int | None = None,
-             fallback: str = "") -> str:
+             fallback: str = "", seed: Any = None) -> str:
     """The trial's run name: its label (:func:`study.config.labels.trial_label`), ``#6 λ=0.0291 lr=0.0429 seed=1``;
     a ``/`` in a value would make a sub-directory, so it becomes ``_``."""
     from study.config.labels import trial_label
 
-    return trial_label(number, params, dimensions, fallback=fallback).replace("/", "_")
+    return trial_label(number, params, dimensions, fallback=fallback, seed=seed).replace("/", "_")
 
 
-def _optuna_numbers(study_dir: Path) -> dict[str, int]:
-    """Trial directory → Optuna trial number, from the study's journal (empty without one)."""
+def _optuna_numbers(study_dir: Path) -> tuple[dict[str, int], dict[str, Any]]:
+    """Trial directory → Optuna trial number (a replicate: its configuration's) and replicate directory → its seed,
+    from the study's journal (empty without one); the report reads them the same way (StudyData.label)."""
     try:
         import tomllib
 
@@ -72,7 +78,8 @@ def _optuna_numbers(study_dir: Path) -> dict[str, int]:
         name = study_dir.name
     from study.report.importance import read_optuna
 
-    return dict(read_optuna(study_dir, name).order)
+    summary = read_optuna(study_dir, name)
+    return dict(summary.numbers), dict(summary.seeds)
 
 
 def _trial_params(trial_dir: Path) -> dict[str, Any]:
@@ -120,13 +127,13 @@ def build_view(study_dir: str | Path, *, view: str | Path | None = None) -> Path
     def free(name: str, fallback: str) -> str:
         return name if name and name not in made and not os.path.lexists(view / name) else fallback
 
-    numbers = _optuna_numbers(study_dir)
+    numbers, seeds = _optuna_numbers(study_dir)
     for trial_dir in sorted(study_dir.glob("trial_*"), key=lambda d: (numbers.get(d.name, 1 << 30), d.name)):
         tb = trial_dir / "run" / "tb"
         if not tb.is_dir():
             continue
         label = run_name(_trial_params(trial_dir), dimensions, numbers.get(trial_dir.name),
-                         fallback=trial_dir.name)
+                         fallback=trial_dir.name, seed=seeds.get(trial_dir.name))
         name = free(label, "") or free(f"{label} {trial_dir.name}", trial_dir.name)
         target = os.path.relpath(tb, view) if view.resolve().is_relative_to(study_dir) else str(tb)
         (view / name).symlink_to(target, target_is_directory=True)

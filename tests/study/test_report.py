@@ -250,9 +250,10 @@ def test_report_of_a_real_study(tiny_study):
     rows = _table(text, "## Trials")
     header, body = rows[0], rows[1:]
     trial_dirs = sorted(tiny_study.glob("trial_*"))
-    assert len(trial_dirs) == 2 and sorted(r[header.index("trial")] for r in body) == [p.name for p in trial_dirs]
+    assert len(trial_dirs) == 2 and sorted(r[header.index("dir")] for r in body) == [p.name for p in trial_dirs]
     for row in body:
-        result_rows = (tiny_study / row[header.index("trial")] / "result.json").read_text().splitlines()
+        assert row[header.index("trial")].startswith("#") and "trial_" not in row[header.index("trial")]
+        result_rows = (tiny_study / row[header.index("dir")] / "result.json").read_text().splitlines()
         last = json.loads(result_rows[-1])
         assert row[header.index("val/mIoU13 (selection)")] == f"{100 * last['val/mIoU13']:.2f}"
         assert row[header.index("val/mIoU16 (final)")] == f"{100 * last['val/mIoU16']:.2f}"
@@ -262,7 +263,8 @@ def test_report_of_a_real_study(tiny_study):
     # the same best trial as `dastudy study status` (equal scores are broken by start order in both)
     status = json.loads(dastudy("study", "status", str(tiny_study), "--json").stdout)
     best_row = body[0]
-    assert best_row[header.index("trial")] == status["best"]["trial"]
+    assert best_row[header.index("dir")] == status["best"]["trial"]
+    assert best_row[header.index("trial")] == status["best"]["label"]  # one identity per trial (issue 19)
     for path in sorted((tiny_study / "figures").glob("*.png")):
         _check_png(path)
     # no seed is searched: every configuration is one run, so none is named the best configuration (no per-class
@@ -350,8 +352,15 @@ def test_report_tables_match_the_results(study):
         last = json.loads((trial_dir / "result.json").read_text().splitlines()[-1])
         results[trial_dir.name] = {**last, "dir": trial_dir.name}
     assert len(body) == len(TRIALS)
+    # one identity per trial (issue 19): the trial column is the label TensorBoard and `study status` show (the
+    # Optuna number, make_study adds TRIALS in order, and the searched values); the directory comes last, as `dir`
+    labels = {f"trial_abc_{k:05d}_{name}": f"#{k} λ={lam:.3g} lr={lr:.3g} seed={seed}"
+              for k, (name, lam, lr, seed, *_) in enumerate(TRIALS)}
+    assert header[1] == "trial" and header[-1] == "dir"
+    assert {r[header.index("dir")]: r[header.index("trial")] for r in body} == labels
+    assert not [r for r in body if r[header.index("trial")].startswith("trial_")]
     for row in body:
-        last = results[row[header.index("trial")]]
+        last = results[row[header.index("dir")]]
         assert row[metric_col] == f"{100 * last['val/mIoU13']:.2f}"
         assert row[final_col] == f"{100 * last['val/mIoU16']:.2f}"
         assert row[header.index("rounds")] == str(last["training_iteration"])
@@ -370,6 +379,9 @@ def test_report_tables_match_the_results(study):
     assert max(completed, key=lambda r: r["val/mIoU13"])["dir"].endswith("_t2")
     pair = sorted((results[_trial_dir(study_dir, n)] for n in ("t0", "t1")), key=lambda r: r["val/mIoU13"])
     assert summary.best_trial == pair[0]["dir"] and summary.best_seeds == (1, 2)
+    assert summary.best_label == labels[pair[0]["dir"]]  # the CLI's summary names the median replicate by its label
+    assert f"(median replicate {labels[pair[0]['dir']]} ({pair[0]['dir']}))" in str(summary)
+    assert f"Its median replicate is trial {labels[pair[0]['dir']]} (directory `{pair[0]['dir']}`" in text
     assert summary.best_metric == pytest.approx(np.mean([r["val/mIoU13"] for r in pair]))
     best = {k: np.mean([r[k] for r in pair]) for k in pair[0] if k.startswith("val/")}
 
@@ -385,6 +397,7 @@ def test_report_tables_match_the_results(study):
     assert diff_row[1:] == [f"{100 * (best[k] - base[k]):+.1f}" for k in keys]
     failed_section = text.split("Failed or diverged trials")[1].split("##")[0]
     assert "t5`: failed after 1 rounds: RuntimeError: boom" in failed_section
+    assert f"- {labels[_trial_dir(study_dir, 't5')]}, `{_trial_dir(study_dir, 't5')}`: failed" in failed_section
     assert "t6`: diverged after 2 rounds: diverged at iteration 25" in failed_section
     assert "Optuna journal: 3 COMPLETE, 2 FAIL, 2 PRUNED" in text
     assert "rungs at 1, 2, 4 training_iteration" in text
@@ -445,7 +458,7 @@ def test_holdout_selection_is_named_and_val_reported_separately(tmp_path):
     header, *body = _table(text, "## Trials")
     selection_col, final_col = header.index("select/mIoU13 (selection)"), header.index("val/mIoU13 (final)")
     for row in body:
-        last = json.loads((study_dir / row[header.index("trial")] / "result.json").read_text().splitlines()[-1])
+        last = json.loads((study_dir / row[header.index("dir")] / "result.json").read_text().splitlines()[-1])
         assert row[selection_col] == f"{100 * last['select/mIoU13']:.2f}"
         assert row[final_col] == f"{100 * last['val/mIoU13']:.2f}"
     # the per-class table holds the final target-val numbers of the configuration chosen on the holdout (t0/t1:
@@ -766,7 +779,7 @@ def test_oracle_best_on_val_is_shown_apart_and_never_ranks(tmp_path):
     summary = write_report(study_dir)
     text = (study_dir / "report.md").read_text()
     header, *body = _table(text, "## Trials")
-    row = [r for r in body if r[header.index("trial")] == trial.name][0]
+    row = [r for r in body if r[header.index("dir")] == trial.name][0]
     assert row[header.index("best report (oracle)")] == "99.00"
     assert row[header.index("val/mIoU13 (selection)")] == f"{100 * rows[-1]['val/mIoU13']:.2f}"  # ranks by the last
     table = list(csv.DictReader((study_dir / "tables" / "lambda_backbone.csv").read_text().splitlines()))
