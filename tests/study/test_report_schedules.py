@@ -99,3 +99,49 @@ def test_a_study_that_is_not_pbt_has_no_schedules(tmp_path):
     summary = write_report(study_dir, out_dir=tmp_path / "out")
     assert "pbt_schedules.png" not in {p.name for p in summary.figures}
     assert not (tmp_path / "out" / "tables" / "pbt_schedules.csv").exists()
+
+
+def test_the_schedule_figure_draws_each_member_through_its_donors(pbt_study):
+    """Read back from the figure: one panel per mutated key (λ_adv, lr; log axes), one step line per member over SGD
+    iterations through its donors' segments, coloured by its final score (viridis over the members' range, the best
+    drawn thickest), a dot where the member itself cloned, labels and the colour bar in percent."""
+    import matplotlib.colors as mcolors
+    import matplotlib.pyplot as plt
+
+    from study.report.schedules import schedule_figure
+
+    study_dir, (a, b, c) = pbt_study
+    data = load_study(study_dir)
+    members = member_schedules(study_dir, data)
+    fig = schedule_figure(study_dir, data)
+    try:
+        assert tuple(fig.get_size_inches()) == pytest.approx((6.4, 1.2 + 2.2 * 2))
+        panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+        (bar,) = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+        assert len(panels) == 2
+        scores = [100 * m.score for m in members]
+        norm = mcolors.Normalize(min(scores), max(scores))
+        for ax, key in zip(panels, [LAM, LR]):
+            assert ax.get_yscale() == "log" and ax.get_ylabel() == {LAM: "lambda_adv", LR: "lr"}[key]
+            steps = [line for line in ax.lines if line.get_linestyle() == "-"]
+            dots = [line for line in ax.lines if line.get_marker() == "o"]
+            assert len(steps) == 3 and len(dots) == 2  # B and C cloned once each
+            for line, member in zip(steps, list(reversed(members))):  # the best drawn last, on top
+                bounds = [s for s, _ in member.segments[1:]] + [member.end]
+                xs = [x for (start, _), stop in zip(member.segments, bounds) for x in (start, stop)]
+                ys = [float(v[key]) for _, v in member.segments for _ in (0, 1)]
+                assert list(line.get_xdata()) == xs and list(line.get_ydata()) == ys
+                assert mcolors.to_hex(line.get_color()) == mcolors.to_hex(plt.get_cmap("viridis")(
+                    norm(100 * member.score)))
+                assert line.get_linewidth() == (1.6 if member is members[0] else 1.0)
+            by_member = {m.name: m for m in members}
+            expected_dots = sorted((it, float(next(v[key] for s, v in reversed(by_member[name].segments)
+                                                  if s <= it)))
+                                   for name in (b, c) for it, _ in by_member[name].clones)
+            assert sorted((d.get_xdata()[0], d.get_ydata()[0]) for d in dots) == expected_dots
+            assert all(d.get_markersize() == 3 for d in dots)
+        assert panels[-1].get_xlabel() == "SGD iteration" and panels[0].get_xlabel() == ""
+        assert panels[0].get_title() == "PBT schedules of 3 members (dots: clones)"
+        assert bar.get_ylabel() == f"final {data.metric} (%)"
+    finally:
+        plt.close(fig)
