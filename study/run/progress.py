@@ -2,10 +2,10 @@
 elsewhere (a log file, CI, ``| tee``) plain lines, one per trial event plus a progress line after each trial end.
 
 The header and the progress line say the same: trials done (COMPLETE / PRUNED / FAILED), running, pending, the
-best value so far, the time one training iteration takes (one ``tune.report``: ``eval.interval`` optimiser steps
-and an evaluation) and the ETA. The ETA is an estimate: the iterations still to run (running trials to ``max_t``,
-pending ones as many as the ended trials ran on average, ``max_t`` before any ended) times the median time per
-iteration, shared by the trials that run at once.
+best value so far, the time one evaluation round takes (one ``tune.report``: ``eval.interval`` SGD iterations and
+an evaluation; the table's ``evals`` column counts them) and the ETA. The ETA is an estimate: the rounds still to
+run (running trials to ``max_t``, pending ones as many as the ended trials ran on average, ``max_t`` before any
+ended) times the median time per round, shared by the trials that run at once.
 
 :class:`LiveProgress` is a Ray Tune callback; ``Tuner.restore`` unpickles it from the study's ``tuner.pkl``, so it
 keeps no stream or terminal state in its pickled form.
@@ -71,6 +71,7 @@ class LiveProgress(Callback):
         self._t0 = time.time()
         self._drawn = 0
         self._last_draw = 0.0
+        self._ending: dict[str, str] = {}  # trial id -> the status it ended with (Ray may not have set it yet)
 
     # -- pickling (Tuner.restore): no stream, no terminal state
     def __getstate__(self) -> dict[str, Any]:
@@ -119,9 +120,22 @@ class LiveProgress(Callback):
         self._last_draw = time.time()
 
     # -- the numbers
+    def _status(self, trial) -> str:
+        """The trial's Ray status, or the status it ends with where Ray has not set it yet: Ray calls
+        on_trial_complete / on_trial_error first (the line after "[3/24 trials ended]" said "2/24 done, 2 running")."""
+        status = getattr(trial, "status", "")
+        return getattr(self, "_ending", {}).get(trial.trial_id, status) if status == "RUNNING" else status
+
+    def _state(self, trial) -> str:
+        status = self._status(trial)
+        if status == "TERMINATED":
+            return "COMPLETE" if _iteration(trial) >= self.max_t else f"PRUNED at {_iteration(trial)}"
+        return {"ERROR": "FAILED"}.get(status, status)
+
     def counts(self, trials: list) -> dict[str, int]:
-        done = sum(getattr(t, "status", "") in _ENDED for t in trials)
-        running = sum(getattr(t, "status", "") == "RUNNING" for t in trials)
+        statuses = [self._status(t) for t in trials]
+        done = sum(s in _ENDED for s in statuses)
+        running = sum(s == "RUNNING" for s in statuses)
         return {"done": done, "running": running, "pending": max(self.num_samples - done - running, 0)}
 
     def seconds_per_iteration(self) -> float | None:
@@ -131,9 +145,9 @@ class LiveProgress(Callback):
         per_iter = self.seconds_per_iteration()
         if per_iter is None:
             return None
-        ended = [_iteration(t) for t in trials if getattr(t, "status", "") in _ENDED]
+        ended = [_iteration(t) for t in trials if self._status(t) in _ENDED]
         expected = statistics.fmean(ended) if ended else self.max_t  # ASHA stops most trials early
-        running = [t for t in trials if getattr(t, "status", "") == "RUNNING"]
+        running = [t for t in trials if self._status(t) == "RUNNING"]
         left = sum(max(self.max_t - _iteration(t), 0) for t in running)
         left += self.counts(trials)["pending"] * expected
         return left * per_iter / min(self.max_concurrent, max(len(running), 1))
@@ -144,23 +158,25 @@ class LiveProgress(Callback):
         best = (f"best {self.metric} {_value(self.metric, self._best[0])}{unit} ({self._best[1]})"
                 if self._best else f"best {self.metric} -")
         per_iter = self.seconds_per_iteration()
-        pace = f"{per_iter:.1f} s/iteration" if per_iter is not None else "s/iteration -"
+        # per evaluation round (one tune.report: eval.interval SGD iterations and an evaluation): "s/iteration" read
+        # as the time of one SGD step, 40x too long
+        pace = f"{per_iter:.1f} s/evaluation" if per_iter is not None else "s/evaluation -"
         head = f"study {self.name}: " if self.name else ""
         return (f"{head}{c['done']}/{self.num_samples} done, {c['running']} running, {c['pending']} pending · "
                 f"{best} · {pace} · ETA {format_eta(self.eta_s(trials))}")
 
     def _table(self, trials: list, *, max_rows: int) -> list[str]:
         order = {"RUNNING": 0, "PENDING": 1, "PAUSED": 1, "TERMINATED": 2, "ERROR": 2}
-        shown = sorted(trials, key=lambda t: order.get(getattr(t, "status", ""), 3))[:max_rows]
+        shown = sorted(trials, key=lambda t: order.get(self._status(t), 3))[:max_rows]
         names = sorted({param_label(k) for t in shown for k in (getattr(t, "config", None) or {})})
-        header = ["trial", *names, "iter", f"{self.metric} (%)" if _percent(self.metric) else self.metric, "state"]
+        header = ["trial", *names, "evals", f"{self.metric} (%)" if _percent(self.metric) else self.metric, "state"]
         rows = []
         for t in shown:
             params = {param_label(k): v for k, v in (getattr(t, "config", None) or {}).items()}
             value = (getattr(t, "last_result", None) or {}).get(self.metric)
             rows.append([self.name_of(t), *(_fmt(params.get(n, "-")) for n in names),
                          f"{_iteration(t)}/{self.max_t}", _value(self.metric, value),
-                         _state(t, self.max_t)])
+                         self._state(t)])
         widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
         return ["  " + "  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows]]
 
@@ -191,8 +207,9 @@ class LiveProgress(Callback):
                 plain.on_trial_result(iteration, trials, trial, result, **info)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._mark_ended(trial, "TERMINATED")
         if self.live:  # the end line stays above the table, in the scrollback
-            self._line(f"{self.name_of(trial)} {_state(trial, self.max_t)}  {self.metric}="
+            self._line(f"{self.name_of(trial)} {self._state(trial)}  {self.metric}="
                        f"{_value(self.metric, (trial.last_result or {}).get(self.metric))}")
         else:
             with self._plain() as plain:
@@ -200,11 +217,17 @@ class LiveProgress(Callback):
         self._after_end(trials)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._mark_ended(trial, "ERROR")
         with self._plain() as plain:  # the failure reason, as one line (above the table on a terminal)
             if self.live:
                 self._clear()
             plain.on_trial_error(iteration, trials, trial, **info)
         self._after_end(trials)
+
+    def _mark_ended(self, trial, status: str) -> None:
+        if not hasattr(self, "_ending"):  # a LiveProgress unpickled from an older tuner.pkl
+            self._ending = {}
+        self._ending[trial.trial_id] = status
 
     def _after_end(self, trials: list) -> None:
         if self.live:
@@ -266,8 +289,3 @@ def _iteration(trial: Any) -> int:
     return int(value) if isinstance(value, (int, float)) and math.isfinite(value) else 0
 
 
-def _state(trial: Any, max_t: int) -> str:
-    status = getattr(trial, "status", "")
-    if status == "TERMINATED":
-        return "COMPLETE" if _iteration(trial) >= max_t else f"PRUNED at {_iteration(trial)}"
-    return {"ERROR": "FAILED"}.get(status, status)

@@ -117,7 +117,7 @@ def test_study_in_the_bucket_resumes_on_a_new_head(s3_server, tiny_benchmark, tm
             assert driver.poll() is None, "driver ended early:\n" + "".join(output)
             continue
         output.append(line)
-        ended += bool(re.search(r"trial_\w+ (COMPLETE|FAILED)", line))
+        ended += bool(re.search(r"\] #\d+ .* (COMPLETE|FAILED)", line))  # progress lines start with the trial label
     assert ended, "no trial ended in time:\n" + "".join(output)
     time.sleep(1.5)  # one more experiment snapshot
     kill_tree(driver)

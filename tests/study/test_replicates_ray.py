@@ -105,7 +105,7 @@ def test_replicates_survive_a_driver_kill_in_the_middle_of_a_configuration(tiny_
                               cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in driver.stdout], daemon=True).start()
-    output, done_before = [], set()
+    output, done_before, dirs = [], set(), {}
     deadline = time.time() + 300
     while not done_before and time.time() < deadline:
         try:
@@ -114,9 +114,13 @@ def test_replicates_survive_a_driver_kill_in_the_middle_of_a_configuration(tiny_
             assert driver.poll() is None, "driver ended early:\n" + "".join(output)
             continue
         output.append(line)
-        match = re.search(r"(trial_\w+) COMPLETE", line)
+        # progress lines name a trial by its label; its directory is on its "started   in trial_<id>" line
+        started = re.search(r"\] (.+) started   in (trial_\w+)", line)
+        if started:
+            dirs[started.group(1)] = started.group(2)
+        match = re.search(r"\] (.+) COMPLETE", line)
         if match:
-            done_before.add(match.group(1))
+            done_before.add(dirs[match.group(1)])
     assert done_before, "no trial completed in time:\n" + "".join(output)
     home = storage / "reps"
     _wait_until_recorded(home, done_before, timeout=60)

@@ -92,7 +92,7 @@ def test_resume_after_driver_sigkill(tiny_benchmark, tmp_path, remove_driver_tem
                               cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in driver.stdout], daemon=True).start()
-    output, done_before = [], set()
+    output, done_before, dirs = [], set(), {}
     deadline = time.time() + 240
     while not done_before and time.time() < deadline:
         try:
@@ -101,9 +101,13 @@ def test_resume_after_driver_sigkill(tiny_benchmark, tmp_path, remove_driver_tem
             assert driver.poll() is None, "driver ended early:\n" + "".join(output)
             continue
         output.append(line)
-        match = re.search(r"(trial_\w+) COMPLETE", line)
+        # progress lines name a trial by its label; its directory is on its "started   in trial_<id>" line
+        started = re.search(r"\] (.+) started   in (trial_\w+)", line)
+        if started:
+            dirs[started.group(1)] = started.group(2)
+        match = re.search(r"\] (.+) COMPLETE", line)
         if match:
-            done_before.add(match.group(1))
+            done_before.add(dirs[match.group(1)])
     assert done_before, "no trial completed in time:\n" + "".join(output)
     home = storage / "crash"
     # Kill once Ray's saved state records the completion. In the window before that (Ray snapshots when a trial's

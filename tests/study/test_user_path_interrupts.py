@@ -222,7 +222,7 @@ def test_resume_of_a_finished_study_says_so_and_starts_no_ray(tmp_path, tiny_ben
 
 def _states(out: str) -> list[str]:
     return [state for state in ("COMPLETE", "RUNNING", "INTERRUPTED")
-            for line in out.splitlines() if line.startswith("trial_") and f" {state}" in line]
+            for line in out.splitlines() if line.startswith("#") and f" {state}" in line]  # rows start with the label
 
 
 def test_trials_of_a_study_no_driver_runs_read_interrupted(tmp_path, tiny_benchmark, capsys):
@@ -273,8 +273,8 @@ def _play(progress):
         progress.on_trial_result(0, trials, a, dict(a.last_result))
     b.last_result = {"training_iteration": 1, "val/mIoU16": 0.12, "time_this_iter_s": 10.0}
     progress.on_trial_result(0, trials, b, dict(b.last_result))
+    progress.on_trial_complete(0, trials, a)  # as Ray does it: the callback first, then the status
     a.status = "TERMINATED"
-    progress.on_trial_complete(0, trials, a)
     return trials
 
 
@@ -286,10 +286,11 @@ def test_progress_and_eta_are_plain_lines_off_a_terminal():
     assert "\x1b[" not in out  # no cursor movement in a log file
     lines = out.splitlines()
     assert sum("started" in line for line in lines) == 2 and sum(" eval " in line for line in lines) == 3
-    # after a trial ends: done / running / pending, best so far, time per iteration, ETA.
+    # after a trial ends (its Ray status still RUNNING): done / running / pending, best so far, time per evaluation
+    # round, ETA.
     # Left: b 3 iterations + 2 pending x 4 (the ended trial ran 4) = 11, at 10 s, 1 running: ~110 s = ~2 min
     assert lines[-1].endswith("progress: study demo: 1/4 done, 1 running, 2 pending · best val/mIoU16 15.00 % "
-                              "(trial_a) · 10.0 s/iteration · ETA ~2 min"), lines[-1]
+                              "(trial_a) · 10.0 s/evaluation · ETA ~2 min"), lines[-1]
     assert progress.eta_s(trials) == pytest.approx((3 + 2 * 4) * 10.0 / 1)
 
 
@@ -316,7 +317,8 @@ def test_progress_is_a_table_redrawn_in_place_on_a_terminal():
     assert "\x1b[" in text and re.search(r"\x1b\[\d+F\x1b\[J", text)  # the table is redrawn where it was
     final = text.rsplit("\x1b[J", 1)[-1]  # what the screen shows after the last redraw
     assert "study demo: 1/4 done, 1 running, 2 pending · best val/mIoU16 15.00 % (trial_a)" in final
-    assert "ETA ~2 min" in final and "10.0 s/iteration" in final
+    assert "ETA ~2 min" in final and "10.0 s/evaluation" in final
+    assert any(line.split()[:1] == ["trial"] and "evals" in line.split() for line in final.splitlines())  # header
     rows = [line.split() for line in final.replace("\r", "").splitlines() if line.strip().startswith("trial_")]
     assert rows == [["trial_b", "0.002", "0.004", "1/4", "12.00", "RUNNING"],
                     ["trial_a", "0.01", "0.02", "4/4", "15.00", "COMPLETE"]], final
