@@ -267,7 +267,10 @@ def _trial_status(rows: list[dict[str, Any]], *, ray_status: str, failure_kind: 
 
 
 def _searched_names(study_dir: Path, trial_params: Iterable[Mapping[str, Any]]) -> list[str]:
-    """Names of the searched dimensions: from space.json, else the parameters that vary across trials."""
+    """Names of the searched dimensions: from space.json, else the parameters that vary across trials; and the run
+    seed of ``search.seeds`` replicates, which no space dimension names (it is in each trial's params.json: without
+    it the report saw every replicate as seed None and paired nothing)."""
+    params = list(trial_params)
     space = study_dir / "space.json"
     if space.is_file():
         try:
@@ -275,8 +278,9 @@ def _searched_names(study_dir: Path, trial_params: Iterable[Mapping[str, Any]]) 
         except (json.JSONDecodeError, AttributeError):
             dims = None
         if isinstance(dims, Mapping) and dims:
-            return list(dims)
-    params = list(trial_params)
+            replicate_seeds = sorted({k for p in params for k in p if k not in dims
+                                      and k.split("@", 1)[0].rsplit(".", 1)[-1] == "seed"})
+            return [*dims, *replicate_seeds]
     names = sorted({k for p in params for k in p})
     return [n for n in names if len({json.dumps(p.get(n), sort_keys=True) for p in params}) > 1]
 

@@ -162,7 +162,7 @@ def _markdown(data: StudyData, *, best: TrialRecord | None, best_cfg: ConfigAggr
          f"ranked at; ranking order: {TIE_RULE}"
          if seed_names else
          "- the study searches no `runtime.seed`: every configuration has one run (n = 1), so no spread can be "
-         "given and no configuration is ranked as the best; declare seeds (`search.params.seeds`) for replicates"),
+         "given and no configuration is ranked as the best; declare replicates with `search.seeds = [1, 2, 3]`"),
     ]
     rungs = _rungs(data)
     if rungs:

@@ -17,7 +17,7 @@ import pytest
 from scipy import stats as sps
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_report import LAMBDA, LR, MODEL, _last, _start_eval, _table, _trial_dir, make_study  # noqa: E402
+from test_report import LAMBDA, LR, MODEL, SEED, _last, _start_eval, _table, _trial_dir, make_study  # noqa: E402
 
 from study.report import load_study, write_report  # noqa: E402
 from study.report.aggregate import (TIE_RULE, choose_best, completed_and_stopped, holm, paired_vs_control,  # noqa: E402
@@ -58,8 +58,21 @@ GRID = [(f"l{lam}r{lr}s{s}", lam, lr, s, 4, "completed", M,
         for lam in (0.0, 0.004) for lr in (0.01, 0.02) for s in (1, 2, 3)]
 
 
-def test_lambda_table_pairs_by_configuration_and_seed_never_pools(tmp_path):
+def _as_search_seeds(study_dir):
+    """The same trials declared as ``search.seeds`` replicates: the seed is in each trial's params.json but no
+    dimension of space.json (a real study with search.seeds writes it so)."""
+    space = json.loads((study_dir / "space.json").read_text())
+    del space["dimensions"][SEED]
+    (study_dir / "space.json").write_text(json.dumps(space))
+    toml = study_dir / "study.toml"
+    toml.write_text(toml.read_text().replace('[search]\n', '[search]\nseeds = [1, 2, 3]\n'))
+
+
+@pytest.mark.parametrize("declared", [False, True], ids=["seed_searched", "search_seeds"])
+def test_lambda_table_pairs_by_configuration_and_seed_never_pools(tmp_path, declared):
     study_dir = make_study(tmp_path, trials=GRID, baseline=True)
+    if declared:  # before the fix every replicate read as seed None and no arm was paired
+        _as_search_seeds(study_dir)
     write_report(study_dir)
     text = (study_dir / "report.md").read_text()
     header, *rows = _table(text, "## λ_adv × backbone")
