@@ -64,3 +64,11 @@ def test_validator_study_stores_per_trial_results_as_csv(tmp_path):
                      "trial_000,0.01,0.002,1,30,0.5,1.25,0.091",
                      "trial_000,0.01,0.002,1,60,0.75,1.5,0.1",
                      "trial_001,0.02,0.002,1,30,,2.0,0.08"]
+    # the same rows from any study directory (the λ studies of docs/results.md): benchmarks/study_csv.py
+    from benchmarks import study_csv
+
+    assert study_csv.main([str(home), str(tmp_path / "any.csv")]) == 0
+    assert (tmp_path / "any.csv").read_text().splitlines() == lines
+    with pytest.raises(SystemExit):  # not a study directory: refused, nothing written
+        study_csv.main([str(tmp_path / "results"), str(tmp_path / "none.csv")])
+    assert not (tmp_path / "none.csv").exists()
