@@ -621,11 +621,7 @@ def _dry_run_nodes(args: argparse.Namespace, storage: str):
                               "start it (ray start --head, docs/cluster.md) or correct --address", err)
             return None, where, [], [problem]
         return nodes, where, [f"cluster {args.address}: {resources.describe_nodes(nodes)}"], problems
-    import torch
-
-    cpus = args.num_cpus or _cpus()
-    gpus = torch.cuda.device_count()  # honours CUDA_VISIBLE_DEVICES, as Ray's own GPU detection does
-    node = resources.NodeInfo(node_id="local", address="this machine", cpu=float(cpus), gpu=float(gpus))
+    node = resources.local_node(args.num_cpus)
     where = "this machine"
     return [node], where, [f"{where}: {resources.describe_nodes([node])} (a local Ray; --address checks a "
                            "cluster)"], []

@@ -151,6 +151,21 @@ def private_tmpdir() -> str:
     return tempfile.mkdtemp(prefix="r", dir=base)
 
 
+def local_node(num_cpus: int | None = None) -> NodeInfo:
+    """This machine as the local Ray that ``study run`` starts would see it: ``num_cpus`` (``--num-cpus``) or the
+    CPUs this process may run on, and the GPUs CUDA shows (``CUDA_VISIBLE_DEVICES`` honoured, as Ray's own
+    detection does)."""
+    import os
+
+    import torch
+
+    try:
+        cpus = num_cpus or len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = num_cpus or os.cpu_count() or 1
+    return NodeInfo(node_id="local", address="this machine", cpu=float(cpus), gpu=float(torch.cuda.device_count()))
+
+
 def describe_nodes(nodes: Sequence[NodeInfo]) -> str:
     cpus, gpus = sum(n.cpu for n in nodes), sum(n.gpu for n in nodes)
     return f"{len(nodes)} node{'s' if len(nodes) != 1 else ''}, {cpus:g} CPU, {gpus:g} GPU"

@@ -348,6 +348,11 @@ def run_study(study: StudyConfig, *, storage: str | None = None, address: str | 
     # Every check that needs no cluster, before Ray starts: each trial's resolved config, files, datasets, URL.
 
     _, problems = diagnose(study, trials=trainable is None)
+    if address is None and trainable is None:  # the local Ray's resources, as the dry run checks them
+        from study.config.preflight import resource_problems
+        from study.config.resources import local_node
+
+        problems += resource_problems(study, location.home, [local_node(num_cpus)], where="this machine")[0]
     if problems:  # the first one's full message; the dry run lists them all, each with its fix
         if len(problems) > 1:
             print(f"{len(problems)} problems stop this study; `dastudy study run ... --dry-run` lists each with the "

@@ -213,11 +213,26 @@ def test_real_run_raises_the_dry_runs_first_problem(tmp_path, monkeypatch):
 
 
 def test_a_real_run_with_several_problems_points_to_the_dry_run(bare, capsys):
+    """The real run counts the problems the dry run lists, the local GPUs included (it checked them only after Ray
+    had started: 6 problems against the dry run's 7 on a machine without a GPU)."""
+    assert main(["study", "run", "lambda_sensitivity", "--storage", str(bare / "studies"), "--dry-run"]) == 2
+    listed = re.search(r"(\d+) problem\(s\); a real run would not start", capsys.readouterr().out)
+    assert int(listed.group(1)) == 7  # two weights, two checkpoints, two datasets, and no GPU here
     assert main(["study", "run", "lambda_sensitivity", "--storage", str(bare / "studies")]) == 2
     err = capsys.readouterr().err.splitlines()
-    assert err[0] == ("6 problems stop this study; `dastudy study run ... --dry-run` lists each with the command "
-                      "that fixes it. The first:")
+    assert err[0] == (f"{listed.group(1)} problems stop this study; `dastudy study run ... --dry-run` lists each "
+                      "with the command that fixes it. The first:")
     assert len(err) == 2 and "search.params.weights.deeplabv2_resnet101 = 'deeplab_init'" in err[1]
+    assert not (bare / "studies").exists()
+
+
+def test_a_real_run_asking_for_a_gpu_this_machine_lacks_stops_before_ray(bare, tiny_benchmark, capsys):
+    from study_helpers import study_table, write_study_file
+
+    path = write_study_file(bare / "s.toml", study_table(tiny_benchmark))
+    assert main(["study", "run", str(path), "resources.gpu=1", "--storage", str(bare / "studies")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "GPU" in err[0], err  # one line, before Ray (the fixture refuses ray.init)
     assert not (bare / "studies").exists()
 
 
