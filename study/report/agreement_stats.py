@@ -89,7 +89,7 @@ def bootstrap_correlations(x, y, index: np.ndarray) -> tuple[np.ndarray, np.ndar
     with np.errstate(invalid="ignore", divide="ignore"):
         rx, ry = rx - np.nanmean(rx, axis=1, keepdims=True), ry - np.nanmean(ry, axis=1, keepdims=True)
         rho = np.nansum(rx * ry, axis=1) / np.sqrt(np.nansum(rx * rx, axis=1) * np.nansum(ry * ry, axis=1))
-        tau = np.empty(len(index))
+        tau = np.full(len(index), np.nan)  # (np.empty: a resample the loop missed would hold old memory)
         step = max(1, 4_000_000 // max(1, index.shape[1] ** 2))  # bounds the pair matrices' memory
         for start in range(0, len(index), step):
             sx = np.nan_to_num(np.sign(x[start:start + step, :, None] - x[start:start + step, None, :]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 
@@ -532,3 +533,146 @@ def test_a_trial_without_validators_does_not_hide_a_later_one(tmp_path):
     assert any_validator_reported(tmp_path)
     (tmp_path / "trial_b" / "run" / "last_eval.json").write_text(json.dumps({"val/mIoU16": 0.2}))
     assert not any_validator_reported(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# what the mutation run (mutmut over agreement.py and agreement_stats.py) showed untested
+
+
+def _run(root, name, params=None, lines=(), last_eval=None):
+    run = root / name / "run"
+    run.mkdir(parents=True)
+    if params is not None:
+        (root / name / "params.json").write_text(params if isinstance(params, str) else json.dumps(params))
+    if lines:
+        (run / "metrics.jsonl").write_text("".join(ln if isinstance(ln, str) else json.dumps(ln) + "\n"
+                                                   for ln in lines))
+    if last_eval is not None:
+        (run / "last_eval.json").write_text(json.dumps(last_eval))
+
+
+def test_logs_are_read_past_runs_without_logs_torn_lines_and_odd_values(tmp_path):
+    _run(tmp_path, "trial_a")  # started, no log yet
+    _run(tmp_path, "trial_b", params=["not", "a", "dict"], lines=[
+        {"kind": "eval", "iteration": 10, "uda/im": 0.5, "val/mIoU16": 0.1},
+        '{"kind": "eval", "itera\n',  # a killed run's torn line, then the resumed run's records
+        {"kind": "eval", "iteration": 20, "uda/im": 0.6, "val/mIoU16": 0.2, "eval/finite": True,
+         "val/name": "x", "time": 3.0},
+        {"kind": "eval", "uda/im": 0.4}])  # no iteration: 0
+    (curve,) = load_curves(tmp_path)
+    assert (curve.name, curve.params, curve.iterations) == ("trial_b", {}, [0, 10, 20])
+    assert curve.metrics[2] == {"uda/im": 0.6, "val/mIoU16": 0.2}  # numbers with a "/" only: no bool, no text
+
+
+def test_a_run_with_neither_file_does_not_end_the_search_for_validators(tmp_path):
+    from study.report.agreement import any_validator_reported
+
+    _run(tmp_path, "trial_a")
+    _run(tmp_path, "trial_b", lines=[{"kind": "eval", "iteration": 10, "uda/im": 0.5}])
+    assert any_validator_reported(tmp_path)
+
+
+def test_an_agreement_with_nothing_at_the_budget_is_empty_and_every_interval_is_nan(tmp_path):
+    from study.report.agreement import TrialCurve
+
+    empty = agreement([], "uda/snd")
+    assert all(math.isnan(i.value) for i in (empty.spearman_trials, empty.kendall_trials,
+                                             empty.spearman_checkpoints, empty.kendall_checkpoints))
+    # trials at the budget, but none with the validator there: no pair, no regret, no pick, no error
+    curves = [TrialCurve(f"t{k}", {"x": k}, [10, 20], [{"val/mIoU16": 0.1}, {"val/mIoU16": 0.2 + k}])
+              for k in range(3)]
+    none = agreement(curves, "uda/snd", budget=20)
+    assert (none.trials, none.configurations, none.picked) == (0, 0, ())
+    assert all(math.isnan(v) for v in (none.spearman_trials.value, none.regret_trial, none.regret_checkpoint,
+                                       none.regret_overall, none.spearman_checkpoints.value))
+
+
+def test_intervals_come_from_the_given_resamples_and_seed_over_configurations_then_seeds(tmp_path):
+    from study.report.agreement import TrialCurve, configuration_of
+    from study.report.agreement_stats import percentile_interval
+
+    rng = np.random.default_rng(5)
+    curves = [TrialCurve(f"t{c}{s}", {"lam": c, "runtime.seed": s}, [10, 20, 30],
+                         [{"uda/im": float(v), "val/mIoU13": float(t)}
+                          for v, t in zip(rng.normal(size=3), rng.normal(size=3))])
+              for c in range(4) for s in range(2)]
+    result = agreement(curves, "uda/im", "val/mIoU13", resamples=50, seed=7)
+    x = np.asarray([c.at(30, "uda/im") for c in curves])
+    y = np.asarray([c.at(30, "val/mIoU13") for c in curves])
+    index = cluster_resamples([configuration_of(c) for c in curves], resamples=50, seed=7)
+    rho_draws, tau_draws = bootstrap_correlations(x, y, index)
+    assert result.spearman_trials == percentile_interval(rank_correlations(x, y)[0], rho_draws)
+    assert result.kendall_trials == percentile_interval(rank_correlations(x, y)[1], tau_draws)
+    per_trial = [rank_correlations(c.series("uda/im"), c.series("val/mIoU13")) for c in curves]
+    ckpt_draws = np.nanmean(np.where(index >= 0, np.asarray([r for r, _ in per_trial])[np.maximum(index, 0)],
+                                     np.nan), axis=1)
+    assert result.spearman_checkpoints == percentile_interval(float(np.mean([r for r, _ in per_trial])),
+                                                              ckpt_draws)
+    assert agreement(curves, "uda/im", "val/mIoU13", resamples=50, seed=8).spearman_trials != result.spearman_trials
+
+
+def test_a_trial_needs_three_scored_checkpoints_for_its_own_correlation():
+    from study.report.agreement import TrialCurve
+
+    # the target is missing at the first evaluation of every trial: two scored checkpoints each, no ckpt correlation
+    curves = [TrialCurve(f"t{k}", {"x": k}, [10, 20, 30],
+                         [{"uda/im": 0.1 * k}, {"uda/im": 0.2 + k, "val/mIoU16": 0.3},
+                          {"uda/im": 0.1 + k, "val/mIoU16": 0.4 + k}]) for k in range(3)]
+    result = agreement(curves, "uda/im")
+    assert math.isnan(result.spearman_checkpoints.value) and result.spearman_checkpoints.text() == "n/a"
+    assert math.isfinite(result.spearman_trials.value)
+
+
+def test_small_formatters():
+    from study.report.agreement import _fmt, _picked_text, _share
+
+    assert (_fmt(math.nan), _fmt(-0.0123, 100), _fmt(0.5, digits=3)) == ("n/a", "-1.23", "+0.500")
+    assert (_share(math.nan), _share(0.456)) == ("n/a", "46 %")
+    assert _picked_text(()) == "n/a"
+    assert _picked_text(("a @ 1", "b @ 2", "c @ 3")) == "a @ 1; b @ 2; c @ 3"
+    assert _picked_text(("a @ 1", "b @ 2", "c @ 3", "d @ 4")) == "4 tied (a @ 1; b @ 2; …)"
+
+
+def test_rank_statistics_at_the_edges():
+    from study.report.agreement_stats import percentile_interval, tied_best
+
+    assert rank_correlations([1, 2], [3, 5]) == (pytest.approx(1.0), pytest.approx(1.0))  # two models, one order
+    assert list(tied_best([])) == [] and list(tied_best([math.nan, math.nan])) == []
+    assert list(tied_best([0.2, 0.5, math.nan, 0.5])) == [1, 3]
+    half = percentile_interval(0.3, np.array([0.1, math.nan]))  # half the draws finite: still an interval
+    assert (half.low, half.high) == (pytest.approx(0.1), pytest.approx(0.1))
+    assert math.isnan(percentile_interval(math.nan, np.array([0.1, 0.2])).value)
+    assert not np.array_equal(cluster_resamples(list("aabb"), resamples=5, seed=1),
+                              cluster_resamples(list("aabb"), resamples=5, seed=2))
+
+
+def test_the_section_uses_the_target_and_budget_it_names(tmp_path, monkeypatch):
+    import study.report.agreement as module
+
+    kept = []
+    monkeypatch.setattr(module, "save_figure", lambda fig, path: kept.append(fig) or path)
+    study = write_trials(tmp_path / "study", ASHA_TRIALS)
+    for log in study.glob("trial_*/run/metrics.jsonl"):  # a second target, reversed: the section must use it
+        rows = [json.loads(line) for line in log.read_text().splitlines()]
+        log.write_text("".join(json.dumps({**r, "val/mIoU13": 1 - r["val/mIoU16"]}) + "\n" for r in rows))
+    text = agreement_section(study, study / "figures", target="val/mIoU13")
+    assert text != agreement_section(study, study / "other", target="val/mIoU16")
+    kept.clear()
+    text = agreement_section(study, study / "figures", target="val/mIoU13")
+    budget = int(re.search(r"taken at iteration \*\*(\d+)\*\*", text).group(1))
+    assert kept[0].axes[0].get_ylabel() == "val/mIoU13 (%)"
+    assert kept[0].axes[0].get_title() == f"blue: iteration {budget}"
+    assert "Target metric `val/mIoU13`" in text
+
+
+def test_validators_in_the_last_evaluation_file_but_not_in_the_log_give_no_section(tmp_path):
+    _run(tmp_path, "trial_a", lines=[{"kind": "eval", "iteration": 10, "val/mIoU16": 0.1}],
+         last_eval={"uda/im": 0.5})
+    assert agreement_section(tmp_path, tmp_path / "figures") == ""
+
+
+def test_without_labels_tied_choices_are_all_named(tmp_path):
+    for name in ("trial_a", "trial_b"):
+        _run(tmp_path, name, params={"lam": 0.1}, lines=[{"kind": "eval", "iteration": 10, "uda/im": 0.5}])
+    text = agreement_section(tmp_path, tmp_path / "figures")
+    assert "| `uda/im` | trial_a (lam=0.1) @ 10; trial_b (lam=0.1) @ 10 | 0.5 |" in text
