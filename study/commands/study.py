@@ -262,6 +262,10 @@ def collect_trials(home: Path) -> dict[str, Any]:
                 continue  # a FAIL that `study resume` ran again to an end: the re-run is the trial's record
             steps = sorted(t.intermediate_values)
             value = t.value if t.value is not None else (t.intermediate_values[steps[-1]] if steps else None)
+            replicates = t.user_attrs.get("replicate_trials")
+            if isinstance(replicates, dict) and replicates:  # search.seeds: one row per replicate (seed, value)
+                trials += _replicate_rows(home, t, replicates, dimensions, study_cfg.max_t)
+                continue
             trials.append({
                 # label: the identity shown (TensorBoard's run name, the report's and optuna-dashboard's label; a
                 # configuration's, without a seed, in a study with replicates); trial: its directory
@@ -280,8 +284,30 @@ def collect_trials(home: Path) -> dict[str, Any]:
     for t in trials:
         counts[t["state"]] = counts.get(t["state"], 0) + 1
     return {"name": study_cfg.name, "home": str(home), "metric": study_cfg.study_metric, "mode": study_cfg.mode,
-            "num_samples": study_cfg.num_samples, "max_t": study_cfg.max_t, "trials": trials, "counts": counts,
+            "num_samples": study_cfg.num_trials, "max_t": study_cfg.max_t, "trials": trials, "counts": counts,
             "best": best, "best_config": best_config}
+
+
+def _replicate_rows(home: Path, t, replicates: dict[str, str], dimensions: list[str] | None,
+                    max_t: int) -> list[dict[str, Any]]:
+    """The rows of one configuration of a ``search.seeds`` study: one per replicate, with its seed among the
+    parameters and its own value (the Optuna trial holds the replicates' mean; ``seed_values`` each seed's value,
+    once the configuration has ended). Rows carry the configuration's Optuna number and state."""
+    from study.config.labels import SEED_KEY, trial_label
+
+    values = t.user_attrs.get("seed_values") if isinstance(t.user_attrs.get("seed_values"), dict) else {}
+    steps = sorted(t.intermediate_values)
+    rows = []
+    for seed, trial_dir in sorted(replicates.items(), key=lambda kv: int(kv[0])):
+        value = values.get(seed)
+        rows.append({
+            "number": t.number, "label": trial_label(t.number, t.params, dimensions, seed=int(seed)),
+            "trial": trial_dir, "state": t.state.name, "params": {**t.params, SEED_KEY: int(seed)},
+            "value": value, "step": max(steps[-1] if steps else 0, max_t if t.state.name == "COMPLETE" else 0),
+            "pruned_at": t.user_attrs.get("pruned_at"), "reason": t.user_attrs.get("fail_reason"),
+            "validators": _validator_scores(home, trial_dir), "curve": [],
+        })
+    return rows
 
 
 def _space_dimensions(home: Path) -> list[str] | None:

@@ -189,6 +189,9 @@ def _replicate_study(tmp_path):
     space = json.loads((study_dir / "space.json").read_text())
     del space["dimensions"][SEED]
     (study_dir / "space.json").write_text(json.dumps(space))
+    toml = study_dir / "study.toml"
+    toml.write_text(toml.read_text().replace('[search]\n', '[search]\nseeds = [1, 2]\n')
+                    .replace('mode = "max"\n', 'mode = "max"\nnum_samples = 2\n'))
     dirs = {p.name.rsplit("_", 1)[1]: p.name for p in study_dir.glob("trial_*")}
     for name in dirs.values():
         (study_dir / name / "run" / "tb").mkdir()
@@ -204,7 +207,9 @@ def _replicate_study(tmp_path):
             params={LAMBDA: lam, LR: lr}, distributions=dists, value=0.5,
             user_attrs={"trial_dir": dirs[f"{config}1"], "ray_trial_id": dirs[f"{config}1"][6:],
                         "label": trial_label(number, {LAMBDA: lam, LR: lr}), "seeds": [1, 2],
-                        "replicate_trials": {"1": dirs[f"{config}1"], "2": dirs[f"{config}2"]}}))
+                        "replicate_trials": {"1": dirs[f"{config}1"], "2": dirs[f"{config}2"]},
+                        # each seed's value behind the mean (0.5): configuration b is the better one
+                        "seed_values": {"1": 0.45 + 0.02 * (config == "b"), "2": 0.55 + 0.02 * (config == "b")}}))
     return study_dir, dirs
 
 
@@ -226,13 +231,16 @@ def test_replicates_are_labelled_alike_in_the_report_tensorboard_and_status(tmp_
     view = build_view(study_dir)
     made = {p.name: p.resolve().parent.parent.name for p in view.iterdir() if p.is_symlink()}
     assert {directory: name for name, directory in made.items()} == expected
-    # status lists configurations (optuna-dashboard's rows): the configuration's label, the replicates' without
-    # their seed
+    # status: one row per replicate (Optuna holds one trial per configuration, its replicate mean): each with its
+    # seed, its own value and directory; the best configuration is ranked over its seeds (it was "none": every
+    # row looked like a configuration of one run)
     info = collect_trials(study_dir)
-    assert [(t["label"], t["trial"]) for t in info["trials"]] == [("#0 λ=0.001 lr=0.01", dirs["a1"]),
-                                                                  ("#1 λ=0.004 lr=0.02", dirs["b1"])]
-    rows = format_trials_table(info).splitlines()[2:4]
-    assert [r[:r.index("  ")] for r in rows] == ["#0 λ=0.001 lr=0.01", "#1 λ=0.004 lr=0.02"]
+    assert {t["trial"]: t["label"] for t in info["trials"]} == expected
+    assert [t["value"] for t in info["trials"]] == pytest.approx([0.45, 0.55, 0.47, 0.57])
+    text = format_trials_table(info)
+    assert [r[:r.index("  ")] for r in text.splitlines()[2:6]] == sorted(expected.values())
+    assert "4 of 4 trials (4 COMPLETE)" in text  # num_samples 2 configurations x 2 seeds
+    assert "best configuration by its mean over seeds (val/mIoU13, completed trials): 52.00 ± 7.07 % (n = 2" in text
 
 
 def test_a_running_study_names_its_trials_by_their_labels_in_both_progress_displays(tmp_path):
