@@ -164,15 +164,22 @@ def _sensitivity(path: Path, data: StudyData, searched: Sequence[str], space: Ma
         for g in groups:
             mine = [c for c in completed if name in c.params and _group_of(data, c.trials[0]) == g
                     and on_axis(c.params[name])]
+            zero = ([c for c in completed if _number(c.params.get(name)) == 0 and _group_of(data, c.trials[0]) == g]
+                    if zero_on_log else [])
             series = _series(mine, name)
             joined = len(series) <= MAX_SERIES and any(len({x_of(c.params[name]) for c in cs}) > 1
                                                       for cs in series.values())
             prefix = f"{g}: " if many else ""
+            # one backbone: each series its own colour (a marker alone did not tell lr=0.005 from lr=0.02); several
+            # backbones: the colour is the backbone, the marker the series
+            keys = sorted(set(series) | set(_series(zero, name)))
+            tone = ({k: palette[i % len(palette)] for i, k in enumerate(keys)} if not many and joined
+                    else {k: colour[g] for k in keys})
             if joined:
                 for k, (others, cs) in enumerate(sorted(series.items())):
                     cs = sorted(cs, key=lambda c: x_of(c.params[name]))
                     label = f"{prefix}{others + ': ' if others else ''}{_interval_text([c.score.n for c in cs])}"
-                    _means(ax, [x_of(c.params[name]) for c in cs], cs, colour[g], markers[k % len(markers)],
+                    _means(ax, [x_of(c.params[name]) for c in cs], cs, tone[others], markers[k % len(markers)],
                            line=len(cs) > 1, label=label)
             elif mine:
                 # name only the parameters that do differ, and only where a line could have been drawn at all
@@ -185,11 +192,10 @@ def _sensitivity(path: Path, data: StudyData, searched: Sequence[str], space: Ma
                         if others and spread else "")
                 _means(ax, [x_of(c.params[name]) for c in mine], mine, colour[g], "s", line=False,
                        label=f"{prefix}{_interval_text([c.score.n for c in mine])}{note}")
-            if zero_on_log:
-                zero = [c for c in completed if _number(c.params.get(name)) == 0 and _group_of(data, c.trials[0]) == g]
-                for c in zero:
-                    ax.axhline(100 * c.score.mean, color=colour[g], ls=":", lw=1.2,
-                               label=f"{prefix}λ = 0 control (n={c.score.n})")
+            for others, cs in sorted(_series(zero, name).items()):  # each series' control in its colour
+                for c in cs:
+                    ax.axhline(100 * c.score.mean, color=tone[others], ls=":", lw=1.2,
+                               label=f"{prefix}{others + ': ' if others else ''}λ = 0 control (n={c.score.n})")
         if data.baseline and data.metric in data.baseline and math.isfinite(data.baseline[data.metric]):
             ax.axhline(100 * data.baseline[data.metric], color="tab:red", ls="--", lw=1, label="source only")
         if log:

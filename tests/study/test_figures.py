@@ -116,7 +116,7 @@ def test_a_grid_over_lambda_joins_configurations_that_share_the_rest_with_interv
     # deeplabv2_tiny has x and y with one seed: its legend says the n range, not a promise for all points
     assert "deeplabv2_tiny: lr=0.01: mean ± 95 % t-interval where n ≥ 2 (n = 1–3)" in labels
     for model in ("deeplabv2_tiny", "deeplabv3plus_tiny"):
-        assert any(lb.startswith(f"{model}: λ = 0 control (n=3)") for lb in labels)
+        assert any(lb.startswith(f"{model}: lr=0.01: λ = 0 control (n=3)") for lb in labels)
     lam_ax = _panel(fig, "lambda_adv")
     assert lam_ax.get_xscale() == "log"
     by_x = {}
@@ -269,3 +269,32 @@ def test_per_class_bars_of_a_replicated_best_configuration_carry_their_interval(
     assert (segments[0][1][1] - segments[0][0][1]) / 2 == pytest.approx(100 * road.ci95)
     miou13 = stats(t.final["val/mIoU13"] for t in best.trials)
     assert (segments[-1][1][1] - segments[-1][0][1]) / 2 == pytest.approx(100 * miou13.ci95)
+
+
+def test_series_of_one_backbone_differ_in_colour_and_each_control_is_drawn_in_its_series_colour(tmp_path,
+                                                                                                 monkeypatch):
+    """λ {0, 0.001, 0.01} × lr {0.005, 0.02} × 2 seeds on one backbone: one coloured series per lr (a marker alone
+    did not tell them apart in the λ study of docs/results.md), and each lr's λ = 0 control a dotted line in
+    that series' colour, labelled with its lr (one control line for both had hidden the second)."""
+    import matplotlib.colors as mcolors
+
+    trials = [(f"l{lam}r{lr}s{s}", lam, lr, s, 4, "completed", "deeplabv2_tiny", 0.3 + 10 * lam + 2 * lr + 0.01 * s)
+              for lam in (0.0, 0.001, 0.01) for lr in (0.005, 0.02) for s in (1, 2)]
+    study_dir = make_study(tmp_path, trials=trials, baseline=False)
+    space = json.loads((study_dir / "space.json").read_text())
+    space["dimensions"][LAMBDA] = [{"type": "grid", "choices": [0.0, 0.001, 0.01], "applies_to": LAMBDA, "when": []}]
+    (study_dir / "space.json").write_text(json.dumps(space))
+    figures, kept = _capture(monkeypatch)
+    data = load_study(study_dir)
+    completed, _ = completed_and_stopped(data)
+    figures._sensitivity(tmp_path / "s.png", data, [LAMBDA, LR, MODEL, SEED], figures._space_dimensions(study_dir),
+                         completed)
+    lam_ax = _panel(kept[0], "lambda_adv")
+    series = {c.get_label().split(":")[0]: mcolors.to_hex(c.lines[0].get_color()) for c, _ in _means(lam_ax)}
+    assert set(series) == {"lr=0.005", "lr=0.02"} and len(set(series.values())) == 2
+    controls = {line.get_label().split(":")[0]: (mcolors.to_hex(line.get_color()), line.get_ydata()[0])
+                for line in lam_ax.lines if "λ = 0 control" in line.get_label()}
+    assert {k: colour for k, (colour, _) in controls.items()} == series
+    means = {lr: 100 * next(c.score.mean for c in completed if c.params[LAMBDA] == 0.0 and c.params[LR] == lr)
+             for lr in (0.005, 0.02)}
+    assert {k: y for k, (_, y) in controls.items()} == {f"lr={lr}": pytest.approx(v) for lr, v in means.items()}

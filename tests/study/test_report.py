@@ -710,7 +710,7 @@ def test_sensitivity_figure_has_a_colour_per_backbone_and_readable_lambda_ticks(
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     for model in ("deeplabv2_tiny", "deeplabv3plus_tiny"):
         assert any(lb.startswith(f"{model}: ") and "mean ± 95 % t-interval" in lb for lb in labels)
-        assert any(lb.startswith(f"{model}: λ = 0 control") for lb in labels)
+        assert any(lb.startswith(f"{model}: lr=0.01: λ = 0 control") for lb in labels)
     lam_ax = [ax for ax in fig.axes if ax.get_xlabel().startswith("lambda_adv")][0]  # display name
     # λ_adv = 0 is in the study (the control), yet the axis is logarithmic: the control is a line, not a point
     means = [c for c in lam_ax.containers if "mean ± 95 % t-interval" in c.get_label()]
