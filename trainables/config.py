@@ -376,6 +376,17 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return out
 
 
+def flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested tables as one level of dotted keys: ``{"optim": {"lr": 0.01}}`` → ``{"optim.lr": 0.01}``."""
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     """Recursive dict merge (update wins); used for presets + files + command-line overrides."""
     out = dict(base)

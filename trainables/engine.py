@@ -26,7 +26,7 @@ import torch
 import models
 from trainables import builders, faults
 from trainables.checkpoint import CheckpointError, atomic_save, checkpoint_meta, read_checkpoint
-from trainables.config import ConfigError, TrainConfig, to_dict
+from trainables.config import ConfigError, TrainConfig, flatten, to_dict
 from trainables.device import resolve_device  # re-exported: callers import it from the engine
 from trainables.evaluation import evaluate_model
 from trainables.losses import GANLoss
@@ -77,16 +77,6 @@ def make_optimizer(cls: type[torch.optim.Optimizer], params, **kwargs) -> torch.
         return cls(params, fused=True, **kwargs)
     except (RuntimeError, TypeError, ValueError):
         return cls(params, **kwargs)
-
-
-def _flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in mapping.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 class Trainer:
@@ -406,7 +396,7 @@ class Trainer:
     def _check_resumable(self, saved: dict[str, Any], source: str, allow: tuple[str, ...] = ()) -> None:
         if not saved:
             return
-        now, before = _flatten(to_dict(self.cfg)), _flatten(saved)
+        now, before = flatten(to_dict(self.cfg)), flatten(saved)
         changed = sorted(k for k in set(now) | set(before) if now.get(k) != before.get(k) and k not in allow
                          and not any(k == p or (p.endswith(".") and k.startswith(p)) for p in RESUMABLE_CHANGES))
         if changed:

@@ -22,7 +22,7 @@ from study.config.spaces import (SPACES, SpaceError, _walk, get_space, grid_poin
 from study.config.storage_urls import (PASSWORD_ENV, STORAGE_SCHEMES, check_storage_url, connect_url, mask_secrets,
                                 redact_url)
 from study.config.study_config import StudyConfig, baseline_train_config
-from trainables.config import ConfigError, TrainConfig, to_dict
+from trainables.config import ConfigError, TrainConfig, flatten, to_dict
 
 __all__ = ["TrialPlan", "Preflight", "check_study", "trial_plans", "check_storage_url", "redact_url",
            "mask_secrets", "connect_url", "check_dataset_splits", "format_plan", "Problem", "diagnose",
@@ -470,7 +470,7 @@ def format_plan(pre: Preflight, problems: Sequence[Problem] = (), notes: Sequenc
         base = baseline_train_config(study)
         lines.append(f"baseline: {base.adapt.mode} {base.model.name}, {base.optim.iterations} iterations "
                      "(trained first unless a completed one exists; its checkpoint starts every trial)")
-    flat = [_flatten(to_dict(p.config)) for p in pre.plans]
+    flat = [flatten(to_dict(p.config)) for p in pre.plans]
     varying = [k for k in flat[0] if k != "name" and len({repr(f.get(k)) for f in flat}) > 1] if flat else []
     shown_keys = ["model.name", "optim.lr", "optim.iterations", "optim.batch_size", "adapt.lambda_adv_main",
                   "runtime.seed"]
@@ -521,11 +521,3 @@ def _cell(value: Any) -> str:
     return _shown(value) if isinstance(value, str) and value.startswith("/") else _fmt(value)
 
 
-def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in table.items():
-        if isinstance(value, Mapping):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from study.report.importance import OptunaSummary, read_optuna
+from trainables.config import flatten
 
 FIGURES = "figures"
 STATUSES = ("completed", "pruned", "stopped", "diverged", "failed", "running")
@@ -135,17 +136,6 @@ def _json_lines(path: Path) -> list[dict[str, Any]]:
         if isinstance(row, dict):
             rows.append(row)
     return rows
-
-
-def _flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in mapping.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(_flatten(value, name + "."))
-        else:
-            out[name] = value
-    return out
 
 
 def _number(value: Any) -> float | None:
@@ -317,7 +307,7 @@ def load_study(study_dir: str | Path) -> StudyData:
     trial_dirs = sorted(p for p in study_dir.iterdir() if p.is_dir() and (p / "params.json").is_file())
     raw = []
     for trial_dir in trial_dirs:
-        params = _flatten(json.loads((trial_dir / "params.json").read_text()))
+        params = flatten(json.loads((trial_dir / "params.json").read_text()))
         rows = _json_lines(trial_dir / "result.json")
         raw.append((trial_dir, params, rows))
     raw += _engine_only_trials(study_dir, optuna_summary, known={p.name for p in trial_dirs})
