@@ -238,7 +238,10 @@ def build_tuner(study: StudyConfig, *, location: StudyLocation, init_checkpoint:
     trainable = wrap_trainable(study, pbt_context(study, trial_context(study, location, init_checkpoint)), trainable)
     tune_config = tune.TuneConfig(
         metric=metric, mode=mode, search_alg=searcher, scheduler=scheduler, num_samples=study.num_trials,
-        max_concurrent_trials=study.max_concurrent_trials, reuse_actors=study.reuse_actors,
+        # PBT: the population generator runs every member at once (resources permitting), as Ray's PBT needs; Ray
+        # ignores max_concurrent_trials for a generator and said so in a warning on every PBT study
+        max_concurrent_trials=None if study.scheduler.kind in ("pbt", "pb2") else study.max_concurrent_trials,
+        reuse_actors=study.reuse_actors,
         trial_name_creator=trial_dirname, trial_dirname_creator=trial_dirname)
     from study.run.storage import study_callbacks
 

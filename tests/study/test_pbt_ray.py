@@ -47,12 +47,17 @@ def population_metric(study) -> str:
 
 
 @pytest.mark.slow
-def test_a_pbt_study_exploits_with_full_state_and_records_the_lineage(local_ray, tiny_benchmark, tmp_path):
+def test_a_pbt_study_exploits_with_full_state_and_records_the_lineage(local_ray, tiny_benchmark, tmp_path, caplog):
+    import logging
+
     from study.run.tuner import run_study
 
     # 2 members, 3 evaluations each; at every evaluation the bottom half (one member) clones the top one.
     study = study_from_dict(population_table(tiny_benchmark, "pbt", "pbt", synch=True), source="test")
-    results, location = run_study(study, storage=str(tmp_path / "studies"))
+    with caplog.at_level(logging.WARNING, logger="ray.tune"):
+        results, location = run_study(study, storage=str(tmp_path / "studies"))
+    # the population generator runs every member: no "max_concurrent_trials will be ignored" from Ray
+    assert not [r for r in caplog.records if "max_concurrent_trials" in r.getMessage()]
     home = location.home
     assert len(results) == 2 and results.num_errors == 0
     population = json.loads((home / "pbt_population.json").read_text())
