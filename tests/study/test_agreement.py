@@ -663,6 +663,13 @@ def test_the_section_uses_the_target_and_budget_it_names(tmp_path, monkeypatch):
     assert kept[0].axes[0].get_ylabel() == "val/mIoU13 (%)"
     assert kept[0].axes[0].get_title() == f"blue: iteration {budget}"
     assert "Target metric `val/mIoU13`" in text
+    # the table is computed against that target: mIoU13 = 1 − mIoU16 here, so every trial-level ρ changes sign
+    def rho(section):
+        row = next(line for line in section.splitlines() if line.startswith("| `uda/im`"))
+        return float(row.split("|")[3].split()[0])
+
+    other = agreement_section(study, study / "other", target="val/mIoU16")
+    assert rho(text) == pytest.approx(-rho(other)) and rho(other) != 0
 
 
 def test_validators_in_the_last_evaluation_file_but_not_in_the_log_give_no_section(tmp_path):
