@@ -57,15 +57,19 @@ def split_qualifier(name: str) -> str:
 
 
 def label_optuna_study(ot_study: Any, *, metric: str, param_names: Sequence[str]) -> None:
-    """Name the Optuna study's objective after the study metric (optuna-dashboard's axes then read ``val/mIoU16``,
-    not "Objective 0") and record each Optuna parameter's display name as the user attribute ``param_labels``."""
+    """Name the Optuna study's objective after the study metric with its unit (optuna-dashboard's axes then read
+    ``val/mIoU16 (fraction)``, not "Objective 0": every other tool shows mIoU in percent, and the value Optuna holds
+    is the fraction the sampler learns from, so the name says which; the trials' ``val/mIoU16 %`` attribute holds the
+    percent) and record each Optuna parameter's display name as the user attribute ``param_labels``."""
     import warnings
 
     import optuna
 
+    from trainables.tensorboard import percent_tag  # which metrics the other tools show in percent
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        ot_study.set_metric_names([metric])
+        ot_study.set_metric_names([f"{metric} (fraction)" if percent_tag(metric) else metric])
     ot_study.set_user_attr("param_labels", {name: param_label(name) for name in param_names})
 
 

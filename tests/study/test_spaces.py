@@ -195,11 +195,14 @@ def test_optuna_study_gets_the_metric_name_and_param_labels():
 
     study = optuna.create_study(direction="maximize")
     label_optuna_study(study, metric="val/mIoU16", param_names=["optim.lr@deeplabv2_tiny", "model.name"])
-    assert study.metric_names == ["val/mIoU16"]
+    assert study.metric_names == ["val/mIoU16 (fraction)"]  # the unit in the name: elsewhere it is in percent
     assert study.user_attrs["param_labels"] == {"optim.lr@deeplabv2_tiny": "lr", "model.name": "backbone"}
     # what the dashboard reads back from the storage
     again = optuna.load_study(study_name=study.study_name, storage=study._storage)
-    assert again.metric_names == ["val/mIoU16"]
+    assert again.metric_names == ["val/mIoU16 (fraction)"]
+    other = optuna.create_study(direction="maximize")
+    label_optuna_study(other, metric="uda/im", param_names=[])
+    assert other.metric_names == ["uda/im"]  # a validator keeps its own scale and name
 
 
 @pytest.mark.parametrize("params, match", [
