@@ -475,7 +475,7 @@ def format_plan(pre: Preflight, problems: Sequence[Problem] = (), notes: Sequenc
     shown_keys = ["model.name", "optim.lr", "optim.iterations", "optim.batch_size", "adapt.lambda_adv_main",
                   "runtime.seed"]
     if study.search.seeds:  # the plans hold the config's own seed; the replicates replace it
-        shown_keys.remove("runtime.seed")
+        shown_keys = [k for k in shown_keys if k != "runtime.seed"]
         lines.append(f"replicates: every configuration runs once per seed in search.seeds = "
                      f"{list(study.search.seeds)} (runtime.seed)")
     fixed = [k for k in shown_keys if k not in varying and flat and k in flat[0]]

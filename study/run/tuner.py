@@ -351,7 +351,11 @@ def run_study(study: StudyConfig, *, storage: str | None = None, address: str | 
     # Every check that needs no cluster, before Ray starts: each trial's resolved config, files, datasets, URL.
 
     _, problems = diagnose(study, trials=trainable is None)
-    if address is None and trainable is None:  # the local Ray's resources, as the dry run checks them
+    import ray
+
+    # the local Ray's resources, as the dry run checks them (an already running Ray, e.g. a test session, is used
+    # as it is by ray_session: its own resources are checked once it runs)
+    if address is None and trainable is None and not ray.is_initialized():
         from study.config.preflight import resource_problems
         from study.config.resources import local_node
 
