@@ -207,6 +207,7 @@ def test_tensorboard_listens_on_localhost_only(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.extended  # 6.5 s of make test for a known limit; test-extended still fails when an upgrade fixes it
 @pytest.mark.xfail(strict=True, reason="Ray 2.60's core (GCS, raylet, workers, agents) binds its gRPC servers to "
                    "all interfaces even with _node_ip_address=127.0.0.1; no public option limits it. Kept strict so "
                    "that an upgrade that binds to localhost turns this into a failure to act on "
