@@ -460,9 +460,12 @@ def format_plan(pre: Preflight, problems: Sequence[Problem] = (), notes: Sequenc
     study = pre.study
     trials = (f"{study.num_samples} configuration(s) x {study.replicates} seeds = {study.num_trials} trials"
               if study.search.seeds else f"{study.num_samples} trial(s)")
+    # a PBT population runs every member at once (study/run/tuner.py passes no max_concurrent_trials)
+    pace = ("every member at once" if study.scheduler.kind in ("pbt", "pb2")
+            else f"{study.max_concurrent_trials} at a time")
     lines = [f"study {study.name}: {trials}, space {study.search.space!r} "
              f"({study.search.sampler}, seed {study.search.seed}), metric {study.study_metric} ({study.mode}), "
-             f"{study.scheduler.kind} max_t={study.max_t}, {study.max_concurrent_trials} at a time "
+             f"{study.scheduler.kind} max_t={study.max_t}, {pace} "
              f"(cpu {study.resources.cpu:g}, gpu {study.resources.gpu:g} each)"]
     if study.search.storage:
         lines.append(f"optuna storage: {redact_url(study.search.storage)}")

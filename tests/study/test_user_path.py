@@ -54,6 +54,8 @@ def test_every_preset_dry_runs_on_a_bare_clone(preset, bare, capsys):
     assert captured.err == ""  # no one-line refusal: the plan and then the problems
     out = captured.out
     assert out.startswith(f"study {preset}: ")
+    # how many run at once, as the real run does it: a PBT population all together, other studies by the limit
+    assert (", every member at once (" in out.splitlines()[0]) == (preset == "lambda_schedule_pbt"), out
     assert "trial configs (grid of" in out or "space (each trial samples):" in out
     problems = _problems(out)
     assert code == 2 and problems, out  # nothing of a real run exists here
