@@ -60,6 +60,21 @@ def _means(ax):
     return [(c, c.lines[0]) for c in ax.containers if hasattr(c, "has_yerr")]
 
 
+def _grid_sensitivity(tmp_path, monkeypatch, trials, lambdas):
+    """The sensitivity figure of a grid study over ``lambdas`` (as a grid study writes space.json: the λ dimension a
+    list of grid values, no "log" flag), and the completed configurations it draws."""
+    study_dir = make_study(tmp_path, trials=trials, baseline=False)
+    space = json.loads((study_dir / "space.json").read_text())
+    space["dimensions"][LAMBDA] = [{"type": "grid", "choices": list(lambdas), "applies_to": LAMBDA, "when": []}]
+    (study_dir / "space.json").write_text(json.dumps(space))
+    figures, kept = _capture(monkeypatch)
+    data = load_study(study_dir)
+    completed, _ = completed_and_stopped(data)
+    figures._sensitivity(tmp_path / "s.png", data, [LAMBDA, LR, MODEL, SEED], figures._space_dimensions(study_dir),
+                         completed)
+    return kept[0], completed
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     study_dir = make_study(tmp_path_factory.mktemp("figures"), trials=PAPER)
@@ -96,20 +111,10 @@ def test_a_grid_over_lambda_joins_configurations_that_share_the_rest_with_interv
     """λ × backbone with three seeds each (PAPER, lr fixed): one joined series per backbone, each mean with its
     95 % t-interval (n = 3) as the error bar, the λ = 0 control a line; the old legend ("mean ± sd over seeds")
     is gone."""
-    study_dir = make_study(tmp_path, trials=PAPER + [("x", 0.002, 0.01, 1, 4, "completed", "deeplabv2_tiny", 0.5),
-                                                     ("y", 0.0005, 0.01, 1, 4, "completed", "deeplabv2_tiny", 0.5)],
-                           baseline=False)
-    # as a grid study writes it: the λ dimension is a list of grid values, with no "log" flag
-    space = json.loads((study_dir / "space.json").read_text())
-    space["dimensions"][LAMBDA] = [{"type": "grid", "choices": [0.0, 0.0005, 0.001, 0.002, 0.004],
-                                    "applies_to": LAMBDA, "when": []}]
-    (study_dir / "space.json").write_text(json.dumps(space))
-    figures, kept = _capture(monkeypatch)
-    data = load_study(study_dir)
-    completed, _ = completed_and_stopped(data)
-    figures._sensitivity(tmp_path / "s.png", data, [LAMBDA, LR, MODEL, SEED], figures._space_dimensions(study_dir),
-                         completed)
-    fig = kept[0]
+    fig, completed = _grid_sensitivity(
+        tmp_path, monkeypatch, PAPER + [("x", 0.002, 0.01, 1, 4, "completed", "deeplabv2_tiny", 0.5),
+                                        ("y", 0.0005, 0.01, 1, 4, "completed", "deeplabv2_tiny", 0.5)],
+        [0.0, 0.0005, 0.001, 0.002, 0.004])
     labels = _legend(fig)
     assert not [lb for lb in labels if "sd over seeds" in lb or "None" in lb]
     assert "deeplabv3plus_tiny: lr=0.01: mean ± 95 % t-interval, n = 3" in labels
@@ -280,16 +285,8 @@ def test_series_of_one_backbone_differ_in_colour_and_each_control_is_drawn_in_it
 
     trials = [(f"l{lam}r{lr}s{s}", lam, lr, s, 4, "completed", "deeplabv2_tiny", 0.3 + 10 * lam + 2 * lr + 0.01 * s)
               for lam in (0.0, 0.001, 0.01) for lr in (0.005, 0.02) for s in (1, 2)]
-    study_dir = make_study(tmp_path, trials=trials, baseline=False)
-    space = json.loads((study_dir / "space.json").read_text())
-    space["dimensions"][LAMBDA] = [{"type": "grid", "choices": [0.0, 0.001, 0.01], "applies_to": LAMBDA, "when": []}]
-    (study_dir / "space.json").write_text(json.dumps(space))
-    figures, kept = _capture(monkeypatch)
-    data = load_study(study_dir)
-    completed, _ = completed_and_stopped(data)
-    figures._sensitivity(tmp_path / "s.png", data, [LAMBDA, LR, MODEL, SEED], figures._space_dimensions(study_dir),
-                         completed)
-    lam_ax = _panel(kept[0], "lambda_adv")
+    fig, completed = _grid_sensitivity(tmp_path, monkeypatch, trials, [0.0, 0.001, 0.01])
+    lam_ax = _panel(fig, "lambda_adv")
     series = {c.get_label().split(":")[0]: mcolors.to_hex(c.lines[0].get_color()) for c, _ in _means(lam_ax)}
     assert set(series) == {"lr=0.005", "lr=0.02"} and len(set(series.values())) == 2
     controls = {line.get_label().split(":")[0]: (mcolors.to_hex(line.get_color()), line.get_ydata()[0])
