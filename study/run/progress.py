@@ -184,8 +184,10 @@ class LiveProgress(Callback):
     def setup(self, **info) -> None:  # each fit (run or resume) starts with nothing running
         _RUNNING.clear()
         _AT_STOP["running"] = None
+        self._ending = {}  # a resume restores the statuses; an errored trial it restarts is RUNNING again
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        getattr(self, "_ending", {}).pop(trial.trial_id, None)  # started (again): its own status holds
         if self.live:
             self._draw(trials)
         else:

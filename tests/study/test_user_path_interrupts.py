@@ -294,6 +294,22 @@ def test_progress_and_eta_are_plain_lines_off_a_terminal():
     assert progress.eta_s(trials) == pytest.approx((3 + 2 * 4) * 10.0 / 1)
 
 
+def test_an_ended_trial_that_starts_again_counts_as_running():
+    """A resume (or a retry) runs an errored trial again: once it starts, its own RUNNING status holds, and each fit
+    starts from the restored statuses."""
+    stream = io.StringIO()
+    progress = _progress(stream, live=False)
+    trials = _play(progress)
+    a = trials[0]
+    a.status = "RUNNING"  # restarted by a resume
+    progress.setup()
+    assert progress.counts(trials)["running"] == 2
+    progress.on_trial_error(0, trials, a)  # fails again: ended before Ray sets ERROR
+    assert progress.counts(trials)["done"] == 1
+    progress.on_trial_start(0, trials, a)  # and is retried
+    assert progress.counts(trials) == {"done": 0, "running": 2, "pending": 2}
+
+
 def test_progress_is_a_table_redrawn_in_place_on_a_terminal():
     master, slave = pty.openpty()
     stream = os.fdopen(slave, "w", buffering=1)
