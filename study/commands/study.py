@@ -267,8 +267,8 @@ def collect_trials(home: Path) -> dict[str, Any]:
                 trials += _replicate_rows(home, t, replicates, dimensions, study_cfg.max_t)
                 continue
             trials.append({
-                # label: the identity shown (TensorBoard's run name, the report's and optuna-dashboard's label; a
-                # configuration's, without a seed, in a study with replicates); trial: its directory
+                # label: the identity shown (TensorBoard's run name, the report's and optuna-dashboard's label);
+                # trial: its directory
                 "number": t.number, "label": trial_label(t.number, t.params, dimensions),
                 "trial": t.user_attrs.get("trial_dir", f"#{t.number}"), "state": t.state.name,
                 "params": dict(t.params), "value": value,
