@@ -13,7 +13,9 @@ keeps no stream or terminal state in its pickled form.
 from __future__ import annotations
 
 import contextlib
+import io
 import math
+import os
 import shutil
 import statistics
 import sys
@@ -110,7 +112,7 @@ class LiveProgress(Callback):
             self._drawn = 0
 
     def _draw(self, trials: list) -> None:
-        width, height = shutil.get_terminal_size((120, 24))
+        width, height = _screen(self.stream)
         lines = [self.summary(trials), *self._table(trials, max_rows=max(3, height - 4))]
         self._clear()
         for line in lines:
@@ -291,3 +293,14 @@ def _iteration(trial: Any) -> int:
     return int(value) if isinstance(value, (int, float)) and math.isfinite(value) else 0
 
 
+def _screen(stream) -> os.terminal_size:
+    """The size of the terminal the table is drawn on: the stream's own, not sys.stdout's (a test runner, ``| tee``
+    or a driver started with its stdout elsewhere reports another or none). A terminal nobody has sized (0 x 0, a
+    fresh pty) or no terminal: $COLUMNS / $LINES, else 120 x 24."""
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        size = None
+    if size is not None and size.columns > 0 and size.lines > 0:
+        return size
+    return shutil.get_terminal_size((120, 24))

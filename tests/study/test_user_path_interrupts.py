@@ -310,26 +310,33 @@ def test_an_ended_trial_that_starts_again_counts_as_running():
     assert progress.counts(trials) == {"done": 0, "running": 2, "pending": 2}
 
 
-def test_progress_is_a_table_redrawn_in_place_on_a_terminal():
+def _on_a_terminal(columns: int, lines: int, play) -> str:
+    """What ``play(progress)`` writes to a pseudo-terminal of that size (0 x 0: one nobody has sized)."""
+    import fcntl
+    import select
+    import struct
+    import termios
+
     master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", lines, columns, 0, 0))
     stream = os.fdopen(slave, "w", buffering=1)
+    out = b""
     try:
         progress = _progress(stream, live=None)  # decided from the stream: a pty is a terminal
         assert progress.live
-        _play(progress)
+        play(progress)
         stream.flush()
-        out = b""
-        while True:
-            import select
-
-            ready, _, _ = select.select([master], [], [], 0.2)
-            if not ready:
-                break
+        while select.select([master], [], [], 0.2)[0]:
             out += os.read(master, 65536)
     finally:
         stream.close()
         os.close(master)
-    text = out.decode()
+    return out.decode()
+
+
+def test_progress_is_a_table_redrawn_in_place_on_a_terminal(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "40")  # sys.stdout's width (pytest-xdist sets 80): not the terminal drawn on
+    text = _on_a_terminal(160, 40, _play)
     assert "\x1b[" in text and re.search(r"\x1b\[\d+F\x1b\[J", text)  # the table is redrawn where it was
     final = text.rsplit("\x1b[J", 1)[-1]  # what the screen shows after the last redraw
     assert "study demo: 1/4 done, 1 running, 2 pending · best val/mIoU16 15.00 % (trial_a)" in final
@@ -339,6 +346,17 @@ def test_progress_is_a_table_redrawn_in_place_on_a_terminal():
     assert rows == [["trial_b", "0.002", "0.004", "1/4", "12.00", "RUNNING"],
                     ["trial_a", "0.01", "0.02", "4/4", "15.00", "COMPLETE"]], final
     assert "trial_a COMPLETE" in text  # the end line itself stays above the table (in the scrollback)
+
+
+@pytest.mark.parametrize("columns, lines, env, width", [(60, 30, "200", 60), (90, 30, "200", 90), (0, 0, "70", 70)])
+def test_the_table_fits_the_terminal_it_is_drawn_on(monkeypatch, columns, lines, env, width):
+    """Lines are cut to the stream's terminal (a wrapped line would break the in-place redraw); a pty nobody sized
+    falls back to $COLUMNS."""
+    monkeypatch.setenv("COLUMNS", env)
+    final = _on_a_terminal(columns, lines, _play).rsplit("\x1b[J", 1)[-1].replace("\r", "")
+    lines = [line for line in final.splitlines() if line]
+    drawn = lines[[line.startswith("study demo: 1/4 done") for line in lines].index(True):]  # after the end line
+    assert len(drawn) == 4 and max(map(len, drawn)) == width - 1, drawn  # the summary is longer than any width
 
 
 def test_progress_pickles_without_its_stream():
