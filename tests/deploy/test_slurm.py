@@ -59,8 +59,10 @@ def _study_file(tmp_path: Path, benchmark: Path, *, iterations: int, interval: i
     return path
 
 
-def _submit(slurm: SlurmCluster, tmp_path: Path, study_file: Path, *options: str) -> tuple[str, Path]:
-    """``sbatch [options] deploy/slurm/dastudy.sbatch STUDY_FILE`` with the test's venv, storage and HOME."""
+def _submit(slurm: SlurmCluster, tmp_path: Path, study_file: Path, *options: str,
+            faults: dict[str, str] | None = None) -> tuple[str, Path]:
+    """``sbatch [options] deploy/slurm/dastudy.sbatch STUDY_FILE`` with the test's venv, storage and HOME
+    (``faults``: test-only DASTUDY_FAULT variables, which reach the trials through sbatch's exported environment)."""
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
     env = {"DASTUDY_VENV": str(Path(sys.executable).parents[1]), "STORAGE": str(tmp_path / "studies"),
@@ -68,7 +70,7 @@ def _submit(slurm: SlurmCluster, tmp_path: Path, study_file: Path, *options: str
            "TMPDIR": str(slurm.root),  # short: Ray's unix socket paths are limited to ~107 characters
            # the job's Ray on loopback: this host's name once resolved to its sandbox interface inside the job, where
            # a Ray head cannot start ("node timed out during startup")
-           "HEAD_IP": "127.0.0.1"}
+           "HEAD_IP": "127.0.0.1", **(faults or {})}
     out = slurm.run(["sbatch", "--parsable", "--nodes=1", f"--cpus-per-task={slurm.cpus}", "--mem=1G",
                      f"--output={tmp_path}/job-%j.out", *options, SBATCH, study_file], env=env, cwd=tmp_path)
     job = out.stdout.strip().split(";")[0]
@@ -109,13 +111,16 @@ def test_sbatch_runs_a_study_to_the_end_on_the_jobs_own_ray(slurm, tiny_benchmar
 
 def test_time_limit_warning_saves_the_trials_requeues_and_resumes(slurm, tiny_benchmark, tmp_path):
     study_file = _study_file(tmp_path, tiny_benchmark, iterations=120, interval=60)
-    job, log = _submit(slurm, tmp_path, study_file, "--time=10", "--signal=B:USR1@30")
+    # Each trial holds 6 s after iteration 70 (once per process): the warning lands between evaluations 1 and 2
+    # however loaded the machine. Without the hold the 50 iterations left after it take ~2 s: a trial that Ray started
+    # late under load, or a slow signal path, let a trial finish before the stop (seen under pytest-xdist).
+    faults = {"DASTUDY_FAULT": "pause_at:70", "DASTUDY_FAULT_PAUSE_S": "6"}
+    job, log = _submit(slurm, tmp_path, study_file, "--time=10", "--signal=B:USR1@30", faults=faults)
     deadline = time.monotonic() + 300
-    while "eval 1/2" not in (log.read_text() if log.exists() else ""):  # mid-way between evaluations 1 and 2
+    while (log.read_text() if log.exists() else "").count("eval 1/2") < 2:  # both trials past evaluation 1
         assert time.monotonic() < deadline, log.read_text()[-3000:] if log.exists() else "no job output"
         assert slurm.job(job).get("JobState") in ("PENDING", "RUNNING", "CONFIGURING"), log.read_text()[-3000:]
         time.sleep(0.5)
-    time.sleep(1)
     slurm.run(["scancel", "--batch", "--signal=USR1", job])  # what slurmctld sends at --signal's warning time
     deadline = time.monotonic() + 400
     while True:
