@@ -266,17 +266,8 @@ def collect_trials(home: Path) -> dict[str, Any]:
             if isinstance(replicates, dict) and replicates:  # search.seeds: one row per replicate (seed, value)
                 trials += _replicate_rows(home, t, replicates, dimensions, study_cfg.max_t)
                 continue
-            trials.append({
-                # label: the identity shown (TensorBoard's run name, the report's and optuna-dashboard's label);
-                # trial: its directory
-                "number": t.number, "label": trial_label(t.number, t.params, dimensions),
-                "trial": t.user_attrs.get("trial_dir", f"#{t.number}"), "state": t.state.name,
-                "params": dict(t.params), "value": value,
-                "step": max(steps[-1] if steps else 0, study_cfg.max_t if t.state.name == "COMPLETE" else 0),
-                "pruned_at": t.user_attrs.get("pruned_at"), "reason": t.user_attrs.get("fail_reason"),
-                "validators": _validator_scores(home, t.user_attrs.get("trial_dir")),
-                "curve": [[int(k), float(v)] for k, v in sorted(t.intermediate_values.items())],
-            })
+            trials.append(_trial_row(home, t, dimensions, study_cfg.max_t, value=value,
+                                     curve=[[int(k), float(v)] for k, v in sorted(t.intermediate_values.items())]))
     best = _best_trial(trials, mode=study_cfg.mode)
     best_config = _best_configuration(trials, mode=study_cfg.mode)
     _mark_interrupted(home, trials)
@@ -288,26 +279,33 @@ def collect_trials(home: Path) -> dict[str, Any]:
             "best": best, "best_config": best_config}
 
 
+def _trial_row(home: Path, t, dimensions: list[str] | None, max_t: int, *, value: float | None,
+               curve: list, seed: int | None = None, trial_dir: str | None = None) -> dict[str, Any]:
+    """One row of the status table for Optuna trial ``t`` (a replicate's when ``seed`` is given). label: the
+    identity shown (TensorBoard's run name, the report's and optuna-dashboard's label); trial: its directory."""
+    from study.config.labels import SEED_KEY, trial_label
+
+    steps = sorted(t.intermediate_values)
+    trial_dir = trial_dir if seed is not None else t.user_attrs.get("trial_dir")
+    return {
+        "number": t.number, "label": trial_label(t.number, t.params, dimensions, seed=seed),
+        "trial": trial_dir or f"#{t.number}", "state": t.state.name,
+        "params": dict(t.params) if seed is None else {**t.params, SEED_KEY: seed}, "value": value,
+        "step": max(steps[-1] if steps else 0, max_t if t.state.name == "COMPLETE" else 0),
+        "pruned_at": t.user_attrs.get("pruned_at"), "reason": t.user_attrs.get("fail_reason"),
+        "validators": _validator_scores(home, trial_dir), "curve": curve,
+    }
+
+
 def _replicate_rows(home: Path, t, replicates: dict[str, str], dimensions: list[str] | None,
                     max_t: int) -> list[dict[str, Any]]:
     """The rows of one configuration of a ``search.seeds`` study: one per replicate, with its seed among the
     parameters and its own value (the Optuna trial holds the replicates' mean; ``seed_values`` each seed's value,
     once the configuration has ended). Rows carry the configuration's Optuna number and state."""
-    from study.config.labels import SEED_KEY, trial_label
-
     values = t.user_attrs.get("seed_values") if isinstance(t.user_attrs.get("seed_values"), dict) else {}
-    steps = sorted(t.intermediate_values)
-    rows = []
-    for seed, trial_dir in sorted(replicates.items(), key=lambda kv: int(kv[0])):
-        value = values.get(seed)
-        rows.append({
-            "number": t.number, "label": trial_label(t.number, t.params, dimensions, seed=int(seed)),
-            "trial": trial_dir, "state": t.state.name, "params": {**t.params, SEED_KEY: int(seed)},
-            "value": value, "step": max(steps[-1] if steps else 0, max_t if t.state.name == "COMPLETE" else 0),
-            "pruned_at": t.user_attrs.get("pruned_at"), "reason": t.user_attrs.get("fail_reason"),
-            "validators": _validator_scores(home, trial_dir), "curve": [],
-        })
-    return rows
+    return [_trial_row(home, t, dimensions, max_t, value=values.get(seed), curve=[], seed=int(seed),
+                       trial_dir=trial_dir)
+            for seed, trial_dir in sorted(replicates.items(), key=lambda kv: int(kv[0]))]
 
 
 def _space_dimensions(home: Path) -> list[str] | None:
