@@ -49,8 +49,9 @@ slurm:
 	    (apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null 2>&1)) ) || \
 	  echo "note: slurm-wlm/munge could not be installed; the SLURM tests will be skipped"
 
-# Two workers, one test file each at a time (module fixtures such as the loaded reliability study run once): most
-# slow tests wait on Ray, servers and subprocesses, so two of them share the 2 cores well (15.3 -> see docs).
+# Two workers (pytest-xdist), one test file each at a time, so module fixtures such as the loaded reliability study
+# run once: most slow tests wait on Ray start-up, servers and subprocesses, and two of them share 2 cores well. A fresh
+# clone on the 2-core VM: 12.5-15.3 min serially, 9.9-10.2 min with two workers (docs/reliability.md, "A bare machine").
 TEST_WORKERS ?= 2
 test: setup browser postgresql slurm
 	$(PY) -m pytest -q --durations=25 -m "not extended" -n $(TEST_WORKERS) --dist loadfile
