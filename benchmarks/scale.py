@@ -26,10 +26,12 @@ Example::
 
     python -m benchmarks.scale --trials 100                      # ~2-4 min on 2 loaded cores
     python -m benchmarks.scale --trials 100 --trials 1000 --time-limit 2400
+    python -m benchmarks.scale --trials 100 --s3                 # the study in an S3 bucket (moto, 127.0.0.1)
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -246,8 +248,8 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
                                         "sleep_s": args.sleep_s, "per_class_in_tune": args.per_class_in_tune})
     interrupted = False
     try:
-        results, location = run_study(study, storage=str(storage), num_cpus=args.num_cpus, trainable=scale_trial,
-                                      log=lambda line: None)
+        results, location = run_study(study, storage=args.store_uri or str(storage), num_cpus=args.num_cpus,
+                                      trainable=scale_trial, log=lambda line: None)
     except KeyboardInterrupt:
         interrupted, results, location = True, None, None
     finally:
@@ -277,7 +279,28 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
         "snapshot_s_max": max(snapshots) if snapshots else None,
         "home": str(location.home) if location is not None else str(storage / args.name),
         "torch_imported_by_driver": "torch" in sys.modules,
+        **_store_sync_figures(args.store_uri),
     }
+
+
+def _store_sync_figures(store_uri: str | None) -> dict[str, Any]:
+    """With ``--s3``: what the driver uploaded of the study's own files (journal, rungs, study.toml...) before Ray's
+    snapshots (study.run.storage.StoreSync), and what the bucket holds at the end."""
+    if not store_uri:
+        return {}
+    import boto3
+
+    from study.run.storage import StoreSync
+
+    bucket, _, prefix = store_uri.removeprefix("s3://").partition("/")
+    objects = []
+    for page in boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        objects += page.get("Contents", [])
+    state = [o for o in objects if "/experiment_state-" in o["Key"]]
+    return {"store_uploads": StoreSync.uploads, "store_uploaded_bytes": StoreSync.uploaded_bytes,
+            "store_upload_s": StoreSync.upload_s, "bucket_objects": len(objects),
+            "bucket_bytes": sum(o["Size"] for o in objects),
+            "bucket_experiment_state_bytes": max((o["Size"] for o in state), default=0)}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -346,6 +369,9 @@ def run_size(args: argparse.Namespace, trials: int, storage: Path) -> dict[str, 
     if args.per_class_in_tune:
         argv.append("--per-class-in-tune")
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    if args.s3_env:  # the study in moto's bucket; the driver's local copy of its own files under the scratch dir
+        argv += ["--store-uri", f"s3://{S3_BUCKET}/studies"]
+        env.update(args.s3_env, DASTUDY_HOME=str(storage / "homes"))
     started = time.perf_counter()
     # A session of its own: if the driver ignores SIGINT past the grace period, its group (it and the local Ray it
     # started) is ended by its id, nothing else.
@@ -402,7 +428,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # internal: one driver process per study size
     p.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--child-out", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--s3", action="store_true",
+                   help="keep each study in an S3 bucket (moto's server on 127.0.0.1, started here) instead of a "
+                        "local folder: the cost of object storage (uploads of the study files, Ray's snapshots)")
     p.add_argument("--storage", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--store-uri", default=None, help=argparse.SUPPRESS)
     p.add_argument("--name", default="scale", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.trials = args.trials or [100]
@@ -420,8 +450,16 @@ COLUMNS = ["trials", "reports", "snapshots", "driver_cpu_s_per_report", "driver_
            "snapshot_s_max", "status_s", "report_s", "cli_floor_s", "fit_wall_s"]
 
 
+# With --s3: what the driver uploaded of the study's files, and Ray's last snapshot as the bucket holds it.
+S3_BUCKET = "dastudy-scale"
+S3_COLUMNS = ["store_uploads", "store_uploaded_mb", "store_upload_s", "bucket_experiment_state_mb", "bucket_mb"]
+
+
 def _table_row(row: Mapping[str, Any]) -> dict[str, Any]:
     read = row["read"]
+    if "store_uploaded_bytes" in row:
+        row = {**row, "store_uploaded_mb": row["store_uploaded_bytes"] / 1e6, "bucket_mb": row["bucket_bytes"] / 1e6,
+               "bucket_experiment_state_mb": row["bucket_experiment_state_bytes"] / 1e6}
     return {**row, "state_mb": row["state_bytes_total"] / 1e6,
             "experiment_state_mb": (row.get("newest_experiment_state_bytes") or 0) / 1e6,
             "status_s": read["status"]["median_s"],
@@ -481,14 +519,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return payload
     rows = []
     keep = Path(args.keep).resolve() if args.keep else None
-    with (C.scratch_dir("dastudy-scale-") if keep is None else _existing(keep)) as storage:
+    columns = COLUMNS + S3_COLUMNS if args.s3 else COLUMNS
+    with contextlib.ExitStack() as stack:
+        storage = stack.enter_context(C.scratch_dir("dastudy-scale-") if keep is None else _existing(keep))
+        args.s3_env = None
+        if args.s3:
+            from benchmarks.moto_s3 import moto_server
+
+            args.s3_env = stack.enter_context(moto_server(storage, S3_BUCKET))
         for trials in args.trials:
             row = run_size(args, trials, storage)
             rows.append(row)
-            print(C.markdown_table([_table_row(row)], COLUMNS), flush=True)
+            print(C.markdown_table([_table_row(row)], columns), flush=True)
+    del args.s3_env
     payload = {"machine": machine, "settings": {k: v for k, v in vars(args).items() if not k.startswith("child")},
                "rows": rows, "goals": goals(rows)}
-    table = C.markdown_table([_table_row(r) for r in rows], COLUMNS)
+    table = C.markdown_table([_table_row(r) for r in rows], columns)
     table += "\n\ngoals: " + ", ".join(f"{k} = {v:.3g}" if isinstance(v, float) else f"{k} = {v}"
                                         for k, v in payload["goals"].items())
     json_path, md_path = C.write_report(args.out or C.default_out_dir() / "cpu", args.tag, payload, table)

@@ -7,9 +7,10 @@ checkpoint it has already deleted (ray-project/ray#30187; the slowdown it causes
 forced ones grow with the reports of all trials and their size with the trials in the study: at 1,000 trials
 463 snapshots of a 20 MB state were the driver's largest cost (docs/performance.md, "Scale").
 
-dastudy's storage filesystem defers those deletions until no stored state can name the checkpoint
-(:class:`study.state.atomic_fs.DeferredDeletes`), which makes the forced snapshots unnecessary; :func:`stop_forced_snapshots`
-then switches them off. Object-store storage keeps Ray's behaviour (its deletions are not deferred).
+dastudy's storage filesystems (a local or shared path: study/state/atomic_fs.py; an object store:
+study/state/store_fs.py) defer those deletions until no stored state can name the checkpoint
+(:class:`study.state.atomic_fs.DeferredDeletes`), which makes the forced snapshots unnecessary;
+:func:`stop_forced_snapshots` then switches them off.
 
 Each snapshot re-encodes every trial's metadata, so its size matters as much as its count: :func:`lean_run_metadata`
 stores only what is read back (no analysis of Ray's bookkeeping keys, no last-5/last-10 windows, checkpoint metrics
@@ -265,8 +266,8 @@ def forget_checkpoints(trial: Any) -> None:
 class SnapshotPacing:
     """Scheduler mix-in: when a trial is added (the only hook that is given Ray's controller), give it lean run
     metadata (:func:`lean_run_metadata`) and a syncer of its own (:func:`idle_syncer`), and, if this driver defers
-    checkpoint deletions (a filesystem storage), stop the forced snapshots. A trial restored by a resume also gets
-    the deletions a killed driver left pending (:func:`study.state.checkpoint_files.remove_orphaned_checkpoints`), and if it runs
+    checkpoint deletions (around ``Tuner.fit``, on any storage), stop the forced snapshots. A trial restored by a
+    resume also gets the deletions a killed driver left pending (:func:`study.state.checkpoint_files.remove_orphaned_checkpoints`), and if it runs
     again, its checkpoints are stored again."""
 
     def on_trial_add(self, tune_controller, trial) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -117,7 +118,10 @@ class StoreSync(Callback):
     files right before every experiment snapshot (``get_state`` runs inside Ray's ``save_to_dir``, before the
     snapshot is uploaded) and at the end. Location-free: it syncs what :func:`bind_store` names."""
 
+    # What this driver process uploaded (objects, bytes, seconds spent): benchmarks/scale.py reads them.
     uploads = 0
+    uploaded_bytes = 0
+    upload_s = 0.0
 
     def __getstate__(self) -> dict:
         return {}
@@ -134,7 +138,11 @@ class StoreSync(Callback):
         if not _BOUND:
             print("warning: the study files are not synchronised with the store (no bind_store)", file=sys.stderr)
             return
-        StoreSync.uploads += len(push_study(_BOUND["home"], _BOUND["uri"], seen=_BOUND["seen"]))
+        started = time.perf_counter()
+        pushed = push_study(_BOUND["home"], _BOUND["uri"], seen=_BOUND["seen"])
+        StoreSync.upload_s += time.perf_counter() - started
+        StoreSync.uploads += len(pushed)
+        StoreSync.uploaded_bytes += sum(_BOUND["seen"][rel][0] for rel in pushed)
 
     def setup(self, **info) -> None:
         self._push()

@@ -34,6 +34,7 @@ from study.run.pbt import pbt_context, pbt_parts
 # StudyLocation is also a name of this module: a study whose driver callbacks held one pickled it as
 # study.tuner.StudyLocation before study/ was regrouped (study/_moved.py maps study.tuner here).
 from study.state.atomic_fs import DEFERRED, atomic_local_filesystem
+from study.state.store_fs import ray_path, store_filesystem
 from study.state.driver_files import driver_temp_dirs, recover_driver_files
 from study.state.lease import hold_study
 from study.state.location import (StudyLocation, load_study_dir, locate, package_versions, relocated_checkpoint,
@@ -66,10 +67,21 @@ RAY_ENV = {
 
 
 def ray_filesystem(location: StudyLocation):
-    """Ray's storage filesystem: for a filesystem path one whose files are written whole or not at all (Ray copies
+    """Ray's storage filesystem. For a filesystem path one whose files are written whole or not at all (Ray copies
     its experiment state in place; a driver killed mid-copy left 0-byte state files that `study resume` could not
-    use, see study/state/atomic_fs.py); None (Ray's default) for an object-store URI."""
-    return atomic_local_filesystem() if location.shared_fs else None
+    use, see study/state/atomic_fs.py); for an object store pyarrow's own (objects are written whole) with Ray's
+    checkpoint deletions deferred (study/state/store_fs.py). Both let Ray's forced snapshots be switched off."""
+    return atomic_local_filesystem() if location.shared_fs else store_filesystem(location.ray_storage)
+
+
+def ray_storage_path(location: StudyLocation) -> str:
+    """``storage_path`` for Ray's RunConfig next to :func:`ray_filesystem` (an object store's without its scheme)."""
+    return location.ray_storage if location.shared_fs else ray_path(location.ray_storage)
+
+
+def ray_experiment_path(location: StudyLocation) -> str:
+    """The experiment path for ``Tuner.restore`` / ``can_restore`` next to :func:`ray_filesystem`."""
+    return location.experiment_path if location.shared_fs else ray_path(location.experiment_path)
 
 
 def configure_environment() -> None:
@@ -247,7 +259,7 @@ def build_tuner(study: StudyConfig, *, location: StudyLocation, init_checkpoint:
 
     extra_callbacks, stopper = study_callbacks(study, location)  # checkpoint janitor, store sync, pending watchdog
     run_config = tune.RunConfig(
-        name=study.name, storage_path=location.ray_storage, storage_filesystem=ray_filesystem(location),
+        name=study.name, storage_path=ray_storage_path(location), storage_filesystem=ray_filesystem(location),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=study.checkpoints_to_keep,
                                                 checkpoint_score_attribute=metric, checkpoint_score_order=mode),
         failure_config=tune.FailureConfig(max_failures=study.max_failures),
@@ -319,18 +331,14 @@ def _fit(tuner, location: StudyLocation, study: StudyConfig):
 
     drain = (None if study.scheduler.kind in PBT_KINDS
              else lambda: save_running_trials(study.name, running_trial_ids))
-    if not location.shared_fs:
+    DEFERRED.enable()
+    try:
         with graceful_stop(drain):
             fitted = tuner.fit()
-    else:
-        DEFERRED.enable()
-        try:
-            with graceful_stop(drain):
-                fitted = tuner.fit()
-        except BaseException:
-            DEFERRED.disable()
-            raise
-        DEFERRED.flush()
+    except BaseException:
+        DEFERRED.disable()
+        raise
+    DEFERRED.flush()
     signum = stop_requested()
     # Ray saved its state and stopped the trials (resumable): say so, not "study ended"; unless every trial had
     # ended by then (a stop that came as the last trials finished: a requeued job would only find nothing to do)
@@ -474,7 +482,7 @@ def resume_study(home: Path, *, address: str | None = None, num_cpus: int | None
     with study_lock(home, command=" ".join(mask_secrets(a) for a in sys.argv)), \
             hold_study(location, study, command=" ".join(mask_secrets(a) for a in sys.argv)), \
             ray_session(address=address, num_cpus=num_cpus) as ray_temp_dir:
-        if not tune.Tuner.can_restore(location.experiment_path, storage_filesystem=ray_filesystem(location)):
+        if not tune.Tuner.can_restore(ray_experiment_path(location), storage_filesystem=ray_filesystem(location)):
             raise FileNotFoundError(f"{location.experiment_path}: no Ray experiment state (tuner.pkl) to resume; "
                                     "the study was interrupted before its first trial started")
         _preflight_cluster(study, location, log)
@@ -490,7 +498,7 @@ def resume_study(home: Path, *, address: str | None = None, num_cpus: int | None
                                                      **({"space_changes": changes} if changes else {})})
         write_json(home / "provenance.json", provenance)
         log(f"study {study.name}: resuming from {location.home}")
-        tuner = tune.Tuner.restore(location.experiment_path, trainable=wrap_trainable(study, context, trainable),
+        tuner = tune.Tuner.restore(ray_experiment_path(location), trainable=wrap_trainable(study, context, trainable),
                                    resume_errored=True, storage_filesystem=ray_filesystem(location))
         searcher, scheduler = _restored_parts(tuner)
         storage = optuna_storage(study, home)

@@ -20,6 +20,7 @@ deleted checkpoint it forces a full experiment snapshot every ``num_to_keep`` ch
 (docs/performance.md). Here a deletion Ray asks for waits until two experiment snapshots have landed in the
 storage after the request: the second one was written after Ray forgot the checkpoint, so no state a resume can
 read still names it, and Ray's forced snapshots can be switched off (:func:`study.run.snapshots.stop_forced_snapshots`).
+:class:`DeferredDeletes` serves the object-store filesystem too (study/state/store_fs.py).
 """
 from __future__ import annotations
 
@@ -57,7 +58,8 @@ class DeferredDeletes:
         self.enabled = False
         self.landed = 0
         self.deleted = 0
-        self._pending: list[tuple[int, str]] = []  # (snapshots landed when Ray asked, checkpoint directory)
+        # (snapshots landed when Ray asked, checkpoint directory, its filesystem: None for the local one)
+        self._pending: list[tuple[int, str, pafs.FileSystem | None]] = []
 
     def enable(self) -> None:
         with self._lock:
@@ -70,14 +72,15 @@ class DeferredDeletes:
             count, self._pending, self.enabled = len(self._pending), [], False
         return count
 
-    def defer(self, path: str) -> bool:
-        """True when ``path`` (a checkpoint directory) is kept for later instead of being deleted now."""
+    def defer(self, path: str, filesystem: pafs.FileSystem | None = None) -> bool:
+        """True when ``path`` (a checkpoint directory in ``filesystem``, default the local one) is kept for later
+        instead of being deleted now."""
         if not CHECKPOINT_DIR.match(os.path.basename(os.path.normpath(path))):
             return False
         with self._lock:
             if not self.enabled:
                 return False
-            self._pending.append((self.landed, path))
+            self._pending.append((self.landed, path, filesystem))
             return True
 
     @property
@@ -87,29 +90,30 @@ class DeferredDeletes:
     def snapshot_landed(self) -> None:
         with self._lock:
             self.landed += 1
-            due = [p for landed, p in self._pending if landed <= self.landed - 2]
-            self._pending = [(landed, p) for landed, p in self._pending if landed > self.landed - 2]
+            due = [(p, fs) for landed, p, fs in self._pending if landed <= self.landed - 2]
+            self._pending = [entry for entry in self._pending if entry[0] > self.landed - 2]
         self._delete(due)
 
     def flush(self) -> int:
         """Delete everything pending (call when the study's final state has landed: ``Tuner.fit`` returned) and
         stop deferring; returns how many were pending."""
         with self._lock:
-            due = [p for _, p in self._pending]
+            due = [(p, fs) for _, p, fs in self._pending]
             self._pending, self.enabled = [], False
         self._delete(due)
         return len(due)
 
-    def _delete(self, paths: list[str]) -> None:
+    def _delete(self, due: list[tuple[str, pafs.FileSystem | None]]) -> None:
         local = pafs.LocalFileSystem()
-        for path in paths:
-            if not os.path.isdir(path):
-                continue  # already gone (a trial directory moved aside, or removed by its owner)
+        for path, filesystem in due:
+            fs = filesystem or local
             try:
-                local.delete_dir(path)
+                if fs.get_file_info(path).type != pafs.FileType.Directory:
+                    continue  # already gone (a trial directory moved aside, or removed by its owner)
+                fs.delete_dir(path)
             except FileNotFoundError:
                 pass  # already gone (a trial directory moved aside, or removed by its owner)
-            except OSError as err:  # never let housekeeping end a study
+            except OSError as err:  # never let housekeeping end a study (nor an unreachable store)
                 print(f"warning: could not remove the old checkpoint {path}: {err}", file=sys.stderr)
                 continue
             self.deleted += 1

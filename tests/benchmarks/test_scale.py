@@ -73,3 +73,21 @@ def test_scale_benchmark_runs_a_small_study(tmp_path):
 def test_read_dir_refuses_a_directory_that_is_not_a_study(tmp_path):
     with pytest.raises(SystemExit, match="not a study directory"):
         scale.main(["--read-dir", str(tmp_path), "--out", str(tmp_path / "out")])
+
+
+@pytest.mark.slow
+@pytest.mark.extended  # a smoke run of a benchmark script against moto's server: outside make test's 15 minutes
+def test_scale_benchmark_measures_a_study_kept_in_an_s3_bucket(tmp_path):
+    """--s3: the study in moto's bucket; the driver's uploads of the study files are counted and the bucket holds
+    Ray's snapshot and every trial."""
+    pytest.importorskip("moto", reason="moto[server] is missing: `make test` installs it (pip extra 's3-test')")
+    payload = scale.main(["--trials", "4", "--reports", "2", "--concurrency", "2", "--num-cpus", "2", "--s3",
+                          "--repeats", "1", "--out", str(tmp_path / "out"), "--keep", str(tmp_path / "studies"),
+                          "--time-limit", "300"])
+    (row,) = payload["rows"]
+    assert row["trials"] == 4 and row["driver_exit"] == 0 and "s3_env" not in payload["settings"]
+    # at least study.toml, space.json, provenance.json and the journal, the journal again at each later snapshot
+    assert row["store_uploads"] >= 4 and row["store_uploaded_bytes"] > row["optuna_journal_bytes"] > 0
+    assert row["bucket_experiment_state_bytes"] > 0 and row["bucket_bytes"] > row["store_uploaded_bytes"]
+    assert row["experiment_state_files"] == 0  # Ray's snapshot is in the bucket, not in the local copy
+    assert "| store_uploads |" in (tmp_path / "out" / "scale.md").read_text()

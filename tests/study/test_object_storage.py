@@ -9,7 +9,6 @@ import os
 import queue
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +18,7 @@ from pathlib import Path
 import optuna
 import pytest
 
+from moto_server import moto_server
 from study_helpers import TEST_RAY_ENV, kill_tree, study_table, write_study_file
 
 ray = pytest.importorskip("ray")
@@ -29,45 +29,15 @@ BUCKET = "dastudy-test"
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def s3_server(tmp_path, monkeypatch):
-    """moto's S3 server on a free local port; the standard AWS variables point everything (boto3, pyarrow, Ray,
-    the trials) at it."""
-    port = _free_port()
-    log = (tmp_path / "moto.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT)
-    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert proc.poll() is None and time.time() < deadline, (tmp_path / "moto.log").read_text()
-                time.sleep(0.2)
-        client = boto3.client("s3")
-        client.create_bucket(Bucket=BUCKET)
-        yield client, env
-    finally:
-        proc.send_signal(signal.SIGTERM)  # our own server, by PID
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
-        log.close()
+    """moto's S3 server on a free local port (tests/study/moto_server.py); the standard AWS variables point
+    everything (boto3, pyarrow, Ray, the trials) at it."""
+    with moto_server(tmp_path, BUCKET) as env:
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+        yield boto3.client("s3"), env
 
 
 def _keys(client, prefix: str) -> list[str]:
@@ -269,3 +239,54 @@ def test_baseline_checkpoint_reaches_trials_through_the_store(s3_server, tmp_pat
     finally:
         for path in {local, locals().get("again", local)}:
             path.unlink(missing_ok=True)
+
+
+def test_checkpoint_deletions_in_the_bucket_wait_for_two_landed_snapshots(s3_server):
+    """Ray's storage filesystem on an object store (study/state/store_fs.py): a checkpoint directory Ray deletes
+    stays in the bucket until two experiment snapshots have been written after the request, so that no snapshot a
+    resume reads names a deleted checkpoint (and Ray's forced snapshots can be off); other deletions happen at once,
+    and the filesystem pickles without the store's credentials."""
+    import pickle
+
+    from study.state.atomic_fs import DEFERRED
+    from study.state.store_fs import ray_path, store_filesystem
+
+    client, _ = s3_server
+    fs = store_filesystem(f"s3://{BUCKET}/studies")
+    root = ray_path(f"s3://{BUCKET}/studies/s")
+    assert root == f"{BUCKET}/studies/s"
+
+    def put(key: str, data: bytes = b"x") -> None:
+        with fs.open_output_stream(f"{root}/{key}") as out:
+            out.write(data)
+
+    def listed() -> set[str]:  # objects, not the empty "trial_a/" markers pyarrow leaves for a parent directory
+        return {k.removeprefix("studies/s/") for k in _keys(client, "studies/s/") if not k.endswith("/")}
+
+    put("trial_a/checkpoint_000001/state.pt")
+    put("trial_a/checkpoint_000002/state.pt")
+    put("trial_a/run/metrics.jsonl")
+    put("trial_b/checkpoint_000001/state.pt")
+    DEFERRED.enable()
+    try:
+        fs.delete_dir(f"{root}/trial_a/checkpoint_000001")  # deferred
+        fs.delete_dir(f"{root}/trial_a/run")  # not a checkpoint: at once
+        assert "trial_a/checkpoint_000001/state.pt" in listed() and "trial_a/run/metrics.jsonl" not in listed()
+        put("experiment_state-2026.json", b"{}")  # may have been encoded before the request
+        assert "trial_a/checkpoint_000001/state.pt" in listed() and DEFERRED.landed == 1
+        fs.delete_dir(f"{root}/trial_b/checkpoint_000001")  # asked after the first landed
+        put("experiment_state-2026.json", b"{}")  # written after the first request: that one goes
+        assert "trial_a/checkpoint_000001/state.pt" not in listed()
+        assert "trial_b/checkpoint_000001/state.pt" in listed() and DEFERRED.pending == 1
+        put("trial_a/checkpoint_000003/state.pt", b"y" * 10)  # other objects do not count as snapshots
+        assert DEFERRED.landed == 2
+        assert DEFERRED.flush() == 1 and "trial_b/checkpoint_000001/state.pt" not in listed()
+        assert listed() == {"trial_a/checkpoint_000002/state.pt", "trial_a/checkpoint_000003/state.pt",
+                            "experiment_state-2026.json"}
+        fs.delete_dir(f"{root}/trial_a/checkpoint_000002")  # not deferring (flushed): at once
+        assert "trial_a/checkpoint_000002/state.pt" not in listed()
+    finally:
+        DEFERRED.disable()
+    data = pickle.dumps(fs)
+    assert b"testing" not in data and pickle.loads(data).open_input_stream(
+        f"{root}/trial_a/checkpoint_000003/state.pt").read() == b"y" * 10
