@@ -592,7 +592,7 @@ class StudyProgress(Callback):
         note = ""
         if isinstance(value, (int, float)) and math.isfinite(value) and self._better(value):
             self._best = (float(value), self._name(trial))
-            note = "  (highest so far)"
+            note = "  (highest so far)" if self.mode == "max" else "  (lowest so far)"
         self._line(f"{self._name(trial)} eval {step}/{self.max_t}  {self.metric}={_fmt_metric(self.metric, value)}"
                    f"{note}")
 

@@ -72,3 +72,49 @@ def test_the_ttl_comes_from_the_environment_with_its_heartbeat(monkeypatch):
 def test_the_advisory_key_is_the_studys_and_a_signed_64_bit_integer():
     assert advisory_key("demo") == advisory_key("demo") != advisory_key("demo2")
     assert all(-(2 ** 63) <= advisory_key(name) < 2 ** 63 for name in ("demo", "x" * 300, "λ"))
+
+
+class _ClientError(Exception):
+    """What botocore's ClientError carries: the parsed ``response``."""
+
+    def __init__(self, response: dict | None):
+        super().__init__("client error")
+        self.response = response
+
+
+def _response(code: str | None = None, status: int | None = None) -> dict:
+    out: dict = {}
+    if code is not None:
+        out["Error"] = {"Code": code, "Message": "..."}
+    if status is not None:
+        out["ResponseMetadata"] = {"HTTPStatusCode": status}
+    return out
+
+
+# (error code, HTTP status) as S3, MinIO and Ceph RGW answer: is it a lost race (412/409), a store without
+# conditional writes (501), or anything else?
+ANSWERS = [
+    (("PreconditionFailed", 412), "race"), (("412", None), "race"), (("ConditionalRequestConflict", 409), "race"),
+    ((None, 412), "race"), ((None, 409), "race"), (("PreconditionFailed", None), "race"),
+    (("NotImplemented", 501), "unsupported"), (("501", None), "unsupported"), ((None, 501), "unsupported"),
+    (("NotImplemented", None), "unsupported"),
+    (("AccessDenied", 403), "other"), (("NoSuchKey", 404), "other"), (("InternalError", 500), "other"),
+    (("SlowDown", 503), "other"), ((None, None), "other"), (("notimplemented", 400), "other"),
+    (("preconditionfailed", 400), "other"),
+]
+
+
+@pytest.mark.parametrize("answer, kind", ANSWERS)
+def test_store_answers_are_told_apart_by_code_or_status(answer, kind):
+    from study.state.lease import _not_implemented, _precondition_failed
+
+    err = _ClientError(_response(*answer))
+    assert (_precondition_failed(err), _not_implemented(err)) == (kind == "race", kind == "unsupported")
+
+
+@pytest.mark.parametrize("response", [None, {}])
+def test_an_error_without_a_response_is_neither_a_race_nor_unsupported(response):
+    from study.state.lease import _not_implemented, _precondition_failed
+
+    for err in (_ClientError(response), OSError("connection refused")):
+        assert not _precondition_failed(err) and not _not_implemented(err)

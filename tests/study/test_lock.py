@@ -120,3 +120,50 @@ def test_the_study_directorys_own_mount_is_read_from_proc_mounts(tmp_path):
     mount = mount_of(tmp_path / "not yet made")
     assert mount is not None and (tmp_path.resolve() == Path(mount.point)
                                   or Path(mount.point) in tmp_path.resolve().parents)
+
+
+# Lines a /proc/mounts reader meets: a short line (a truncated read) before the real ones, two mounts on one point
+# (the later one is what the kernel shows), NFS with local_lock=all, the Ceph FUSE client (which arbitrates flock
+# cluster-wide), CIFS.
+MORE_MOUNTS = r"""rootfs
+/dev/nvme0n1p1 / ext4 rw,relatime 0 0
+nfs1:/export/a /mnt/over nfs4 rw,local_lock=none 0 0
+nfs2:/export/b /mnt/over nfs4 rw,nolock 0 0
+nfs1:/export/all /nfs/all nfs4 rw,vers=4.1,local_lock=all 0 0
+ceph-fuse /mnt/cephfs fuse.ceph-fuse rw,allow_other 0 0
+//fs/share /mnt/smb cifs rw,vers=3.0 0 0
+fs:/x /mnt/gluster fuse.glusterfs rw 0 0
+"""
+
+
+@pytest.mark.parametrize("path, expected", [
+    ("/mnt/over/studies/demo", ("refuse", "/mnt/over (nfs4 from nfs2:/export/b, options rw,nolock): nolock makes "
+                                "flock node-local, a driver on another node would not see this one; remount without "
+                                "it (NFSv3 needs the lock daemon, rpc.statd)")),
+    ("/nfs/all/demo", ("refuse", "/nfs/all (nfs4 from nfs1:/export/all, options rw,vers=4.1,local_lock=all): "
+                       "local_lock=all makes flock node-local, a driver on another node would not see this one; "
+                       "remount without it (NFSv3 needs the lock daemon, rpc.statd)")),
+    ("/mnt/cephfs/demo", None),
+    ("/mnt/smb/demo", ("warn", "/mnt/smb (cifs from //fs/share, options rw,vers=3.0): CIFS/SMB flock is emulated per "
+                       "client; two drivers on different nodes may not exclude each other")),
+    ("/mnt/gluster/demo", ("warn", "/mnt/gluster (fuse.glusterfs from fs:/x, options rw): a FUSE filesystem may keep "
+                           "flock on this node; two drivers on different nodes may not exclude each other")),
+    ("/srv/demo", None),
+])
+def test_each_verdict_names_the_mount_and_what_to_change(path, expected):
+    from study.state.lock import mount_of, node_local_lock
+
+    assert node_local_lock(mount_of(path, MORE_MOUNTS)) == expected
+
+
+@pytest.mark.parametrize("path, expected", [
+    ("/lustre/scratch/studies/demo", "/lustre/scratch (lustre from 10.0.0.5@o2ib:/scratch, options "
+     "rw,localflock,lazystatfs) is mounted with localflock: flock is node-local, a driver on another node would not "
+     "see this one; remount with -o flock"),
+    ("/lustre/home/me", "/lustre/home (lustre from 10.0.0.6@tcp:/home, options rw,lazystatfs) has no flock (mounted "
+     "without -o flock); remount with -o flock"),
+])
+def test_the_lustre_refusals_word_for_word(path, expected):
+    from study.state.lock import mount_of, node_local_lock
+
+    assert node_local_lock(mount_of(path, MOUNTS)) == ("refuse", expected)

@@ -458,3 +458,184 @@ def test_a_trial_whose_end_rays_restored_limiter_dropped_is_told_after_the_resum
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "PRUNED"] and trials[1].value == 0.5
     assert restored.record_reruns(results) == 0  # told once
 
+
+
+def test_a_study_from_before_restores_from_rays_own_pickled_searcher_state(tmp_path):
+    """Studies run before dastudy wrote its searcher state as JSON hold Ray's pickled OptunaSearch state; a resume
+    of one takes the trial table, the ended trials and the pending tells from it and keeps its own location and
+    sampler (the pickle's would point at the old home)."""
+    import pickle
+
+    from ray.tune.search.optuna import OptunaSearch
+
+    home = tmp_path / "home"
+    home.mkdir()
+    searcher = _searcher(home)
+    for trial_id in "abc":
+        searcher.suggest(trial_id)
+    searcher.on_trial_complete("a", result=_report(searcher, "a", [0.1, 0.2, 0.3, 0.4], finished=True))
+    searcher._pending["b"] = {"value": 0.25, "error": False, "iteration": 2, "finished": False}
+    OptunaSearch.save(searcher, str(home / "searcher-state.pkl"))  # Ray's own format: a pickle of the searcher
+    assert (home / "searcher-state.pkl").read_bytes()[:1] == b"\x80"
+
+    restored = pickle.loads(pickle.dumps(searcher))
+    sampler = optuna.samplers.RandomSampler(seed=7)
+    storage = _storage(home / "j.journal")
+    restored.bind(study_dir=home, storage=storage, sampler=sampler)
+    restored.restore(str(home / "searcher-state.pkl"))
+    assert restored._sampler is sampler and restored._storage is storage and restored._study_dir == str(home)
+    assert restored.state_dict()["ot_trials"] == searcher.state_dict()["ot_trials"]
+    assert restored.state_dict()["completed"] == ["a"] and restored.state_dict()["pending"] == {}
+    study = optuna.load_study(study_name="unit", storage=_storage(home / "j.journal"))
+    states = {t.user_attrs["ray_trial_id"]: t.state.name for t in study.trials}
+    assert states == {"a": "COMPLETE", "b": "PRUNED", "c": "RUNNING"}  # b's pending end was told on restore
+
+
+def test_unbound_says_what_to_call_and_survives_pickling():
+    import pickle
+
+    from study.run.search import Unbound
+
+    err = Unbound("StudySearch")
+    assert str(err) == "StudySearch was restored without a study location; call bind() first"
+    again = pickle.loads(pickle.dumps(err))
+    assert again.what == "StudySearch" and str(again) == str(err)
+
+
+@pytest.mark.parametrize("mode, direction", [("min", "MINIMIZE"), ("max", "MAXIMIZE")])
+def test_bind_makes_the_study_where_the_storage_has_none_in_the_studys_direction(tmp_path, mode, direction):
+    import pickle
+
+    from study.run.search import Unbound
+
+    space = get_space("lambda_adv")
+    searcher = StudySearch(make_define_by_run(space, resolve_params(space, {})), metric=METRIC, mode=mode,
+                           max_t=4, study_dir=tmp_path, sampler=optuna.samplers.RandomSampler(seed=0),
+                           study_name="unit", storage=_storage(tmp_path / "old.journal"))
+    restored = pickle.loads(pickle.dumps(searcher))
+    with pytest.raises(Unbound, match="^StudySearch was restored"):
+        restored.restore(str(tmp_path / "none.pkl"))
+    restored.bind(study_dir=tmp_path / "new", storage=_storage(tmp_path / "new.journal"))
+    restored.suggest("a")
+    study = optuna.load_study(study_name="unit", storage=_storage(tmp_path / "new.journal"))
+    assert study.direction.name == direction and len(study.trials) == 1
+
+
+def test_after_a_resume_each_trial_the_searcher_missed_is_recorded_once_by_its_outcome(tmp_path):
+    """``record_reruns`` over the resumed run's results: a FAIL that now ended cleanly becomes a new trial (PRUNED
+    below max_t, COMPLETE at it), a FAIL that failed again stays alone, a trial Optuna holds RUNNING gets its end
+    (FAIL when it errored), one already ended is left; a result without a trial id is skipped, not the end of the
+    list; running it twice records nothing twice."""
+    searcher = _searcher(tmp_path)  # max_t 4
+    for trial_id in "abcdefg":
+        searcher.suggest(trial_id)
+    for trial_id in "abf":
+        searcher.on_trial_result(trial_id, {METRIC: 0.1, "training_iteration": 1})
+        searcher.on_trial_complete(trial_id, result=None, error=True)  # failed in the first run
+    searcher.on_trial_complete("e", result=_report(searcher, "e", [0.1, 0.2, 0.3, 0.6], finished=True))
+    grid = [SimpleNamespace(metrics={METRIC: 0.9}, error=None),  # no trial id: skipped
+            SimpleNamespace(metrics={"trial_id": "a", METRIC: 0.35, "training_iteration": 2}, error=None),
+            SimpleNamespace(metrics={"trial_id": "b", METRIC: 0.4, "training_iteration": 3}, error=RuntimeError()),
+            SimpleNamespace(metrics={"trial_id": "c", METRIC: 0.45, "training_iteration": 4, "finished": 1.0},
+                            error=None),
+            SimpleNamespace(metrics={"trial_id": "d", METRIC: 0.5, "training_iteration": 2}, error=RuntimeError()),
+            SimpleNamespace(metrics={"trial_id": "e", METRIC: 0.6, "training_iteration": 4}, error=None),
+            SimpleNamespace(metrics={"trial_id": "f", METRIC: 0.7, "training_iteration": 4}, error=None),
+            SimpleNamespace(metrics={"trial_id": "g", METRIC: 0.2, "training_iteration": 3}, error=None)]
+    assert searcher.record_reruns(grid) == 5  # a, c, d, f, g
+    trials = searcher._ot_study.trials
+    by = {}
+    for t in trials:
+        by.setdefault(t.user_attrs["ray_trial_id"], []).append(t)
+    state = {tid: [t.state.name for t in ts] for tid, ts in by.items()}
+    assert state == {"a": ["FAIL", "PRUNED"], "b": ["FAIL"], "c": ["COMPLETE"], "d": ["FAIL"], "e": ["COMPLETE"],
+                     "f": ["FAIL", "COMPLETE"], "g": ["PRUNED"]}
+    a_rerun, f_rerun = by["a"][1], by["f"][1]
+    assert (a_rerun.value, a_rerun.user_attrs["pruned_at"], a_rerun.user_attrs["rerun_of"]) == (0.35, 2, by["a"][0].number)
+    assert a_rerun.intermediate_values == {1: 0.1, 2: 0.35} and "fail_reason" not in a_rerun.user_attrs
+    assert f_rerun.value == 0.7 and "pruned_at" not in f_rerun.user_attrs and f_rerun.user_attrs["rerun_of"] == by["f"][0].number
+    assert by["c"][0].value == 0.45 and by["g"][0].user_attrs["pruned_at"] == 3 and by["g"][0].value == 0.2
+    assert by["e"][0].value == 0.6
+    assert searcher.record_reruns(grid) == 0 and len(searcher._ot_study.trials) == len(trials)
+
+
+def test_a_rerun_without_a_finite_value_records_nothing_better_than_its_failure(tmp_path):
+    searcher = _searcher(tmp_path)
+    searcher.suggest("a")
+    searcher.on_trial_complete("a", result=None, error=True)
+    for metrics in ({METRIC: math.nan, "training_iteration": 4}, {"training_iteration": 4}, {METRIC: "0.5"}):
+        searcher.record_reruns([SimpleNamespace(metrics={"trial_id": "a", **metrics}, error=None)])
+    assert [t.state.name for t in searcher._ot_study.trials] == ["FAIL"]
+
+
+def test_a_completed_trial_keeps_its_value_in_percent_for_the_dashboards(tmp_path):
+    searcher = _searcher(tmp_path)
+    searcher.suggest("a")
+    searcher.suggest("b")
+    searcher.on_trial_complete("a", result=_report(searcher, "a", [0.1, 0.2, 0.3, 0.123456789], finished=True))
+    searcher.on_trial_complete("b", result={METRIC: math.inf, "training_iteration": 4}, error=False)
+    a, b = searcher._ot_study.trials
+    assert a.user_attrs["val/mIoU16 %"] == 12.3457 and a.value == 0.123456789
+    assert b.state.name == "FAIL" and "val/mIoU16 %" not in b.user_attrs
+    assert b.user_attrs["fail_reason"] == f"no finite {METRIC} reported"
+
+
+def _ray_trial(tmp_path, trial_id: str, config: dict, last: dict | None = None):
+    return SimpleNamespace(trial_id=trial_id, config=config, last_result=last or {}, status="RUNNING",
+                           storage=SimpleNamespace(trial_fs_path=str(tmp_path / f"trial_{trial_id}")))
+
+
+@pytest.mark.parametrize("mode", ["max", "min"])
+def test_progress_lines_word_for_word(tmp_path, monkeypatch, capsys, mode):
+    """The plain progress lines (a log file, CI): elapsed time, parameters or label and directory, each evaluation
+    with the best so far in the study's direction, the end state with the count, the failure reason."""
+    import study.run.search as search
+
+    clock = [1000.0]
+    monkeypatch.setattr(search.time, "time", lambda: clock[0])
+    labels = {"b1": "#1 λ=0.002 lr=0.004"}
+    progress = search.StudyProgress(metric=METRIC, mode=mode, max_t=4, num_samples=4,
+                                    name_of=lambda t: labels.get(t.trial_id, f"trial_{t.trial_id}"))
+    a = _ray_trial(tmp_path, "a1", {"adapt.lambda_adv_main": 0.01, "optim.lr@deeplabv2_tiny": 0.02})
+    b = _ray_trial(tmp_path, "b1", {"adapt.lambda_adv_main": 0.002, "optim.lr@deeplabv2_tiny": 0.004})
+    c = _ray_trial(tmp_path, "c1", {})
+    progress.on_trial_start(0, [a, b], a)
+    clock[0] += 125.4
+    progress.on_trial_start(0, [a, b], b)
+    progress.on_trial_result(0, [a, b], a, {METRIC: 0.30, "training_iteration": 1})
+    progress.on_trial_result(0, [a, b], b, {METRIC: 0.20, "training_iteration": 1})
+    progress.on_trial_result(0, [a, b], b, {METRIC: 0.40, "training_iteration": 2})
+    progress.on_trial_result(0, [a, b], a, {METRIC: math.nan, "training_iteration": 2})
+    clock[0] += 3600
+    a.last_result = {METRIC: 0.5, "training_iteration": 4}
+    progress.on_trial_complete(0, [a, b], a)
+    b.last_result = {METRIC: 0.4, "training_iteration": 2}
+    progress.on_trial_complete(0, [a, b], b)
+    (tmp_path / "trial_c1").mkdir()
+    (tmp_path / "trial_c1" / "failure.json").write_text(json.dumps({"kind": "diverged", "reason": "NaN loss at 3"}))
+    progress.on_trial_error(0, [a, b, c], c)
+    d = _ray_trial(tmp_path, "d1", {})
+    progress.on_trial_error(0, [a, b, c, d], d)
+    best = "highest" if mode == "max" else "lowest"
+    expected = [
+        "[  0:00] trial_a1 started   lambda_adv=0.01 lr=0.02",
+        "[  2:05] #1 λ=0.002 lr=0.004 started   in trial_b1",
+        f"[  2:05] trial_a1 eval 1/4  val/mIoU16=30.00%  ({best} so far)",
+        "[  2:05] #1 λ=0.002 lr=0.004 eval 1/4  val/mIoU16=20.00%" + ("" if mode == "max" else "  (lowest so far)"),
+        "[  2:05] #1 λ=0.002 lr=0.004 eval 2/4  val/mIoU16=40.00%" + ("  (highest so far)" if mode == "max" else ""),
+        "[  2:05] trial_a1 eval 2/4  val/mIoU16=nan",
+        "[ 62:05] trial_a1 COMPLETE  val/mIoU16=50.00%   [1/4 trials ended]",
+        "[ 62:05] #1 λ=0.002 lr=0.004 PRUNED at 2/4  val/mIoU16=40.00%   [2/4 trials ended]",
+        "[ 62:05] trial_c1 FAILED  NaN loss at 3   [3/4 trials ended]",
+        f"[ 62:05] trial_d1 FAILED  see {tmp_path}/trial_d1/error.txt   [4/4 trials ended]",
+    ]
+    assert capsys.readouterr().out.splitlines() == expected
+
+
+def test_a_trial_label_that_starts_with_its_directory_is_not_followed_by_it(tmp_path, capsys):
+    from study.run.search import StudyProgress
+
+    progress = StudyProgress(metric=METRIC, mode="max", max_t=4, num_samples=1,
+                             name_of=lambda t: f"trial_{t.trial_id} (seed 2)")
+    progress.on_trial_start(0, [], _ray_trial(tmp_path, "a1", {"x": 1}))
+    assert capsys.readouterr().out.split("] ", 1)[1] == "trial_a1 (seed 2) started\n"
