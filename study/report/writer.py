@@ -58,6 +58,23 @@ def _best_config(study_dir: Path, out_dir: Path, data: StudyData, best: TrialRec
     return path, None
 
 
+def _no_trials_message(study_dir: Path) -> str:
+    """Why a study directory has no trial to report on: not started yet, or (a study run with ``--storage s3://``)
+    its trials are in the store, and this is the driver's local copy of the study's own files."""
+    import json
+    import shlex
+
+    try:
+        where = json.loads((study_dir / "provenance.json").read_text()).get("experiment_path") or ""
+    except (OSError, ValueError, AttributeError):
+        where = ""
+    if "://" in where:
+        return (f"{study_dir}: the trials of this study are in the store ({where}); this folder is the driver's copy "
+                "of the study's own files. Copy the trials' folders here without their checkpoints, then report: "
+                f"aws s3 sync {shlex.quote(where)} {shlex.quote(str(study_dir))} --exclude '*/checkpoint_*'")
+    return f"{study_dir}: no trial directories (with params.json) yet; has the study started?"
+
+
 def write_report(study_dir: str | Path, *, out_dir: str | Path | None = None, workers: int = 1) -> ReportSummary:
     """Write ``report.md``, ``figures/*.png``, ``tables/*.csv`` and ``best_config.toml`` into ``out_dir``
     (default: the study directory; another directory leaves a read-only study archive untouched). ``workers`` > 1
@@ -65,7 +82,7 @@ def write_report(study_dir: str | Path, *, out_dir: str | Path | None = None, wo
     study_dir = Path(study_dir)
     data = load_study(study_dir)
     if not data.trials:
-        raise ReportError(f"{study_dir}: no trial directories (with params.json) yet; has the study started?")
+        raise ReportError(_no_trials_message(study_dir))
     out = study_dir if out_dir is None else Path(out_dir)
     if out.resolve() != study_dir.resolve():
         if out.exists() and not out.is_dir():

@@ -477,6 +477,16 @@ def test_bad_study_directories(tmp_path):
     (tmp_path / "empty" / "study.toml").write_text('name = "x"\nmetric = "val/mIoU13"\n')
     with pytest.raises(ReportError, match="no trial directories"):
         write_report(tmp_path / "empty")
+    # the driver's local copy of a study kept in an object store: its trials are in the bucket, and it says how
+    # to copy them (without their checkpoints), not "has the study started?"
+    (tmp_path / "empty" / "provenance.json").write_text(json.dumps({"experiment_path": "s3://b/studies/x"}))
+    with pytest.raises(ReportError) as in_store:
+        write_report(tmp_path / "empty")
+    assert str(in_store.value) == (
+        f"{tmp_path / 'empty'}: the trials of this study are in the store (s3://b/studies/x); this folder is the "
+        "driver's copy of the study's own files. Copy the trials' folders here without their checkpoints, then "
+        f"report: aws s3 sync s3://b/studies/x {tmp_path / 'empty'} --exclude '*/checkpoint_*'")
+    (tmp_path / "empty" / "provenance.json").unlink()
     (tmp_path / "empty" / "study.toml").write_text('name = "x"\nmetric = 3\n')
     with pytest.raises(ReportError, match=re.escape("metric = 3 is not valid; allowed: a metric name")):
         write_report(tmp_path / "empty")
