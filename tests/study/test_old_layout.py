@@ -197,6 +197,7 @@ def test_a_study_killed_under_the_flat_layout_resumes_to_the_end_with_the_layers
                                   str(storage), "--num-cpus", "2"], cwd=REPO, env=env, capture_output=True,
                                  text=True, timeout=600)
         assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-        assert "2 of 2 trials (2 COMPLETE)" in resumed.stdout, resumed.stdout[-3000:]
+        # 2 configurations x 2 seeds: the status lists each replicate (issue 19), all four completed
+        assert "4 of 4 trials (4 COMPLETE)" in resumed.stdout, resumed.stdout[-3000:]
     finally:
         subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(old)], capture_output=True)
