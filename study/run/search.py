@@ -39,7 +39,7 @@ from study.state.journal import RERUN_OF
 from study.run.snapshots import SnapshotPacing
 from trainables import faults
 
-__all__ = ["StudySearch", "PersistentASHA", "Unbound", "StudyProgress", "FINISHED_KEY", "FAILURE_FILE", "read_failure",
+__all__ = ["StudySearch", "PersistentASHA", "Unbound", "StudyProgress", "FINISHED_KEY", "FAILURE_FILE", "read_failure", "trial_failure",
            "trial_dirname", "short_param", "TrialLabels", "optuna_number", "note_optuna_number"]
 
 # Reported (1.0) with the last evaluation of a run that trained all its iterations; absent when stopped early.
@@ -110,6 +110,26 @@ def read_failure(trial_dir: Path | str) -> str | None:
         return json.loads((Path(trial_dir) / FAILURE_FILE).read_text())["reason"]
     except (OSError, ValueError, KeyError):
         return None
+
+
+def trial_failure(trial: Any) -> tuple[str | None, str]:
+    """``(reason in the trial's failure.json or None, where its files are)`` of a Ray trial, read through Ray's
+    storage filesystem of the study: with ``--storage s3://`` the trial's directory is in the bucket, and Ray's path
+    there has no scheme (a local read of it found nothing, and the line said "see dastudy-test/studies/...")."""
+    storage = getattr(trial, "storage", None)
+    if storage is None:
+        return None, ""
+    path = str(storage.trial_fs_path).rstrip("/")
+    fs = getattr(storage, "storage_filesystem", None)
+    root = getattr(getattr(fs, "handler", None), "root", "")  # study.state.store_fs: "s3://bucket"
+    where = f"{root.split('://', 1)[0]}://{path}" if "://" in root else path
+    if fs is None:
+        return read_failure(path), where
+    try:
+        with fs.open_input_stream(f"{path}/{FAILURE_FILE}") as src:
+            return str(json.loads(src.read())["reason"]), where
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, where
 
 
 class Unbound(RuntimeError):
@@ -605,11 +625,11 @@ class StudyProgress(Callback):
                    f"   [{self._ended}/{self.num_samples} trials ended]")
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        reason = read_failure(Path(trial.storage.trial_fs_path)) if trial.storage else None
-        if reason is None and trial.storage:
+        reason, where = trial_failure(trial)
+        if reason is None and where:
             # the study's copy (Ray syncs error.txt into the trial directory), not Ray's temp dir, which is
             # deleted when Ray shuts down
-            reason = "see " + shlex.quote(f"{trial.storage.trial_fs_path.rstrip('/')}/error.txt")
+            reason = "see " + shlex.quote(f"{where}/error.txt")
         self._ended += 1
         self._line(f"{self._name(trial)} FAILED  {reason or ''}   [{self._ended}/{self.num_samples} trials ended]")
 

@@ -290,3 +290,28 @@ def test_checkpoint_deletions_in_the_bucket_wait_for_two_landed_snapshots(s3_ser
     data = pickle.dumps(fs)
     assert b"testing" not in data and pickle.loads(data).open_input_stream(
         f"{root}/trial_a/checkpoint_000003/state.pt").read() == b"y" * 10
+
+
+def test_a_failed_trials_reason_is_read_from_the_bucket_for_the_progress_line(s3_server, tmp_path):
+    """Ray's trial path in a bucket has no scheme: the progress line read it as a local path, found nothing and said
+    "see dastudy-test/studies/.../error.txt"; it reads the reason through the study's storage filesystem now."""
+    from types import SimpleNamespace
+
+    from study.run.search import trial_failure
+    from study.state.atomic_fs import atomic_local_filesystem
+    from study.state.store_fs import store_filesystem
+
+    fs = store_filesystem(f"s3://{BUCKET}/studies")
+    with fs.open_output_stream(f"{BUCKET}/studies/st/trial_1/failure.json") as out:
+        out.write(json.dumps({"kind": "diverged", "reason": "NaN loss at iteration 7"}).encode())
+    trial = SimpleNamespace(storage=SimpleNamespace(trial_fs_path=f"{BUCKET}/studies/st/trial_1",
+                                                    storage_filesystem=fs))
+    assert trial_failure(trial) == ("NaN loss at iteration 7", f"s3://{BUCKET}/studies/st/trial_1")
+    trial.storage.trial_fs_path = f"{BUCKET}/studies/st/trial_2"  # crashed: no record, Ray's error.txt is there
+    assert trial_failure(trial) == (None, f"s3://{BUCKET}/studies/st/trial_2")
+    local = SimpleNamespace(storage=SimpleNamespace(trial_fs_path=str(tmp_path / "trial_3"),
+                                                    storage_filesystem=atomic_local_filesystem()))
+    (tmp_path / "trial_3").mkdir()
+    (tmp_path / "trial_3" / "failure.json").write_text(json.dumps({"kind": "oom", "reason": "out of memory"}))
+    assert trial_failure(local) == ("out of memory", str(tmp_path / "trial_3"))
+    assert trial_failure(SimpleNamespace(storage=None)) == (None, "")
