@@ -30,12 +30,13 @@ import shutil
 import sys
 import threading
 import tempfile
+from typing import Any
 
 import pyarrow
 import pyarrow.fs as pafs
 
 __all__ = ["AtomicLocalHandler", "atomic_local_filesystem", "TEMP_PREFIX", "CHECKPOINT_DIR", "DeferredDeletes",
-           "DEFERRED"]
+           "DEFERRED", "WriteOnlyStream"]
 
 TEMP_PREFIX = ".dastudy-partial-"  # temporary siblings; one left behind means a writer was killed mid-file
 CHECKPOINT_DIR = re.compile(r"^checkpoint_\d+$")  # Ray's trial checkpoint directories (also study/run/storage.py)
@@ -122,16 +123,12 @@ class DeferredDeletes:
 DEFERRED = DeferredDeletes()  # the driver's; worker processes never enable theirs
 
 
-class _AtomicFile:
-    """A binary file object that becomes ``path`` on ``close()`` (and vanishes if closed after an error)."""
+class WriteOnlyStream:
+    """The file-object surface ``pyarrow.PythonFile(..., mode="w")`` needs, writing through to ``self._fh``;
+    subclasses decide what ``close()`` does."""
 
-    def __init__(self, path: str):
-        self.path = path
-        directory = os.path.dirname(path) or "."
-        os.makedirs(directory, exist_ok=True)
-        fd, self._tmp = tempfile.mkstemp(prefix=TEMP_PREFIX + os.path.basename(path) + ".", dir=directory)
-        self._fh = os.fdopen(fd, "wb")
-        self.closed = False
+    _fh: Any
+    closed = False
 
     def write(self, data) -> int:
         return self._fh.write(data)
@@ -150,6 +147,18 @@ class _AtomicFile:
 
     def seekable(self) -> bool:
         return False
+
+
+class _AtomicFile(WriteOnlyStream):
+    """A binary file object that becomes ``path`` on ``close()`` (and vanishes if closed after an error)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        directory = os.path.dirname(path) or "."
+        os.makedirs(directory, exist_ok=True)
+        fd, self._tmp = tempfile.mkstemp(prefix=TEMP_PREFIX + os.path.basename(path) + ".", dir=directory)
+        self._fh = os.fdopen(fd, "wb")
+        self.closed = False
 
     def discard(self) -> None:
         """Drop what was written (the destination is left as it was)."""

@@ -23,7 +23,7 @@ import re
 import pyarrow
 import pyarrow.fs as pafs
 
-from study.state.atomic_fs import DEFERRED
+from study.state.atomic_fs import DEFERRED, WriteOnlyStream
 from trainables.objectstore import filesystem
 
 __all__ = ["DeferringStoreHandler", "store_filesystem", "ray_path"]
@@ -42,36 +42,18 @@ def ray_path(uri: str) -> str:
     return uri.split("://", 1)[1].rstrip("/")
 
 
-class _LandingStream:
+class _LandingStream(WriteOnlyStream):
     """An output stream to the store that counts an experiment snapshot as landed once its object is written."""
 
     def __init__(self, stream):
-        self._stream = stream
+        self._fh = stream
         self.closed = False
-
-    def write(self, data) -> int:
-        return self._stream.write(data)
-
-    def flush(self) -> None:
-        self._stream.flush()
-
-    def tell(self) -> int:
-        return self._stream.tell()
-
-    def writable(self) -> bool:
-        return True
-
-    def readable(self) -> bool:
-        return False
-
-    def seekable(self) -> bool:
-        return False
 
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
-        self._stream.close()  # the object exists once this returns (a single or a completed multipart upload)
+        self._fh.close()  # the object exists once this returns (a single or a completed multipart upload)
         DEFERRED.snapshot_landed()
 
 

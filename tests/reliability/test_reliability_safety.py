@@ -33,8 +33,16 @@ REVIEWED = {
     ("study/state/atomic_fs.py", "AtomicLocalHandler.delete_file", "self._fs.delete_file"):
         "on Ray's behalf, its own files in the study (e.g. the storage check marker)",
     ("study/state/atomic_fs.py", "AtomicLocalHandler.move", "self._fs.move"): "on Ray's behalf, inside the study",
-    ("study/state/atomic_fs.py", "DeferredDeletes._delete", "local.delete_dir"):
-        "on Ray's behalf, later: only checkpoint_<n> directories Ray asked AtomicLocalHandler.delete_dir to delete",
+    ("study/state/atomic_fs.py", "DeferredDeletes._delete", "fs.delete_dir"):
+        "on Ray's behalf, later: only checkpoint_<n> directories Ray asked AtomicLocalHandler.delete_dir or "
+        "DeferringStoreHandler.delete_dir to delete, on that filesystem",
+    ("study/state/store_fs.py", "DeferringStoreHandler.delete_dir", "self._fs.delete_dir"):
+        "on Ray's behalf: Ray's own directories in the study's bucket prefix (checkpoints are deferred)",
+    ("study/state/store_fs.py", "DeferringStoreHandler.delete_dir_contents", "self._fs.delete_dir_contents"):
+        "on Ray's behalf, inside its own storage prefix (pyarrow refuses the store's root)",
+    ("study/state/store_fs.py", "DeferringStoreHandler.delete_file", "self._fs.delete_file"):
+        "on Ray's behalf, its own objects in the study's prefix (e.g. the storage check marker)",
+    ("study/state/store_fs.py", "DeferringStoreHandler.move", "self._fs.move"): "on Ray's behalf, inside the study",
     ("study/config/resources.py", "probe_storage_visibility", "marker.unlink"): "the uniquely named marker it wrote",
     ("study/run/search.py", "PersistentASHA._save", "os.replace"): "its temporary file over asha_rungs.json",
     ("study/run/search.py", "StudySearch.save_to_dir", "os.replace"):
