@@ -317,3 +317,55 @@ def test_password_of_a_real_postgres_study_is_in_no_file(tiny_benchmark, tmp_pat
             if ray.is_initialized():
                 ray.shutdown()
             shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_the_fix_for_named_weights_is_the_download_of_the_first_file_still_online(tmp_path, monkeypatch):
+    """deeplab_init's first published file is offline since ~2021: the fix downloads the second (ADVENT's copy)
+    into torch's hub cache; an unknown name is a path to put a file at."""
+    from study.config.preflight import _weights_fix
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch home"))
+    assert _weights_fix("deeplab_init") == (
+        f"curl -L --create-dirs -o '{tmp_path}/torch home/hub/checkpoints/DeepLab_resnet_pretrained_imagenet.pth' "
+        "https://github.com/valeoai/ADVENT/releases/download/v0.1/DeepLab_resnet_pretrained_imagenet.pth")
+    assert _weights_fix("imagenet") == (
+        f"curl -L --create-dirs -o '{tmp_path}/torch home/hub/checkpoints/resnet101-5d3b4d8f.pth' "
+        "https://download.pytorch.org/models/resnet101-5d3b4d8f.pth")
+    assert _weights_fix("/w/x.pth") == ("put the file at /w/x.pth, or name an existing one in search.params.weights "
+                                        "/ train.model.weights")
+
+
+def test_the_fix_for_a_missing_checkpoint_is_the_command_that_writes_it(tmp_path, monkeypatch):
+    from study.config.preflight import _checkpoint_fix
+
+    monkeypatch.chdir(tmp_path)
+    runs = tmp_path / "runs"
+    assert _checkpoint_fix(runs / "synthia_source_v2" / "checkpoints" / "best.pt", "model.init_checkpoint") == \
+        "dastudy train-source synthia_source_v2"  # the command's default --out: not repeated
+    assert _checkpoint_fix(runs / "synthia2cityscapes_v2_single" / "checkpoints" / "best.pt", "model.init_checkpoint") \
+        == "dastudy adapt synthia2cityscapes_v2_single"
+    elsewhere = tmp_path / "my runs" / "synthia_source_v2"
+    assert _checkpoint_fix(elsewhere / "checkpoints" / "best.pt", "model.init_checkpoint") == \
+        f"dastudy train-source synthia_source_v2 --out '{elsewhere}'"
+    other = ("train that run first, or set search.params.init_checkpoints / train.model.init_checkpoint to an "
+             "existing checkpoint")
+    assert _checkpoint_fix(runs / "synthia_source_v2" / "best.pt", "model.init_checkpoint") == other  # not checkpoints/
+    assert _checkpoint_fix(runs / "my_own_run" / "checkpoints" / "best.pt", "model.init_checkpoint") == other
+
+
+def test_a_refused_weights_or_checkpoint_is_one_line_with_its_fix(tmp_path, monkeypatch):
+    from study.config.preflight import _config_problem
+    from trainables.config import ConfigError
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    monkeypatch.chdir(tmp_path)
+    cfg = from_dict(TrainConfig, tiny_train_table(tmp_path))
+    weights = _config_problem("model.weights", ConfigError("s.toml", "model.weights", "deeplab_init", "a file"), cfg)
+    assert weights.what == f"weights 'deeplab_init' ({cfg.model.name}): not found"
+    assert weights.fix.startswith(f"curl -L --create-dirs -o {tmp_path}/th/hub/checkpoints/DeepLab_resnet_")
+    (tmp_path / "adir").mkdir()
+    for value, state in ((tmp_path / "adir", "a directory"), (tmp_path / "nofile.pt", "no such file")):
+        problem = _config_problem("model.init_checkpoint", ConfigError("s.toml", "model.init_checkpoint", str(value), "a file"),
+                                  cfg)
+        assert problem.what == f"checkpoint {value.name} ({cfg.model.name}): {state}", problem.what
+        assert problem.fix.endswith("to an existing checkpoint")
