@@ -293,3 +293,37 @@ def test_the_writers_lock_sits_beside_the_journal_and_survives_pickling(tmp_path
     with pytest.raises(KeyboardInterrupt):
         FlockJournalLock(path).acquire()
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_a_fragment_whose_last_record_start_is_itself_torn_is_dropped_whole(tmp_path):
+    """A middle line with a record start after garbage, but whose tail from that start is no whole record either
+    (two torn writes in a row): nothing of it is kept, the records around it are."""
+    path = tmp_path / "optuna.journal"
+    _fill(_study(path), 2)
+    lines = path.read_bytes().splitlines(keepends=True)
+    torn = b'xx{"op_code": 4, "worker_id": "a", "study_id": 0, "trial_id": 9, "st\n'
+    path.write_bytes(b"".join(lines[:2]) + torn + b"".join(lines[2:]))
+    assert repair_journal(path) == len(torn)
+    assert path.read_bytes() == b"".join(lines)
+    assert len(_study(path).trials) == 2
+
+
+def test_a_journal_of_one_torn_byte_is_repaired_when_it_is_opened(tmp_path):
+    path = tmp_path / "optuna.journal"
+    path.write_bytes(b"{")
+    study = _study(path)
+    _fill(study, 1)
+    assert len(_study(path).trials) == 1 and path.read_bytes().startswith(b'{"op_code"')
+
+
+@pytest.mark.timeout(60)
+def test_a_lock_left_by_a_killed_writer_does_not_stop_the_next_one(tmp_path):
+    """The writers' lock is a flock on ``<journal>.flock``, which the kernel drops with its holder: a SIGKILLed
+    driver leaves no lock behind. Optuna's default lock is a symlink a killed writer leaves in place, and the next
+    writer waits for it (here: a stale one planted where Optuna's would be)."""
+    path = tmp_path / "optuna.journal"
+    _fill(_study(path), 1)
+    os.symlink(str(path), str(path) + ".lock")  # Optuna's symlink lock, as a writer that died left it
+    started = __import__("time").monotonic()
+    _fill(_study(path), 1)
+    assert __import__("time").monotonic() - started < 20 and len(_study(path).trials) == 2

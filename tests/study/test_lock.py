@@ -167,3 +167,28 @@ def test_the_lustre_refusals_word_for_word(path, expected):
     from study.state.lock import mount_of, node_local_lock
 
     assert node_local_lock(mount_of(path, MOUNTS)) == ("refuse", expected)
+
+
+def test_the_holder_is_described_by_what_its_lock_file_says():
+    from study.state.lock import _describe
+
+    assert _describe(None) == _describe({}) == "another process"
+    assert _describe({"pid": 12, "host": "node3", "command": "dastudy study run demo", "since": "2026-12-07T06:00"}) \
+        == "pid 12 on node3 (`dastudy study run demo`, since 2026-12-07T06:00)"
+    assert _describe({"pid": 12, "host": "node3"}) == "pid 12 on node3 (`?`, since ?)"  # a lock file of older code
+
+
+def test_the_node_local_refusal_word_for_word(monkeypatch):
+    from study.state.lock import NODE_LOCAL_ENV, check_cluster_wide_lock
+
+    monkeypatch.delenv(NODE_LOCAL_ENV, raising=False)
+    with pytest.raises(StudyLocked) as refused:
+        check_cluster_wide_lock(Path("/nfs/all/demo"), mounts_text=MORE_MOUNTS)
+    assert str(refused.value) == (
+        "/nfs/all/demo: the driver lock cannot exclude other nodes: /nfs/all (nfs4 from nfs1:/export/all, options "
+        "rw,vers=4.1,local_lock=all): local_lock=all makes flock node-local, a driver on another node would not see "
+        "this one; remount without it (NFSv3 needs the lock daemon, rpc.statd); or set DASTUDY_NODE_LOCAL_LOCK=1 if "
+        "only this node ever drives the study")
+    assert check_cluster_wide_lock(Path("/mnt/smb/demo"), mounts_text=MORE_MOUNTS) == (
+        "warning: /mnt/smb/demo: /mnt/smb (cifs from //fs/share, options rw,vers=3.0): CIFS/SMB flock is emulated per "
+        "client; two drivers on different nodes may not exclude each other")
