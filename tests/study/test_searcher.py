@@ -639,3 +639,40 @@ def test_a_trial_label_that_starts_with_its_directory_is_not_followed_by_it(tmp_
                              name_of=lambda t: f"trial_{t.trial_id} (seed 2)")
     progress.on_trial_start(0, [], _ray_trial(tmp_path, "a1", {"x": 1}))
     assert capsys.readouterr().out.split("] ", 1)[1] == "trial_a1 (seed 2) started\n"
+
+
+def test_metrics_in_percent_and_others_as_numbers():
+    from study.run.search import _fmt, _fmt_metric
+
+    assert _fmt_metric("val/pixel_acc", 0.91234) == "91.23%" and _fmt_metric("select/mIoU13", 0.1) == "10.00%"
+    assert _fmt_metric("uda/im", 0.91234) == "0.9123" and _fmt_metric("val/mIoU16", None) == "None"
+    assert _fmt_metric("val/mIoU16", math.inf) == "inf" and _fmt("deeplabv2") == "deeplabv2" and _fmt(3) == "3"
+
+
+@pytest.mark.parametrize("mode", ["max", "min"])
+def test_a_tie_keeps_the_first_trial_as_the_best(tmp_path, capsys, mode):
+    from study.run.search import StudyProgress
+
+    progress = StudyProgress(metric=METRIC, mode=mode, max_t=4, num_samples=2)
+    a, b = _ray_trial(tmp_path, "a", {}), _ray_trial(tmp_path, "b", {})
+    progress.on_trial_result(0, [a, b], a, {METRIC: 0.3, "training_iteration": 1})
+    progress.on_trial_result(0, [a, b], b, {METRIC: 0.3, "training_iteration": 1})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("so far)") and not lines[1].endswith("so far)")
+    assert progress._best == (0.3, "trial_a")
+
+
+def test_asha_rungs_restored_hold_the_same_records(tmp_path):
+    """The rungs and stops read back from asha_rungs.json are the ones written (trial ids and values)."""
+    trial = lambda name: SimpleNamespace(trial_id=name)  # noqa: E731
+    asha = _asha(PersistentASHA, tmp_path, study_dir=tmp_path)
+    for name, value in (("a", 0.5), ("b", 0.1), ("c", 0.3)):
+        asha.on_trial_add(None, trial(name))
+        asha.on_trial_result(None, trial(name), {METRIC: value, "training_iteration": 1})
+    written = json.loads((tmp_path / "asha_rungs.json").read_text())
+    again = _asha(PersistentASHA, tmp_path, study_dir=tmp_path)
+    again.on_trial_add(None, trial("d"))  # the first call that reads the file
+    rungs = [{k: v for k, v in recorded.items()} for b in again._brackets for _, recorded in b._rungs]
+    assert {k: v for r in rungs for k, v in r.items()} == {
+        k: v for b in written["brackets"] for _, recorded in b for k, v in recorded.items()}
+    assert set(written.get("stopped", {})) == set(again._stopped)
