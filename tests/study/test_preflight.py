@@ -369,3 +369,37 @@ def test_a_refused_weights_or_checkpoint_is_one_line_with_its_fix(tmp_path, monk
                                   cfg)
         assert problem.what == f"checkpoint {value.name} ({cfg.model.name}): {state}", problem.what
         assert problem.fix.endswith("to an existing checkpoint")
+
+
+GOLDEN_PLAN = """\
+study tiny: 3 configuration(s) x 2 seeds = 6 trials, space 'lambda_lr' (tpe, seed 0), metric val/mIoU16 (max), \
+asha max_t=3, 2 at a time (cpu 1, gpu 0 each)
+optuna storage: postgresql://alice@db.example:5432/studies
+replicates: every configuration runs once per seed in search.seeds = [1, 2] (runtime.seed)
+same in every trial: model.name=deeplabv2_tiny, optim.batch_size=2
+
+space (each trial samples):
+  lambda_adv       log-uniform [0.0001, 0.01]  -> adapt.lambda_adv_main
+  lr               log-uniform [0.002, 0.05]  -> optim.lr
+
+resolved trial configs checked (2: each branch at both ends of its ranges):
+  #  optim.lr  adapt.lambda_adv_main
+  1  0.002     0.0001
+  2  0.05      0.01
+
+a note
+all pre-launch checks passed (configs, model names, weight and checkpoint files, datasets, storage URL, resources); \
+nothing was created"""
+
+
+def test_the_dry_run_plan_word_for_word(tmp_path, tiny_benchmark):
+    """Replicates, a PostgreSQL storage (its password never shown), a sampled space at both ends of its ranges."""
+    from study.config.preflight import diagnose, format_plan
+    from study.config.study_config import study_from_dict
+    from study_helpers import study_table
+
+    table = study_table(tiny_benchmark, num_samples=3)
+    table["search"].update(seeds=[1, 2], storage="postgresql://alice:s3cr3t@db.example:5432/studies")
+    study = study_from_dict(table, source="golden.toml", cwd=tmp_path)
+    pre, problems = diagnose(study, source="golden.toml", home=tmp_path / "home")
+    assert format_plan(pre, problems, ["a note"]) == GOLDEN_PLAN
