@@ -676,3 +676,19 @@ def test_asha_rungs_restored_hold_the_same_records(tmp_path):
     assert {k: v for r in rungs for k, v in r.items()} == {
         k: v for b in written["brackets"] for _, recorded in b for k, v in recorded.items()}
     assert set(written.get("stopped", {})) == set(again._stopped)
+
+
+def test_the_searcher_state_lands_whole_under_rays_name_with_no_temporary_file_in_the_staging_dir(tmp_path):
+    """Ray's staging directory is uploaded by a background thread: only whole files under their final names may
+    appear there (a temporary file it listed and that was then renamed failed the sync, issue 12)."""
+    searcher = _searcher(tmp_path)
+    searcher.suggest("a")
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    searcher.save_to_dir(str(staging), session_str="2026-12-07")
+    assert [p.name for p in staging.iterdir()] == ["searcher-state-2026-12-07.pkl"]
+    saved = json.loads((staging / "searcher-state-2026-12-07.pkl").read_text())
+    assert saved == searcher.state_dict() and list(saved["ot_trials"]) == ["a"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".dastudy-searcher-")]  # none left beside it
+    searcher.save_to_dir(str(staging))  # Ray's default session name
+    assert sorted(p.name for p in staging.iterdir()) == ["searcher-state-2026-12-07.pkl", "searcher-state-default.pkl"]
