@@ -315,3 +315,12 @@ def test_a_failed_trials_reason_is_read_from_the_bucket_for_the_progress_line(s3
     (tmp_path / "trial_3" / "failure.json").write_text(json.dumps({"kind": "oom", "reason": "out of memory"}))
     assert trial_failure(local) == ("out of memory", str(tmp_path / "trial_3"))
     assert trial_failure(SimpleNamespace(storage=None)) == (None, "")
+
+
+def test_read_failure_takes_an_object_store_uri(s3_server):
+    from study.run.search import read_failure
+    from trainables.objectstore import write_bytes
+
+    write_bytes(f"s3://{BUCKET}/studies/st/trial_9/failure.json", json.dumps({"reason": "OOM at 3"}).encode())
+    assert read_failure(f"s3://{BUCKET}/studies/st/trial_9/") == "OOM at 3"
+    assert read_failure(f"s3://{BUCKET}/studies/st/trial_8") is None  # no record: None, not an error

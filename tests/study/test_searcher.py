@@ -692,3 +692,17 @@ def test_the_searcher_state_lands_whole_under_rays_name_with_no_temporary_file_i
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".dastudy-searcher-")]  # none left beside it
     searcher.save_to_dir(str(staging))  # Ray's default session name
     assert sorted(p.name for p in staging.iterdir()) == ["searcher-state-2026-12-07.pkl", "searcher-state-default.pkl"]
+
+
+def test_suggest_of_an_unbound_searcher_names_it_and_the_suggest_fault_point_fires(tmp_path, monkeypatch):
+    import pickle
+
+    from study.run.search import Unbound
+
+    searcher = _searcher(tmp_path)
+    with pytest.raises(Unbound, match="^StudySearch was restored without a study location"):
+        pickle.loads(pickle.dumps(searcher)).suggest("a")
+    monkeypatch.setenv("DASTUDY_FAULT", "crash_at:suggest:1")  # test-only: Optuna trial 1 asked, Ray not saved yet
+    searcher.suggest("a")
+    with pytest.raises(RuntimeError, match="injected fault: crash at the suggest of iteration 1"):
+        searcher.suggest("b")

@@ -364,6 +364,34 @@ def _table_value(value: float) -> str:
     return "%#.5g" % value
 
 
+HPARAMS_COLUMNS = {"lambda_adv", "lr", "val/mIoU13 %", "val/mIoU16 %", "trial/pruned"}
+
+
+def _hparams_rows(text: str, runs, *, others=("baseline",)) -> dict[str, dict[str, str]] | None:
+    """The HParams table's rows of ``runs``, read from the page's text; None until the table shows each of them
+    with a value in every column (an empty cell leaves no line, so a short row means a value still missing).
+    ``others`` are runs that may also have a row (the source-only baseline), read past but not checked."""
+    lines = text.splitlines()
+    if "Show Metrics" not in lines or "Color by" not in lines:
+        return None
+    table = lines[lines.index("Show Metrics") + 1:lines.index("Color by")]
+    if not all(run in table for run in runs):
+        return None
+    starts = sorted(table.index(run) for run in [*runs, *(o for o in others if o in table)])
+    columns = table[:starts[0]]
+    if set(columns) != HPARAMS_COLUMNS:
+        return None
+    rows = {}
+    for start, end in zip(starts, [*starts[1:], len(table)]):
+        if table[start] not in runs:
+            continue
+        cells = table[start + 1:end]
+        if len(cells) != len(columns):
+            return None
+        rows[table[start]] = dict(zip(columns, cells))
+    return rows
+
+
 @pytest.mark.browser
 @pytest.mark.slow
 def test_hparams_page_in_a_real_browser(tiny_study, tmp_path):
@@ -398,12 +426,18 @@ def test_hparams_page_in_a_real_browser(tiny_study, tmp_path):
         browser = HeadlessChromium(executable)
         try:
             session = browser.open(url)
-            deadline = time.monotonic() + 45
+            deadline = time.monotonic() + 60
+            reload_at = time.monotonic() + 15
             text = ""
             while time.monotonic() < deadline:
                 text = browser.text(session)
-                if all(run in text for run in trials) and "Color by" in text:
+                if _hparams_rows(text, trials) is not None:
                     break
+                # TensorBoard answers before it has read every event file (a trial's session end is a file of
+                # its own): the dashboard fetches once, so a table caught half-read is fetched again.
+                if time.monotonic() > reload_at:
+                    browser.send("Page.reload", {}, session)
+                    reload_at = time.monotonic() + 15
                 time.sleep(0.5)
             shot = tmp_path / "hparams.png"
             browser.screenshot(session, shot)
@@ -420,11 +454,10 @@ def test_hparams_page_in_a_real_browser(tiny_study, tmp_path):
     lines = text.splitlines()
     baseline_rows = 1 if (tiny_study / "tb" / "baseline").is_dir() else 0
     assert f"Number of matching session groups: {len(trials) + baseline_rows}" in lines
-    table = lines[lines.index("Show Metrics") + 1:lines.index("Color by")]
-    columns = table[:min(table.index(run) for run in trials)]
-    assert set(columns) == {"lambda_adv", "lr", "val/mIoU13 %", "val/mIoU16 %", "trial/pruned"}
+    rows = _hparams_rows(text, trials)
+    assert rows is not None, f"the HParams table never showed every trial with every column:\n{text}"
     for run, trial in trials.items():
-        row = dict(zip(columns, table[table.index(run) + 1:table.index(run) + 1 + len(columns)]))
+        row = rows[run]
         assert row["val/mIoU13 %"] == _table_value(100 * trial.metric), (run, row)  # its last val/mIoU13
         assert row["val/mIoU16 %"] == _table_value(100 * trial.final["val/mIoU16"]), (run, row)
         assert row["trial/pruned"] == _table_value(1.0 if trial.status == "pruned" else 0.0), (run, row)
