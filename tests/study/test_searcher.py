@@ -703,6 +703,8 @@ def test_suggest_of_an_unbound_searcher_names_it_and_the_suggest_fault_point_fir
     with pytest.raises(Unbound, match="^StudySearch was restored without a study location"):
         pickle.loads(pickle.dumps(searcher)).suggest("a")
     monkeypatch.setenv("DASTUDY_FAULT", "crash_at:suggest:1")  # test-only: Optuna trial 1 asked, Ray not saved yet
+    (tmp_path / "claims").mkdir()  # fires once per claim directory, not once per process (pytest run twice in one)
+    monkeypatch.setenv("DASTUDY_FAULT_DIR", str(tmp_path / "claims"))
     searcher.suggest("a")
     with pytest.raises(RuntimeError, match="injected fault: crash at the suggest of iteration 1"):
         searcher.suggest("b")
