@@ -192,3 +192,12 @@ def test_the_node_local_refusal_word_for_word(monkeypatch):
     assert check_cluster_wide_lock(Path("/mnt/smb/demo"), mounts_text=MORE_MOUNTS) == (
         "warning: /mnt/smb/demo: /mnt/smb (cifs from //fs/share, options rw,vers=3.0): CIFS/SMB flock is emulated per "
         "client; two drivers on different nodes may not exclude each other")
+
+
+def test_a_mount_line_needs_its_first_four_fields_and_no_more():
+    """/proc/mounts has six fields per line; a table given by hand may stop after the options, and a line cut
+    shorter than that is skipped rather than misread."""
+    from study.state.lock import Mount, mount_of
+
+    table = "srv:/export /data nfs4 rw,localflock\nbroken /data/cut\n"
+    assert mount_of("/data/study", table) == Mount("srv:/export", "/data", "nfs4", ("rw", "localflock"))

@@ -884,3 +884,36 @@ def test_a_trial_whose_ray_files_never_came_is_read_from_its_run_and_optuna(stud
     assert got.status == "completed" and got.metric == pytest.approx(want.metric)
     assert got.params == pytest.approx(want.params) and got.rounds == want.rounds
     assert [x for x, _ in got.curve] == [x for x, _ in want.curve]
+
+
+def test_the_terminal_summary_word_for_word():
+    """`study report`'s closing lines: counts without the zeros, the trials table padded to its widest cell, then
+    the best configuration with its replicates, a single best trial, or none with the reason."""
+    from study.report.aggregate import Stats
+    from study.report.tables import ReportSummary
+
+    base = dict(study="lam", metric="val/mIoU13", mode="max", selection="val",
+                counts={"completed": 5, "pruned": 0, "failed": 1}, best_params={}, best_final={}, importances={},
+                report=Path("/s/report.md"), figures=(), best_config=None, best_metric=None,
+                header=("trial", "λ_adv", "val/mIoU13"), rows=(("#1 λ=0.001", "0.001", "31.20"), ("#12", "0.0004", "9.05")))
+    head = ("study lam: 5 completed, 1 failed; metric val/mIoU13 (max, selection split: val)\n"
+            "trial       λ_adv   val/mIoU13\n"
+            "#1 λ=0.001  0.001   31.20     \n"
+            "#12         0.0004  9.05      \n")
+    replicated = ReportSummary(**{**base, "best_params": {"lambda_adv": 0.001, "lr": 2.5e-4}}, best_trial="trial_ab12",
+                               best_label="#1 λ=0.001", best_seeds=(1, 2, 3), best_score=Stats(0.312, 0.015, 3, 0.0373))
+    assert str(replicated) == head + (
+        "best configuration: lambda_adv=0.001, lr=0.00025: val/mIoU13 = 31.20 ± 1.50 (3) over seeds 1, 2, 3 "
+        "(median replicate #1 λ=0.001 (trial_ab12))\nreport: /s/report.md")
+    single = ReportSummary(**{**base, "best_metric": 0.2805}, best_trial="trial_0001", best_label="#1 λ=0.001")
+    assert str(single) == head + "best: #1 λ=0.001 (trial_0001) val/mIoU13 = 28.05\nreport: /s/report.md"
+    one_seed = ReportSummary(**base, best_trial="trial_0001", best_label="trial_0001", best_seeds=(4,),
+                             best_score=Stats(0.25, float("nan"), 1, float("nan")))
+    assert str(one_seed) == head + ("best configuration: (no searched parameter): val/mIoU13 = 25.00 (1)† over seeds 4 "
+                                    "(median replicate trial_0001)\nreport: /s/report.md")
+    assert str(ReportSummary(**base, best_trial=None)) == head + "best: none\nreport: /s/report.md"
+    empty = ReportSummary(**{**base, "rows": ()}, best_trial=None,
+                          best_note="no configuration has 2 completed replicates at 400")
+    assert str(empty) == ("study lam: 5 completed, 1 failed; metric val/mIoU13 (max, selection split: val)\n"
+                          "trial  λ_adv  val/mIoU13\n"
+                          "best: none (no configuration has 2 completed replicates at 400)\nreport: /s/report.md")

@@ -668,14 +668,16 @@ def test_asha_rungs_restored_hold_the_same_records(tmp_path):
     asha = _asha(PersistentASHA, tmp_path, study_dir=tmp_path)
     for name, value in (("a", 0.5), ("b", 0.1), ("c", 0.3)):
         asha.on_trial_add(None, trial(name))
-        asha.on_trial_result(None, trial(name), {METRIC: value, "training_iteration": 1})
+        asha.on_trial_result(None, trial(name), {"m": value, "training_iteration": 1})  # the metric ASHA watches
     written = json.loads((tmp_path / "asha_rungs.json").read_text())
     again = _asha(PersistentASHA, tmp_path, study_dir=tmp_path)
     again.on_trial_add(None, trial("d"))  # the first call that reads the file
     rungs = [{k: v for k, v in recorded.items()} for b in again._brackets for _, recorded in b._rungs]
-    assert {k: v for r in rungs for k, v in r.items()} == {
-        k: v for b in written["brackets"] for _, recorded in b for k, v in recorded.items()}
-    assert set(written.get("stopped", {})) == set(again._stopped)
+    restored = {k: v for r in rungs for k, v in r.items()}
+    # rung 1 records all three; b (0.1) is stopped there (below a's 0.5), c (0.3) is not (the cutoff of {0.5, 0.1})
+    assert restored == {"a": 0.5, "b": 0.1, "c": 0.3}
+    assert restored == {k: v for b in written["brackets"] for _, recorded in b for k, v in recorded.items()}
+    assert written["stopped"] == {"b": 1} and set(again._stopped) == {"b"}
 
 
 def test_the_searcher_state_lands_whole_under_rays_name_with_no_temporary_file_in_the_staging_dir(tmp_path):
@@ -708,3 +710,370 @@ def test_suggest_of_an_unbound_searcher_names_it_and_the_suggest_fault_point_fir
     searcher.suggest("a")
     with pytest.raises(RuntimeError, match="injected fault: crash at the suggest of iteration 1"):
         searcher.suggest("b")
+
+
+# --- exact bookkeeping: numbers, legacy pickles, pending ends, reruns, progress lines (mutation-test findings) -----
+
+
+def _trial(name):
+    return SimpleNamespace(trial_id=name)
+
+
+def test_each_ray_trial_is_named_by_its_optuna_number_after_suggest_and_after_a_restore(tmp_path, monkeypatch):
+    import pickle
+
+    import study.run.search as search
+    from study.config.labels import trial_label
+
+    monkeypatch.setattr(search, "_OPTUNA_NUMBERS", {})
+    searcher = _searcher(tmp_path)
+    searcher.suggest("n_a")
+    searcher.suggest("n_b")
+    search.note_optuna_number("pbt_member", None)  # no Optuna trial: not named
+    assert search._OPTUNA_NUMBERS == {"n_a": 0, "n_b": 1}
+    assert search.optuna_number("n_b") == 1 and search.optuna_number("pbt_member") is None
+    first = searcher._ot_study.trials[0]
+    assert first.user_attrs == {"ray_trial_id": "n_a", "trial_dir": "trial_n_a", "label": trial_label(0, first.params)}
+    assert first.user_attrs["label"].startswith("#0 ")
+
+    monkeypatch.setattr(search, "_OPTUNA_NUMBERS", {})  # a new driver process: bind names them again
+    restored = pickle.loads(pickle.dumps(searcher))
+    restored.bind(study_dir=tmp_path, storage=JournalStorage(JournalFileBackend(str(tmp_path / "j.journal"))))
+    assert search._OPTUNA_NUMBERS == {"n_a": 0, "n_b": 1}
+    monkeypatch.setattr(search, "_OPTUNA_NUMBERS", {})  # ... and so does loading the saved state
+    restored.load_state_dict(searcher.state_dict())
+    assert search._OPTUNA_NUMBERS == {"n_a": 0, "n_b": 1}
+
+
+def test_a_searcher_and_a_scheduler_pickled_by_older_code_come_back_working(tmp_path):
+    """Pickles from before ``_pending``, ``_num_samples`` (searcher) and ``_stopped`` (ASHA) existed."""
+    searcher = _searcher(tmp_path)
+    state = searcher.__getstate__()
+    del state["_pending"], state["_num_samples"]
+    old = StudySearch.__new__(StudySearch)
+    old.__setstate__(state)
+    old.bind(study_dir=tmp_path, storage=JournalStorage(JournalFileBackend(str(tmp_path / "j.journal"))))
+    assert old.state_dict() == {"ot_trials": {}, "completed": [], "pending": {}}
+    for trial_id in "abc":  # no cap on the number of trials
+        assert isinstance(old.suggest(trial_id), dict)
+    old.on_trial_complete("a", result={METRIC: 0.3, "training_iteration": 4, "finished": 1.0})
+    assert [t.state.name for t in old._ot_study.trials] == ["COMPLETE", "RUNNING", "RUNNING"]
+
+    asha = _asha(PersistentASHA, tmp_path, study_dir=tmp_path)
+    state = asha.__getstate__()
+    del state["_stopped"]
+    old_asha = PersistentASHA.__new__(PersistentASHA)
+    old_asha.__setstate__(state)
+    old_asha.bind(study_dir=tmp_path)  # nothing saved yet in this process: nothing to forget
+    for name, value, expected in (("t1", 0.9, TrialScheduler.CONTINUE), ("t2", 0.8, TrialScheduler.STOP)):
+        old_asha.on_trial_add(None, _trial(name))
+        assert old_asha.on_trial_result(None, _trial(name), {"training_iteration": 1, "m": value}) == expected
+    assert old_asha._stopped == {"t2": 1}
+    assert json.loads((tmp_path / "asha_rungs.json").read_text())["stopped"] == {"t2": 1}
+
+
+def test_a_restored_asha_used_unbound_raises_even_with_nothing_new_to_save(tmp_path):
+    import pickle
+
+    from study.run.search import Unbound
+
+    asha = _asha(PersistentASHA, tmp_path, study_dir=tmp_path)
+    asha.on_trial_add(None, _trial("t1"))
+    asha.on_trial_result(None, _trial("t1"), {"training_iteration": 1, "m": 0.9})
+    restored = pickle.loads(pickle.dumps(asha))
+    with pytest.raises(Unbound, match="^PersistentASHA was restored"):
+        restored.on_trial_result(None, _trial("t1"), {"training_iteration": 1, "m": 0.9})
+
+
+def test_asha_reads_its_rung_file_once_and_takes_files_with_rungs_only_or_stops_only(tmp_path):
+    path = tmp_path / "asha_rungs.json"
+    first = _asha(PersistentASHA, tmp_path, study_dir=tmp_path)
+    for name, value in (("t1", 0.9), ("t2", 0.8)):
+        first.on_trial_add(None, _trial(name))
+        first.on_trial_result(None, _trial(name), {"training_iteration": 1, "m": value})
+    saved = json.loads(path.read_text())
+    path.write_text(json.dumps({"brackets": saved["brackets"]}))  # a file from before stops were kept
+    again = _asha(PersistentASHA, tmp_path, study_dir=tmp_path)
+    again.on_trial_add(None, _trial("t3"))
+    assert [(m, dict(r)) for m, r in again._brackets[0]._rungs] == [(4, {}), (2, {}), (1, {"t1": 0.9, "t2": 0.8})]
+    assert again._stopped == {}
+
+    path.write_text(json.dumps({"stopped": {"t9": 1}}))  # stops only
+    other = _asha(PersistentASHA, tmp_path, study_dir=tmp_path)
+    other.on_trial_add(None, _trial("t9"))
+    assert other._stopped == {"t9": 1}
+    assert [(m, dict(r)) for m, r in other._brackets[0]._rungs] == [(4, {}), (2, {}), (1, {})]
+    # `again` read its file on its first use and does not read it again (t9's stop is not its own)
+    again.on_trial_add(None, _trial("t9"))
+    assert again.on_trial_result(None, _trial("t9"), {"training_iteration": 1, "m": 0.95}) == TrialScheduler.CONTINUE
+    assert again._stopped == {}
+
+
+def test_the_searcher_state_is_staged_beside_the_staging_dir_under_a_hidden_name_and_a_failed_write_leaves_nothing(
+        tmp_path, monkeypatch):
+    import errno
+    import os
+    from pathlib import Path
+
+    import study.run.search as search
+
+    searcher = _searcher(tmp_path)
+    searcher.suggest("a")
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    moves = []
+    real_replace = os.replace
+    monkeypatch.setattr(search.os, "replace", lambda a, b: (moves.append((str(a), str(b))), real_replace(a, b))[1])
+    searcher.save_to_dir(str(staging), session_str="s")
+    (src, dst), = [m for m in moves if m[1].startswith(str(staging))]
+    assert Path(dst) == staging / "searcher-state-s.pkl"
+    assert Path(src).parent == tmp_path and Path(src).name.startswith(".dastudy-searcher-")
+
+    def full_disk(path):
+        Path(path).write_text("{")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(searcher, "save", full_disk)
+    with pytest.raises(OSError, match="No space left on device"):
+        searcher.save_to_dir(str(staging), session_str="t")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".dastudy-searcher-")]
+    assert sorted(p.name for p in staging.iterdir()) == ["searcher-state-s.pkl"]
+
+
+def test_load_state_dict_needs_a_bound_searcher_and_takes_a_state_without_pending_ends(tmp_path):
+    import pickle
+
+    from study.run.search import Unbound
+
+    searcher = _searcher(tmp_path)
+    searcher.suggest("a")
+    saved = searcher.state_dict()
+    restored = pickle.loads(pickle.dumps(searcher))
+    with pytest.raises(Unbound) as err:
+        restored.load_state_dict(saved)
+    assert err.value.what == "StudySearch"
+    restored.bind(study_dir=tmp_path, storage=JournalStorage(JournalFileBackend(str(tmp_path / "j.journal"))))
+    restored.load_state_dict({"ot_trials": saved["ot_trials"], "completed": []})
+    assert restored.state_dict() == {"ot_trials": saved["ot_trials"], "completed": [], "pending": {}}
+
+
+def test_ends_optuna_could_not_record_are_kept_exactly_and_told_as_they_ended(tmp_path, monkeypatch, capsys):
+    import errno
+    import os
+
+    import study.state.journal
+
+    searcher = StudySearch(make_define_by_run(get_space("lambda_adv"), resolve_params(get_space("lambda_adv"), {})),
+                           metric=METRIC, mode="max", max_t=4, study_dir=tmp_path, study_name="unit",
+                           sampler=optuna.samplers.RandomSampler(seed=0), storage=_storage(tmp_path / "j.journal"))
+    for trial_id in "abc":
+        searcher.suggest(trial_id)
+    (tmp_path / "trial_b_r2").mkdir()
+    (tmp_path / "trial_b_r2" / "failure.json").write_text(json.dumps({"reason": "OOM in replicate 2"}))
+    real_write = os.write
+
+    def full_disk(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(study.state.journal.os, "write", full_disk)
+    searcher.on_trial_complete("a", result={METRIC: 0.2, "training_iteration": 2})  # stopped by ASHA
+    searcher.on_trial_complete("a", result={METRIC: 0.9, "training_iteration": 4, "finished": 1.0})  # again: ignored
+    searcher.on_trial_complete("b", result=None, error=True, failed_dir="trial_b_r2")  # a failed replicate
+    searcher.on_trial_complete("c", result={METRIC: 0.5, "training_iteration": 2, "finished": 1.0})  # all it had
+    assert searcher.state_dict()["pending"] == {
+        "a": {"value": 0.2, "error": False, "iteration": 2, "finished": False},
+        "b": {"value": None, "error": True, "iteration": 0, "finished": False, "trial_dir": "trial_b_r2"},
+        "c": {"value": 0.5, "error": False, "iteration": 2, "finished": True}}
+    assert "could not record trial a in Optuna yet" in capsys.readouterr().err
+    monkeypatch.setattr(study.state.journal.os, "write", real_write)  # space is back: the next event tells them
+    searcher.suggest("d")
+    assert searcher.state_dict()["pending"] == {}
+    by = {t.user_attrs["ray_trial_id"]: t for t in searcher._ot_study.trials}
+    assert (by["a"].state.name, by["a"].value, by["a"].user_attrs["pruned_at"]) == ("PRUNED", 0.2, 2)
+    assert by["b"].state.name == "FAIL" and by["b"].user_attrs["fail_reason"] == "OOM in replicate 2"
+    assert (by["c"].state.name, by["c"].value) == ("COMPLETE", 0.5) and "pruned_at" not in by["c"].user_attrs
+
+
+def test_an_end_optuna_already_holds_is_neither_told_again_nor_kept_pending_nor_counted(tmp_path, capsys):
+    searcher = _searcher(tmp_path)
+    searcher.suggest("a")
+    searcher.suggest("b")
+    killed = optuna.load_study(study_name="unit", storage=JournalStorage(JournalFileBackend(str(tmp_path / "j.journal"))))
+    killed.tell(0, 0.4)  # the killed driver told both before Ray's snapshot
+    killed.tell(1, 0.3)
+    searcher.on_trial_complete("a", result={METRIC: 0.1, "training_iteration": 2})
+    assert searcher.state_dict()["pending"] == {} and "warning" not in capsys.readouterr().err
+    results = [SimpleNamespace(error=None, metrics={"trial_id": "b", METRIC: 0.3, "training_iteration": 4,
+                                                    "finished": 1.0}),
+               SimpleNamespace(error=None, metrics={"trial_id": "never_asked_here", METRIC: 0.2,
+                                                    "training_iteration": 1})]
+    assert searcher.record_reruns(results) == 0
+    assert [(t.state.name, t.value) for t in searcher._ot_study.trials] == [("COMPLETE", 0.4), ("COMPLETE", 0.3)]
+
+
+def test_a_rerun_that_finished_below_max_t_is_complete_and_two_restored_drivers_record_it_once(tmp_path):
+    searcher = _searcher(tmp_path)  # max_t 4
+    searcher.suggest("a")
+    searcher.suggest("b")
+    searcher.on_trial_complete("a", result=None, error=True)
+    drivers = []
+    for _ in range(2):  # the same snapshot restored twice (a driver killed after recording the rerun)
+        restored = _searcher(tmp_path)
+        restored._ot_trials, restored._completed_trials = dict(searcher._ot_trials), set(searcher._completed_trials)
+        restored.on_trial_complete("a", result={METRIC: 0.5, "training_iteration": 2, "finished": 1.0})
+        drivers.append(restored)
+    trials = drivers[1]._ot_study.trials
+    assert [(t.number, t.state.name) for t in trials] == [(0, "FAIL"), (1, "RUNNING"), (2, "COMPLETE")]
+    assert trials[2].value == 0.5 and trials[2].user_attrs["rerun_of"] == 0 and "pruned_at" not in trials[2].user_attrs
+    assert [d._ot_trials["a"].number for d in drivers] == [2, 2]  # each now tells the rerun's trial
+
+
+def test_an_intermediate_value_a_full_disk_refused_is_a_warning_on_stderr(tmp_path, monkeypatch, capsys):
+    import errno
+
+    searcher = _searcher(tmp_path)
+    searcher.suggest("a")
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(searcher._ot_study._storage, "set_trial_intermediate_value", full_disk)
+    searcher.on_trial_result("a", {METRIC: 0.1, "training_iteration": 1})
+    out, err = capsys.readouterr()
+    assert "warning: could not record a result of trial a in Optuna: [Errno 28] No space left on device" in \
+        err.splitlines() and out == ""
+
+
+@pytest.mark.parametrize("home", ["studyX", "study "])
+def test_a_failed_trials_reason_is_read_from_its_folder_whatever_the_study_folder_is_called(tmp_path, home):
+    study_dir = tmp_path / home
+    study_dir.mkdir()
+    searcher = _searcher(study_dir)
+    searcher.suggest("a")
+    searcher.suggest("b")
+    (study_dir / "trial_a").mkdir()
+    (study_dir / "trial_a" / "failure.json").write_text(json.dumps({"reason": "y" * 2500}))
+    searcher.on_trial_complete("a", error=True)
+    searcher.on_trial_complete("b", error=True)  # crashed before it could write failure.json
+    a, b = searcher._ot_study.trials
+    assert a.user_attrs["fail_reason"] == "y" * 2000
+    assert b.user_attrs["fail_reason"] == f"error (see the trial's error.txt in {study_dir})"
+
+
+def test_a_metric_not_shown_in_percent_gets_no_percent_attribute_and_a_failure_no_optuna_warning(tmp_path):
+    import warnings
+
+    from study.config.labels import trial_label
+
+    space = get_space("lambda_adv")
+    searcher = StudySearch(make_define_by_run(space, resolve_params(space, {})), metric="uda/im", mode="max",
+                           max_t=4, study_dir=tmp_path, sampler=optuna.samplers.RandomSampler(seed=0),
+                           study_name="unit", storage=optuna.storages.InMemoryStorage())
+    searcher.suggest("a")
+    searcher.suggest("b")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        searcher.on_trial_complete("a", result={"uda/im": 0.25, "training_iteration": 4, "finished": 1.0})
+        searcher.on_trial_complete("b", result={"uda/im": math.nan, "training_iteration": 4})
+    a, b = searcher._ot_study.trials
+    assert a.user_attrs == {"ray_trial_id": "a", "trial_dir": "trial_a", "label": trial_label(0, a.params)}
+    assert (a.state.name, a.value) == ("COMPLETE", 0.25)
+    assert b.state.name == "FAIL" and b.user_attrs["fail_reason"] == "no finite uda/im reported"
+    assert searcher.state_dict()["pending"] == {}
+
+
+def test_an_exhausted_grid_leaves_nothing_pending_and_prints_no_warning(tmp_path, capsys):
+    space = get_space("lambda_adv")
+    params = resolve_params(space, {"lambda_grid": [0.001, 0.002]})
+    searcher = StudySearch(make_define_by_run(space, params, grid=True), metric=METRIC, mode="max", max_t=1,
+                           study_dir=tmp_path, sampler=optuna.samplers.GridSampler(
+                               {"adapt.lambda_adv_main": [0.001, 0.002]}, seed=0), study_name="g",
+                           storage=optuna.storages.InMemoryStorage())
+    for trial_id in ("x", "y"):
+        searcher.suggest(trial_id)
+    for trial_id in ("x", "y"):
+        searcher.on_trial_complete(trial_id, result={METRIC: 0.5, "training_iteration": 1, "finished": 1.0})
+    assert searcher.state_dict()["pending"] == {} and "warning" not in capsys.readouterr().err
+    assert [t.state.name for t in searcher._ot_study.trials] == ["COMPLETE", "COMPLETE"]
+
+
+def test_every_orphan_folder_is_set_aside_and_none_without_a_ray_id_or_in_an_object_store(tmp_path, monkeypatch):
+    before = _searcher(tmp_path)
+    for name in ("lost1", "lost2"):
+        before.suggest(name)
+        (tmp_path / f"trial_{name}").mkdir()
+        (tmp_path / f"trial_{name}" / "params.json").write_text("{}")
+    after = _searcher(tmp_path)
+    after.suggest("new1")
+    after.suggest("new2")  # a second orphan: superseded/ exists already
+    assert sorted(p.name for p in (tmp_path / "superseded").iterdir()) == ["trial_lost1", "trial_lost2"]
+    (tmp_path / "trial_").mkdir()
+    after._set_aside_orphan_dir("")  # an orphan asked before Ray named it: no folder of its own
+    assert (tmp_path / "trial_").is_dir()
+    monkeypatch.chdir(tmp_path)
+    local_lookalike = tmp_path / "s3:" / "bucket" / "st" / "trial_x"  # what Path("s3://bucket/st/trial_x") names
+    local_lookalike.mkdir(parents=True)
+    after._study_dir = "s3://bucket/st"
+    after._set_aside_orphan_dir("x")
+    assert local_lookalike.is_dir()
+
+
+def test_progress_lines_of_a_trial_without_files_results_or_its_last_iterations(tmp_path, capsys):
+    from study.run.search import StudyProgress
+
+    progress = StudyProgress(metric=METRIC, mode="max", max_t=4, num_samples=3)
+    progress.on_trial_error(0, [], SimpleNamespace(trial_id="x"))  # no storage: no reason, nowhere to point
+    progress.on_trial_complete(0, [], SimpleNamespace(trial_id="y", last_result={}))  # ended without a result
+    progress.on_trial_complete(0, [], SimpleNamespace(trial_id="z", last_result={
+        METRIC: 0.5, "training_iteration": 2, "finished": 1.0}))  # trained all it had, in fewer than max_t
+    lines = [line.split("] ", 1)[1] for line in capsys.readouterr().out.splitlines()]
+    assert lines == ["trial_x FAILED     [1/3 trials ended]",
+                     "trial_y PRUNED at 0/4  val/mIoU16=None   [2/3 trials ended]",
+                     "trial_z COMPLETE  val/mIoU16=50.00%   [3/3 trials ended]"]
+
+
+def test_progress_lines_are_flushed_one_by_one(monkeypatch):
+    import sys
+
+    from study.run.search import StudyProgress
+
+    class Stream:
+        def __init__(self):
+            self.events = []
+
+        def write(self, text):
+            self.events.append("write")
+
+        def flush(self):
+            self.events.append("flush")
+
+    stream = Stream()
+    monkeypatch.setattr(sys, "stdout", stream)
+    StudyProgress(metric=METRIC, mode="max", max_t=4, num_samples=1).on_experiment_end([])
+    assert stream.events[-1] == "flush" and "write" in stream.events
+
+
+def test_metrics_in_percent_by_their_last_name_component():
+    from study.run.search import _fmt_metric
+
+    assert _fmt_metric("mIoU16", 0.5) == "50.00%" and _fmt_metric("val/target/mIoU16", 0.5) == "50.00%"
+
+
+def test_where_a_failed_trials_files_are_has_no_trailing_slash(tmp_path, monkeypatch):
+    import trainables.objectstore
+    from study.run.search import read_failure, trial_failure
+    from study.state.atomic_fs import atomic_local_filesystem
+
+    for name in ("trial_X", "trial_y"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "trial_X" / "failure.json").write_text(json.dumps({"reason": "diverged"}))
+    for fs in (None, atomic_local_filesystem()):
+        for name, reason in (("trial_X", "diverged"), ("trial_y", None)):
+            trial = SimpleNamespace(storage=SimpleNamespace(trial_fs_path=f"{tmp_path / name}/",
+                                                            storage_filesystem=fs))
+            assert trial_failure(trial) == (reason, str(tmp_path / name))
+    asked = []
+    monkeypatch.setattr(trainables.objectstore, "read_bytes",
+                        lambda uri: (asked.append(uri), json.dumps({"reason": "OOM"}).encode())[1])
+    assert read_failure("s3://bucket/studies/st/trial_X/") == "OOM"
+    assert asked == ["s3://bucket/studies/st/trial_X/failure.json"]
