@@ -7,6 +7,7 @@
 #
 # One line per round goes to OUT_DIR/summary.txt (round, passed/failed counts, seconds, load average); each round's
 # pytest output is OUT_DIR/round_N.log. The spinner and nothing else is stopped at the end, by its PID.
+# KILL_LOOP_K, when set, is passed to pytest as -k (e.g. "not copied_or_moved" to leave out the 5-minute one).
 set -u
 ROUNDS=${1:-10}
 OUT=${2:-kill_loop.out}
@@ -33,7 +34,7 @@ trap 'kill "$SPINNER" 2>/dev/null' EXIT
 for i in $(seq 1 "$ROUNDS"); do
   start=$(date +%s)
   TMPDIR=$(mktemp -d "${TMPDIR:-/tmp}/killloop.XXXX") "$PY" -m pytest -q -p no:cacheprovider -o addopts= \
-    -m "extended or not extended" -rf "${TESTS[@]}" > "$OUT/round_$i.log" 2>&1
+    -m "extended or not extended" ${KILL_LOOP_K:+-k "$KILL_LOOP_K"} -rf "${TESTS[@]}" > "$OUT/round_$i.log" 2>&1
   tally=$(grep -E "^[0-9]+ (passed|failed)|^=+ .*(passed|failed)" "$OUT/round_$i.log" | tail -1 | tr -d '=')
   echo "round $i: ${tally:-no summary} | $(( $(date +%s) - start )) s | load $(cut -d' ' -f1-3 /proc/loadavg)" \
     | tee -a "$OUT/summary.txt"
