@@ -341,3 +341,29 @@ def test_a_missing_final_value_never_enters_a_pair_and_untestable_arms_say_so(tm
     b1 = [r for r in md if r[header.index("λ_adv")] == "0.008"][0]
     assert b1[header.index("p mIoU16 (Holm)")] == "n/a (n/a)"
     assert [fmt_p(p) for p in (None, math.nan, 0.01234, 3e-5)] == ["n/a", "n/a", "0.012", "<1e-4"]
+
+
+def test_identical_paired_differences_give_no_p_value_and_p_values_print_down_to_1e_4():
+    from study.report.aggregate import paired_test
+    from study.report.paper import fmt_p
+
+    summary, p = paired_test([0.5, 0.75, 1.0], [0.25, 0.5, 0.75])  # every difference exactly 0.25: sd 0, no t-test
+    assert (summary.mean, summary.sd, summary.n) == (0.25, 0.0, 3) and math.isnan(p)
+    assert (fmt_p(1e-4), fmt_p(9.9e-5), fmt_p(0.0312), fmt_p(math.nan)) == ("0.0001", "<1e-4", "0.031", "n/a")
+
+
+def test_per_class_deltas_mark_the_three_classes_outside_mIoU13_and_show_the_other_searched_parameters():
+    from types import SimpleNamespace
+
+    from study.report.paper import per_class_delta_rows
+
+    row = SimpleNamespace(others={"lr": 0.01}, backbone="deeplabv2", lam=0.001, trials=["t1", "t2"],
+                          per_class_vs_baseline={"val/IoU/road": 0.0125})
+    header, body = per_class_delta_rows(SimpleNamespace(num_classes=16), [row])
+    synthia16 = ["road", "sidewalk", "building", "wall*", "fence*", "pole*", "traffic_light", "traffic_sign",
+                 "vegetation", "sky", "person", "rider", "car", "bus", "motorcycle", "bicycle"]
+    assert header == ["backbone", "λ_adv", "lr", "n", *synthia16]
+    assert body == [["deeplabv2", "0.001", "0.01", "2", "+1.25", *["n/a"] * 15]]
+    header, body = per_class_delta_rows(SimpleNamespace(num_classes=19), [])  # Cityscapes' 19: no mark, no rows
+    assert header[:3] == ["backbone", "λ_adv", "n"] and len(header) == 22 and body == []
+    assert [h for h in header if "*" in h] == [] and {"terrain", "truck", "train"} <= set(header)
