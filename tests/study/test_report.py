@@ -917,3 +917,18 @@ def test_the_terminal_summary_word_for_word():
     assert str(empty) == ("study lam: 5 completed, 1 failed; metric val/mIoU13 (max, selection split: val)\n"
                           "trial  λ_adv  val/mIoU13\n"
                           "best: none (no configuration has 2 completed replicates at 400)\nreport: /s/report.md")
+
+
+def test_report_csv_files_have_unix_line_ends_and_empty_cells_for_missing_values():
+    from study.report.writer import _csv
+
+    assert _csv(["trial", "val/mIoU13"], [["t1", 0.25], ["t2", None]]) == "trial,val/mIoU13\nt1,0.25\nt2,\n"
+
+
+def test_a_study_without_learned_schedules_draws_no_schedule_figure(study, tmp_path):
+    from study.report import load_study
+    from study.report.figures import _schedules
+
+    study_dir, _ = study  # an ASHA study: no PBT member has a lineage
+    assert _schedules(tmp_path / "schedules.png", load_study(study_dir), study_dir) is None
+    assert list(tmp_path.iterdir()) == []
