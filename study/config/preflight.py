@@ -374,7 +374,7 @@ def _config_problem(key: str, err: ConfigError, cfg: TrainConfig, *, prefix: str
     if key == "model.init_checkpoint":
         return Problem(f"checkpoint {_shown(str(err.value))} ({cfg.model.name}): "
                        f"{'a directory' if Path(str(err.value)).is_dir() else 'no such file'}",
-                       _checkpoint_fix(Path(str(err.value)), err.key), err)
+                       _checkpoint_fix(Path(str(err.value)), key), err)  # key: the run config's, not err's origin
     return Problem(f"{err.key} = {err.value!r} is not valid", f"{err.key}=<{err.allowed[:80]}>", err)
 
 

@@ -403,3 +403,306 @@ def test_the_dry_run_plan_word_for_word(tmp_path, tiny_benchmark):
     study = study_from_dict(table, source="golden.toml", cwd=tmp_path)
     pre, problems = diagnose(study, source="golden.toml", home=tmp_path / "home")
     assert format_plan(pre, problems, ["a note"]) == GOLDEN_PLAN
+
+
+# ---------------------------------------------------------------------------------------------------------
+# diagnose: every problem once, word for word (what, fix and the real run's error)
+
+
+def _diag_study(tmp_path, tiny_benchmark, **changes):
+    """The tiny study loaded from a table (source "s.toml", relative paths against ``tmp_path``); ``changes``:
+    dotted keys into the table."""
+    from study.config.study_config import study_from_dict
+    from study_helpers import study_table
+
+    table = study_table(tiny_benchmark)
+    for dotted, value in changes.items():
+        *path, last = dotted.split("__")
+        node = table
+        for part in path:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return study_from_dict(table, source="s.toml", cwd=tmp_path)
+
+
+def test_point_trial_takes_the_point_else_the_first_choice_or_an_end_of_the_range():
+    from study.config.preflight import _PointTrial
+
+    low = _PointTrial({"gan": "lsgan", "lr": 0.5})  # end: "low" unless told
+    assert low.suggest_categorical("gan", ["vanilla", "lsgan"]) == "lsgan"
+    assert low.suggest_categorical("loss", ("entropy", "maxsquare")) == "entropy"
+    assert low.suggest_grid("lam", [0.004, 0.001]) == 0.004
+    assert low.suggest_float("lr", 0.1, 0.9, log=True) == 0.5  # a value of the point wins over the range
+    assert low.suggest_float("lr_d", 0.1, 0.9) == 0.1 and low.suggest_int("n", 2, 7) == 2
+    assert low.params == {"gan": "lsgan", "loss": "entropy", "lam": 0.004, "lr": 0.5, "lr_d": 0.1, "n": 2}
+    high = _PointTrial({}, "high")
+    assert (high.suggest_float("lr_d", 0.1, 0.9, log=True), high.suggest_int("n", 2, 7)) == (0.9, 7)
+
+
+def test_synthetic_benchmark_folders_and_paths_as_typed(tmp_path, monkeypatch):
+    from study.config.preflight import _shown, _synthetic
+
+    assert _synthetic("datasets/synth/source") and _synthetic("/d/synthetic/target")
+    assert _synthetic("/d/synthetic/deeper/source")  # below a folder named synthetic
+    assert not _synthetic("/data/cityscapes") and not _synthetic("/data/SYNTH/source")
+    assert not _synthetic("/data/synthia/train")
+    monkeypatch.chdir(tmp_path)
+    assert _shown(tmp_path / "datasets" / "cs") == "datasets/cs"
+    assert _shown("/elsewhere/cs") == "/elsewhere/cs"
+
+
+def test_origin_names_the_key_the_user_wrote():
+    from study.config.preflight import _origin
+
+    params = {"model.name": "deeplabv2_tiny", "optim.lr@deeplabv2_tiny": 0.01}
+    constants = {"model.weights": "w.pth", "model.init_checkpoint": "c.pt"}
+    assert _origin("optim.lr", params, constants) == "optim.lr@deeplabv2_tiny"
+    assert _origin("model.weights", params, constants) == "search.params.weights.deeplabv2_tiny"
+    assert _origin("model.init_checkpoint", params, constants) == "search.params.init_checkpoints.deeplabv2_tiny"
+    assert _origin("model.weights", {}, {"model.weights": "w.pth"}) == "search.params.weights.?"
+    assert _origin("model.weights", params, {}) == "train.model.weights"  # not set by the space: the base config
+    assert _origin("optim.batch_size", params, constants) == "train.optim.batch_size"
+
+
+def test_a_refused_key_is_a_problem_with_its_allowed_values_as_the_fix(tmp_path, monkeypatch):
+    from study.config.preflight import _config_problem
+    from trainables.config import ConfigError
+
+    monkeypatch.chdir(tmp_path)
+    cfg = from_dict(TrainConfig, tiny_train_table(tmp_path))
+    allowed = "one of " + ", ".join(f"value{i:02d}" for i in range(12))  # 7 + 12 * 9 - 2 = 113 characters
+    err = ConfigError("s.toml", "model.normalization", "bogus", allowed)
+    problem = _config_problem("model.normalization", err, cfg)
+    assert problem.what == "model.normalization = 'bogus' is not valid"
+    assert problem.fix == f"model.normalization=<{allowed[:80]}>" and len(allowed) == 113
+    assert problem.fix == ("model.normalization=<one of value00, value01, value02, value03, value04, value05, value06, "
+                           "value07, v>")  # the first 80: 7 + 8 * 9 + 1
+    assert problem.error is err
+    # a missing checkpoint: the fix names the key, or the command that writes a shipped config's checkpoint
+    other = tmp_path / "elsewhere" / "best.pt"
+    problem = _config_problem("model.init_checkpoint",
+                              ConfigError("s.toml", "model.init_checkpoint", str(other), "a file"), cfg)
+    assert problem.fix == ("train that run first, or set search.params.init_checkpoints / "
+                           "train.model.init_checkpoint to an existing checkpoint")
+    shipped = tmp_path / "runs" / "synthia_source_v2" / "checkpoints" / "best.pt"
+    problem = _config_problem("model.init_checkpoint",
+                              ConfigError("s.toml", "model.init_checkpoint", str(shipped), "a file"), cfg)
+    assert problem.what == "checkpoint runs/synthia_source_v2/checkpoints/best.pt (deeplabv2_tiny): no such file"
+    assert problem.fix == "dastudy train-source synthia_source_v2"
+
+
+def test_the_fix_for_named_weights_all_offline_is_the_first_file(tmp_path, monkeypatch):
+    from models.pretrained import NAMED_WEIGHTS
+    from study.config.preflight import _weights_fix
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setitem(NAMED_WEIGHTS, "old", (("a.pth", "http://a.example/a.pth (offline since 2020)"),
+                                               ("b.pth", "http://b.example/b.pth (offline since 2021)")))
+    assert _weights_fix("old") == f"curl -L --create-dirs -o {tmp_path}/hub/checkpoints/a.pth http://a.example/a.pth"
+
+
+def test_diagnose_lists_each_missing_dataset_once_with_its_fix(tmp_path, tiny_benchmark, monkeypatch):
+    """Source and target of one missing synthetic benchmark are one problem, so are two splits of one missing
+    dataset folder; a [baseline]'s own folder is checked under its own key."""
+    from study.config.preflight import diagnose
+
+    monkeypatch.chdir(tmp_path)
+    study = _diag_study(tmp_path, tiny_benchmark, train__data__source__root="data/synth/source",
+                        train__data__target__root="data/synth/target", train__data__val__root="cs",
+                        baseline={"overrides": {"data": {"source": {"root": "other/synthetic/source"},
+                                                         "target": {"root": "cs2"}, "val": {"root": "cs2"}}}})
+    pre, problems = diagnose(study)
+    assert len(pre.plans) == 2  # the two ends of lambda_lr's ranges: each folder is still one problem
+    assert [p.line() for p in problems] == [
+        "synthetic benchmark: no folder data/synth; fix: dastudy data synth data/synth",
+        "dataset cityscapes: no folder cs; fix: get cityscapes (docs/data.md), then: dastudy data check cs "
+        "--dataset cityscapes",
+        "synthetic benchmark: no folder other/synthetic; fix: dastudy data synth other/synthetic",
+        "dataset cityscapes: no folder cs2; fix: get cityscapes (docs/data.md), then: dastudy data check cs2 "
+        "--dataset cityscapes"]
+    assert [str(p.error) for p in problems] == [
+        f"s.toml: train.data.source.root = '{tmp_path}/data/synth/source' is not valid; allowed: a synthia dataset "
+        f"folder whose split 'train' holds images: {tmp_path}/data/synth/source: synthia root folder does not exist "
+        "(`dastudy data synth` or `dastudy demo` creates the synthetic benchmark)",
+        f"s.toml: train.data.val.root = '{tmp_path}/cs' is not valid; allowed: a cityscapes dataset folder whose "
+        f"split 'val' holds images: {tmp_path}/cs: cityscapes root folder does not exist (`dastudy data check ROOT "
+        "--dataset NAME` says what is missing)",
+        f"s.toml [baseline [train] as source_only]: baseline.data.source.root = '{tmp_path}/other/synthetic/source' "
+        f"is not valid; allowed: a synthia dataset folder whose split 'train' holds images: "
+        f"{tmp_path}/other/synthetic/source: synthia root folder does not exist (`dastudy data synth` or `dastudy "
+        "demo` creates the synthetic benchmark)",
+        f"s.toml [baseline [train] as source_only]: baseline.data.target.root = '{tmp_path}/cs2' is not valid; "
+        f"allowed: a cityscapes dataset folder whose split 'train' holds images: {tmp_path}/cs2: cityscapes root "
+        "folder does not exist (`dastudy data check ROOT --dataset NAME` says what is missing)"]
+
+
+def test_diagnose_finds_an_empty_split_of_an_existing_folder(tmp_path, tiny_benchmark):
+    """The target folder holds train but not test: val (split test) is a problem of its own, although the same
+    folder's train split, and the source beside it, were fine."""
+    from study.config.preflight import diagnose
+
+    study = _diag_study(tmp_path, tiny_benchmark, train__data__val__split="test")
+    _, problems = diagnose(study)
+    target = tiny_benchmark / "target"
+    assert [p.line() for p in problems] == [  # paths outside the working directory: as they are
+        f"dataset cityscapes: split 'test' of {target} holds no images; fix: dastudy data synth {tiny_benchmark}"]
+    assert str(problems[0].error) == (
+        f"s.toml: train.data.val.root = '{target}' is not valid; allowed: a cityscapes dataset folder whose split "
+        f"'test' holds images: {target}/leftImg8bit/test: missing folder of split 'test'; expected "
+        "leftImg8bit/test/<city>/*_leftImg8bit.png (splits: train, val, test, group0_train, group0_val, group1_train, "
+        "group1_val (and the seed's exact lists: group0_train_seed, ..., see data/splits.py)) (`dastudy data synth` "
+        "or `dastudy demo` creates the synthetic benchmark)")
+
+
+def test_dataset_problems_go_on_after_a_domain_that_is_not_set(tmp_path, tiny_benchmark):
+    from study.config.preflight import _dataset_problems, _Found
+
+    cfg = from_dict(TrainConfig, tiny_train_table(tiny_benchmark))
+    cfg = dataclasses.replace(cfg, adapt=dataclasses.replace(cfg.adapt, mode="source_only"))
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(
+        cfg.data, target=None, val=dataclasses.replace(cfg.data.val, root=str(tmp_path / "cs"))))
+    found = _Found()
+    _dataset_problems([cfg], source="s.toml", prefix="baseline", found=found)
+    assert [p.what for p in found.problems] == [f"dataset cityscapes: no folder {tmp_path}/cs"]
+
+
+def test_diagnose_reports_a_missing_checkpoint_behind_a_missing_weight_file_once_per_value(tmp_path,
+                                                                                           tiny_benchmark,
+                                                                                           monkeypatch):
+    from study.config.preflight import diagnose
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("c2.pt", "c3.pt"):
+        _checkpoint(tmp_path / name)
+    study = _diag_study(tmp_path, tiny_benchmark, search__space="backbone", search__params={
+        "models": ["deeplabv2_tiny", "deeplabv3plus_tiny"],
+        "weights": {"deeplabv2_tiny": "no/a.pth", "deeplabv3plus_tiny": "no/b.pth"},
+        "init_checkpoints": {"deeplabv2_tiny": "no/c.pt", "deeplabv3plus_tiny": "c3.pt"}})
+    pre, problems = diagnose(study)
+    assert [p.params["model.name"] for p in pre.plans] == ["deeplabv2_tiny", "deeplabv3plus_tiny"]
+    weights_allowed = ("an existing weight file or one of imagenet, deeplab_init in torch's hub cache (weight file "
+                       "{} does not exist (named weights: imagenet, deeplab_init))")
+    assert [(p.what, p.fix, str(p.error)) for p in problems] == [
+        (f"weights '{tmp_path}/no/a.pth' (deeplabv2_tiny): not found",
+         f"put the file at {tmp_path}/no/a.pth, or name an existing one in search.params.weights / train.model.weights",
+         f"s.toml [trial model.name=deeplabv2_tiny]: search.params.weights.deeplabv2_tiny = '{tmp_path}/no/a.pth' is "
+         f"not valid; allowed: " + weights_allowed.format(f"{tmp_path}/no/a.pth")),
+        ("checkpoint no/c.pt (deeplabv2_tiny): no such file", problems[1].fix,  # the fix: the next test
+         f"s.toml [trial model.name=deeplabv2_tiny]: search.params.init_checkpoints.deeplabv2_tiny = "
+         f"'{tmp_path}/no/c.pt' is not valid; allowed: does not exist; an existing dastudy checkpoint file (e.g. "
+         "runs/<source run>/checkpoints/best.pt)"),
+        (f"weights '{tmp_path}/no/b.pth' (deeplabv3plus_tiny): not found",
+         f"put the file at {tmp_path}/no/b.pth, or name an existing one in search.params.weights / train.model.weights",
+         f"s.toml [trial model.name=deeplabv3plus_tiny]: search.params.weights.deeplabv3plus_tiny = "
+         f"'{tmp_path}/no/b.pth' is not valid; allowed: " + weights_allowed.format(f"{tmp_path}/no/b.pth"))]
+
+
+def test_diagnose_lists_a_refused_setting_of_a_backbone_and_goes_on(tmp_path, tiny_benchmark):
+    from study.config.preflight import diagnose
+
+    study = _diag_study(tmp_path, tiny_benchmark, search__space="backbone", search__params={
+        "models": ["deeplabv3plus_tiny", "deeplabv2_tiny"],
+        "model_overrides": {"deeplabv3plus_tiny": {"model.multi_level": True}}})
+    pre, problems = diagnose(study)
+    assert len(pre.plans) == 2 and len(problems) == 1
+    allowed = "false for deeplabv3plus_tiny (it has a single output level)"
+    # (the key is named as err.key: which table it names is _origin's business, tested above)
+    key = problems[0].error.key
+    assert key.endswith("model.multi_level")
+    assert (problems[0].what, problems[0].fix) == (f"{key} = True is not valid", f"{key}=<{allowed}>")
+    assert str(problems[0].error) == (f"s.toml [trial model.name=deeplabv3plus_tiny]: {key} = True is not valid; "
+                                      f"allowed: {allowed}")
+
+
+def test_diagnose_names_the_trial_whose_config_the_trial_would_refuse(tmp_path, tiny_benchmark):
+    from study.config.preflight import diagnose
+    from trainables.config import ConfigError
+
+    study = _diag_study(tmp_path, tiny_benchmark, search__space="backbone", search__params={
+        "models": ["deeplabv2_tiny"], "model_overrides": {"deeplabv2_tiny": {"model.normalization": "bogus"}}})
+    with pytest.raises(ConfigError) as info:
+        diagnose(study)
+    assert info.value.source == "s.toml [trial model.name=deeplabv2_tiny]"
+    assert (info.value.value, info.value.allowed) == ("bogus", "'auto' | 'caffe' | 'imagenet'")
+
+
+def test_diagnose_turns_a_space_that_cannot_be_resolved_into_a_config_error(tmp_path, tiny_benchmark):
+    """A StudyConfig made in code (no source attribute): the study's name stands for the file."""
+    from study.config.preflight import diagnose
+    from trainables.config import ConfigError
+
+    loaded = _diag_study(tmp_path, tiny_benchmark)
+    study = dataclasses.replace(loaded, search=dataclasses.replace(loaded.search, params={"lr_low": 0.5}))
+    assert not hasattr(study, "source")
+    with pytest.raises(ConfigError) as info:
+        diagnose(study)
+    assert str(info.value) == (
+        "study 'tiny': search.params = 'lambda_lr' is not valid; allowed: search.params: the learning-rate range of "
+        "deeplabv2_tiny would be [0.5, 0.05] (lr_low = 0.5, lr_high = default; deeplabv2_tiny's default is "
+        "(0.002, 0.05)); need lr_low < lr_high")
+
+
+def test_diagnose_and_check_study_home_storage_and_the_trials_switch(tmp_path, tiny_benchmark, monkeypatch):
+    from study.config.preflight import Preflight, check_study, diagnose
+
+    monkeypatch.chdir(tmp_path)
+    home = tmp_path / "studies" / "tiny"
+    home.mkdir(parents=True)
+    study = _diag_study(tmp_path, tiny_benchmark, search__storage="sqlite:///nodir/s.db",
+                        train__data__val__root="cs")
+    pre, problems = diagnose(study, home=home, trials=False)  # the storage URL only: no plans, no datasets
+    assert (pre.study, pre.plans, pre.exhaustive) == (study, (), False) and pre.exhaustive is False
+    assert [(p.what, p.fix) for p in problems] == [
+        (f"study directory {home} exists (a real run never overwrites a study)",
+         "dastudy study resume tiny, or --name ANOTHER"),
+        ("search.storage = 'sqlite:///nodir/s.db' cannot be opened",
+         "search.storage=PATH.journal, sqlite:///PATH.db or postgresql://USER@HOST/DB")]
+    assert isinstance(problems[0].error, FileExistsError)
+    assert str(problems[0].error) == (f"study directory {home} already exists; continue it with `dastudy study "
+                                      "resume tiny` or choose another --name")
+    assert str(problems[1].error) == (f"s.toml: search.storage = 'sqlite:///nodir/s.db' is not valid; allowed: a "
+                                      f"database file in an existing directory ({tmp_path}/nodir does not exist)")
+    # check_study raises the first problem, passes its source, home and trials on
+    with pytest.raises(FileExistsError, match="continue it with `dastudy study resume tiny`"):
+        check_study(study, home=home, trials=False)
+    from trainables.config import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        check_study(study, source="other.toml", trials=False)
+    assert str(info.value).startswith("other.toml: search.storage = ")
+    fine = _diag_study(tmp_path, tiny_benchmark, train__data__val__root="cs")
+    assert check_study(fine, trials=False) == Preflight(fine, (), False)  # the missing dataset is not looked at
+    with pytest.raises(ConfigError, match=r"^other\.toml: train\.data\.val\.root = "):
+        check_study(fine, source="other.toml")
+
+
+def test_diagnose_lists_a_problem_the_baseline_shares_with_the_trials_once(tmp_path, tiny_benchmark, monkeypatch):
+    from study.config.preflight import diagnose
+
+    monkeypatch.chdir(tmp_path)
+    study = _diag_study(tmp_path, tiny_benchmark, train__model__weights="no/w.pth", baseline={},
+                        search__params={"lambda_low": 0.00012345, "lambda_high": 0.01})
+    _, problems = diagnose(study)
+    assert [p.what for p in problems] == [f"weights '{tmp_path}/no/w.pth' (deeplabv2_tiny): not found"]
+    assert str(problems[0].error).startswith(  # the trial's values as the plan shows them (3 digits)
+        "s.toml [trial adapt.lambda_adv_main=0.000123, optim.lr@deeplabv2_tiny=0.002]: train.model.weights = ")
+    # the baseline's own weights: its own problem, naming the baseline
+    study = _diag_study(tmp_path, tiny_benchmark, baseline={"overrides": {"model": {"weights": "no/b.pth"}}})
+    _, problems = diagnose(study)
+    assert [p.what for p in problems] == [f"weights '{tmp_path}/no/b.pth' (deeplabv2_tiny): not found"]
+    assert str(problems[0].error).startswith(
+        f"s.toml [baseline [train] as source_only]: model.weights = '{tmp_path}/no/b.pth' is not valid")
+
+
+def test_the_fix_for_a_trials_missing_checkpoint_names_the_run_config_key(tmp_path, tiny_benchmark, monkeypatch):
+    """Seen: "... / train.search.params.init_checkpoints.deeplabv2_tiny to an existing checkpoint" (the key of the
+    error as the user wrote it, prefixed with train. once more)."""
+    from study.config.preflight import diagnose
+
+    monkeypatch.chdir(tmp_path)
+    study = _diag_study(tmp_path, tiny_benchmark, search__space="backbone", search__params={
+        "models": ["deeplabv2_tiny"], "init_checkpoints": {"deeplabv2_tiny": "no/c.pt"}})
+    _, problems = diagnose(study)
+    assert [p.line() for p in problems] == [
+        "checkpoint no/c.pt (deeplabv2_tiny): no such file; fix: train that run first, or set "
+        "search.params.init_checkpoints / train.model.init_checkpoint to an existing checkpoint"]
