@@ -123,22 +123,26 @@ def trial_plans(study: StudyConfig, *, source: str) -> tuple[list[TrialPlan], bo
         try:
             cfg = trial_train_config(context, config, trial_name="preflight")
         except ConfigError as err:
-            raise ConfigError(trial_source, _origin(err.key, trial.params, constants), err.value,
-                              err.allowed) from None
+            raise ConfigError(trial_source, _origin(err.key, trial.params, constants,
+                                                    study.space_params.get("model_overrides")),
+                              err.value, err.allowed) from None
         plans.append(TrialPlan(dict(trial.params), dict(constants), cfg))
     return plans, exhaustive and len(points) <= MAX_PLANS
 
 
-def _origin(key: str, params: Mapping[str, Any], constants: Mapping[str, Any]) -> str:
-    """The key the user wrote: a searched value's Optuna name, a per-backbone table entry of the space, or the
-    ``train.`` key of the study's base config."""
+def _origin(key: str, params: Mapping[str, Any], constants: Mapping[str, Any],
+            overrides: Mapping[str, Mapping[str, Any]] | None = None) -> str:
+    """The key the user wrote: a searched value's Optuna name, a per-backbone table entry of the space
+    (``overrides``: the study's ``search.params.model_overrides``), or the ``train.`` key of the base config."""
     for name in params:
         if split_qualifier(name) == key:
             return name
+    model = params.get("model.name", "?")
     if key in ("model.init_checkpoint", "model.weights") and key in constants:
         table = "init_checkpoints" if key == "model.init_checkpoint" else "weights"
-        model = params.get("model.name", "?")
         return f"search.params.{table}.{model}"
+    if key in constants and key in (overrides or {}).get(model, {}):
+        return f"search.params.model_overrides.{model}.{key}"
     return f"train.{key}"
 
 
@@ -291,8 +295,9 @@ def diagnose(study: StudyConfig, *, source: str | None = None, trials: bool = Tr
                 validate_config(cfg, source=f"{source} [trial {shown}]")
                 break
             except ConfigError as err:
-                wrapped = ConfigError(err.source, _origin(err.key, plan.params, plan.constants), err.value,
-                                      err.allowed)
+                wrapped = ConfigError(err.source, _origin(err.key, plan.params, plan.constants,
+                                                          study.space_params.get("model_overrides")),
+                                      err.value, err.allowed)
                 add(_config_problem(err.key, wrapped, cfg), (err.key, repr(err.value)))
                 if err.key not in ("model.weights", "model.init_checkpoint"):
                     break

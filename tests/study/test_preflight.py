@@ -462,6 +462,10 @@ def test_origin_names_the_key_the_user_wrote():
     assert _origin("model.weights", {}, {"model.weights": "w.pth"}) == "search.params.weights.?"
     assert _origin("model.weights", params, {}) == "train.model.weights"  # not set by the space: the base config
     assert _origin("optim.batch_size", params, constants) == "train.optim.batch_size"
+    overrides = {"deeplabv2_tiny": {"optim.batch_size": 0}}
+    assert _origin("optim.batch_size", params, {**constants, "optim.batch_size": 0}, overrides) == (
+        "search.params.model_overrides.deeplabv2_tiny.optim.batch_size")
+    assert _origin("optim.batch_size", params, constants, overrides) == "train.optim.batch_size"  # not applied
 
 
 def test_a_refused_key_is_a_problem_with_its_allowed_values_as_the_fix(tmp_path, monkeypatch):

@@ -207,11 +207,11 @@ def test_a_trial_config_the_trial_would_refuse_names_the_trial_and_the_key(tmp_p
     with pytest.raises(ConfigError) as info:
         trial_plans(study, source="SRC")
     assert str(info.value) == ("SRC [trial model.name=deeplabv2_tiny, optim.lr@deeplabv2_tiny=0.002, "
-                               "adapt.lr_d=1e-05]: train.optim.batch_size = 0 is not valid; allowed: a positive "
-                               "integer")
+                               "adapt.lr_d=1e-05]: search.params.model_overrides.deeplabv2_tiny.optim.batch_size = 0 is not "
+                               "valid; allowed: a positive integer")  # the key the user wrote, not train.optim…
     assert (info.value.source, info.value.key, info.value.value, info.value.allowed) == (
         "SRC [trial model.name=deeplabv2_tiny, optim.lr@deeplabv2_tiny=0.002, adapt.lr_d=1e-05]",
-        "train.optim.batch_size", 0, "a positive integer")
+        "search.params.model_overrides.deeplabv2_tiny.optim.batch_size", 0, "a positive integer")
 
 
 def test_a_space_registered_under_another_name_is_refused(monkeypatch):
