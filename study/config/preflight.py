@@ -480,13 +480,14 @@ def format_plan(pre: Preflight, problems: Sequence[Problem] = (), notes: Sequenc
                      "(trained first unless a completed one exists; its checkpoint starts every trial)")
     flat = [flatten(to_dict(p.config)) for p in pre.plans]
     varying = [k for k in flat[0] if k != "name" and len({repr(f.get(k)) for f in flat}) > 1] if flat else []
-    shown_keys = ["model.name", "optim.lr", "optim.iterations", "optim.batch_size", "adapt.lambda_adv_main",
-                  "runtime.seed"]
+    # the iteration count as the user sets it (`optim.iterations` is a property, not a field: never in `flat`)
+    shown_keys = ["model.name", "optim.lr", "optim.iter_max", "optim.iter_stop", "optim.batch_size",
+                  "adapt.lambda_adv_main", "runtime.seed"]
     if study.search.seeds:  # the plans hold the config's own seed; the replicates replace it
         shown_keys = [k for k in shown_keys if k != "runtime.seed"]
         lines.append(f"replicates: every configuration runs once per seed in search.seeds = "
                      f"{list(study.search.seeds)} (runtime.seed)")
-    fixed = [k for k in shown_keys if k not in varying and flat and k in flat[0]]
+    fixed = [k for k in shown_keys if k not in varying and flat and flat[0].get(k) is not None]
     if fixed:
         lines.append("same in every trial: " + ", ".join(f"{k}={_fmt(flat[0][k])}" for k in fixed))
     if study.search.sampler != "grid":

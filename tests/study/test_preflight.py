@@ -376,7 +376,7 @@ study tiny: 3 configuration(s) x 2 seeds = 6 trials, space 'lambda_lr' (tpe, see
 asha max_t=3, 2 at a time (cpu 1, gpu 0 each)
 optuna storage: postgresql://alice@db.example:5432/studies
 replicates: every configuration runs once per seed in search.seeds = [1, 2] (runtime.seed)
-same in every trial: model.name=deeplabv2_tiny, optim.batch_size=2
+same in every trial: model.name=deeplabv2_tiny, optim.iter_max=6, optim.iter_stop=6, optim.batch_size=2
 
 space (each trial samples):
   lambda_adv       log-uniform [0.0001, 0.01]  -> adapt.lambda_adv_main

@@ -38,7 +38,8 @@ def test_pbt_plan_runs_every_member_at_once_and_lists_notes_and_problems():
     assert _plan("lambda_schedule_pbt", problems=problems, notes=["n1", "n2"]).splitlines() == [
         "study lambda_schedule_pbt: 8 trial(s), space 'adversarial_schedule' (tpe, seed 0), metric uda/im (max), "
         "pbt max_t=16, every member at once (cpu 4, gpu 0.25 each)",
-        "same in every trial: model.name=deeplabv2_resnet101, optim.batch_size=1, runtime.seed=12345",
+        "same in every trial: model.name=deeplabv2_resnet101, optim.iter_max=200000, optim.iter_stop=80000, "
+        "optim.batch_size=1, runtime.seed=12345",
         "",
         "space (each trial samples):",
         "  lambda_adv       log-uniform [0.0001, 0.01]  -> adapt.lambda_adv_main",
@@ -76,7 +77,7 @@ def test_plan_with_replicates_storage_and_baseline():
         "baseline: source_only deeplabv2_tiny, 400 iterations (trained first unless a completed one exists; its "
         "checkpoint starts every trial)",
         "replicates: every configuration runs once per seed in search.seeds = [1, 2] (runtime.seed)",
-        "same in every trial: model.name=deeplabv2_tiny, optim.batch_size=4",
+        "same in every trial: model.name=deeplabv2_tiny, optim.iter_max=160, optim.iter_stop=160, optim.batch_size=4",
         "",
         "space (each trial samples):",
         "  lambda_adv       log-uniform [0.0001, 0.1]  -> adapt.lambda_adv_main",
@@ -100,7 +101,8 @@ def test_grid_plan_with_replicates():
         "baseline: source_only deeplabv2_tiny, 400 iterations (trained first unless a completed one exists; its "
         "checkpoint starts every trial)",
         "replicates: every configuration runs once per seed in search.seeds = [4, 5, 6] (runtime.seed)",
-        "same in every trial: model.name=deeplabv2_tiny, optim.lr=0.01, optim.batch_size=4",
+        "same in every trial: model.name=deeplabv2_tiny, optim.lr=0.01, optim.iter_max=160, optim.iter_stop=160, "
+        "optim.batch_size=4",
         "",
         "trial configs (grid of 2, 2 launched in the sampler's order, each on 3 seeds):",
         "  #  adapt.lambda_adv_main",
@@ -119,7 +121,8 @@ def test_grid_plan_of_one_point_shows_every_shown_key_as_fixed():
         "2 at a time (cpu 1, gpu 0 each)",
         "baseline: source_only deeplabv2_tiny, 400 iterations (trained first unless a completed one exists; its "
         "checkpoint starts every trial)",
-        "same in every trial: model.name=deeplabv2_tiny, optim.lr=0.01, optim.batch_size=4, "
+        "same in every trial: model.name=deeplabv2_tiny, optim.lr=0.01, optim.iter_max=160, optim.iter_stop=160, "
+        "optim.batch_size=4, "
         "adapt.lambda_adv_main=0.001, runtime.seed=12345",
         "",
         "trial configs (grid of 1, 1 launched in the sampler's order):",
@@ -134,7 +137,8 @@ def test_plan_of_a_categorical_conditional_space():
     out = _plan("lr_backbone")
     lines = out.splitlines()
     assert lines[1:8] == [
-        "same in every trial: adapt.lambda_adv_main=0.001, runtime.seed=12345",
+        "same in every trial: optim.iter_max=200000, optim.iter_stop=80000, adapt.lambda_adv_main=0.001, "
+        "runtime.seed=12345",
         "",
         "space (each trial samples):",
         "  backbone         one of deeplabv2_resnet101, deeplabv3plus_resnet101  -> model.name",
