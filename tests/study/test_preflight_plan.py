@@ -382,3 +382,12 @@ def test_no_checkpoint_estimate_for_a_network_the_meta_device_cannot_build(tmp_p
     monkeypatch.setattr(trainables.tune, "checkpoint_state_bytes", fails)
     problems, notes = _resources(None, tmp_path=tmp_path)
     assert problems == [] and notes == ["checkpoints: no size estimate (RuntimeError: no meta kernel)"]
+
+
+def test_the_plan_shows_the_iteration_count_the_user_set():
+    """`optim.iterations` is a property: the plan shows the two fields it comes from, as overridden."""
+    out = _plan("demo", 'search.sampler="grid"', "search.params.lambda_grid=[0.001]",
+                "search.params.lr_grid=[0.01]", "num_samples=1", "train.optim.iter_max=300",
+                "train.optim.iter_stop=120")
+    fixed = next(line for line in out.splitlines() if line.startswith("same in every trial: "))
+    assert "optim.iter_max=300, optim.iter_stop=120, optim.batch_size=4" in fixed, fixed
