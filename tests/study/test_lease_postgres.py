@@ -164,3 +164,138 @@ def test_an_unreachable_database_is_refused_in_one_line(tmp_path):
             pass
     message = str(refused.value)
     assert "\n" not in message and "OperationalError" in message and "127.0.0.1" in message, message
+
+
+# --- the lease's own words and settings, checked exactly (found by the mutation run over lease.py) -----------
+
+
+def test_a_sqlalchemy_url_reaches_libpq_without_its_driver_and_without_its_password():
+    lease = PostgresLease("postgresql+psycopg://optuna:s3cret@db.example:5433/studies?sslrootcert=file://ca.pem",
+                          "demo", Holder(), LeaseTiming())
+    assert lease.url == "postgresql://optuna:s3cret@db.example:5433/studies?sslrootcert=file://ca.pem"
+    assert lease.where == "postgresql://optuna@db.example:5433/studies?sslrootcert=file://ca.pem (Optuna study 'demo')"
+
+
+@pytest.mark.parametrize("ttl_s, heartbeat_s, ttl_ms, keepalive_s", [(2.5, 0.5, 2500, 1), (7, 3, 7000, 3)])
+def test_the_lease_session_ends_after_the_ttl_and_probes_its_peer_every_heartbeat(postgres_url, ttl_s, heartbeat_s,
+                                                                                   ttl_ms, keepalive_s):
+    lease = PostgresLease(postgres_url, "demo", Holder(pid=4242, host="node-7"), LeaseTiming(ttl_s, heartbeat_s))
+    conn = lease._connect()
+    try:
+        shown = {name: conn.execute(f"SHOW {name}").fetchone()[0] for name in (
+            "idle_session_timeout", "tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count",
+            "application_name")}
+        assert shown == {"idle_session_timeout": f"{ttl_ms}ms" if ttl_ms % 1000 else f"{ttl_ms // 1000}s",
+                         "tcp_keepalives_idle": f"{keepalive_s}", "tcp_keepalives_interval": f"{keepalive_s}",
+                         "tcp_keepalives_count": "3", "application_name": "dastudy 4242@node-7"}
+        assert conn.autocommit and conn.info.get_parameters().get("connect_timeout") == "10"
+    finally:
+        conn.close()
+
+
+def _holding(url: str, key: int, *, application_name: str, host: str | None = None):
+    import psycopg
+
+    conn = psycopg.connect(url, autocommit=True, application_name=application_name, **({"host": host} if host else {}))
+    assert conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]
+    backend_start = conn.execute("SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()").fetchone()[0]
+    return conn, f"since {backend_start:%Y-%m-%dT%H:%M:%S%z}"
+
+
+def test_the_holder_is_named_from_the_server_word_for_word(postgres_url):
+    import psycopg
+
+    lease = PostgresLease(postgres_url, "named", Holder(), LeaseTiming())
+    with psycopg.connect(postgres_url, autocommit=True) as asker:
+        assert lease.holder_line(asker) == ("a driver that just let go", None, None)
+        holder, since = _holding(postgres_url, lease.key, application_name="dastudy 4242@node@7")
+        try:
+            time.sleep(0.3)
+            who, age, beat_at = lease.holder_line(asker)
+            assert who == f"pid 4242 on node@7 (server backend {holder.info.backend_pid}, from 127.0.0.1/32), {since}"
+            assert 0.25 <= age < 30 and isinstance(age, float)
+            assert beat_at == asker.execute("SELECT query_start FROM pg_stat_activity WHERE pid = %s",
+                                            (holder.info.backend_pid,)).fetchone()[0]
+        finally:
+            holder.close()
+        socket_dir = asker.execute("SHOW unix_socket_directories").fetchone()[0].split(",")[0].strip()
+        holder, since = _holding(postgres_url, lease.key, application_name="psql@laptop", host=socket_dir)
+        try:
+            who, _, _ = lease.holder_line(asker)
+            assert who == f"'psql@laptop' (server backend {holder.info.backend_pid}, from a local socket), {since}"
+        finally:
+            holder.close()
+
+
+def test_a_refusal_and_a_resume_watching_a_live_holder_say_what_they_do(postgres_url, capsys):
+    import re
+
+    timing = LeaseTiming(ttl_s=2, heartbeat_s=0.5)
+    lease = PostgresLease(postgres_url, "watched", Holder(), timing)
+    holder, since = _holding(postgres_url, lease.key, application_name="dastudy 4242@node-7")
+    stop = threading.Event()
+
+    def beat():  # a live driver's heartbeat, as PostgresLease.renew does it
+        while not stop.wait(0.3):
+            holder.execute("SELECT 1")
+
+    who = rf"pid 4242 on node-7 \(server backend {holder.info.backend_pid}, from 127\.0\.0\.1/32\), {re.escape(since)}"
+    refusal = (rf"{re.escape(lease.where)}: study is being driven by {who}, heartbeat \d+ s ago; if it died, "
+               r"PostgreSQL releases its lock when its connection ends \(at once when the process is gone, within "
+               r"the ttl when its host is\): run the command again then \(lease ttl 2 s\)")
+    thread = threading.Thread(target=beat, daemon=True)
+    try:
+        with pytest.raises(StudyLocked) as refused:
+            lease.acquire()
+        assert re.fullmatch(refusal, str(refused.value)), str(refused.value)
+        assert capsys.readouterr().err == ""
+        thread.start()
+        started = time.monotonic()
+        with pytest.raises(StudyLocked) as refused:
+            lease.acquire(wait=True)
+        assert time.monotonic() - started < timing.ttl_s + 3 and re.fullmatch(refusal, str(refused.value))
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1 and re.fullmatch(
+            rf"{re.escape(lease.where)}: held by {who}; waiting up to 5 s: a live driver keeps beating \(then this "
+            r"one stops\), a dead one's session ends", err[0]), err
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        holder.close()
+
+
+class _Session:
+    """A lease's connection whose end the server has not seen yet (``close`` does nothing), or, with ``broken``,
+    one the server already dropped (every call fails)."""
+
+    def __init__(self, conn, *, broken: bool = False):
+        self.conn, self.broken = conn, broken
+
+    def execute(self, *args):
+        if self.broken:
+            import psycopg
+
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        return self.conn.execute(*args)
+
+    def close(self):
+        if self.broken:
+            raise OSError("already closed")
+
+
+def test_release_unlocks_at_once_and_never_raises(postgres_url):
+    first = PostgresLease(postgres_url, "released", Holder(command="first"), LeaseTiming())
+    first.acquire()
+    conn = first._conn
+    first._conn = _Session(conn)  # still connected after release: only the unlock can free the study
+    try:
+        first.release()
+        assert first._conn is None
+        second = PostgresLease(postgres_url, "released", Holder(command="second"), LeaseTiming())
+        second.acquire()  # no wait, no retry
+        second._conn, kept = _Session(second._conn, broken=True), second._conn
+        second.release()  # the server already dropped it: nothing to unlock, nothing raised
+        assert second._conn is None
+        kept.close()
+    finally:
+        conn.close()
