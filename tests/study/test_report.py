@@ -684,12 +684,19 @@ def test_lambda_backbone_table_markdown_and_csv(tmp_path):
     assert "Per-class IoU difference against the source-only baseline" in text
 
 
-def _capture(monkeypatch):
+@pytest.fixture
+def captured(monkeypatch):
+    """``(study.report.figures, kept)``: its ``save_figure`` keeps each figure for the test instead of writing it;
+    they are closed afterwards (pyplot holds every open figure, and warns from the 21st on)."""
+    import matplotlib.pyplot as plt
+
     import study.report.figures as figures
 
     kept = []
     monkeypatch.setattr(figures, "save_figure", lambda fig, path: kept.append(fig) or path)
-    return figures, kept
+    yield figures, kept
+    for fig in kept:
+        plt.close(fig)
 
 
 def _overlaps(boxes) -> bool:
@@ -697,7 +704,7 @@ def _overlaps(boxes) -> bool:
     return any(a.x1 > b.x0 for a, b in zip(boxes, boxes[1:]))
 
 
-def test_sensitivity_figure_has_a_colour_per_backbone_and_readable_lambda_ticks(tmp_path, monkeypatch):
+def test_sensitivity_figure_has_a_colour_per_backbone_and_readable_lambda_ticks(tmp_path, captured):
     from study.report.aggregate import completed_and_stopped
 
     study_dir = make_study(tmp_path, trials=PAPER + [("x", 0.002, 0.01, 1, 4, "completed", "deeplabv2_tiny", 0.5),
@@ -708,7 +715,7 @@ def test_sensitivity_figure_has_a_colour_per_backbone_and_readable_lambda_ticks(
     space["dimensions"][LAMBDA] = [{"type": "grid", "choices": [0.0, 0.0005, 0.001, 0.002, 0.004],
                                     "applies_to": LAMBDA, "when": []}]
     (study_dir / "space.json").write_text(json.dumps(space))
-    figures, kept = _capture(monkeypatch)
+    figures, kept = captured
     data = load_study(study_dir)
     completed, _ = completed_and_stopped(data)
     import matplotlib
@@ -737,9 +744,9 @@ def test_sensitivity_figure_has_a_colour_per_backbone_and_readable_lambda_ticks(
     assert 0 <= box.x0 and box.x1 <= width and 0 <= box.y0 and box.y1 <= height
 
 
-def test_rung_labels_are_inside_the_figure(tmp_path, monkeypatch):
+def test_rung_labels_are_inside_the_figure(tmp_path, captured):
     study_dir = make_study(tmp_path, trials=TRIALS, baseline=False)
-    figures, kept = _capture(monkeypatch)
+    figures, kept = captured
     import matplotlib
 
     matplotlib.use("Agg", force=True)

@@ -249,6 +249,7 @@ def test_the_schedule_figure_of_a_min_study_with_an_unscored_member_and_keys_som
         {"event": "resume", "iteration": 20, "time": 4.0, "hparams": c_late},
         ev(30, 5.0, c_late), ev(40, 6.0, c_late)])
     data = _scored(load_study(study_dir), mode="min", metric="uda/entropy", **{a: None, b: 0.5, c: 0.2})
+    plt.close("all")  # figures other tests left open would make pyplot warn from the 21st on, about them, not this one
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # drawing it warns about nothing (e.g. contradictory grid arguments)
         fig = schedule_figure(study_dir, data)
