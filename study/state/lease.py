@@ -147,7 +147,7 @@ class ObjectStoreLease:
         try:
             response = self.client.get_object(Bucket=self.bucket, Key=self.key)
         except ClientError as err:
-            if err.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            if _no_such_key(err):
                 return None
             raise
         body = response["Body"].read()
@@ -221,7 +221,8 @@ class ObjectStoreLease:
         try:
             self._etag = self._put(IfMatch=self._etag)
         except Exception as err:
-            if not _precondition_failed(err):
+            # S3 answers If-Match on a deleted object with 404, not 412: deleted is lost too, not "unreachable"
+            if not (_precondition_failed(err) or _no_such_key(err)):
                 raise
             found = self.read()
             if self._ours(found):
@@ -242,6 +243,11 @@ class ObjectStoreLease:
             except ClientError as err:
                 print(f"warning: {self.uri}: lease not removed ({err}); it expires by itself", file=sys.stderr)
         self._etag = None
+
+
+def _no_such_key(err: Exception) -> bool:
+    response = getattr(err, "response", None) or {}
+    return response.get("Error", {}).get("Code") in ("NoSuchKey", "404")  # not NoSuchBucket, also a 404
 
 
 def _precondition_failed(err: Exception) -> bool:

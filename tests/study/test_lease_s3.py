@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import subprocess
 import sys
 import threading
@@ -329,3 +330,101 @@ def test_two_study_runs_from_two_heads_write_one_study_into_the_bucket(prefix, t
     assert names.count("tuner.pkl") == 1 and "driver.lease" not in names, names  # released at the end
     homes = {head: (tmp_path / head / "raced").exists() for head in ("pod1", "pod2", "pod3")}
     assert homes == {"pod1": winner is first, "pod2": winner is second, "pod3": False}, homes  # refused: no files
+
+
+# --- answers lost on the way back, a deleted lease, the takeover line, what refuses a new study (found by the
+# mutation run over lease.py) ----------------------------------------------------------------------------------
+
+
+class _LostAnswer:
+    """A client whose next ``put_object`` is applied by the store but answered 412, as a request retried after
+    its answer was lost sees its own write."""
+
+    def __init__(self, client):
+        self._client, self.lose_next = client, False
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+    def put_object(self, **request):
+        from botocore.exceptions import ClientError
+
+        response = self._client.put_object(**request)
+        if self.lose_next:
+            self.lose_next = False
+            raise ClientError({"Error": {"Code": "PreconditionFailed", "Message": "At least one of the "
+                               "pre-conditions you specified did not hold"},
+                               "ResponseMetadata": {"HTTPStatusCode": 412}}, "PutObject")
+        return response
+
+
+def test_a_takeover_or_renewal_whose_answer_was_lost_keeps_the_lease(prefix, capsys):
+    timing = LeaseTiming(ttl_s=2, heartbeat_s=0.5)
+    dead = _lease(f"{prefix}/demo", "the dead driver", timing)
+    dead.acquire()
+    dead_since = dead.holder.since
+    time.sleep(timing.ttl_s + 2)  # the store's clock has one-second steps
+    client = _LostAnswer(_client())
+    taker = ObjectStoreLease(f"{prefix}/demo", Holder(command="taker"), timing, client=client)
+    client.lose_next = True
+    taker.acquire()  # the takeover's compare-and-swap was applied; its answer said 412
+    record, etag, _ = taker.read()
+    assert record["token"] == taker.holder.token and taker._etag == etag
+    beat = record["beat"]
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and re.fullmatch(
+        rf"{re.escape(prefix)}/demo/driver\.lease: took over the lease of pid {os.getpid()} on "
+        rf"{re.escape(dead.holder.host)} \(`the dead driver`\), since {re.escape(dead_since)}, not renewed for "
+        r"[3-9] s", err[0]), err
+    client.lose_next = True
+    taker.renew()  # applied, answered 412: still ours
+    record, etag, _ = taker.read()
+    assert record["token"] == taker.holder.token and record["beat"] == beat + 1 and taker._etag == etag
+    taker.renew()  # with the ETag it read back
+    assert taker.read()[0]["beat"] == beat + 2
+    taker.release()
+    assert taker.read() is None
+
+
+def test_a_renewal_of_a_deleted_lease_says_nobody_holds_it(prefix):
+    from study.state.lease import LeaseLost
+
+    lease = _lease(f"{prefix}/demo", "first")
+    lease.acquire()
+    _client().delete_object(Bucket=BUCKET, Key=lease.key)  # by hand, or by a driver that took it and finished
+    with pytest.raises(LeaseLost) as lost:
+        lease.renew()
+    assert str(lost.value) == f"{prefix}/demo/driver.lease: lease taken over by nobody (deleted); this driver stops"
+
+
+@pytest.mark.parametrize("found", ["study.toml", "tuner.pkl", None])
+def test_a_new_study_is_refused_where_the_store_holds_one(prefix, tmp_path, found):
+    from study.state.lease import refuse_existing_study
+
+    client = _client()
+    root = prefix.split("/", 3)[3]
+    client.put_object(Bucket=BUCKET, Key=f"{root}/demo/trial_0/result.json", Body=b"{}")  # neither of the two
+    if found:
+        client.put_object(Bucket=BUCKET, Key=f"{root}/demo/{found}", Body=b"another head's")
+    location = SimpleNamespace(shared_fs=False, home=tmp_path, experiment_path=f"{prefix}/demo")
+    study = SimpleNamespace(name="demo", search=SimpleNamespace(storage=None))
+    if found is None:
+        refuse_existing_study(location, study)
+        return
+    with pytest.raises(FileExistsError) as refused:
+        refuse_existing_study(location, study)
+    assert str(refused.value) == (f"{prefix}/demo already holds a study ({found}); continue it with `dastudy study "
+                                  f"resume {prefix}/demo` or choose another --name")
+
+
+@pytest.mark.parametrize("storage, expected", [
+    (None, None), ("sqlite:///study.db", None), ("/shared/optuna.journal", None), ("mysql+pymysql://u@h/db", None),
+    ("postgresql://u@db:5432/optuna", "postgresql://u@db:5432/optuna"),
+    ("postgresql+psycopg://u@db/optuna?sslrootcert=file://ca.pem", "postgresql+psycopg://u@db/optuna?sslrootcert=file://ca.pem"),
+    ("sqlite:///x.db?note=postgresql://", None)])
+def test_only_a_postgresql_storage_gets_the_advisory_lock(storage, expected):
+    from study.state.lease import _postgres_url
+
+    assert _postgres_url(SimpleNamespace(name="demo", search=SimpleNamespace(storage=storage))) == expected
+    assert _postgres_url(SimpleNamespace(name="demo", search=SimpleNamespace())) is None  # no storage key at all
+    assert _postgres_url(SimpleNamespace(name="demo")) is None
