@@ -118,3 +118,19 @@ def test_an_error_without_a_response_is_neither_a_race_nor_unsupported(response)
 
     for err in (_ClientError(response), OSError("connection refused")):
         assert not _precondition_failed(err) and not _not_implemented(err)
+
+
+@pytest.mark.parametrize("record, described", [
+    ({}, "an unnamed driver"),
+    ({"ttl_s": 60, "beat": 3}, "an unnamed driver"),
+    ({"host": "node-1"}, "pid None on node-1, since ?"),
+    ({"pid": 7}, "pid 7 on None, since ?"),
+    ({"pid": 7, "host": "node-1", "command": ""}, "pid 7 on node-1, since ?"),
+    ({"pid": 7, "host": "node-1", "command": "dastudy study run demo", "since": "2026-12-07T10:00:00Z"},
+     "pid 7 on node-1 (`dastudy study run demo`), since 2026-12-07T10:00:00Z"),
+])
+def test_a_lease_record_is_described_word_for_word(record, described):
+    """The holder named in every refusal, from the lease object's JSON (torn or foreign records included)."""
+    from study.state.lease import _describe
+
+    assert _describe(record) == described

@@ -428,3 +428,18 @@ def test_only_a_postgresql_storage_gets_the_advisory_lock(storage, expected):
     assert _postgres_url(SimpleNamespace(name="demo", search=SimpleNamespace(storage=storage))) == expected
     assert _postgres_url(SimpleNamespace(name="demo", search=SimpleNamespace())) is None  # no storage key at all
     assert _postgres_url(SimpleNamespace(name="demo")) is None
+
+
+def test_a_create_whose_answer_was_lost_is_ours_and_another_drivers_is_not(prefix):
+    client = _LostAnswer(_client())
+    first = ObjectStoreLease(f"{prefix}/demo", Holder(command="first"), LeaseTiming(), client=client)
+    client.lose_next = True
+    first.acquire()  # created; the answer said 412 as if another driver had been first
+    record, etag, _ = first.read()
+    assert record["token"] == first.holder.token and first._etag == etag
+    second = _lease(f"{prefix}/demo", "second")
+    second._beat = record["beat"] - 1  # the same renewal count: only the token tells the two apart
+    with pytest.raises(StudyLocked, match="`first`"):
+        second.acquire()
+    first.renew()
+    first.release()
