@@ -456,6 +456,9 @@ def test_holdout_selection_is_named_and_val_reported_separately(tmp_path):
     text = (study_dir / "report.md").read_text()
     assert summary.selection == "holdout" and "**holdout**" in text
     header, *body = _table(text, "## Trials")
+    assert header == ["rank", "trial", "status", "lambda_adv", "lr", "seed", "rounds", "iteration",
+                      "select/mIoU13 (selection)", "best report", "val/mIoU16 (final)", "val/mIoU13 (final)",
+                      "time s", "dir"]  # chosen on the holdout: its best report is no oracle
     selection_col, final_col = header.index("select/mIoU13 (selection)"), header.index("val/mIoU13 (final)")
     for row in body:
         last = json.loads((study_dir / row[header.index("dir")] / "result.json").read_text().splitlines()[-1])
@@ -827,6 +830,24 @@ def test_figures_drawn_by_forked_workers_are_the_same_files(study, tmp_path, mon
         assert (tmp_path / "three" / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name
 
 
+@pytest.mark.parametrize("loaded, threads, safe", [((), 1, True), (("ray",), 1, False), (("grpc",), 1, False),
+                                                    (("torch",), 1, False), ((), 2, False)])
+def test_figures_are_forked_only_from_a_single_threaded_process_without_ray_grpc_or_torch(monkeypatch, loaded,
+                                                                                          threads, safe):
+    import sys
+    import threading
+    import types
+
+    from study.report.figures import _fork_safe
+
+    for name in ("ray", "grpc", "torch"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    for name in loaded:
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    monkeypatch.setattr(threading, "active_count", lambda: threads)
+    assert _fork_safe() is safe
+
+
 def test_a_figure_whose_worker_died_is_drawn_by_the_parent(tmp_path):
     from study.report.figures import _run_jobs
 
@@ -939,3 +960,23 @@ def test_a_study_without_learned_schedules_draws_no_schedule_figure(study, tmp_p
     study_dir, _ = study  # an ASHA study: no PBT member has a lineage
     assert _schedules(tmp_path / "schedules.png", load_study(study_dir), study_dir) is None
     assert list(tmp_path.iterdir()) == []
+
+
+def test_best_config_of_a_study_that_started_from_a_baseline_says_where_its_checkpoint_was(tmp_path):
+    from study.config.files import dump_toml
+
+    study_dir = make_study(tmp_path, trials=TRIALS[:3], baseline=False)
+    for config in study_dir.glob("trial_*/run/config.toml"):
+        with open(config, "rb") as fh:
+            table = tomllib.load(fh)
+        table["model"]["init_checkpoint"] = "/shared/baseline/best.pt"  # as every trial of a real study has
+        config.write_text(dump_toml(table))
+    write_report(study_dir)
+    text = (study_dir / "best_config.toml").read_text()
+    header = text[:text.index('name = "fixture-best"')]
+    assert header.endswith(
+        "# Run it with: dastudy adapt best_config.toml\n"
+        "# model.init_checkpoint is the study's source-only baseline as it was on the machine that ran the study;\n"
+        "# point it at your copy of that checkpoint when you run this elsewhere.\n"), header
+    with open(study_dir / "best_config.toml", "rb") as fh:
+        assert tomllib.load(fh)["model"]["init_checkpoint"] == "/shared/baseline/best.pt"
