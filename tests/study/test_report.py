@@ -980,3 +980,27 @@ def test_best_config_of_a_study_that_started_from_a_baseline_says_where_its_chec
         "# point it at your copy of that checkpoint when you run this elsewhere.\n"), header
     with open(study_dir / "best_config.toml", "rb") as fh:
         assert tomllib.load(fh)["model"]["init_checkpoint"] == "/shared/baseline/best.pt"
+
+
+def test_a_journal_that_never_heard_of_the_early_stops_is_called_out(tmp_path):
+    """Plain OptunaSearch (before StudySearch) told Optuna an ASHA-stopped trial COMPLETE with its early value."""
+    study_dir = make_study(tmp_path, baseline=False)
+    lines = []
+    for line in (study_dir / "optuna.journal").read_text().splitlines():
+        op = json.loads(line)
+        if op.get("state") == 2:  # PRUNED
+            op.update(state=1, values=[max(json.loads(v) if isinstance(v, str) else v
+                                           for v in (op.get("intermediate_values") or {"1": 0.1}).values())])
+        lines.append(json.dumps(op))
+    (study_dir / "optuna.journal").write_text("\n".join(lines) + "\n")
+    write_report(study_dir)
+    text = (study_dir / "report.md").read_text()
+    journal_line = next(line for line in text.splitlines() if line.startswith("- Optuna journal: "))
+    assert "PRUNED" not in journal_line, journal_line
+    index = text.splitlines().index(journal_line)
+    assert text.splitlines()[index + 1] == (
+        "- the scheduler's early stops reached Optuna as COMPLETE with their early value (plain OptunaSearch), "
+        "which biases TPE and the importances towards fast starters")
+    as_told = make_study(tmp_path / "as_told", baseline=False)  # StudySearch's journal: the early stops PRUNED
+    write_report(as_told)
+    assert "reached Optuna as COMPLETE" not in (as_told / "report.md").read_text()
