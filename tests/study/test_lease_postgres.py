@@ -198,7 +198,8 @@ def _holding(url: str, key: int, *, application_name: str, host: str | None = No
 
     conn = psycopg.connect(url, autocommit=True, application_name=application_name, **({"host": host} if host else {}))
     assert conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]
-    backend_start = conn.execute("SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()").fetchone()[0]
+    backend_start = conn.execute("SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+                                 ).fetchone()[0]
     return conn, f"since {backend_start:%Y-%m-%dT%H:%M:%S%z}"
 
 

@@ -455,6 +455,7 @@ def test_holdout_selection_is_named_and_val_reported_separately(tmp_path):
     summary = write_report(study_dir)
     text = (study_dir / "report.md").read_text()
     assert summary.selection == "holdout" and "**holdout**" in text
+    assert "### At equal budget" not in text  # every trial completed: nothing was stopped early
     header, *body = _table(text, "## Trials")
     assert header == ["rank", "trial", "status", "lambda_adv", "lr", "seed", "rounds", "iteration",
                       "select/mIoU13 (selection)", "best report", "val/mIoU16 (final)", "val/mIoU13 (final)",
@@ -624,6 +625,8 @@ def test_stopped_trials_are_ranked_apart_and_at_equal_budget(tmp_path):
     # at round 2 (the last round all three reported) everyone is ranked on the same budget
     assert "at round 2, the last evaluation all 3 scored trials reached" in text
     header, *rows = _table(text, "### At equal budget")
+    # the metric at that round only: no final-evaluation columns
+    assert header == ["rank", "lambda_adv", "backbone", "lr", "seeds", "val/mIoU13 mean ± sd (n)", "95 % CI"]
     rows_of = {r[header.index("lambda_adv")]: r for r in rows}
     at2 = {n: [json.loads(ln) for ln in (study_dir / _trial_dir(study_dir, n) / "result.json").read_text()
                .splitlines()][1]["val/mIoU13"] for n in last}

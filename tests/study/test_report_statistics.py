@@ -122,6 +122,10 @@ def test_control_is_paired_by_seed_not_by_position_and_the_sign_is_arm_minus_con
     mean, low, high = _t_interval(diffs)
     # the study-metric section (completed configurations, the study metric at their final evaluation)
     header, *rows = _table(text, "### Against the λ_adv = 0 control")
+    assert text.split("### Against the λ_adv = 0 control (paired by seed)\n\n", 1)[1].startswith(
+        "Each adversarial configuration minus the λ_adv = 0 configuration with the same other parameters, seed by "
+        "seed (same seed = same initialisation and data order), then mean ± sd (n) and the 95 % t-interval of the "
+        "differences, in points of `val/mIoU13`.\n\n")
     assert len(rows) == 1 and rows[0][header.index("paired seeds")] == "1, 3"
     assert rows[0][header.index("Δ mean ± sd (n)")] == f"{100 * mean:+.2f} ± {100 * np.std(diffs, ddof=1):.2f} (2)"
     assert rows[0][header.index("95 % CI")] == f"[{100 * low:.2f}, {100 * high:.2f}]"
