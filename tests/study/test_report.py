@@ -1007,3 +1007,17 @@ def test_a_journal_that_never_heard_of_the_early_stops_is_called_out(tmp_path):
     as_told = make_study(tmp_path / "as_told", baseline=False)  # StudySearch's journal: the early stops PRUNED
     write_report(as_told)
     assert "reached Optuna as COMPLETE" not in (as_told / "report.md").read_text()
+
+
+@pytest.mark.parametrize("classes, metric, finals", [
+    (16, "val/mIoU13", ["val/mIoU16"]), (16, "val/mIoU16", ["val/mIoU13"]),
+    (16, "select/mIoU13", ["val/mIoU16", "val/mIoU13"]),
+    (19, "val/mIoU19", ["val/mIoU16", "val/mIoU13"]), (19, "val/mIoU13", ["val/mIoU19", "val/mIoU16"]),
+    (19, "uda/entropy", ["val/mIoU19", "val/mIoU16", "val/mIoU13"])])
+def test_final_columns_are_the_other_means_of_the_class_set(classes, metric, finals):
+    """SYNTHIA studies (16 classes) report mIoU16/13, GTA5 ones (19) mIoU19/16/13, less the study metric."""
+    from types import SimpleNamespace
+
+    from study.report.tables import _final_keys
+
+    assert _final_keys(SimpleNamespace(num_classes=classes, metric=metric)) == finals

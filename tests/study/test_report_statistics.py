@@ -165,6 +165,8 @@ def test_a_surviving_seed_is_never_the_best_configuration(tmp_path):
     survivor = [r for r in rows if r[header.index("lambda_adv")] == "0.004"][0]
     assert survivor[0] == "–" and survivor[header.index("val/mIoU13 mean ± sd (n)")] == f"{100 * h3:.2f} (1)†"
     assert survivor[header.index("replicates stopped early")] == "2"
+    assert ("*Replicates stopped early*: seeds of the configuration the scheduler stopped; the mean is over the "
+            "survivors only (a selected sample: compare at equal budget below).") in text
     # at equal budget (round 2) the configuration has its three replicates, early-stopped ones included
     header, *rows = _table(text, "### At equal budget")
     at2 = [[json.loads(ln) for ln in (study_dir / _trial_dir(study_dir, f"h{s}") / "result.json").read_text()
