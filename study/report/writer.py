@@ -58,6 +58,10 @@ def _best_config(study_dir: Path, out_dir: Path, data: StudyData, best: TrialRec
     return path, None
 
 
+def _rounds(n: int) -> str:
+    return f"{n} round" if n == 1 else f"{n} rounds"
+
+
 def _no_trials_message(study_dir: Path) -> str:
     """Why a study directory has no trial to report on: not started yet, or (a study run with ``--storage s3://``)
     its trials are in the store, and this is the driver's local copy of the study's own files."""
@@ -266,7 +270,7 @@ def _markdown(data: StudyData, *, best: TrialRecord | None, best_cfg: ConfigAggr
     failed = [t for t in data.trials if t.status in ("failed", "diverged")]
     if failed:
         lines += ["Failed or diverged trials:", ""]
-        lines += [f"- {data.label(t)}, `{t.name}`: {t.status} after {t.rounds} rounds"
+        lines += [f"- {data.label(t)}, `{t.name}`: {t.status} after {_rounds(t.rounds)}"
                   + (f": {t.reason}" if t.reason else "") for t in failed]
         lines.append("")
     lines += ["## Best configuration", ""]
@@ -278,7 +282,7 @@ def _markdown(data: StudyData, *, best: TrialRecord | None, best_cfg: ConfigAggr
         lines += [f"{params or 'No searched parameter'}: {data.metric} = {fmt_stats(best_cfg.score)} over "
                   f"{seeds_text(best_cfg.seeds)} (95 % CI {fmt_ci(best_cfg.score)}; {budget}). "
                   f"Its median replicate is trial {data.label(best)} (directory `{best.name}`, Ray trial id "
-                  f"{best.trial_id}, {best.rounds} rounds).",
+                  f"{best.trial_id}, {_rounds(best.rounds)}).",
                   ""]
         if best_config is not None:
             lines += [f"Ready to run: [`{best_config.name}`]({best_config.name}) — `dastudy adapt {best_config.name}`",
@@ -290,8 +294,8 @@ def _markdown(data: StudyData, *, best: TrialRecord | None, best_cfg: ConfigAggr
         lines.append(_markdown_table(["run", *table_header],
                                      [[name, *[_signed(v, digits) if name == "difference" else _pct(v, digits)
                                                for v in values]] for name, values in table_rows]))
-        lines += ["", "`*` = not in mIoU13 (wall, fence, pole). "
-                  + ("" if data.baseline else "No `baseline/` source-only run in this study: no difference row."),
+        lines += ["", "`*` = not in mIoU13 (wall, fence, pole)."
+                  + ("" if data.baseline else " No `baseline/` source-only run in this study: no difference row."),
                   ""]
     else:
         lines += ["No evaluation with per-class IoU.", ""]

@@ -396,7 +396,7 @@ def test_report_tables_match_the_results(study):
     assert best_row[1:] == [f"{100 * best[k]:.1f}" for k in keys]
     assert diff_row[1:] == [f"{100 * (best[k] - base[k]):+.1f}" for k in keys]
     failed_section = text.split("Failed or diverged trials")[1].split("##")[0]
-    assert "t5`: failed after 1 rounds: RuntimeError: boom" in failed_section
+    assert "t5`: failed after 1 round: RuntimeError: boom" in failed_section
     assert f"- {labels[_trial_dir(study_dir, 't5')]}, `{_trial_dir(study_dir, 't5')}`: failed" in failed_section
     assert "t6`: diverged after 2 rounds: diverged at iteration 25" in failed_section
     assert "Optuna journal: 3 COMPLETE, 2 FAIL, 2 PRUNED" in text
@@ -1021,3 +1021,12 @@ def test_final_columns_are_the_other_means_of_the_class_set(classes, metric, fin
     from study.report.tables import _final_keys
 
     assert _final_keys(SimpleNamespace(num_classes=classes, metric=metric)) == finals
+
+
+def test_the_report_of_the_fixture_study_word_for_word(study):
+    """The whole report.md of the fixture study, against tests/study/golden/report_fixture.md: every sentence a
+    reader gets (the mutation run over study/report/ found prose and notes no other test read). After an intended
+    change, regenerate it from ``make_study(root)`` + ``write_report`` and read the diff before committing it."""
+    study_dir, _ = study
+    golden = Path(__file__).parent / "golden" / "report_fixture.md"
+    assert (study_dir / "report.md").read_text().splitlines() == golden.read_text().splitlines()
