@@ -122,7 +122,7 @@ def _sensitivity(path: Path, data: StudyData, searched: Sequence[str], space: Ma
     import matplotlib.pyplot as plt
 
     axes_names = [n for n in searched if not is_seed(n)]
-    if not axes_names:
+    if not axes_names or not data.scored():  # nothing scored: empty panels on degenerate axes say nothing
         return None
     cols = min(3, len(axes_names))
     rows = math.ceil(len(axes_names) / cols)

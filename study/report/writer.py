@@ -302,6 +302,8 @@ def _markdown(data: StudyData, *, best: TrialRecord | None, best_cfg: ConfigAggr
     titles = {"sensitivity": "Sensitivity", "learning_curves": "Learning curves", "per_class_iou": "Per-class IoU",
               "importance": "Parameter importance", "pbt_schedules": "Learned schedules (PBT)"}
     lines += ["## Figures", ""]
+    if not figures:
+        lines += ["None: no trial reported a score to draw.", ""]
     for key, path in figures.items():
         lines += [f"### {titles.get(key, key)}", "", f"![{key}]({FIGURES}/{path.name})", ""]
         if key == "pbt_schedules":

@@ -1023,10 +1023,24 @@ def test_final_columns_are_the_other_means_of_the_class_set(classes, metric, fin
     assert _final_keys(SimpleNamespace(num_classes=classes, metric=metric)) == finals
 
 
-def test_the_report_of_the_fixture_study_word_for_word(study):
-    """The whole report.md of the fixture study, against tests/study/golden/report_fixture.md: every sentence a
-    reader gets (the mutation run over study/report/ found prose and notes no other test read). After an intended
-    change, regenerate it from ``make_study(root)`` + ``write_report`` and read the diff before committing it."""
-    study_dir, _ = study
-    golden = Path(__file__).parent / "golden" / "report_fixture.md"
-    assert (study_dir / "report.md").read_text().splitlines() == golden.read_text().splitlines()
+GOLDEN = {  # golden file -> make_study's keyword arguments (None: the module's `study` fixture)
+    "report_fixture.md": None,
+    "report_holdout_no_baseline.md": dict(trials=TRIALS[:3], baseline=False, selection="holdout"),
+    "report_no_scores.md": dict(trials=[("f1", 0.001, 0.01, 1, 0, "failed"), ("f2", 0.002, 0.01, 2, 0, "failed")],
+                                baseline=False),
+}
+
+
+@pytest.mark.parametrize("golden", GOLDEN)
+def test_the_whole_report_word_for_word(golden, request, tmp_path):
+    """The whole report.md of three fixture studies, against tests/study/golden/: every sentence a reader gets (the
+    mutation run over study/report/ found prose and notes no other test read). After an intended change,
+    regenerate a file from ``make_study(root, **GOLDEN[name])`` + ``write_report`` and read its diff before
+    committing it."""
+    if GOLDEN[golden] is None:
+        study_dir, _ = request.getfixturevalue("study")
+    else:
+        study_dir = make_study(tmp_path, **GOLDEN[golden])
+        write_report(study_dir)
+    expected = (Path(__file__).parent / "golden" / golden).read_text()
+    assert (study_dir / "report.md").read_text().splitlines() == expected.splitlines()
