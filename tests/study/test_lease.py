@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from study.state.lease import Heartbeat, LeaseLost, LeaseTiming, advisory_key
+from study.state.lease import Heartbeat, Holder, LeaseLost, LeaseTiming, advisory_key
 
 
 class FlakyLease:
@@ -45,7 +45,8 @@ def test_renewals_that_fail_for_a_whole_ttl_lose_the_lease_once():
     timing = LeaseTiming(ttl_s=0.6, heartbeat_s=0.2)
     lease = FlakyLease(fail_at=range(1, 1000))
     lost, _ = _run(lease, timing, 1.5)
-    assert len(lost) == 1 and "lease not renewed for 0.6 s" in lost[0] and "this driver stops" in lost[0], lost
+    assert lost == ["lease not renewed for 0.6 s (last error OSError: connection refused); another driver may take "
+                    "the study over; this driver stops"], lost
     assert lease.renewals <= 5  # the thread ended with the loss: no renewals after it
 
 
@@ -95,6 +96,7 @@ def _response(code: str | None = None, status: int | None = None) -> dict:
 # conditional writes (501), or anything else?
 ANSWERS = [
     (("PreconditionFailed", 412), "race"), (("412", None), "race"), (("ConditionalRequestConflict", 409), "race"),
+    (("ConditionalRequestConflict", None), "race"),
     ((None, 412), "race"), ((None, 409), "race"), (("PreconditionFailed", None), "race"),
     (("NotImplemented", 501), "unsupported"), (("501", None), "unsupported"), ((None, 501), "unsupported"),
     (("NotImplemented", None), "unsupported"),
@@ -134,3 +136,78 @@ def test_a_lease_record_is_described_word_for_word(record, described):
     from study.state.lease import _describe
 
     assert _describe(record) == described
+
+
+# --- the object-store lease against a store in memory: what the URI names, a lease that keeps changing hands,
+# a release that is not ours or fails (found by the mutation run over lease.py) ---------------------------------
+
+
+class _Store:
+    """An S3 client in memory where every create loses a race and the lease is always gone again when read:
+    drivers that keep releasing and taking it between our requests."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def put_object(self, **request):
+        self.calls += 1
+        assert self.calls < 50, "acquire kept retrying a lease that keeps changing hands"
+        raise _botocore_error("PreconditionFailed", 412)
+
+    def get_object(self, **request):
+        raise _botocore_error("NoSuchKey", 404)
+
+
+def _botocore_error(code: str, status: int):
+    from botocore.exceptions import ClientError
+
+    return ClientError({"Error": {"Code": code, "Message": "..."}, "ResponseMetadata": {"HTTPStatusCode": status}},
+                       "PutObject")
+
+
+@pytest.mark.parametrize("uri, where, bucket, key", [
+    ("s3://bucket/studies/demo", "s3://bucket/studies/demo/driver.lease", "bucket", "studies/demo/driver.lease"),
+    ("s3://bucket/studies/demo/", "s3://bucket/studies/demo/driver.lease", "bucket", "studies/demo/driver.lease"),
+    ("s3://bucket//deep//demo//", "s3://bucket//deep//demo/driver.lease", "bucket", "deep//demo/driver.lease"),
+    ("s3://bucket", "s3://bucket/driver.lease", "bucket", "driver.lease"),
+    ("s3://bucket/", "s3://bucket/driver.lease", "bucket", "driver.lease"),
+])
+def test_the_lease_object_sits_in_the_studys_prefix(uri, where, bucket, key):
+    from study.state.lease import ObjectStoreLease
+
+    lease = ObjectStoreLease(uri, Holder(), LeaseTiming(), client=_Store())
+    assert (lease.uri, lease.where, lease.bucket, lease.key) == (where, where, bucket, key)
+
+
+def test_a_store_without_conditional_writes_in_dastudy_is_named():
+    from study.state.lease import ObjectStoreLease
+
+    with pytest.raises(ValueError) as refused:
+        ObjectStoreLease("gs://bucket/demo", Holder(), LeaseTiming())
+    assert str(refused.value) == ("gs://bucket/demo: a driver lease needs an S3-compatible store (s3://bucket/prefix); "
+                                  "gs:// has no conditional writes here")
+
+
+def test_a_lease_that_keeps_changing_hands_is_given_up_after_four_tries():
+    from study.state.lease import ObjectStoreLease
+    from study.state.lock import StudyLocked
+
+    store = _Store()
+    lease = ObjectStoreLease("s3://bucket/demo", Holder(), LeaseTiming(), client=store)
+    with pytest.raises(StudyLocked) as refused:
+        lease.acquire()
+    assert str(refused.value) == ("s3://bucket/demo/driver.lease: the lease changed hands 4 times while this driver "
+                                  "tried to take it; another driver is starting this study")
+    assert store.calls == 4
+
+
+def test_every_lease_is_renewed_at_every_beat_whatever_the_one_before_it_did():
+    """A study on s3:// with its Optuna state in PostgreSQL holds two leases: a failed renewal of the first must
+    not skip the second, nor a good one."""
+    first, second = FlakyLease(fail_at={1, 2}), FlakyLease()
+    timing = LeaseTiming(ttl_s=5, heartbeat_s=0.2)
+    with Heartbeat([first, second], timing, on_lost=lambda message: pytest.fail(message)) as beat:
+        assert beat._thread.name == "dastudy-lease-heartbeat" and beat._thread.daemon  # never holds the driver up
+        time.sleep(1.1)
+    assert first.renewals >= 4 and second.renewals == first.renewals
+    assert beat.beats == first.renewals + second.renewals - 2  # the two failures are no beats

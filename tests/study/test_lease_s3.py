@@ -5,6 +5,7 @@ its ttl and not before; the heartbeat keeps a live one; a driver whose lease was
 study that already exists in the store is refused before anything is written."""
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -443,3 +444,81 @@ def test_a_create_whose_answer_was_lost_is_ours_and_another_drivers_is_not(prefi
         second.acquire()
     first.renew()
     first.release()
+
+
+def test_the_lease_object_is_a_json_record_of_its_holder_and_timing(prefix):
+    holder = Holder(command="dastudy study run demo")
+    lease = ObjectStoreLease(f"{prefix}/demo", holder, LeaseTiming(ttl_s=30, heartbeat_s=5), client=_client())
+    lease.acquire()
+    head = _client().head_object(Bucket=BUCKET, Key=lease.key)
+    assert head["ContentType"] == "application/json"
+    ages = [lease.read()[2] for _ in range(3)]  # the store's one-second clock: a fresh lease reads 0 s (or 1 s)
+    assert 0.0 in ages and all(age in (0.0, 1.0) for age in ages), ages
+    record = lease.read()[0]
+    assert record == {"host": holder.host, "pid": holder.pid, "command": "dastudy study run demo",
+                      "since": holder.since, "token": holder.token, "ttl_s": 30, "heartbeat_s": 5, "beat": 1}
+    lease.renew()
+    lease.renew()
+    assert lease.read()[0]["beat"] == 3  # one more at each write: every renewal has a new ETag
+    lease.release()
+
+
+def test_a_torn_lease_object_is_an_unnamed_driver_and_its_own_ttl_counts(prefix):
+    client = _client()
+    key = f"{prefix.split('/', 3)[3]}/demo/driver.lease"
+    client.put_object(Bucket=BUCKET, Key=key, Body=b'{"host": "node-1", "pid"')  # torn by hand
+    lease = _lease(f"{prefix}/demo", "second", LeaseTiming(ttl_s=600, heartbeat_s=60))
+    with pytest.raises(StudyLocked) as refused:
+        lease.acquire()
+    assert re.fullmatch(
+        rf"{re.escape(prefix)}/demo/driver\.lease: study is being driven by an unnamed driver, heartbeat [01] s ago; "
+        r"if it died, its lease expires (600|599) s from now: run the command again then and it takes the study "
+        r"over \(lease ttl 600 s\)", str(refused.value)), str(refused.value)
+    # a lease written with a 2 s ttl is dead after 2 s, whatever ttl the next driver runs with
+    _lease(f"{prefix}/short", "first", LeaseTiming(ttl_s=2, heartbeat_s=1)).acquire()
+    time.sleep(4)
+    taker = _lease(f"{prefix}/short", "taker", LeaseTiming(ttl_s=600, heartbeat_s=60))
+    taker.acquire()
+    assert taker.read()[0]["command"] == "taker"
+
+
+def test_a_resume_says_how_long_it_waits_for_a_lease_it_watches(prefix, capsys):
+    timing = LeaseTiming(ttl_s=4, heartbeat_s=1)
+    live = _lease(f"{prefix}/demo", "the live driver", timing)
+    live.acquire()
+    with Heartbeat([live], timing, on_lost=lambda message: None):
+        resume = _lease(f"{prefix}/demo", "resume", timing)
+        with pytest.raises(StudyLocked, match="`the live driver`"):
+            resume.acquire(wait=True)  # refused at the first renewal it sees
+    live.release()
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and re.fullmatch(
+        rf"{re.escape(prefix)}/demo/driver\.lease: held by pid {os.getpid()} on {re.escape(live.holder.host)} "
+        rf"\(`the live driver`\), since {re.escape(live.holder.since)}, heartbeat [01] s ago; waiting up to [67] s: a "
+        r"live driver renews it \(then this one stops\), a dead one's expires", err[0]), err
+
+
+def test_a_release_that_cannot_delete_warns_and_a_lease_not_ours_is_left_alone(prefix, capsys):
+    from botocore.exceptions import ClientError
+
+    class NoDelete(_LostAnswer):
+        def delete_object(self, **request):
+            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "Access Denied"},
+                               "ResponseMetadata": {"HTTPStatusCode": 403}}, "DeleteObject")
+
+    lease = ObjectStoreLease(f"{prefix}/demo", Holder(command="first"), LeaseTiming(), client=NoDelete(_client()))
+    lease.acquire()
+    lease.release()
+    assert capsys.readouterr().err == (
+        f"warning: {prefix}/demo/driver.lease: lease not removed (An error occurred (AccessDenied) when calling the "
+        "DeleteObject operation: Access Denied); it expires by itself\n")
+    assert lease._etag is None and lease.read()[0]["command"] == "first"
+    lease.release()  # released already: nothing read, nothing deleted, nothing said
+    assert capsys.readouterr().err == ""
+    taker = _lease(f"{prefix}/demo", "taker")  # the lease, taken over by another driver since
+    _client().delete_object(Bucket=BUCKET, Key=lease.key)
+    taker.acquire()
+    lease._etag = "ours once"
+    lease.release()  # not ours any more: left alone
+    assert taker.read()[0]["command"] == "taker"
+    taker.release()
