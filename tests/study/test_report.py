@@ -1044,3 +1044,33 @@ def test_the_whole_report_word_for_word(golden, request, tmp_path):
         write_report(study_dir)
     expected = (Path(__file__).parent / "golden" / golden).read_text()
     assert (study_dir / "report.md").read_text().splitlines() == expected.splitlines()
+    if GOLDEN[golden] is None:  # and the summary names the best trial by its label, as the report does
+        assert request.getfixturevalue("study")[1].best_label == "#0 λ=0.001 lr=0.01 seed=1"
+
+
+def test_the_per_class_figure_draws_the_table_in_percent_with_the_seeds_interval_on_the_best(study, captured,
+                                                                                            tmp_path):
+    import matplotlib
+
+    from study.report.aggregate import choose_best
+    from study.report.tables import per_class_rows
+
+    figures, kept = captured
+    matplotlib.use("Agg", force=True)
+    data = load_study(study[0])
+    best = choose_best(data.trials, data.mode).config
+    figures._per_class_figure(tmp_path / "p.png", data, best)
+    header, rows = per_class_rows(data, best)
+    bars = [values for name, values in rows if name != "difference"]
+    (fig,) = kept
+    from matplotlib.container import BarContainer
+
+    containers = [c for c in fig.axes[0].containers if isinstance(c, BarContainer)]
+    assert len(containers) == len(bars) == 2  # the baseline, then the best configuration
+    for container, values in zip(containers, bars):
+        assert [p.get_height() for p in container.patches] == pytest.approx([100 * v for v in values])
+    baseline_bars, best_bars = containers
+    assert baseline_bars.errorbar is None and best_bars.errorbar is not None
+    caps = best_bars.errorbar.lines[1]
+    assert caps and all(c.get_markersize() > 0 for c in caps)  # capped whiskers
+    assert best_bars.get_label() == "best configuration (mean of 2 seeds): ± 95 % t-interval"
