@@ -996,8 +996,11 @@ def test_a_journal_that_never_heard_of_the_early_stops_is_called_out(tmp_path):
                                            for v in (op.get("intermediate_values") or {"1": 0.1}).values())])
         lines.append(json.dumps(op))
     (study_dir / "optuna.journal").write_text("\n".join(lines) + "\n")
-    write_report(study_dir)
+    summary = write_report(study_dir)
+    # the early stops told COMPLETE stay out of the importances: 2 configurations, from the 3 completed trials
+    assert summary.importance_configurations == 2
     text = (study_dir / "report.md").read_text()
+    assert "this study has 2 (3 completed trials)" in text
     journal_line = next(line for line in text.splitlines() if line.startswith("- Optuna journal: "))
     assert "PRUNED" not in journal_line, journal_line
     index = text.splitlines().index(journal_line)
