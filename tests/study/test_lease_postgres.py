@@ -143,9 +143,12 @@ def test_study_run_of_a_study_already_in_the_database_is_refused(postgres_url, t
     optuna.create_study(study_name="exists", storage=postgres_url)
     location = SimpleNamespace(shared_fs=True, home=tmp_path / "exists")
     study = SimpleNamespace(name="exists", search=SimpleNamespace(storage=postgres_url))
-    with pytest.raises(FileExistsError, match="already holds an Optuna study named 'exists'"):
+    with pytest.raises(FileExistsError) as refused:
         with hold_study(location, study, new=True):
             pass
+    assert str(refused.value) == (f"{postgres_url} already holds an Optuna study named 'exists'; continue it with "
+                                  "`dastudy study resume`, choose another --name, or delete it there (optuna "
+                                  "delete-study --study-name exists --storage ...)")
     with hold_study(location, study):  # its resume
         pass
     fresh = SimpleNamespace(name="fresh", search=SimpleNamespace(storage=postgres_url))
