@@ -211,3 +211,16 @@ def test_every_lease_is_renewed_at_every_beat_whatever_the_one_before_it_did():
         time.sleep(1.1)
     assert first.renewals >= 4 and second.renewals == first.renewals
     assert beat.beats == first.renewals + second.renewals - 2  # the two failures are no beats
+
+
+@pytest.mark.parametrize("err, missing", [
+    (_ClientError(_response("NoSuchKey", 404)), True), (_ClientError(_response("404", 404)), True),
+    (_ClientError(_response("404")), True), (_ClientError(_response("NoSuchBucket", 404)), False),
+    (_ClientError(_response(None, 404)), False), (_ClientError(_response("PreconditionFailed", 412)), False),
+    (_ClientError(None), False), (_ClientError({}), False), (OSError("connection refused"), False)])
+def test_a_missing_lease_object_is_told_from_a_missing_bucket_and_from_errors_without_an_answer(err, missing):
+    """S3 answers a conditional write on a deleted lease with 404 NoSuchKey: the lease is gone (lost), while a
+    missing bucket or an unreachable store is not."""
+    from study.state.lease import _no_such_key
+
+    assert _no_such_key(err) is missing

@@ -421,7 +421,8 @@ def test_a_new_study_is_refused_where_the_store_holds_one(prefix, tmp_path, foun
 @pytest.mark.parametrize("storage, expected", [
     (None, None), ("sqlite:///study.db", None), ("/shared/optuna.journal", None), ("mysql+pymysql://u@h/db", None),
     ("postgresql://u@db:5432/optuna", "postgresql://u@db:5432/optuna"),
-    *[(url, url) for url in ["postgresql+psycopg://u@db/optuna?sslrootcert=file://ca.pem"]],
+    *[(url, url) for url in ["postgresql+psycopg://u@db/optuna?sslrootcert=file://ca.pem",
+                             "postgresql://u@db/optuna?sslrootcert=file://ca.pem"]],
     ("sqlite:///x.db?note=postgresql://", None)])
 def test_only_a_postgresql_storage_gets_the_advisory_lock(storage, expected):
     from study.state.lease import _postgres_url
