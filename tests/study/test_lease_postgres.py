@@ -305,3 +305,50 @@ def test_release_unlocks_at_once_and_never_raises(postgres_url):
         kept.close()
     finally:
         conn.close()
+
+
+def test_a_renewal_after_the_session_ended_takes_the_lock_again_unless_another_driver_has_it(postgres_url):
+    import re
+
+    import psycopg
+
+    from study.state.lease import LeaseLost
+
+    lease = PostgresLease(postgres_url, "renewed", Holder(command="first"), LeaseTiming())
+    lease.acquire()
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        def end_session():  # what idle_session_timeout, a server restart or a dropped connection do
+            admin.execute("SELECT pg_terminate_backend(%s)", (lease._conn.info.backend_pid,))
+            time.sleep(0.5)
+
+        end_session()
+        lease.renew()  # nobody took it meanwhile: a new session, the lock again
+        assert PostgresLease(postgres_url, "renewed", Holder(), LeaseTiming()).holder_line(admin)[0].startswith(
+            f"pid {os.getpid()} on {platform.node()} (server backend {lease._conn.info.backend_pid}, ")
+        end_session()
+        other = PostgresLease(postgres_url, "renewed", Holder(pid=4243, host="node-8"), LeaseTiming())
+        other.acquire()
+        with pytest.raises(LeaseLost) as lost:
+            lease.renew()
+        assert re.fullmatch(
+            rf"{re.escape(lease.where)}: this driver's session ended and pid 4243 on node-8 \(server backend "
+            rf"{other._conn.info.backend_pid}, from 127\.0\.0\.1/32\), since \S+ holds the study now; this "
+            r"driver stops", str(lost.value))
+        other.release()
+
+
+def test_a_lost_lease_stops_the_driver_with_a_sigint_to_its_main_thread(capsys):
+    import signal
+
+    from study.state.lease import _stop_driver
+
+    seen = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: seen.append(signum))
+    try:
+        _stop_driver("s3://b/p/driver.lease: lease taken over by pid 7 on other; this driver stops")
+        time.sleep(0.1)  # the handler runs between two bytecodes of this thread
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert seen == [signal.SIGINT]
+    assert capsys.readouterr().err == ("error: s3://b/p/driver.lease: lease taken over by pid 7 on other; this driver "
+                                       "stops\n")
