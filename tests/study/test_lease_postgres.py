@@ -316,6 +316,9 @@ def test_a_renewal_after_the_session_ended_takes_the_lock_again_unless_another_d
 
     lease = PostgresLease(postgres_url, "renewed", Holder(command="first"), LeaseTiming())
     lease.acquire()
+    session = lease._conn.info.backend_pid
+    lease.renew()
+    assert lease._conn.info.backend_pid == session  # a live session is kept: its lock never lets go
     with psycopg.connect(postgres_url, autocommit=True) as admin:
         def end_session():  # what idle_session_timeout, a server restart or a dropped connection do
             admin.execute("SELECT pg_terminate_backend(%s)", (lease._conn.info.backend_pid,))
