@@ -171,6 +171,8 @@ def _botocore_error(code: str, status: int):
     ("s3://bucket//deep//demo//", "s3://bucket//deep//demo/driver.lease", "bucket", "deep//demo/driver.lease"),
     ("s3://bucket", "s3://bucket/driver.lease", "bucket", "driver.lease"),
     ("s3://bucket/", "s3://bucket/driver.lease", "bucket", "driver.lease"),
+    ("s3://bucket//", "s3://bucket/driver.lease", "bucket", "driver.lease"),
+    ("s3://bucket/XX/", "s3://bucket/XX/driver.lease", "bucket", "XX/driver.lease"),
 ])
 def test_the_lease_object_sits_in_the_studys_prefix(uri, where, bucket, key):
     from study.state.lease import ObjectStoreLease
