@@ -66,6 +66,10 @@ def test_the_ttl_comes_from_the_environment_with_its_heartbeat(monkeypatch):
         LeaseTiming.from_env()
     with pytest.raises(ValueError, match="heartbeat_s <= ttl_s / 2"):
         LeaseTiming(ttl_s=10, heartbeat_s=6)  # fewer than two renewals per ttl: one slow request loses it
+    with pytest.raises(ValueError) as refused:
+        LeaseTiming(ttl_s=10, heartbeat_s=0)  # a heartbeat thread that never sleeps
+    assert str(refused.value) == ("lease timing ttl_s=10, heartbeat_s=0: need ttl_s > 0 and 0 < heartbeat_s <= "
+                                  "ttl_s / 2")
     monkeypatch.delenv("DASTUDY_LEASE_TTL_S")
     assert LeaseTiming.from_env() == LeaseTiming()
 
