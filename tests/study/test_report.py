@@ -1077,3 +1077,14 @@ def test_the_per_class_figure_draws_the_table_in_percent_with_the_seeds_interval
     caps = best_bars.errorbar.lines[1]
     assert caps and all(c.get_markersize() > 0 for c in caps)  # capped whiskers
     assert best_bars.get_label() == "best configuration (mean of 2 seeds): ± 95 % t-interval"
+
+
+def test_the_json_summary_has_the_documented_keys_and_values(study):
+    """`dastudy study report --json`: what scripts read."""
+    study_dir, summary = study
+    out = summary.to_json()
+    assert list(out) == ["study", "metric", "mode", "selection", "counts", "best", "importances",
+                         "importance_configurations", "report", "figures", "tables", "best_config", "notes"]
+    assert (out["study"], out["metric"], out["mode"], out["selection"]) == ("fixture", "val/mIoU13", "max", "val")
+    assert out["best"]["label"] == "#0 λ=0.001 lr=0.01 seed=1" and out["best"]["n"] == 2
+    assert out["report"] == str(study_dir / "report.md")
