@@ -1088,3 +1088,57 @@ def test_the_json_summary_has_the_documented_keys_and_values(study):
     assert (out["study"], out["metric"], out["mode"], out["selection"]) == ("fixture", "val/mIoU13", "max", "val")
     assert out["best"]["label"] == "#0 λ=0.001 lr=0.01 seed=1" and out["best"]["n"] == 2
     assert out["report"] == str(study_dir / "report.md")
+
+
+def test_learning_curves_draw_each_trial_by_status_the_replicate_mean_and_the_ends(study, captured, tmp_path):
+    import matplotlib
+    from matplotlib.colors import to_hex
+
+    figures, kept = captured
+    matplotlib.use("Agg", force=True)
+    data = load_study(study[0])
+    figures._learning_curves(tmp_path / "c.png", data, [1, 2, 4])
+    (fig,) = kept
+    ax = fig.axes[0]
+    by_label = {line.get_label(): line for line in ax.get_lines()}
+    for trial in data.trials:  # one line per trial: dashed unless it completed its budget
+        line = by_label[f"{data.label(trial)} ({trial.status})"]
+        assert line.get_linestyle() == ("-" if trial.status == "completed" else "--"), trial.status
+        assert list(line.get_xdata()) == [10 * r for r, _ in trial.curve]  # SGD iterations, not rounds
+    mean = [line for label, line in by_label.items() if "mean ± 95 % t-interval (n = 2)" in label]
+    (mean,) = mean  # t0/t1: the one configuration with two completed seeds
+    t0, t1 = (next(t for t in data.trials if t.name.endswith(n)) for n in ("_t0", "_t1"))
+    assert list(mean.get_xdata()) == [10, 20, 30, 40]
+    assert list(mean.get_ydata()) == pytest.approx([50 * (a + b) for (_, a), (_, b) in zip(t0.curve, t1.curve)])
+    ends = {to_hex(c.get_facecolor()[0]): c for c in ax.collections if c.get_offsets().shape[0]
+            and c.get_paths()}
+    red, black = ends[to_hex("tab:red")], ends[to_hex("black")]
+    failed = [t for t in data.trials if t.status == "failed"]
+    stopped = [t for t in data.trials if t.status in ("pruned", "diverged")]
+    for drawn, trials in ((red, failed), (black, stopped)):
+        expected = sorted((10 * t.curve[-1][0], 100 * t.curve[-1][1]) for t in trials)
+        assert [v for point in sorted(map(tuple, drawn.get_offsets())) for v in point] == pytest.approx(
+            [v for point in expected for v in point])
+    assert list(red.get_sizes()) == [36] and list(black.get_sizes()) == [36]
+
+
+def test_learning_curves_of_a_big_study_draw_one_collection_per_style(tmp_path, captured):
+    import matplotlib
+    from matplotlib.collections import LineCollection
+
+    trials = [(f"b{i}", 0.001 * (1 + i % 3), 0.005 * (1 + i // 3), 1 + i % 3, 4 if i % 2 else 2,
+               "completed" if i % 2 else "pruned") for i in range(18)]
+    figures, kept = captured
+    matplotlib.use("Agg", force=True)
+    data = load_study(make_study(tmp_path, trials=trials, baseline=False))
+    figures._learning_curves(tmp_path / "c.png", data, [1, 2, 4])
+    (fig,) = kept
+    collections = [c for c in fig.axes[0].collections if isinstance(c, LineCollection)]
+    assert len(collections) == 2  # stopped early (dashed), then completed (solid)
+    dashed, solid = collections
+    assert len(dashed.get_segments()) == len(solid.get_segments()) == 9
+    assert dashed.get_linestyle()[0][1] is not None and solid.get_linestyle()[0][1] is None
+    assert len(dashed.get_colors()) == len(solid.get_colors()) == 9  # a colour per trial
+    ends = [c for c in fig.axes[0].collections if not isinstance(c, LineCollection) and c.get_offsets().shape[0]
+            and c.get_paths()]
+    assert ends and all(list(c.get_sizes()) == [12] for c in ends)  # smaller end markers in a big study
