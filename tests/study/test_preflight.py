@@ -610,9 +610,8 @@ def test_diagnose_lists_a_refused_setting_of_a_backbone_and_goes_on(tmp_path, ti
     pre, problems = diagnose(study)
     assert len(pre.plans) == 2 and len(problems) == 1
     allowed = "false for deeplabv3plus_tiny (it has a single output level)"
-    # (the key is named as err.key: which table it names is _origin's business, tested above)
-    key = problems[0].error.key
-    assert key.endswith("model.multi_level")
+    key = problems[0].error.key  # the key the user wrote: the backbone's entry of the space's override table
+    assert key == "search.params.model_overrides.deeplabv3plus_tiny.model.multi_level"
     assert (problems[0].what, problems[0].fix) == (f"{key} = True is not valid", f"{key}=<{allowed}>")
     assert str(problems[0].error) == (f"s.toml [trial model.name=deeplabv3plus_tiny]: {key} = True is not valid; "
                                       f"allowed: {allowed}")
