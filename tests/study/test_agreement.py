@@ -683,3 +683,31 @@ def test_without_labels_tied_choices_are_all_named(tmp_path):
         _run(tmp_path, name, params={"lam": 0.1}, lines=[{"kind": "eval", "iteration": 10, "uda/im": 0.5}])
     text = agreement_section(tmp_path, tmp_path / "figures")
     assert "| `uda/im` | trial_a (lam=0.1) @ 10; trial_b (lam=0.1) @ 10 | 0.5 |" in text
+
+
+def test_the_report_links_the_validator_figure_from_where_report_md_is_written(tmp_path):
+    """`dastudy study report --out DIR` on a read-only study: the section's figure is drawn into DIR/figures and
+    linked from DIR/report.md (a link relative to the study directory would point at nothing), after the rest of the
+    report with one blank line between."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_report import TRIALS, make_study
+
+    from study.report import write_report
+
+    study = make_study(tmp_path, trials=TRIALS[:3], baseline=False)
+    for k, metrics in enumerate(sorted(study.glob("trial_*/run/metrics.jsonl"))):
+        rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+        rows = [{**r, "uda/snd": 0.1 * k + 0.01 * r["iteration"]} if r.get("kind") == "eval" else r for r in rows]
+        metrics.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "elsewhere" / "report"
+    write_report(study, out_dir=out)
+    text = (out / "report.md").read_text()
+    assert text.endswith("\n\n![validators vs val/mIoU16](figures/validator_agreement.png)\n")
+    assert (out / "figures" / "validator_agreement.png").is_file()
+    assert not (study / "figures").exists() and not (study / "report.md").exists()
+    head, section = text.split("## Label-free validators", 1)
+    assert head.endswith("\n\n") and not head.endswith("\n\n\n")
+    assert text.endswith("\n") and not text.endswith("\n\n")

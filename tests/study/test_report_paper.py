@@ -1,0 +1,96 @@
+"""The λ_adv × backbone table (study/report/paper.py) cell by cell: what a row without a control says, what a
+baseline that lacks a value gives, and the order of replicates inside a configuration. Studies written by the report
+tests' fixture (no Ray); expected cells written by hand from the fixture's inputs."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_report import LAMBDA, make_study  # noqa: E402
+
+from study.report import load_study  # noqa: E402
+from study.report.aggregate import aggregate  # noqa: E402
+from study.report.collect import TrialRecord  # noqa: E402
+from study.report.paper import paper_csv, paper_markdown, paper_rows, per_class_delta_rows  # noqa: E402
+
+V2, V3 = "deeplabv2_tiny", "deeplabv3plus_tiny"
+
+
+def _trials(model, lambdas, seeds=(1, 2, 3), base=0.40):
+    return [(f"{model[8:11]}{lam}s{s}", lam, 0.01, s, 4, "completed", model, base + 0.05 * (lam > 0) + 0.02 * s)
+            for lam in lambdas for s in seeds]
+
+
+def test_a_row_without_a_control_says_so_and_the_control_row_says_what_it_is(tmp_path):
+    """deeplabv2 has its λ = 0 arm, deeplabv3+ has none: its arm must read "no control", not an empty or a
+    borrowed difference (the control is matched on the backbone too)."""
+    study_dir = make_study(tmp_path, trials=_trials(V2, (0.0, 0.004)) + _trials(V3, (0.004,)), baseline=False)
+    data = load_study(study_dir)
+    rows = paper_rows(data)
+    header, body = paper_markdown(data, rows)
+    cells = {(line[0], line[1]): dict(zip(header, line)) for line in body}
+    assert list(cells) == [(V2, "0"), (V2, "0.004"), (V3, "0.004")]
+    for short in ("mIoU16", "mIoU13"):
+        delta, p = f"Δ{short} vs λ=0, paired (95 % CI)", f"p {short} (Holm)"
+        assert cells[(V2, "0")][delta] == "control" and cells[(V2, "0")][p] == ""
+        assert cells[(V3, "0.004")][delta] == "no control" and cells[(V3, "0.004")][p] == ""
+        assert cells[(V2, "0.004")][delta].startswith("+")
+    assert [r.vs_control for r in rows][2] == {} and rows[1].vs_control["val/mIoU13"].n == 3
+    csv_rows = paper_csv(data, rows).splitlines()
+    assert csv_rows[3].split(",")[:4] == [V3, "0.004", "3", "1 2 3"]
+    header_csv = csv_rows[0].split(",")
+    start = header_csv.index("d_mIoU16_vs_lambda0_mean")
+    assert csv_rows[3].split(",")[start:start + 7] == [""] * 7  # no control: seven empty cells, no zeros
+    assert csv_rows[1].split(",")[start:start + 7] == [""] * 7  # the control itself
+
+
+def test_a_study_without_any_control_has_no_control_columns(tmp_path):
+    study_dir = make_study(tmp_path, trials=_trials(V2, (0.001, 0.004)), baseline=False)
+    data = load_study(study_dir)
+    header, body = paper_markdown(data, paper_rows(data))
+    assert not [h for h in header if "vs λ=0" in h or h.startswith("p ")]
+    assert [line[:3] for line in body] == [[V2, "0.001", "1, 2, 3"], [V2, "0.004", "1, 2, 3"]]
+
+
+def test_a_baseline_value_that_is_missing_gives_no_difference_rather_than_a_crash(tmp_path):
+    """An older baseline evaluation without per-class IoUs (or without mIoU16): those differences are n/a, the
+    others are the mean minus the baseline's value."""
+    study_dir = make_study(tmp_path, trials=_trials(V2, (0.004,)))
+    data = load_study(study_dir)
+    kept = {"val/mIoU13": 0.30, "val/IoU/road": 0.50}
+    data = dataclasses.replace(data, baseline=kept, baseline_model=None)
+    (row,) = paper_rows(data)
+    assert math.isnan(row.vs_baseline["val/mIoU16"])
+    assert row.vs_baseline["val/mIoU13"] == pytest.approx(row.means["val/mIoU13"].mean - 0.30)
+    road = sum(t.final["val/IoU/road"] for t in row.trials) / 3 - 0.50
+    assert row.per_class_vs_baseline["val/IoU/road"] == pytest.approx(road)
+    assert math.isnan(row.per_class_vs_baseline["val/IoU/sky"])
+    _, body = per_class_delta_rows(data, [row])
+    assert body[0][:5] == [V2, "0.004", "3", f"{100 * road:+.2f}", "n/a"]
+    header, body = paper_markdown(data, [row])
+    assert body[0][header.index("ΔmIoU16 vs source only")] == "n/a"
+    # a baseline of another backbone: no difference at all
+    other = dataclasses.replace(data, baseline_model=V3)
+    (row,) = paper_rows(other)
+    assert all(math.isnan(v) for v in (*row.vs_baseline.values(), *row.per_class_vs_baseline.values()))
+
+
+def _record(name, seed, value):
+    return TrialRecord(name=name, trial_id=name, params={LAMBDA: 0.001, "runtime.seed": seed}, status="completed",
+                       rounds=4, iteration=40, metric=value, final={}, curve=((4, value),), time_s=None,
+                       run_dir=None, order=0)
+
+
+def test_replicates_of_a_configuration_are_listed_by_seed_then_by_name():
+    """Names that sort against the seeds: the members (and their values) still follow the seeds."""
+    trials = [_record("a_seed3", 3, 0.3), _record("z_seed1", 1, 0.1), _record("m_seed2", 2, 0.2),
+              _record("b_seed2", 2, 0.25)]
+    (config,) = aggregate(trials, group="completed")
+    assert [t.name for t in config.trials] == ["z_seed1", "b_seed2", "m_seed2", "a_seed3"]
+    assert config.values == (0.1, 0.25, 0.2, 0.3)
+    assert config.params == {LAMBDA: 0.001}  # the seed is no parameter of the configuration
