@@ -395,3 +395,60 @@ def test_a_trial_whose_ray_files_never_reached_the_study_is_read_from_its_engine
                           "training_iteration": 1, "trial_id": "stopped"}]  # stopped early: not finished
     assert known == {"trial_known", "trial_done", "trial_stopped"}
     assert _engine_only_trials(tmp_path, SimpleNamespace(), known=set()) == []  # a summary without records
+
+
+def test_every_field_of_a_loaded_study_read_back_from_the_files_it_came_from(tmp_path):
+    """The fixture study of the report tests, loaded: each trial record against its own result.json (Ray's rows),
+    error.txt and failure.json, and the study's fields against study.toml, baseline/ and the run configs."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_report import LAMBDA, LR, SEED, TRIALS, make_study
+
+    study_dir = make_study(tmp_path, trials=TRIALS, baseline=True, baseline_model="deeplabv3plus_tiny")
+    (study_dir / "notes").mkdir()  # a directory without params.json is no trial
+    (study_dir / "params.json").write_text("{}")  # nor is a file
+    data = load_study(study_dir)
+    assert (data.name, data.metric, data.mode, data.space, data.sampler) == ("fixture", "val/mIoU13", "max",
+                                                                             "lambda_lr", "tpe")
+    assert (data.max_t, data.grace_period, data.reduction_factor, data.scheduler) == (4, 1, 2.0, "asha")
+    assert [t.name[-2:] for t in data.trials] == ["t0", "t1", "t2", "t3", "t4", "t5", "t6"]  # by directory name
+    statuses = {t.name[-2:]: t.status for t in data.trials}
+    assert statuses == {"t0": "completed", "t1": "completed", "t2": "completed", "t3": "pruned", "t4": "pruned",
+                        "t5": "failed", "t6": "diverged"}
+    for index, t in enumerate(data.trials):
+        rows = [json.loads(line) for line in (study_dir / t.name / "result.json").read_text().splitlines()]
+        spec = TRIALS[index]
+        assert t.params == {LAMBDA: spec[1], LR: spec[2], SEED: spec[3]}
+        assert (t.trial_id, t.rounds, t.iteration, t.time_s) == (f"abc_{index:05d}", spec[4], 10 * spec[4],
+                                                                 3.0 * spec[4])
+        assert t.curve == tuple((r["training_iteration"], r["val/mIoU13"]) for r in rows)
+        assert t.metric == rows[-1]["val/mIoU13"] and t.order == index
+        assert t.final == {k: v for k, v in rows[-1].items() if k.startswith("val/")}
+        assert t.run_dir == f"{t.name}/run"
+    reasons = {t.name[-2:]: t.reason for t in data.trials}
+    assert reasons["t5"] == "RuntimeError: boom" and reasons["t6"] == "diverged at iteration 25: loss is nan"
+    assert reasons["t0"] is None
+    evals = [json.loads(line) for line in (study_dir / "baseline" / "metrics.jsonl").read_text().splitlines()]
+    at_20 = [r for r in evals if r.get("kind") == "eval" and r["iteration"] == 20][0]
+    assert data.baseline == {k: v for k, v in at_20.items() if k.startswith("val/")}
+    assert (data.baseline_dir, data.baseline_iteration, data.baseline_note) == ("baseline", 20, None)
+    assert data.baseline_model == "deeplabv3plus_tiny"
+    import tomllib
+
+    run_model = tomllib.loads((study_dir / data.trials[0].run_dir / "config.toml").read_text())["model"]["name"]
+    assert data.model == run_model == "deeplabv2_resnet101"  # no train.model.name in study.toml: the run config
+    assert data.base_lambda is None and data.num_classes == 16  # no mIoU19 anywhere
+    assert data.optuna.states == {"COMPLETE": 3, "PRUNED": 2, "FAIL": 2}
+    rows = [json.loads(line) for line in (study_dir / data.trials[0].name / "result.json").read_text().splitlines()]
+    (study_dir / data.trials[0].name / "result.json").write_text(
+        "".join(json.dumps({**r, "val/mIoU19": 0.3}) + "\n" for r in rows))
+    assert load_study(study_dir).num_classes == 19  # a 19-class score in any trial: a GTA5 study
+
+
+def test_a_study_without_baseline_or_trials_has_neither(tmp_path):
+    data = load_study(_write_study(tmp_path, 'metric = "val/mIoU13"\n[train.model]\nname = "deeplabv2"\n'
+                                             '[train.adapt]\nlambda_adv_main = 0.002\n'))
+    assert (data.baseline, data.baseline_dir, data.baseline_model, data.baseline_iteration, data.baseline_note) == (
+        None, None, None, None, None)
+    assert (data.model, data.base_lambda) == ("deeplabv2", 0.002)
