@@ -452,3 +452,75 @@ def test_a_study_without_baseline_or_trials_has_neither(tmp_path):
     assert (data.baseline, data.baseline_dir, data.baseline_model, data.baseline_iteration, data.baseline_note) == (
         None, None, None, None, None)
     assert (data.model, data.base_lambda) == ("deeplabv2", 0.002)
+
+
+def test_the_odd_trials_of_a_real_study_each_read_as_what_happened_to_them(tmp_path):
+    """One trial each: its run directory lost, its Ray status ERROR or RUNNING with nothing else saying so, its
+    last row without "finished", a null score, no report at all, an engine that says diverged, Ray files that never
+    reached the study; and a baseline of an older version (no result.json) that scored 19 classes."""
+    import shutil
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_report import LAMBDA, LR, SEED, TRIALS, make_study
+
+    trials = TRIALS + [("t7", 1e-3, 0.01, 3, 0, "failed"), ("t8", 2e-3, 0.01, 3, 2, "pruned"),
+                       ("t9", 3e-3, 0.01, 3, 4, "completed")]
+    study_dir = make_study(tmp_path, trials=trials, baseline=True, baseline_result=False)
+    dirs = {p.name[-2:]: p for p in study_dir.glob("trial_*")}
+    shutil.rmtree(dirs["t0"] / "run")
+    (dirs["t1"] / "run" / "last_eval.json").write_text(json.dumps({"iteration": 40, "select/extra": 0.5,
+                                                                   "val/mIoU13": 0.0}))
+
+    def rewrite(name, change):
+        rows = [json.loads(line) for line in (dirs[name] / "result.json").read_text().splitlines()]
+        change(rows)
+        (dirs[name] / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    rewrite("t2", lambda rows: rows[-1].pop("finished"))
+    rewrite("t4", lambda rows: rows[0].update({"val/mIoU13": None}))
+    (dirs["t8"] / "run" / "result.json").write_text(json.dumps({"status": "diverged"}))
+    (dirs["t9"] / "params.json").unlink()
+    (dirs["t9"] / "result.json").unlink()
+    (dirs["t9"] / "run" / "result.json").write_text(json.dumps({"status": "completed"}))
+    state = study_dir / "experiment_state-2026-01-01_00-00-00.json"
+    trial_data = json.loads(state.read_text())["trial_data"]
+    for entry in trial_data:
+        trial = json.loads(entry[0])
+        trial["status"] = {"t1": "ERROR", "t3": "RUNNING"}.get(trial["relative_logdir"][-2:], trial["status"])
+        entry[0] = json.dumps(trial)
+    state.write_text(json.dumps({"trial_data": trial_data}))
+    baseline_rows = [json.loads(line) for line in (study_dir / "baseline" / "metrics.jsonl").read_text().splitlines()]
+    baseline_rows[-1]["val/mIoU19"] = 0.2
+    (study_dir / "baseline" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in baseline_rows))
+
+    data = load_study(study_dir)
+    by = {t.name[-2:]: t for t in data.trials}
+    assert {k: t.status for k, t in by.items()} == {
+        "t0": "completed", "t1": "failed", "t2": "completed", "t3": "running", "t4": "pruned", "t5": "failed",
+        "t6": "diverged", "t7": "failed", "t8": "diverged", "t9": "completed"}
+    assert by["t0"].run_dir is None and by["t1"].run_dir == f"{dirs['t1'].name}/run"
+    assert by["t1"].reason is None and by["t8"].reason is None  # nothing wrote why
+    assert by["t1"].final["select/extra"] == 0.5  # from the run's last evaluation file ...
+    assert by["t1"].final["val/mIoU13"] == by["t1"].metric != 0.0  # ... where Ray's row has the value, Ray's row
+    assert [r for r, _ in by["t4"].curve] == [2]  # the null score is no point of the curve
+    t7 = by["t7"]
+    assert (t7.trial_id, t7.rounds, t7.iteration, t7.metric, t7.curve, t7.final, t7.time_s) == (
+        dirs["t7"].name, 0, None, None, (), {}, None)
+    t9 = by["t9"]
+    assert t9.params == {LAMBDA: 3e-3, LR: 0.01, SEED: 3} and t9.trial_id == dirs["t9"].name.removeprefix("trial_")
+    assert [r for r, _ in t9.curve] == [1, 2, 3, 4] and t9.rounds == 4 and t9.iteration == 40
+    assert data.model == "deeplabv2_resnet101"  # from the first trial that still has its run config
+    assert data.num_classes == 19  # the baseline scored 19 classes
+    assert data.baseline_iteration is None and data.baseline_note.startswith(
+        "baseline/result.json names no best_iteration (a study directory from an older version)")
+    assert data.baseline["val/mIoU19"] == 0.2  # the last evaluation
+
+
+def test_a_baseline_directory_without_evaluations_is_no_baseline(tmp_path):
+    study_dir = _write_study(tmp_path, 'metric = "val/mIoU13"\n')
+    (study_dir / "baseline").mkdir()
+    (study_dir / "baseline" / "config.toml").write_text('[model]\nname = "deeplabv2"\n')
+    data = load_study(study_dir)
+    assert (data.baseline, data.baseline_dir, data.baseline_model, data.baseline_iteration, data.baseline_note) == (
+        None, None, None, None, None)
