@@ -192,11 +192,20 @@ def paper_markdown(data: StudyData, rows: Sequence[PaperRow]) -> tuple[list[str]
 
 def control_note(rows: Sequence[PaperRow]) -> str:
     """What the Δ-vs-control and p columns are, under the table."""
-    arms = sum(bool(r.vs_control) for r in rows)
+    # Holm's m per metric: the arms with a test (an arm of one paired seed has a difference but no p-value)
+    tested = {key.split("/", 1)[1]: sum(math.isfinite(r.p_value.get(key, math.nan)) for r in rows)
+              for key in dict.fromkeys(k for r in rows for k in r.p_value)}
+    if not tested:
+        family = "the arms with a test in this table (none)"
+    elif len(set(tested.values())) == 1:
+        family = f"the {next(iter(tested.values()))} arm(s) with a test in this table (per metric)"
+    else:
+        family = ("the arms with a test in this table, per metric ("
+                  + ", ".join(f"{k}: {n}" for k, n in tested.items()) + ")")
     return (f"Δ vs λ=0: each row minus the λ_adv = 0 configuration with the same backbone and the same other searched "
             f"parameters, seed by seed (n = seeds both have), mean ± sd (n) and 95 % t-interval. p: two-sided paired "
-            f"t-test (`scipy.stats.ttest_rel`), raw, and in brackets Holm-adjusted over the {arms} arm(s) compared "
-            f"with a control in this table (per metric); n/a = fewer than 2 pairs. {SINGLE_NOTE}.")
+            f"t-test (`scipy.stats.ttest_rel`), raw, and in brackets Holm-adjusted over {family}; n/a = fewer than "
+            f"2 pairs, no test. {SINGLE_NOTE}.")
 
 
 def per_class_delta_rows(data: StudyData, rows: Sequence[PaperRow]) -> tuple[list[str], list[list[str]]]:

@@ -1,6 +1,8 @@
 """Writing the report: ``report.md``, ``figures/*.png``, ``tables/*.csv`` and ``best_config.toml``."""
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 
 from study.report.aggregate import (LAMBDA_KEY, MIN_CONFIGS_FOR_IMPORTANCE, MIN_REPLICATES, MODEL_KEY, TIE_RULE,
@@ -231,9 +233,11 @@ def _markdown(data: StudyData, *, best: TrialRecord | None, best_cfg: ConfigAggr
             [[*[_param_text(d.config.params.get(n, "")) for n in names], ", ".join(map(str, d.seeds)),
               fmt_stats(d.difference, signed=True), fmt_ci(d.difference), fmt_p(d.p_value), fmt_p(d.p_holm)]
              for d in diffs]))
+        tested = sum(d.p_value is not None and math.isfinite(d.p_value) for d in diffs)  # Holm's m: arms with a test
         lines += ["", f"p: two-sided paired t-test (`scipy.stats.ttest_rel`) of each arm against its control; "
-                      f"p (Holm): Holm's step-down adjustment over the {len(diffs)} arm(s) of this table (family-wise "
-                      f"error 5 % when p (Holm) < 0.05); n/a = fewer than 2 paired seeds. {SINGLE_NOTE}.", ""]
+                      f"p (Holm): Holm's step-down adjustment over the {tested} arm(s) of this table with a test "
+                      f"(family-wise error 5 % when p (Holm) < 0.05); n/a = fewer than 2 paired seeds, no test. "
+                      f"{SINGLE_NOTE}.", ""]
     # the paper's table
     lines += ["## λ_adv × backbone (the seed's Table 3 layout)", ""]
     if rows_paper:

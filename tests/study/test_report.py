@@ -1026,11 +1026,23 @@ def test_final_columns_are_the_other_means_of_the_class_set(classes, metric, fin
     assert _final_keys(SimpleNamespace(num_classes=classes, metric=metric)) == finals
 
 
+# λ_adv × lr × backbone with three seeds, a one-seed arm, an early stop and a failure, the baseline of one backbone:
+# every column of the λ table and its CSV (the golden files report_paper.md and report_paper_lambda_backbone.csv)
+PAPER_GRID = ([(f"{m[8:11]}{lam}lr{lr}s{s}", lam, lr, s, 4, "completed", m,
+                0.40 + 0.06 * (lam > 0) + 0.03 * s + 0.05 * (m == "deeplabv3plus_tiny") + 0.02 * (lr == 0.02)
+                + 0.01 * s * (lam == 0.004))
+               for m in ("deeplabv2_tiny", "deeplabv3plus_tiny") for lam in (0.0, 0.001, 0.004) for lr in (0.01, 0.02)
+               for s in (1, 2, 3) if not (m == "deeplabv3plus_tiny" and lr == 0.02)]
+              + [("v2single", 0.008, 0.01, 1, 4, "completed", "deeplabv2_tiny", 0.5),
+                 ("v2pruned", 0.002, 0.01, 1, 2, "pruned", "deeplabv2_tiny", 0.3),
+                 ("v2failed", 0.002, 0.01, 2, 1, "failed", "deeplabv2_tiny", 0.3)])
+
 GOLDEN = {  # golden file -> make_study's keyword arguments (None: the module's `study` fixture)
     "report_fixture.md": None,
     "report_holdout_no_baseline.md": dict(trials=TRIALS[:3], baseline=False, selection="holdout"),
     "report_no_scores.md": dict(trials=[("f1", 0.001, 0.01, 1, 0, "failed"), ("f2", 0.002, 0.01, 2, 0, "failed")],
                                 baseline=False),
+    "report_paper.md": dict(trials=PAPER_GRID, baseline=True, baseline_model="deeplabv2_tiny"),
 }
 
 
@@ -1047,6 +1059,9 @@ def test_the_whole_report_word_for_word(golden, request, tmp_path):
         write_report(study_dir)
     expected = (Path(__file__).parent / "golden" / golden).read_text()
     assert (study_dir / "report.md").read_text().splitlines() == expected.splitlines()
+    table = Path(__file__).parent / "golden" / golden.replace(".md", "_lambda_backbone.csv")
+    if table.exists():  # the λ table's CSV, value by value (4 decimals in percent, p-values as they are)
+        assert (study_dir / "tables" / "lambda_backbone.csv").read_text() == table.read_text()
     if GOLDEN[golden] is None:  # and the summary names the best trial by its label, as the report does
         assert request.getfixturevalue("study")[1].best_label == "#0 λ=0.001 lr=0.01 seed=1"
 

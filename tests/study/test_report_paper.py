@@ -94,3 +94,22 @@ def test_replicates_of_a_configuration_are_listed_by_seed_then_by_name():
     assert [t.name for t in config.trials] == ["z_seed1", "b_seed2", "m_seed2", "a_seed3"]
     assert config.values == (0.1, 0.25, 0.2, 0.3)
     assert config.params == {LAMBDA: 0.001}  # the seed is no parameter of the configuration
+
+
+def test_holms_family_is_the_arms_with_a_test_counted_per_metric():
+    """An arm of one paired seed has a difference but no p-value: it is not one of Holm's m tests, and the note
+    under the table must not say it is (with a metric missing in one run the families differ per metric)."""
+    from types import SimpleNamespace
+
+    from study.report.paper import control_note
+
+    def row(p16, p13):
+        return SimpleNamespace(p_value={"val/mIoU16": p16, "val/mIoU13": p13})
+
+    nan = math.nan
+    note = control_note([row(0.01, 0.02), row(0.03, 0.04), row(nan, nan), SimpleNamespace(p_value={})])
+    assert "Holm-adjusted over the 2 arm(s) with a test in this table (per metric); n/a = fewer than 2 pairs, " \
+           "no test." in note
+    note = control_note([row(0.01, 0.02), row(nan, 0.04), row(nan, nan)])
+    assert "Holm-adjusted over the arms with a test in this table, per metric (mIoU16: 1, mIoU13: 2); n/a" in note
+    assert "over the arms with a test in this table (none); n/a" in control_note([SimpleNamespace(p_value={})])
