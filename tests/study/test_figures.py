@@ -295,3 +295,141 @@ def test_series_of_one_backbone_differ_in_colour_and_each_control_is_drawn_in_it
     means = {lr: 100 * next(c.score.mean for c in completed if c.params[LAMBDA] == 0.0 and c.params[LR] == lr)
              for lr in (0.005, 0.02)}
     assert {k: y for k, (_, y) in controls.items()} == {f"lr={lr}": pytest.approx(v) for lr, v in means.items()}
+
+
+def test_importance_bars_put_the_most_important_parameter_on_top(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    study_dir = make_study(tmp_path, trials=TRIALS[:3], baseline=False)
+    figures, kept = _capture(monkeypatch)
+    data = load_study(study_dir)
+    assert figures._importance_figure(tmp_path / "i.png", data, {}) is None and not kept
+    figures._importance_figure(tmp_path / "i.png", data, {"b.lr": 0.2, "a.lam": 0.7, "c.seedless": 0.1,
+                                                          "a.tie": 0.2})
+    ax = kept[0].axes[0]
+    bars = sorted(ax.patches, key=lambda p: p.get_y())  # barh: bottom to top
+    assert [p.get_width() for p in bars] == pytest.approx([0.1, 0.2, 0.2, 0.7])
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["c.seedless", "a.tie", "b.lr", "a.lam"]  # ties by name
+    assert ax.get_xlabel() == "importance (PED-ANOVA over configuration means, seed left out)"
+    assert ax.get_title() == "fixture: hyperparameter importance for val/mIoU13"
+    assert kept[0].get_size_inches()[1] == pytest.approx(0.5 * 4 + 1.6)  # a row of height per parameter
+    plt.close(kept[0])
+
+
+def test_per_class_bars_are_the_tables_rows_in_percent_side_by_side(tmp_path, monkeypatch):
+    """Source only (grey) and the best trial (blue) per class, missing IoUs drawn as 0, the class names under the
+    bars (with * for the three classes outside mIoU13), no error bar for one run."""
+    import matplotlib.colors as mcolors
+    import matplotlib.pyplot as plt
+
+    study_dir = make_study(tmp_path, trials=TRIALS[:3], baseline=True)
+    figures, kept = _capture(monkeypatch)
+    data = load_study(study_dir)
+    assert figures._per_class_figure(tmp_path / "p.png", dataclasses_replace(data, baseline=None), None) is None
+    best = data.scored()[0]
+    final = dict(best.final)
+    del final["val/IoU/sky"]  # a class this run never scored
+    best = dataclasses_replace(best, final=final)
+    figures._per_class_figure(tmp_path / "p.png", data, best)
+    ax = kept[-1].axes[0]
+    names = [t.get_text() for t in ax.get_xticklabels()]
+    assert names[:6] == ["road", "sidewalk", "building", "wall*", "fence*", "pole*"] and names[-2:] == ["mIoU16",
+                                                                                                        "mIoU13"]
+    containers = [c for c in ax.containers if hasattr(c, "patches")]
+    assert [c.get_label() for c in containers] == ["source only (baseline)", f"best trial ({data.label(best)})"]
+    grey, blue = containers
+    assert {mcolors.to_hex(p.get_facecolor()[:3]) for p in grey.patches} == {mcolors.to_hex("tab:gray")}
+    assert {mcolors.to_hex(p.get_facecolor()[:3]) for p in blue.patches} == {mcolors.to_hex("tab:blue")}
+    keys = [f"val/IoU/{n.rstrip('*')}" for n in names[:-2]] + ["val/mIoU16", "val/mIoU13"]
+    assert [p.get_height() for p in grey.patches] == pytest.approx([100 * data.baseline[k] for k in keys])
+    assert [p.get_height() for p in blue.patches] == pytest.approx([100 * final.get(k, 0.0) for k in keys])
+    assert blue.patches[names.index("sky")].get_height() == 0.0
+    width = grey.patches[0].get_width()
+    assert width == pytest.approx(0.4)
+    assert grey.patches[0].get_x() + width == pytest.approx(blue.patches[0].get_x())  # side by side, no overlap
+    assert all(c.errorbar is None for c in containers)  # one run each: no interval
+    assert ax.get_ylabel() == "IoU on target val (%)"
+    assert ax.get_title() == "fixture: per-class IoU (* = not in mIoU13)"
+    for fig in kept:
+        plt.close(fig)
+
+
+def dataclasses_replace(obj, **changes):
+    import dataclasses
+
+    return dataclasses.replace(obj, **changes)
+
+
+def test_draw_all_returns_the_drawn_figures_in_the_reports_order(tmp_path, monkeypatch):
+    import study.report.figures as figures
+
+    drawn_order = []
+
+    def fake(name, result=True):
+        def draw(path, *args, **kwargs):
+            drawn_order.append(name)
+            if result:
+                path.write_bytes(b"png")
+                return path
+            return None
+        return draw
+
+    monkeypatch.setattr(figures, "_sensitivity", fake("sensitivity"))
+    monkeypatch.setattr(figures, "_learning_curves", fake("learning_curves"))
+    monkeypatch.setattr(figures, "_importance_figure", fake("importance", result=False))  # nothing to draw
+    monkeypatch.setattr(figures, "_per_class_figure", fake("per_class_iou"))
+    monkeypatch.setattr(figures, "_schedules", fake("pbt_schedules"))
+    study_dir = make_study(tmp_path, trials=TRIALS[:3], baseline=False)
+    data = load_study(study_dir)
+    (study_dir / "figures").mkdir()
+    got = figures._draw_all(study_dir / "figures", data, best=None, searched=[LAMBDA], importances={}, rungs=[])
+    assert list(got) == ["sensitivity", "learning_curves", "per_class_iou"]
+    assert got["sensitivity"] == study_dir / "figures" / "sensitivity.png"
+    assert drawn_order == ["sensitivity", "learning_curves", "importance", "per_class_iou"]  # no PBT: no schedules
+    drawn_order.clear()
+    got = figures._draw_all(study_dir / "figures", dataclasses_replace(data, scheduler="pbt"), best=None,
+                            searched=[LAMBDA], importances={}, rungs=[])
+    assert list(got) == ["pbt_schedules", "sensitivity", "learning_curves", "per_class_iou"]  # schedules first
+    assert drawn_order[-1] == "pbt_schedules"
+
+
+def test_learning_curves_of_trials_with_other_intervals_fall_back_to_rounds_without_rung_lines(tmp_path, monkeypatch):
+    """Rungs are in evaluation rounds: drawn at iterations only when every trial evaluates at the same interval. A
+    trial without its iteration puts the whole figure in rounds; the end marker of a failed trial is red, of a
+    stopped one black."""
+    import matplotlib.colors as mcolors
+    import matplotlib.pyplot as plt
+
+    study_dir = make_study(tmp_path, trials=TRIALS, baseline=False)
+    figures, kept = _capture(monkeypatch)
+    data = load_study(study_dir)
+    t0 = data.trials[0]
+    odd = dataclasses_replace(t0, iteration=80)  # evaluates every 20 iterations
+    figures._learning_curves(tmp_path / "c.png", dataclasses_replace(data, trials=(odd, *data.trials[1:])), [1, 2, 4])
+    ax = kept[-1].axes[0]
+    assert ax.get_xlabel() == "iteration (SGD steps)"
+    assert not [line for line in ax.get_lines() if line.get_linestyle() == ":"] and not ax.child_axes
+    first = [line for line in ax.get_lines() if line.get_label().startswith("#0 ")][0]
+    assert list(first.get_xdata()) == [20, 40, 60, 80]
+    no_iteration = dataclasses_replace(t0, iteration=None)
+    figures._learning_curves(tmp_path / "c.png", dataclasses_replace(data, trials=(no_iteration, *data.trials[1:])),
+                             [1, 2, 4])
+    ax = kept[-1].axes[0]
+    assert ax.get_xlabel() == "training_iteration (evaluation rounds)"
+    assert [line.get_xdata()[0] for line in ax.get_lines() if line.get_linestyle() == ":"] == [1, 2, 4]
+    assert ax.get_ylabel() == "val/mIoU13 (%)"
+    assert ax.get_title() == "fixture: learning curves (dashed = stopped early; x = last report)"
+    ends = {mcolors.to_hex(c.get_facecolor()[0][:3]): c.get_offsets().tolist() for c in ax.collections
+            if len(c.get_offsets()) and len(c.get_sizes()) and c.get_sizes()[0] == 36}
+    by_name = {t.name[-2:]: t for t in data.trials}
+
+    def end(name):
+        t = by_name[name]
+        return [t.curve[-1][0], pytest.approx(100 * t.curve[-1][1])]
+
+    assert ends[mcolors.to_hex("tab:red")] == [end("t5")]  # failed
+    assert ends[mcolors.to_hex("black")] == [end("t3"), end("t4"), end("t6")]  # pruned and diverged
+    legend = ax.get_legend()
+    assert len(legend.get_texts()) == 8  # 7 trials and one replicate mean
+    for fig in kept:
+        plt.close(fig)
