@@ -157,14 +157,15 @@ def test_a_note_beside_records_does_not_hide_them():
 def test_optuna_refusing_or_warning_twice_is_said_in_the_note(monkeypatch):
     import warnings
 
-    import optuna
+    # the real module: ``optuna.importance`` may still be Optuna's lazy-import proxy, which a patch would not reach
+    import optuna.importance as importance_module
 
     records = [_record(i, 1e-3 * (i + 1), 1e-2 * (1 + i % 2), 1, 0.1 * i) for i in range(6)]
 
     def refuse(study, params):
         raise RuntimeError("degenerate study")
 
-    monkeypatch.setattr(optuna.importance, "get_param_importances", refuse)
+    monkeypatch.setattr(importance_module, "get_param_importances", refuse)
     got = _run(records)
     assert (got.values, got.configurations, got.trials) == ({}, 6, 6)
     assert got.note == "Optuna could not compute importances (RuntimeError: degenerate study)"
@@ -174,7 +175,7 @@ def test_optuna_refusing_or_warning_twice_is_said_in_the_note(monkeypatch):
         warnings.warn("first remark.")
         return {"lr": 0.25, "lam": 0.75}
 
-    monkeypatch.setattr(optuna.importance, "get_param_importances", warn)
+    monkeypatch.setattr(importance_module, "get_param_importances", warn)
     got = _run(records)
     assert got.values == {"lr": 0.25, "lam": 0.75}
     assert got.note == "Optuna: Second remark on TAX; Optuna: first remark"  # sorted, each once, no final stop
