@@ -1061,7 +1061,7 @@ def test_the_whole_report_word_for_word(golden, request, tmp_path):
     assert (study_dir / "report.md").read_text().splitlines() == expected.splitlines()
     table = Path(__file__).parent / "golden" / golden.replace(".md", "_lambda_backbone.csv")
     if table.exists():  # the λ table's CSV, value by value (4 decimals in percent, p-values as they are)
-        assert (study_dir / "tables" / "lambda_backbone.csv").read_text() == table.read_text()
+        assert (study_dir / "tables" / "lambda_backbone.csv").read_bytes() == table.read_bytes()  # "\n" line ends
     if GOLDEN[golden] is None:  # and the summary names the best trial by its label, as the report does
         assert request.getfixturevalue("study")[1].best_label == "#0 λ=0.001 lr=0.01 seed=1"
 

@@ -113,3 +113,53 @@ def test_holms_family_is_the_arms_with_a_test_counted_per_metric():
     note = control_note([row(0.01, 0.02), row(nan, 0.04), row(nan, nan)])
     assert "Holm-adjusted over the arms with a test in this table, per metric (mIoU16: 1, mIoU13: 2); n/a" in note
     assert "over the arms with a test in this table (none); n/a" in control_note([SimpleNamespace(p_value={})])
+
+
+def _drop(study_dir: Path, key: str, *, trials: str = "") -> None:
+    """Remove ``key`` from the params.json of the trials whose directory name contains ``trials`` (and from
+    space.json when it goes from every trial)."""
+    import json
+
+    for params_file in study_dir.glob(f"trial_*{trials}*/params.json" if trials else "trial_*/params.json"):
+        params = json.loads(params_file.read_text())
+        params.pop(key, None)
+        params_file.write_text(json.dumps(params))
+    if not trials:
+        space = json.loads((study_dir / "space.json").read_text())
+        del space["dimensions"][key]
+        (study_dir / "space.json").write_text(json.dumps(space))
+
+
+def test_a_study_that_searches_neither_lambda_nor_the_backbone_has_no_lambda_table(tmp_path):
+    """An lr-only search: a λ × backbone table would pool every trial into one row; the report says why there is
+    none and writes no CSV."""
+    from test_report import TRIALS
+
+    from study.report import write_report
+
+    study_dir = make_study(tmp_path, trials=TRIALS[:3], baseline=False)
+    _drop(study_dir, LAMBDA)
+    write_report(study_dir)
+    text = (study_dir / "report.md").read_text()
+    section = text.split("## λ_adv × backbone (the seed's Table 3 layout)\n\n", 1)[1].split("\n", 1)[0]
+    assert section == "The study searches neither `adapt.lambda_adv_main` nor `model.name`: no table."
+    assert not (study_dir / "tables" / "lambda_backbone.csv").exists()
+
+
+def test_a_parameter_one_backbone_does_not_have_is_an_empty_cell(tmp_path):
+    """A conditional learning rate (``optim.lr@deeplabv2_tiny`` exists for one backbone only): the other backbone's
+    rows leave that cell empty in the configuration and control tables, never a placeholder."""
+    from test_report import LR, _table
+
+    from study.report import write_report
+
+    study_dir = make_study(tmp_path, trials=_trials(V2, (0.0, 0.004), seeds=(1, 2))
+                           + _trials(V3, (0.0, 0.004), seeds=(1, 2)), baseline=False)
+    _drop(study_dir, LR, trials="_3pl")  # the deeplabv3plus trials' directories: trial_abc_000NN_3pl…
+    write_report(study_dir)
+    text = (study_dir / "report.md").read_text()
+    header, *rows = _table(text, "### Against the λ_adv = 0 control (paired by seed)")
+    cells = {r[header.index("backbone")]: r[header.index("lr")] for r in rows}
+    assert cells == {V2: "0.01", V3: ""}
+    header, *rows = _table(text, "### Completed: ranked at their final evaluation")
+    assert sorted(r[header.index("lr")] for r in rows) == ["", "", "0.01", "0.01"]

@@ -373,3 +373,17 @@ def test_per_class_deltas_mark_the_three_classes_outside_mIoU13_and_show_the_oth
     header, body = per_class_delta_rows(SimpleNamespace(num_classes=19), [])  # Cityscapes' 19: no mark, no rows
     assert header[:3] == ["backbone", "λ_adv", "n"] and len(header) == 22 and body == []
     assert [h for h in header if "*" in h] == [] and {"terrain", "truck", "train"} <= set(header)
+
+
+def test_the_best_choice_says_the_budget_it_was_ranked_at():
+    """choose_best's budget: "completed" for the full budget, "round N" for the shared budget, None without a best."""
+    from study.report.aggregate import choose_best
+
+    done = [_record(f"a{s}", 0.001, s, 0.3 + 0.01 * s) for s in (1, 2)]
+    assert choose_best(done, "max").budget == "completed"
+    curve = ((1, 0.1), (2, 0.2))
+    stopped = [_record(f"b{s}", 0.002, s, 0.2, status="pruned", curve=curve) for s in (1, 2)]
+    single = [_record("c1", 0.003, 1, 0.5, curve=((1, 0.1), (2, 0.2), (4, 0.5)))]
+    choice = choose_best(stopped + single, "max")
+    assert (choice.budget, choice.config.params[LAMBDA]) == ("round 2", 0.002)
+    assert choose_best(single, "max").budget is None and choose_best([], "max").budget is None
