@@ -868,6 +868,24 @@ def test_a_figure_whose_worker_died_is_drawn_by_the_parent(tmp_path):
     assert (tmp_path / "b.png").read_text() == "drawn here"
 
 
+def test_a_figure_a_worker_drew_is_not_drawn_again_by_the_parent(tmp_path):
+    """Each figure is drawn once: the parent draws only its own share and what a worker did not report."""
+    from study.report.figures import _run_jobs
+
+    parent, in_parent = os.getpid(), []
+
+    def job(name, result):
+        def draw(path):
+            if os.getpid() == parent:
+                in_parent.append(name)
+            return path if result else None
+        return draw
+
+    drawn = _run_jobs([(k, job(k, k != "d")) for k in "abcd"], tmp_path, workers=2)
+    assert drawn == {"a": True, "b": True, "c": True, "d": False}
+    assert in_parent == ["a", "c"]  # jobs 0 and 2; the worker reported b (drawn) and d (nothing to draw)
+
+
 @pytest.mark.parametrize("command", ["report", "status"])
 @pytest.mark.slow  # > 2 s: outside make test-quick
 def test_reading_a_study_does_not_import_torch(study, tmp_path, command):

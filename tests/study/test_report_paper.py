@@ -163,3 +163,31 @@ def test_a_parameter_one_backbone_does_not_have_is_an_empty_cell(tmp_path):
     assert cells == {V2: "0.01", V3: ""}
     header, *rows = _table(text, "### Completed: ranked at their final evaluation")
     assert sorted(r[header.index("lr")] for r in rows) == ["", "", "0.01", "0.01"]
+
+
+def test_a_19_class_study_reports_mIoU19_first_and_an_empty_table_has_no_other_columns(tmp_path):
+    from types import SimpleNamespace
+
+    from study.report.paper import mean_keys
+
+    assert mean_keys(SimpleNamespace(num_classes=19)) == ["val/mIoU19", "val/mIoU16", "val/mIoU13"]
+    assert mean_keys(SimpleNamespace(num_classes=16)) == ["val/mIoU16", "val/mIoU13"]
+    assert mean_keys(SimpleNamespace(num_classes=20)) == ["val/mIoU16", "val/mIoU13"]
+    study_dir = make_study(tmp_path, trials=_trials(V2, (0.004,), seeds=(1, 2)), baseline=False)
+    data = dataclasses.replace(load_study(study_dir), num_classes=19)
+    header, body = paper_markdown(data, [])
+    assert header == ["backbone", "λ_adv", "seeds", "mIoU19 mean ± sd (n)", "mIoU16 mean ± sd (n)",
+                      "mIoU13 mean ± sd (n)"] and body == []
+
+
+def test_a_trial_without_lambda_is_a_row_of_its_own(tmp_path):
+    """Trials of an earlier layout that name no λ_adv (and no base λ in study.toml): their configuration's λ is
+    unknown ("n/a"), a row of its own, never mixed into a λ = 0 control."""
+    study_dir = make_study(tmp_path, trials=_trials(V2, (0.0, 0.004), seeds=(1, 2)), baseline=False)
+    _drop(study_dir, LAMBDA, trials="0.004s2")  # trial_abc_00003_2_t0.004s2: no λ any more
+    data = load_study(study_dir)
+    rows = paper_rows(data)
+    assert [(r.lam, r.seeds) for r in rows] == [(0.0, (1, 2)), (None, (2,)), (0.004, (1,))]  # unknown sorts as 0
+    header, body = paper_markdown(data, rows)
+    assert [line[1] for line in body] == ["0", "n/a", "0.004"]
+    assert body[1][header.index("ΔmIoU13 vs λ=0, paired (95 % CI)")] == "no control"
