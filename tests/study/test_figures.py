@@ -433,3 +433,22 @@ def test_learning_curves_of_trials_with_other_intervals_fall_back_to_rounds_with
     assert len(legend.get_texts()) == 8  # 7 trials and one replicate mean
     for fig in kept:
         plt.close(fig)
+
+
+@pytest.mark.parametrize("n, lines", [(16, True), (17, False)])
+def test_up_to_sixteen_trials_get_a_labelled_line_each(tmp_path, monkeypatch, n, lines):
+    """Sixteen learning curves are still one labelled line each; from seventeen on, two line collections (solid and
+    dashed) without per-trial labels."""
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import LineCollection
+
+    trials = [(f"n{k}", 1e-4 * (k + 1), 0.01, 1, 4 if k % 4 else 2, "completed" if k % 4 else "pruned")
+              for k in range(n)]
+    study_dir = make_study(tmp_path, trials=trials, baseline=False)
+    figures, kept = _capture(monkeypatch)
+    figures._learning_curves(tmp_path / "c.png", load_study(study_dir), [1, 2, 4])
+    ax = kept[0].axes[0]
+    labelled = [line for line in ax.get_lines() if "(completed)" in line.get_label() or "(pruned)" in line.get_label()]
+    collections = [c for c in ax.collections if isinstance(c, LineCollection)]
+    assert (len(labelled), len(collections)) == ((n, 0) if lines else (0, 2))
+    plt.close(kept[0])

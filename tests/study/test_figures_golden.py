@@ -37,6 +37,19 @@ def _colour(value) -> str:
     return "[" + " ".join(mcolors.to_hex(c, keep_alpha=True) for c in colours) + "]"
 
 
+def _marker(collection) -> str:
+    """The marker a scatter draws, recognised from its path (matplotlib keeps the path, not the marker's name)."""
+    from matplotlib.markers import MarkerStyle
+
+    path = collection.get_paths()[0]
+    for name in ("o", "x", "s", "D", "^", "v", "P", "*", "+", "."):
+        style = MarkerStyle(name)
+        ref = style.get_path().transformed(style.get_transform())
+        if path.vertices.shape == ref.vertices.shape and np.allclose(path.vertices, ref.vertices):
+            return name
+    return "other"
+
+
 def _label(artist) -> str:
     label = artist.get_label()
     return "_" if label.startswith("_") else repr(label)  # matplotlib's own "_childN" names count artists
@@ -77,7 +90,7 @@ def describe(fig) -> list[str]:
             out.append(f"  {kind} {_label(c)} face={_colour(c.get_facecolor())} edge={_colour(c.get_edgecolor())} "
                        f"lw={_nums(c.get_linewidths())} alpha={c.get_alpha()} z={_num(c.get_zorder())}")
             if isinstance(c, PathCollection):
-                out.append(f"    sizes={_nums(c.get_sizes())} offsets={_nums(c.get_offsets())}")
+                out.append(f"    marker={_marker(c)} sizes={_nums(c.get_sizes())} offsets={_nums(c.get_offsets())}")
             elif isinstance(c, LineCollection):
                 styles = ["solid" if dashes is None else f"dashes {_nums(dashes)}" for _, dashes in c.get_linestyles()]
                 out.append(f"    styles={styles}")

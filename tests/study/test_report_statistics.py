@@ -387,3 +387,13 @@ def test_the_best_choice_says_the_budget_it_was_ranked_at():
     choice = choose_best(stopped + single, "max")
     assert (choice.budget, choice.config.params[LAMBDA]) == ("round 2", 0.002)
     assert choose_best(single, "max").budget is None and choose_best([], "max").budget is None
+
+
+def test_configurations_are_grouped_as_completed_or_stopped_early():
+    from types import SimpleNamespace
+
+    done = [_record(f"a{s}", 0.001, s, 0.3) for s in (1, 2)]
+    stopped = [_record(f"b{s}", 0.002, s, 0.2, status="pruned") for s in (1, 2)]
+    data = SimpleNamespace(trials=tuple(done + stopped), mode="max")
+    completed, early = completed_and_stopped(data)
+    assert [c.group for c in completed] == ["completed"] and [c.group for c in early] == ["stopped early"]
