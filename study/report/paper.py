@@ -21,7 +21,8 @@ from typing import Any, Mapping, Sequence
 from study.report.aggregate import LAMBDA_KEY, MODEL_KEY, Stats, holm, is_seed, paired_test, seed_of, stats
 from study.report.collect import StudyData, TrialRecord
 
-__all__ = ["PaperRow", "paper_rows", "paper_markdown", "paper_csv", "per_class_delta_rows", "mean_keys"]
+__all__ = ["PaperRow", "paper_rows", "paper_markdown", "paper_csv", "per_class_delta_rows", "mean_keys",
+           "holm_family"]
 
 
 def mean_keys(data: StudyData) -> list[str]:
@@ -190,22 +191,25 @@ def paper_markdown(data: StudyData, rows: Sequence[PaperRow]) -> tuple[list[str]
     return header, body
 
 
+def holm_family(tested: Mapping[str, int]) -> str:
+    """Holm's m as a note under a table says it: per metric, the arms that have a test (an arm of one paired seed has
+    a difference but no p-value, and is not one of the m tests)."""
+    counts = set(tested.values())
+    if not any(counts):
+        return "no arm of this table (none has 2 paired seeds)"
+    if len(counts) == 1:
+        return f"the {counts.pop()} arm(s) of this table with a test" + (" (per metric)" if len(tested) > 1 else "")
+    return "the arms of this table with a test, per metric (" + ", ".join(f"{k}: {n}" for k, n in tested.items()) + ")"
+
+
 def control_note(rows: Sequence[PaperRow]) -> str:
     """What the Δ-vs-control and p columns are, under the table."""
-    # Holm's m per metric: the arms with a test (an arm of one paired seed has a difference but no p-value)
     tested = {key.split("/", 1)[1]: sum(math.isfinite(r.p_value.get(key, math.nan)) for r in rows)
               for key in dict.fromkeys(k for r in rows for k in r.p_value)}
-    if not tested:
-        family = "the arms with a test in this table (none)"
-    elif len(set(tested.values())) == 1:
-        family = f"the {next(iter(tested.values()))} arm(s) with a test in this table (per metric)"
-    else:
-        family = ("the arms with a test in this table, per metric ("
-                  + ", ".join(f"{k}: {n}" for k, n in tested.items()) + ")")
     return (f"Δ vs λ=0: each row minus the λ_adv = 0 configuration with the same backbone and the same other searched "
             f"parameters, seed by seed (n = seeds both have), mean ± sd (n) and 95 % t-interval. p: two-sided paired "
-            f"t-test (`scipy.stats.ttest_rel`), raw, and in brackets Holm-adjusted over {family}; n/a = fewer than "
-            f"2 pairs, no test. {SINGLE_NOTE}.")
+            f"t-test (`scipy.stats.ttest_rel`), raw, and in brackets Holm-adjusted over {holm_family(tested)}; n/a = "
+            f"fewer than 2 pairs, no test. {SINGLE_NOTE}.")
 
 
 def per_class_delta_rows(data: StudyData, rows: Sequence[PaperRow]) -> tuple[list[str], list[list[str]]]:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-
 from pathlib import Path
 
 from study.report.aggregate import (LAMBDA_KEY, MIN_CONFIGS_FOR_IMPORTANCE, MIN_REPLICATES, MODEL_KEY, TIE_RULE,
@@ -13,8 +12,8 @@ from study.report.figures import _draw_all
 from study.config.pbt_settings import PBT_KINDS
 from study.report.schedules import member_schedules, schedule_rows
 from study.report.importance import Importance, config_importances
-from study.report.paper import (SINGLE_NOTE, control_note, fmt_ci, fmt_p, fmt_stats, paper_csv, paper_markdown,
-                                paper_rows, per_class_delta_rows, pooled_parameters)
+from study.report.paper import (SINGLE_NOTE, control_note, fmt_ci, fmt_p, fmt_stats, holm_family, paper_csv,
+                                paper_markdown, paper_rows, per_class_delta_rows, pooled_parameters)
 from study.report.tables import (ReportSummary, _markdown_table, _param_text, _pct, _signed, _summary_header,
                                  _summary_rows, config_rows, param_label, per_class_rows)
 
@@ -233,11 +232,10 @@ def _markdown(data: StudyData, *, best: TrialRecord | None, best_cfg: ConfigAggr
             [[*[_param_text(d.config.params.get(n, "")) for n in names], ", ".join(map(str, d.seeds)),
               fmt_stats(d.difference, signed=True), fmt_ci(d.difference), fmt_p(d.p_value), fmt_p(d.p_holm)]
              for d in diffs]))
-        tested = sum(d.p_value is not None and math.isfinite(d.p_value) for d in diffs)  # Holm's m: arms with a test
+        tested = sum(d.p_value is not None and math.isfinite(d.p_value) for d in diffs)
         lines += ["", f"p: two-sided paired t-test (`scipy.stats.ttest_rel`) of each arm against its control; "
-                      f"p (Holm): Holm's step-down adjustment over the {tested} arm(s) of this table with a test "
-                      f"(family-wise error 5 % when p (Holm) < 0.05); n/a = fewer than 2 paired seeds, no test. "
-                      f"{SINGLE_NOTE}.", ""]
+                      f"p (Holm): Holm's step-down adjustment over {holm_family({data.metric: tested})} (family-wise "
+                      f"error 5 % when p (Holm) < 0.05); n/a = fewer than 2 paired seeds, no test. {SINGLE_NOTE}.", ""]
     # the paper's table
     lines += ["## λ_adv × backbone (the seed's Table 3 layout)", ""]
     if rows_paper:

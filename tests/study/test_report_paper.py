@@ -101,18 +101,21 @@ def test_holms_family_is_the_arms_with_a_test_counted_per_metric():
     under the table must not say it is (with a metric missing in one run the families differ per metric)."""
     from types import SimpleNamespace
 
-    from study.report.paper import control_note
+    from study.report.paper import control_note, holm_family
 
     def row(p16, p13):
         return SimpleNamespace(p_value={"val/mIoU16": p16, "val/mIoU13": p13})
 
     nan = math.nan
     note = control_note([row(0.01, 0.02), row(0.03, 0.04), row(nan, nan), SimpleNamespace(p_value={})])
-    assert "Holm-adjusted over the 2 arm(s) with a test in this table (per metric); n/a = fewer than 2 pairs, " \
+    assert "Holm-adjusted over the 2 arm(s) of this table with a test (per metric); n/a = fewer than 2 pairs, " \
            "no test." in note
     note = control_note([row(0.01, 0.02), row(nan, 0.04), row(nan, nan)])
-    assert "Holm-adjusted over the arms with a test in this table, per metric (mIoU16: 1, mIoU13: 2); n/a" in note
-    assert "over the arms with a test in this table (none); n/a" in control_note([SimpleNamespace(p_value={})])
+    assert "Holm-adjusted over the arms of this table with a test, per metric (mIoU16: 1, mIoU13: 2); n/a" in note
+    note = control_note([row(nan, nan)])  # every arm has one paired seed: there is no family, not "0 arm(s)"
+    assert "Holm-adjusted over no arm of this table (none has 2 paired seeds); n/a" in note
+    assert holm_family({"val/mIoU13": 3}) == "the 3 arm(s) of this table with a test"  # one metric: no "per metric"
+    assert holm_family({}) == "no arm of this table (none has 2 paired seeds)"
 
 
 def _drop(study_dir: Path, key: str, *, trials: str = "") -> None:

@@ -101,7 +101,7 @@ def test_lambda_table_pairs_by_configuration_and_seed_never_pools(tmp_path, decl
         p = expected_p[float(r[LR])]
         assert float(r["d_mIoU13_vs_lambda0_p"]) == pytest.approx(p, rel=1e-5)
         assert float(r["d_mIoU13_vs_lambda0_p_holm"]) == pytest.approx(adjusted[p], rel=1e-5)
-    assert "Holm-adjusted over the 2 arm(s)" in text and "scipy.stats.ttest_rel" in text
+    assert "Holm-adjusted over the 2 arm(s) of this table with a test" in text and "scipy.stats.ttest_rel" in text
     assert "no row pools over them" in text
 
 
