@@ -6,6 +6,7 @@ import json
 import struct
 import sys
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -325,11 +326,11 @@ def test_per_class_bars_are_the_tables_rows_in_percent_side_by_side(tmp_path, mo
     study_dir = make_study(tmp_path, trials=TRIALS[:3], baseline=True)
     figures, kept = _capture(monkeypatch)
     data = load_study(study_dir)
-    assert figures._per_class_figure(tmp_path / "p.png", dataclasses_replace(data, baseline=None), None) is None
+    assert figures._per_class_figure(tmp_path / "p.png", replace(data, baseline=None), None) is None
     best = data.scored()[0]
     final = dict(best.final)
     del final["val/IoU/sky"]  # a class this run never scored
-    best = dataclasses_replace(best, final=final)
+    best = replace(best, final=final)
     figures._per_class_figure(tmp_path / "p.png", data, best)
     ax = kept[-1].axes[0]
     names = [t.get_text() for t in ax.get_xticklabels()]
@@ -353,11 +354,6 @@ def test_per_class_bars_are_the_tables_rows_in_percent_side_by_side(tmp_path, mo
     for fig in kept:
         plt.close(fig)
 
-
-def dataclasses_replace(obj, **changes):
-    import dataclasses
-
-    return dataclasses.replace(obj, **changes)
 
 
 def test_draw_all_returns_the_drawn_figures_in_the_reports_order(tmp_path, monkeypatch):
@@ -387,7 +383,7 @@ def test_draw_all_returns_the_drawn_figures_in_the_reports_order(tmp_path, monke
     assert got["sensitivity"] == study_dir / "figures" / "sensitivity.png"
     assert drawn_order == ["sensitivity", "learning_curves", "importance", "per_class_iou"]  # no PBT: no schedules
     drawn_order.clear()
-    got = figures._draw_all(study_dir / "figures", dataclasses_replace(data, scheduler="pbt"), best=None,
+    got = figures._draw_all(study_dir / "figures", replace(data, scheduler="pbt"), best=None,
                             searched=[LAMBDA], importances={}, rungs=[])
     assert list(got) == ["pbt_schedules", "sensitivity", "learning_curves", "per_class_iou"]  # schedules first
     assert drawn_order[-1] == "pbt_schedules"
@@ -404,15 +400,15 @@ def test_learning_curves_of_trials_with_other_intervals_fall_back_to_rounds_with
     figures, kept = _capture(monkeypatch)
     data = load_study(study_dir)
     t0 = data.trials[0]
-    odd = dataclasses_replace(t0, iteration=80)  # evaluates every 20 iterations
-    figures._learning_curves(tmp_path / "c.png", dataclasses_replace(data, trials=(odd, *data.trials[1:])), [1, 2, 4])
+    odd = replace(t0, iteration=80)  # evaluates every 20 iterations
+    figures._learning_curves(tmp_path / "c.png", replace(data, trials=(odd, *data.trials[1:])), [1, 2, 4])
     ax = kept[-1].axes[0]
     assert ax.get_xlabel() == "iteration (SGD steps)"
     assert not [line for line in ax.get_lines() if line.get_linestyle() == ":"] and not ax.child_axes
     first = [line for line in ax.get_lines() if line.get_label().startswith("#0 ")][0]
     assert list(first.get_xdata()) == [20, 40, 60, 80]
-    no_iteration = dataclasses_replace(t0, iteration=None)
-    figures._learning_curves(tmp_path / "c.png", dataclasses_replace(data, trials=(no_iteration, *data.trials[1:])),
+    no_iteration = replace(t0, iteration=None)
+    figures._learning_curves(tmp_path / "c.png", replace(data, trials=(no_iteration, *data.trials[1:])),
                              [1, 2, 4])
     ax = kept[-1].axes[0]
     assert ax.get_xlabel() == "training_iteration (evaluation rounds)"

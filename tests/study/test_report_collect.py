@@ -3,6 +3,7 @@ why a trial failed, study.toml layouts of earlier versions, the files Ray and th
 checkpoint's evaluation. Each case is a tiny directory written here with the values a reader can check by hand."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -272,8 +273,6 @@ def test_scored_trials_best_first_ties_in_start_order_then_by_name(tmp_path):
               _record("c", 0.5, order=1), _record("a", 0.4, order=0), _record("f", 0.9, status="failed"),
               _record("g", 0.9, status="diverged"), _record("h", math.nan), _record("i", None),
               _record("j", 0.45, status="pruned"), _record("k", 0.2, status="running"))
-    import dataclasses
-
     data = dataclasses.replace(data, trials=trials)
     assert [t.name for t in data.scored()] == ["c", "b", "d", "e", "j", "a", "k"]  # start order, not the name
     low = dataclasses.replace(data, mode="min")
@@ -334,7 +333,7 @@ def test_a_baseline_scored_otherwise_than_the_trials_is_named_key_by_key(tmp_pat
     (run / "config.toml").write_text('[eval]\nprotocol = "full"\nflip = false\nmax_images = 50\n'
                                      '[data]\nval = "val"\nnum_classes = 19\n')
     assert _start_checkpoint_eval(baseline, tmp_path, [_record("x", 0.2)])[2] is None  # no trial config to compare
-    trials = [_record("x", 0.2), dataclasses_replace_run(_record("y", 0.2), "trial_0/run")]
+    trials = [_record("x", 0.2), dataclasses.replace(_record("y", 0.2), run_dir="trial_0/run")]
     _, _, note = _start_checkpoint_eval(baseline, tmp_path, trials)
     assert note == ("the source-only baseline was evaluated with other settings than the trials (eval.flip, "
                     "data.num_classes differ between baseline/config.toml and trial_0/run/config.toml): its numbers "
@@ -344,11 +343,6 @@ def test_a_baseline_scored_otherwise_than_the_trials_is_named_key_by_key(tmp_pat
     (run / "config.toml").write_text("[eval\n")  # unreadable: no claim either way
     assert _start_checkpoint_eval(baseline, tmp_path, trials)[2] is None
 
-
-def dataclasses_replace_run(record: TrialRecord, run_dir: str) -> TrialRecord:
-    import dataclasses
-
-    return dataclasses.replace(record, run_dir=run_dir)
 
 
 def test_a_trial_whose_ray_files_never_reached_the_study_is_read_from_its_engine_output(tmp_path):
